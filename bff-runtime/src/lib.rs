@@ -1,0 +1,10 @@
+//! Facet's Backend-for-Frontend runtime.
+//!
+//! One runtime serves one `FrontendExperience`: it reads Kafka topics, keeps
+//! UI-ready projections built by CEL rules, and serves them to the clients allowed
+//! to see them. The operator uses this library's [`spec`] module to validate the
+//! very specs the runtime will run.
+
+pub mod cli;
+pub mod spec;
+pub mod validate;

@@ -1,0 +1,610 @@
+//! The spec compiler: validates a spec and compiles every CEL expression in it.
+//!
+//! The same code runs in `facet-bff validate`, in the operator (the `SpecValid`
+//! condition) and in the runtime at start, so a spec means one thing everywhere.
+//! It collects every problem it finds rather than stopping at the first.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest, Sha256};
+
+use super::error::{SpecError, SpecErrors};
+use super::expr::{cel_to_json, cel_type_name, Expr, Scope};
+use super::fields::conform;
+use super::types::*;
+
+/// A spec whose every part has been checked and every expression compiled.
+#[derive(Debug, Clone)]
+pub struct CompiledExperience {
+    pub spec: ExperienceSpec,
+    pub projections: Vec<CompiledProjection>,
+    /// Hash of the sources and projections: when it changes, the store is rebuilt.
+    pub definition_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompiledProjection {
+    pub name: String,
+    pub fields: BTreeMap<String, FieldSpec>,
+    pub rules: Vec<CompiledRule>,
+    pub access: Option<Expr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    /// Position of the rule in its projection, for logs.
+    pub index: usize,
+    pub source: String,
+    pub when: Option<Expr>,
+    /// The rule's own key, or the projection's.
+    pub key: Expr,
+    pub action: RuleAction,
+}
+
+#[derive(Debug, Clone)]
+pub enum RuleAction {
+    Upsert(Vec<(String, Expr)>),
+    Patch(Vec<(String, Expr)>),
+    Delete,
+}
+
+impl CompiledExperience {
+    pub fn projection(&self, name: &str) -> Option<&CompiledProjection> {
+        self.projections.iter().find(|p| p.name == name)
+    }
+}
+
+/// Validates `spec` and compiles its expressions, or returns every problem found.
+pub fn compile(spec: &ExperienceSpec) -> Result<CompiledExperience, SpecErrors> {
+    let mut errors = Vec::new();
+    check_general(spec, &mut errors);
+    let source_names = check_sources(spec, &mut errors);
+    let projections = check_projections(spec, &source_names, &mut errors);
+    if !errors.is_empty() {
+        return Err(SpecErrors(errors));
+    }
+    Ok(CompiledExperience {
+        spec: spec.clone(),
+        projections,
+        definition_hash: definition_hash(spec),
+    })
+}
+
+/// The part of a spec that decides what the store holds.
+pub fn definition_hash(spec: &ExperienceSpec) -> String {
+    let definition = serde_json::json!({"sources": spec.sources, "projections": spec.projections});
+    let digest = Sha256::digest(definition.to_string().as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn check_general(spec: &ExperienceSpec, errors: &mut Vec<SpecError>) {
+    if spec.replicas < 0 {
+        errors.push(SpecError::new("spec.replicas", "must not be negative"));
+    }
+    check_kafka(&spec.kafka, errors);
+    check_api(&spec.api, errors);
+    check_auth(&spec.auth, errors);
+    check_store(&spec.store, errors);
+}
+
+fn check_kafka(kafka: &KafkaSpec, errors: &mut Vec<SpecError>) {
+    let path = "spec.kafka.bootstrapServers";
+    if kafka.bootstrap_servers.trim().is_empty() {
+        errors.push(SpecError::new(
+            path,
+            "is empty: give at least one host:port",
+        ));
+    }
+    for server in kafka
+        .bootstrap_servers
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let port_ok = server
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            errors.push(SpecError::new(path, format!("`{server}` is not host:port")));
+        }
+    }
+    if let Some(topic) = &kafka.dead_letter_topic {
+        if let Err(message) = check_topic_name(topic) {
+            errors.push(SpecError::new("spec.kafka.deadLetterTopic", message));
+        }
+    }
+    if let Some(secret) = &kafka.secret_ref {
+        if secret.name.is_empty() {
+            errors.push(SpecError::new("spec.kafka.secretRef.name", "is empty"));
+        }
+    }
+}
+
+fn check_api(api: &ApiSpec, errors: &mut Vec<SpecError>) {
+    if !(api.rest || api.graphql || api.websocket || api.sse) {
+        errors.push(SpecError::new(
+            "spec.api",
+            "every API is turned off: enable at least one of rest, graphql, websocket, sse",
+        ));
+    }
+    let limits = [
+        ("maxConnections", api.limits.max_connections),
+        (
+            "maxSubscriptionsPerConnection",
+            api.limits.max_subscriptions_per_connection,
+        ),
+        ("maxMessageBytes", api.limits.max_message_bytes),
+        ("maxPendingRows", api.limits.max_pending_rows),
+    ];
+    for (name, value) in limits {
+        if value == 0 {
+            errors.push(SpecError::new(
+                format!("spec.api.limits.{name}"),
+                "must be at least 1",
+            ));
+        }
+    }
+}
+
+fn check_auth(auth: &AuthSpec, errors: &mut Vec<SpecError>) {
+    match (&auth.jwt, auth.anonymous) {
+        (Some(_), Some(true)) => errors.push(SpecError::new(
+            "spec.auth",
+            "set either jwt or anonymous: true, not both",
+        )),
+        (None, Some(true)) => {}
+        (None, _) => errors.push(SpecError::new(
+            "spec.auth",
+            "no authentication configured: set jwt, or anonymous: true to serve everyone",
+        )),
+        (Some(jwt), _) => {
+            if jwt.issuer.trim().is_empty() {
+                errors.push(SpecError::new("spec.auth.jwt.issuer", "is empty"));
+            }
+            if jwt.audiences.is_empty() {
+                errors.push(SpecError::new(
+                    "spec.auth.jwt.audiences",
+                    "is empty: list the audiences a token must carry",
+                ));
+            }
+            if !(jwt.jwks_uri.starts_with("https://") || jwt.jwks_uri.starts_with("http://")) {
+                errors.push(SpecError::new(
+                    "spec.auth.jwt.jwksUri",
+                    format!("`{}` is not an http(s) URL", jwt.jwks_uri),
+                ));
+            }
+        }
+    }
+}
+
+fn check_store(store: &StoreSpec, errors: &mut Vec<SpecError>) {
+    if let Some(size) = &store.persistence.size {
+        if !is_quantity(size) {
+            errors.push(SpecError::new(
+                "spec.store.persistence.size",
+                format!("`{size}` is not a Kubernetes quantity such as 1Gi"),
+            ));
+        }
+    }
+    if store.batch.max_events == 0 {
+        errors.push(SpecError::new(
+            "spec.store.batch.maxEvents",
+            "must be at least 1",
+        ));
+    }
+    if store.change_log_length == 0 {
+        errors.push(SpecError::new(
+            "spec.store.changeLogLength",
+            "must be at least 1",
+        ));
+    }
+}
+
+/// Checks the sources and returns their names.
+fn check_sources(spec: &ExperienceSpec, errors: &mut Vec<SpecError>) -> BTreeSet<String> {
+    if spec.sources.is_empty() {
+        errors.push(SpecError::new(
+            "spec.sources",
+            "is empty: read at least one topic",
+        ));
+    }
+    let mut names = BTreeSet::new();
+    let mut topics = BTreeMap::new();
+    for (i, source) in spec.sources.iter().enumerate() {
+        let path = format!("spec.sources[{i}]");
+        if !is_source_name(&source.name) {
+            errors.push(SpecError::new(
+                format!("{path}.name"),
+                format!(
+                    "`{}` is not a valid name: use letters, digits, `-` and `_`",
+                    source.name
+                ),
+            ));
+        }
+        if !names.insert(source.name.clone()) {
+            errors.push(SpecError::new(
+                format!("{path}.name"),
+                format!("duplicate source name `{}`", source.name),
+            ));
+        }
+        if let Err(message) = check_topic_name(&source.topic) {
+            errors.push(SpecError::new(format!("{path}.topic"), message));
+        }
+        if let Some(other) = topics.insert(source.topic.clone(), source.name.clone()) {
+            errors.push(SpecError::new(
+                format!("{path}.topic"),
+                format!(
+                    "topic `{}` is already read by source `{other}`",
+                    source.topic
+                ),
+            ));
+        }
+    }
+    names
+}
+
+fn check_projections(
+    spec: &ExperienceSpec,
+    sources: &BTreeSet<String>,
+    errors: &mut Vec<SpecError>,
+) -> Vec<CompiledProjection> {
+    if spec.projections.is_empty() {
+        errors.push(SpecError::new(
+            "spec.projections",
+            "is empty: keep at least one projection",
+        ));
+    }
+    let mut names = BTreeSet::new();
+    let mut compiled = Vec::new();
+    for (i, projection) in spec.projections.iter().enumerate() {
+        let path = format!("spec.projections[{i}]");
+        if !is_identifier(&projection.name) {
+            errors.push(SpecError::new(
+                format!("{path}.name"),
+                format!(
+                    "`{}` is not a valid name: start with a letter, then letters, digits or `_` (it names a GraphQL field)",
+                    projection.name
+                ),
+            ));
+        }
+        if !names.insert(projection.name.clone()) {
+            errors.push(SpecError::new(
+                format!("{path}.name"),
+                format!("duplicate projection name `{}`", projection.name),
+            ));
+        }
+        if let Some(p) = check_projection(&path, projection, sources, errors) {
+            compiled.push(p);
+        }
+    }
+    compiled
+}
+
+fn check_projection(
+    path: &str,
+    projection: &ProjectionSpec,
+    sources: &BTreeSet<String>,
+    errors: &mut Vec<SpecError>,
+) -> Option<CompiledProjection> {
+    let before = errors.len();
+    if projection.fields.is_empty() {
+        errors.push(SpecError::new(
+            format!("{path}.fields"),
+            "is empty: declare the row's fields",
+        ));
+    }
+    check_fields(&format!("{path}.fields"), &projection.fields, errors);
+    let fields = &projection.fields;
+
+    let key = compile_expr(
+        &format!("{path}.key"),
+        &projection.key,
+        Scope::Key,
+        fields,
+        errors,
+    );
+    let access = projection.access.as_ref().and_then(|access| {
+        compile_expr(
+            &format!("{path}.access"),
+            access,
+            Scope::Access,
+            fields,
+            errors,
+        )
+    });
+    if let Some(access) = &access {
+        check_constant_bool(access, errors);
+    }
+
+    if projection.rules.is_empty() {
+        errors.push(SpecError::new(
+            format!("{path}.rules"),
+            "is empty: add at least one rule",
+        ));
+    }
+    let mut rules = Vec::new();
+    for (r, rule) in projection.rules.iter().enumerate() {
+        let rule_path = format!("{path}.rules[{r}]");
+        let compiled = check_rule(&rule_path, r, rule, key.as_ref(), fields, sources, errors);
+        rules.extend(compiled);
+    }
+
+    (errors.len() == before).then(|| CompiledProjection {
+        name: projection.name.clone(),
+        fields: fields.clone(),
+        rules,
+        access,
+        // `key` is carried by each rule.
+    })
+}
+
+fn check_rule(
+    path: &str,
+    index: usize,
+    rule: &RuleSpec,
+    projection_key: Option<&Expr>,
+    fields: &BTreeMap<String, FieldSpec>,
+    sources: &BTreeSet<String>,
+    errors: &mut Vec<SpecError>,
+) -> Option<CompiledRule> {
+    let before = errors.len();
+    if !sources.contains(&rule.source) {
+        let known = sources.iter().cloned().collect::<Vec<_>>().join(", ");
+        errors.push(SpecError::new(
+            format!("{path}.source"),
+            format!("unknown source `{}` (sources: {known})", rule.source),
+        ));
+    }
+    let when = rule
+        .when
+        .as_ref()
+        .and_then(|when| compile_expr(&format!("{path}.when"), when, Scope::Rule, fields, errors));
+    if let Some(when) = &when {
+        check_constant_bool(when, errors);
+    }
+    let key = match &rule.key {
+        Some(key) => compile_expr(&format!("{path}.key"), key, Scope::Key, fields, errors),
+        None => projection_key.cloned(),
+    };
+
+    let actions = [
+        rule.upsert.is_some(),
+        rule.patch.is_some(),
+        rule.delete == Some(true),
+    ];
+    let action = match actions {
+        [true, false, false] => {
+            compile_assignments(path, "upsert", rule.upsert.as_ref(), fields, errors)
+                .map(RuleAction::Upsert)
+        }
+        [false, true, false] => {
+            compile_assignments(path, "patch", rule.patch.as_ref(), fields, errors)
+                .map(RuleAction::Patch)
+        }
+        [false, false, true] => Some(RuleAction::Delete),
+        [false, false, false] => {
+            errors.push(SpecError::new(
+                path,
+                "the rule does nothing: set one of upsert, patch or delete: true",
+            ));
+            None
+        }
+        _ => {
+            errors.push(SpecError::new(
+                path,
+                "set only one of upsert, patch and delete: true",
+            ));
+            None
+        }
+    };
+
+    if errors.len() != before {
+        return None;
+    }
+    Some(CompiledRule {
+        index,
+        source: rule.source.clone(),
+        when,
+        key: key?,
+        action: action?,
+    })
+}
+
+fn compile_assignments(
+    path: &str,
+    action: &str,
+    assignments: Option<&BTreeMap<String, String>>,
+    fields: &BTreeMap<String, FieldSpec>,
+    errors: &mut Vec<SpecError>,
+) -> Option<Vec<(String, Expr)>> {
+    let assignments = assignments?;
+    if assignments.is_empty() {
+        errors.push(SpecError::new(
+            format!("{path}.{action}"),
+            "names no field to set",
+        ));
+        return None;
+    }
+    let before = errors.len();
+    let mut compiled = Vec::new();
+    for (field, source) in assignments {
+        let field_path = format!("{path}.{action}.{field}");
+        let Some(spec) = fields.get(field) else {
+            let declared = fields.keys().cloned().collect::<Vec<_>>().join(", ");
+            errors.push(SpecError::new(
+                field_path,
+                format!("`{field}` is not a declared field (declared: {declared})"),
+            ));
+            continue;
+        };
+        if let Some(expr) = compile_expr(&field_path, source, Scope::Rule, fields, errors) {
+            check_constant_type(&expr, spec, errors);
+            compiled.push((field.clone(), expr));
+        }
+    }
+    (errors.len() == before).then_some(compiled)
+}
+
+fn compile_expr(
+    path: &str,
+    source: &str,
+    scope: Scope,
+    fields: &BTreeMap<String, FieldSpec>,
+    errors: &mut Vec<SpecError>,
+) -> Option<Expr> {
+    Expr::compile(path, source, scope, fields)
+        .map_err(|e| errors.extend(e))
+        .ok()
+}
+
+/// A filter that is a constant must at least be a boolean.
+fn check_constant_bool(expr: &Expr, errors: &mut Vec<SpecError>) {
+    if let Some(value) = expr.constant_value() {
+        if !matches!(value, cel::Value::Bool(_)) {
+            errors.push(SpecError::in_expression(
+                &expr.path,
+                &expr.source,
+                format!(
+                    "must be a boolean, but is always a {}",
+                    cel_type_name(&value)
+                ),
+            ));
+        }
+    }
+}
+
+/// A constant written into a field must fit the field's declared type.
+fn check_constant_type(expr: &Expr, field: &FieldSpec, errors: &mut Vec<SpecError>) {
+    let Some(value) = expr.constant_value() else {
+        return;
+    };
+    let result = cel_to_json(&value).and_then(|json| conform(field, json));
+    if let Err(message) = result {
+        errors.push(SpecError::in_expression(&expr.path, &expr.source, message));
+    }
+}
+
+fn check_fields(path: &str, fields: &BTreeMap<String, FieldSpec>, errors: &mut Vec<SpecError>) {
+    for (name, field) in fields {
+        let field_path = format!("{path}.{name}");
+        if !is_identifier(name) {
+            errors.push(SpecError::new(
+                &field_path,
+                format!("`{name}` is not a valid field name: start with a letter, then letters, digits or `_`"),
+            ));
+        }
+        check_field(&field_path, field, errors);
+    }
+}
+
+fn check_field(path: &str, field: &FieldSpec, errors: &mut Vec<SpecError>) {
+    match &field.enum_values {
+        Some(_) if field.field_type != FieldType::String => errors.push(SpecError::new(
+            format!("{path}.enum"),
+            format!(
+                "only string fields take enum values, this one is {}",
+                field.field_type.as_str()
+            ),
+        )),
+        Some(values) if values.is_empty() => {
+            errors.push(SpecError::new(format!("{path}.enum"), "is empty"))
+        }
+        Some(values) => {
+            for value in values {
+                if !is_identifier(value) {
+                    errors.push(SpecError::new(
+                        format!("{path}.enum"),
+                        format!("`{value}` is not a valid enum value: use letters, digits or `_` (GraphQL enum values)"),
+                    ));
+                }
+            }
+            if values.iter().collect::<BTreeSet<_>>().len() != values.len() {
+                errors.push(SpecError::new(
+                    format!("{path}.enum"),
+                    "lists a value twice",
+                ));
+            }
+        }
+        None => {}
+    }
+    match (field.field_type, &field.items) {
+        (FieldType::Array, None) => errors.push(SpecError::new(
+            format!("{path}.items"),
+            "an array field must declare the type of its items",
+        )),
+        (FieldType::Array, Some(items)) => check_field(&format!("{path}.items"), items, errors),
+        (other, Some(_)) => errors.push(SpecError::new(
+            format!("{path}.items"),
+            format!(
+                "only array fields have items, this one is {}",
+                other.as_str()
+            ),
+        )),
+        (_, None) => {}
+    }
+    match (field.field_type, &field.fields) {
+        (FieldType::Object, Some(nested)) => {
+            check_fields(&format!("{path}.fields"), nested, errors)
+        }
+        (FieldType::Object, None) => {}
+        (other, Some(_)) => errors.push(SpecError::new(
+            format!("{path}.fields"),
+            format!(
+                "only object fields have fields, this one is {}",
+                other.as_str()
+            ),
+        )),
+        (_, None) => {}
+    }
+}
+
+/// GraphQL names: a letter or `_`, then letters, digits or `_`.
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
+}
+
+fn is_source_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Kafka's own rule for topic names.
+fn check_topic_name(topic: &str) -> Result<(), String> {
+    if topic.is_empty() {
+        return Err("is empty".into());
+    }
+    if topic.len() > 249 {
+        return Err(format!("`{topic}` is longer than Kafka's 249 characters"));
+    }
+    if topic == "." || topic == ".." {
+        return Err(format!("`{topic}` is not a valid Kafka topic name"));
+    }
+    match topic
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        Some(c) => Err(format!(
+            "`{topic}` is not a valid Kafka topic name: `{c}` is not allowed (use letters, digits, `.`, `_`, `-`)"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Kubernetes quantities: a decimal number with an optional binary or decimal suffix.
+fn is_quantity(text: &str) -> bool {
+    const SUFFIXES: &[&str] = &[
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E", "",
+    ];
+    SUFFIXES.iter().any(|suffix| {
+        text.strip_suffix(suffix).is_some_and(|number| {
+            !number.is_empty()
+                && number.chars().all(|c| c.is_ascii_digit() || c == '.')
+                && number.chars().filter(|&c| c == '.').count() <= 1
+                && number.chars().next().is_some_and(|c| c.is_ascii_digit())
+        })
+    })
+}

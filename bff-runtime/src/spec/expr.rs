@@ -1,0 +1,281 @@
+//! Compiled CEL expressions: what each may refer to, how they run, and how JSON
+//! values cross into and out of CEL.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use cel::common::ast::{EntryExpr, Expr as Ast};
+use cel::parser::Expression;
+use cel::{Context, Env, ExecutionError, Program, Value};
+
+use super::error::SpecError;
+use super::types::FieldSpec;
+
+/// Which variables an expression may use, by where it stands in the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A row key: only the event, since the row is found by the key.
+    Key,
+    /// A rule's `when` and the values it writes: the event and the current row.
+    Rule,
+    /// An `access` rule: the row and the client's verified claims.
+    Access,
+}
+
+impl Scope {
+    fn variables(self) -> &'static [&'static str] {
+        match self {
+            Scope::Key => &["event"],
+            Scope::Rule => &["event", "row"],
+            Scope::Access => &["row", "auth"],
+        }
+    }
+}
+
+/// Identifiers CEL itself defines (type names used in `type(x) == string`).
+const CEL_IDENTIFIERS: &[&str] = &[
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "string",
+    "bytes",
+    "list",
+    "map",
+    "null_type",
+    "type",
+];
+
+/// A CEL expression compiled once when the spec is loaded.
+#[derive(Clone)]
+pub struct Expr {
+    /// Where it stands in the spec, for error messages at run time.
+    pub path: String,
+    /// The text as written.
+    pub source: String,
+    program: Arc<Program>,
+    /// Whether it refers to no variable at all, so it can be evaluated at compile time.
+    constant: bool,
+}
+
+impl std::fmt::Debug for Expr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Expr({}: {})", self.path, self.source)
+    }
+}
+
+fn shared_env() -> Arc<Env> {
+    static ENV: OnceLock<Arc<Env>> = OnceLock::new();
+    ENV.get_or_init(|| Arc::new(Env::stdlib())).clone()
+}
+
+impl Expr {
+    /// Parses `source` and checks what it refers to. `row_fields` are the declared
+    /// fields of the projection, so that `row.totl` is caught when the spec loads.
+    pub fn compile(
+        path: &str,
+        source: &str,
+        scope: Scope,
+        row_fields: &BTreeMap<String, FieldSpec>,
+    ) -> Result<Expr, Vec<SpecError>> {
+        if source.trim().is_empty() {
+            return Err(vec![SpecError::new(path, "expression is empty")]);
+        }
+        let program = shared_env().compile(source).map_err(|errors| {
+            errors
+                .errors
+                .iter()
+                .map(|e| {
+                    SpecError::in_expression(
+                        path,
+                        source,
+                        format!("CEL syntax error at column {}: {}", e.pos.1 + 1, e.msg),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })?;
+
+        let mut check = ReferenceCheck {
+            path,
+            source,
+            scope,
+            row_fields,
+            bound: Vec::new(),
+            free_variables: 0,
+            errors: Vec::new(),
+        };
+        check.walk(program.expression());
+        if !check.errors.is_empty() {
+            return Err(check.errors);
+        }
+        Ok(Expr {
+            path: path.to_string(),
+            source: source.to_string(),
+            constant: check.free_variables == 0,
+            program: Arc::new(program),
+        })
+    }
+
+    /// Evaluates with the given variables (`event`, `row`, `auth`).
+    pub fn eval(&self, variables: &[(&str, &Value)]) -> Result<Value, ExecutionError> {
+        let mut context = Context::with_env(shared_env());
+        for (name, value) in variables {
+            context.add_variable_from_value(*name, (*value).clone());
+        }
+        self.program.execute(&context)
+    }
+
+    /// The value of an expression that refers to no variable, known at compile time.
+    pub fn constant_value(&self) -> Option<Value> {
+        if self.constant {
+            self.eval(&[]).ok()
+        } else {
+            None
+        }
+    }
+}
+
+/// Walks the syntax tree for names the expression may not use.
+struct ReferenceCheck<'a> {
+    path: &'a str,
+    source: &'a str,
+    scope: Scope,
+    row_fields: &'a BTreeMap<String, FieldSpec>,
+    /// Variables bound by enclosing macros (`c` in `row.comments.filter(c, ...)`).
+    bound: Vec<String>,
+    free_variables: usize,
+    errors: Vec<SpecError>,
+}
+
+impl ReferenceCheck<'_> {
+    fn error(&mut self, message: String) {
+        self.errors
+            .push(SpecError::in_expression(self.path, self.source, message));
+    }
+
+    fn is_bound(&self, name: &str) -> bool {
+        self.bound.iter().any(|b| b == name)
+    }
+
+    fn walk(&mut self, node: &Expression) {
+        match &node.expr {
+            Ast::Ident(name) => {
+                if self.is_bound(name) || CEL_IDENTIFIERS.contains(&name.as_str()) {
+                    return;
+                }
+                if self.scope.variables().contains(&name.as_str()) {
+                    self.free_variables += 1;
+                } else {
+                    let allowed = self.scope.variables().join(", ");
+                    self.error(format!(
+                        "unknown variable `{name}`: this expression may use {allowed}"
+                    ));
+                }
+            }
+            Ast::Select(select) => {
+                if let Ast::Ident(operand) = &select.operand.expr {
+                    if operand == "row"
+                        && !self.is_bound("row")
+                        && self.scope.variables().contains(&"row")
+                        && !self.row_fields.contains_key(&select.field)
+                    {
+                        let declared = self.row_fields.keys().cloned().collect::<Vec<_>>();
+                        self.error(format!(
+                            "`row.{}` is not a declared field (declared: {})",
+                            select.field,
+                            declared.join(", ")
+                        ));
+                    }
+                }
+                self.walk(&select.operand);
+            }
+            Ast::Call(call) => {
+                if let Some(target) = &call.target {
+                    self.walk(target);
+                }
+                for arg in &call.args {
+                    self.walk(arg);
+                }
+            }
+            Ast::Comprehension(comprehension) => {
+                self.walk(&comprehension.iter_range);
+                self.walk(&comprehension.accu_init);
+                let depth = self.bound.len();
+                self.bound.push(comprehension.iter_var.clone());
+                if let Some(second) = &comprehension.iter_var2 {
+                    self.bound.push(second.clone());
+                }
+                self.bound.push(comprehension.accu_var.clone());
+                self.walk(&comprehension.loop_cond);
+                self.walk(&comprehension.loop_step);
+                self.walk(&comprehension.result);
+                self.bound.truncate(depth);
+            }
+            Ast::List(list) => list.elements.iter().for_each(|e| self.walk(e)),
+            Ast::Map(map) => map.entries.iter().for_each(|e| self.walk_entry(&e.expr)),
+            Ast::Struct(structure) => structure
+                .entries
+                .iter()
+                .for_each(|e| self.walk_entry(&e.expr)),
+            Ast::Literal(_) | Ast::Unspecified => {}
+        }
+    }
+
+    fn walk_entry(&mut self, entry: &EntryExpr) {
+        match entry {
+            EntryExpr::StructField(field) => self.walk(&field.value),
+            EntryExpr::MapEntry(entry) => {
+                self.walk(&entry.key);
+                self.walk(&entry.value);
+            }
+        }
+    }
+}
+
+/// Converts JSON into a CEL value. Whole numbers become CEL `int` (not `uint`, as a
+/// plain serde conversion would make them), so that `row.count + 1` works.
+pub fn json_to_cel(value: &serde_json::Value) -> Value {
+    match value {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::Int(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::UInt(u)
+            } else {
+                Value::Float(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        serde_json::Value::String(s) => Value::String(Arc::new(s.clone())),
+        serde_json::Value::Array(items) => {
+            Value::List(Arc::new(items.iter().map(json_to_cel).collect()))
+        }
+        serde_json::Value::Object(map) => {
+            let entries: std::collections::HashMap<cel::objects::Key, Value> = map
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        cel::objects::Key::String(Arc::new(k.clone())),
+                        json_to_cel(v),
+                    )
+                })
+                .collect();
+            Value::Map(cel::objects::Map {
+                map: Arc::new(entries),
+            })
+        }
+    }
+}
+
+/// Converts a CEL result into JSON, or says which type cannot be stored.
+pub fn cel_to_json(value: &Value) -> Result<serde_json::Value, String> {
+    value
+        .json()
+        .map_err(|_| format!("a CEL {} cannot be stored in a row", value.type_of()))
+}
+
+/// The CEL type name of a value, for error messages.
+pub fn cel_type_name(value: &Value) -> String {
+    value.type_of().to_string()
+}

@@ -1,0 +1,440 @@
+//! The experience spec: what one Backend-for-Frontend reads, keeps and serves.
+//!
+//! These types are the single source of truth for the `FrontendExperience`
+//! resource. The operator embeds them in its CRD, so every `///` comment here
+//! becomes `kubectl explain` text.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The desired state of one Backend-for-Frontend: the Kafka topics it reads, the
+/// UI-ready projections it keeps, who may see which rows and which APIs it serves.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperienceSpec {
+    /// Number of runtime pods. Every pod consumes every partition with its own
+    /// consumer group, so each one can push changes to its own connected clients.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+
+    /// How to reach the Kafka cluster that holds the source topics.
+    pub kafka: KafkaSpec,
+
+    /// The Kafka topics this experience reads, each under a short name that rules refer to.
+    pub sources: Vec<SourceSpec>,
+
+    /// The UI-ready tables this experience keeps, each built from events by CEL rules.
+    pub projections: Vec<ProjectionSpec>,
+
+    /// Which APIs the runtime serves. All are on unless turned off.
+    #[serde(default)]
+    pub api: ApiSpec,
+
+    /// How clients prove who they are. Either `jwt` or `anonymous: true` must be set.
+    pub auth: AuthSpec,
+
+    /// Where the runtime keeps its projections.
+    #[serde(default)]
+    pub store: StoreSpec,
+
+    /// Overrides for the runtime pods (image, resources, scheduling, extra labels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodOverrides>,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// Connection settings for the Kafka cluster.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSpec {
+    /// Comma-separated `host:port` list of brokers, e.g. `kafka.kafka.svc:9092`.
+    pub bootstrap_servers: String,
+
+    /// A Secret in the experience's namespace whose keys are librdkafka client
+    /// properties (e.g. `security.protocol`, `sasl.username`, `sasl.password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+
+    /// Extra librdkafka client properties that are not secret (e.g. `client.rack`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+
+    /// Topic that receives events the runtime could not apply, with headers naming
+    /// the reason and the original topic, partition and offset. Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_topic: Option<String>,
+}
+
+/// A reference to a Secret in the same namespace.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Name of the Secret.
+    pub name: String,
+}
+
+/// One Kafka topic read by the experience.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSpec {
+    /// Short name that projection rules use to refer to this source (`source: orders`).
+    pub name: String,
+
+    /// The Kafka topic to read, every partition of it.
+    pub topic: String,
+
+    /// How message values are encoded.
+    #[serde(default)]
+    pub format: SourceFormat,
+}
+
+/// Encoding of message values.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    /// One JSON object per message.
+    #[default]
+    Json,
+}
+
+/// A UI-ready table kept up to date from events.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectionSpec {
+    /// Name of the projection; it names the REST path, the GraphQL field and type.
+    pub name: String,
+
+    /// Human-readable description, shown in GraphQL and OpenAPI documentation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+
+    /// CEL expression over `event` that gives the row key, e.g. `event.orderId`.
+    /// A rule may override it with its own `key`.
+    pub key: String,
+
+    /// Rules applied in order to every event of their source; every matching rule applies.
+    pub rules: Vec<RuleSpec>,
+
+    /// The declared shape of a row. It drives GraphQL types, the OpenAPI document and
+    /// the starting values of a new row (empty string, 0, false, empty list or object).
+    pub fields: BTreeMap<String, FieldSpec>,
+
+    /// CEL expression over `row` and `auth` (the verified token claims) that decides
+    /// whether a client may read or subscribe to a row. Every row is visible when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<String>,
+}
+
+/// How one kind of event changes a projection. Exactly one of `upsert`, `patch`
+/// and `delete` is set.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleSpec {
+    /// Name of the source whose events this rule reads.
+    pub source: String,
+
+    /// CEL filter over `event` and `row`; the rule applies only when it is true.
+    /// The rule applies to every event of its source when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+
+    /// CEL expression over `event` for the row key, overriding the projection's `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+
+    /// Create the row if missing, then set each named field to its CEL expression
+    /// (over `event` and `row`). Fields not named keep their values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upsert: Option<BTreeMap<String, String>>,
+
+    /// Set each named field of an existing row to its CEL expression. An event for a
+    /// row that does not exist yet changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<BTreeMap<String, String>>,
+
+    /// Remove the row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<bool>,
+}
+
+/// The declared type of one row field.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldSpec {
+    /// The field's type.
+    #[serde(rename = "type")]
+    pub field_type: FieldType,
+
+    /// Human-readable description, shown in GraphQL and OpenAPI documentation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+
+    /// The allowed values of a string field.
+    #[serde(default, rename = "enum", skip_serializing_if = "Option::is_none")]
+    pub enum_values: Option<Vec<String>>,
+
+    /// Marks the field deprecated with this reason (GraphQL `@deprecated`, OpenAPI `deprecated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecated: Option<String>,
+
+    /// The type of the elements of an `array` field (a field spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "nested_field_schema")]
+    pub items: Option<Box<FieldSpec>>,
+
+    /// The fields of an `object` field (field name to field spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "nested_field_schema")]
+    pub fields: Option<BTreeMap<String, FieldSpec>>,
+}
+
+/// Nested field specs are recursive, which a CRD's structural schema cannot express:
+/// the API server keeps them as free-form objects and the spec compiler checks them.
+fn nested_field_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// Types a row field can have.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    String,
+    Integer,
+    Number,
+    Boolean,
+    Object,
+    Array,
+}
+
+impl FieldType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldType::String => "string",
+            FieldType::Integer => "integer",
+            FieldType::Number => "number",
+            FieldType::Boolean => "boolean",
+            FieldType::Object => "object",
+            FieldType::Array => "array",
+        }
+    }
+}
+
+/// Which APIs the runtime serves, and their limits.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiSpec {
+    /// REST reads under `/v1/<projection>` and the OpenAPI document at `/openapi.json`.
+    #[serde(default = "on")]
+    pub rest: bool,
+    /// GraphQL queries and subscriptions (graphql-transport-ws) at `/graphql`.
+    #[serde(default = "on")]
+    pub graphql: bool,
+    /// Facet's native WebSocket protocol at `/ws`.
+    #[serde(default = "on")]
+    pub websocket: bool,
+    /// Server-sent events at `/sse/<projection>`.
+    #[serde(default = "on")]
+    pub sse: bool,
+    /// `Cache-Control` header value for REST reads, e.g. `private, max-age=5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    /// Limits that protect the runtime from greedy or slow clients.
+    #[serde(default)]
+    pub limits: ApiLimits,
+}
+
+fn on() -> bool {
+    true
+}
+
+impl Default for ApiSpec {
+    fn default() -> Self {
+        ApiSpec {
+            rest: true,
+            graphql: true,
+            websocket: true,
+            sse: true,
+            cache_control: None,
+            limits: ApiLimits::default(),
+        }
+    }
+}
+
+/// Limits on client connections.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiLimits {
+    /// Most concurrent streaming connections (WebSocket, GraphQL subscriptions, SSE) per pod.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Most subscriptions on one connection.
+    #[serde(default = "default_max_subscriptions")]
+    pub max_subscriptions_per_connection: u32,
+    /// Largest message a client may send, in bytes.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: u32,
+    /// Rows with pending changes a client may fall behind by before it is disconnected
+    /// (changes to the same row are coalesced, latest wins).
+    #[serde(default = "default_client_backlog")]
+    pub max_pending_rows: u32,
+}
+
+fn default_max_connections() -> u32 {
+    10_000
+}
+fn default_max_subscriptions() -> u32 {
+    100
+}
+fn default_max_message_bytes() -> u32 {
+    64 * 1024
+}
+fn default_client_backlog() -> u32 {
+    1_000
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_connections: default_max_connections(),
+            max_subscriptions_per_connection: default_max_subscriptions(),
+            max_message_bytes: default_max_message_bytes(),
+            max_pending_rows: default_client_backlog(),
+        }
+    }
+}
+
+/// How clients authenticate.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Verify bearer JWTs against the issuer's JWKS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSpec>,
+    /// Serve every client without a token. Must be set explicitly, and not together with `jwt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous: Option<bool>,
+}
+
+/// JWT verification settings.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtSpec {
+    /// Expected `iss` claim.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must carry at least one.
+    pub audiences: Vec<String>,
+    /// URL of the issuer's JSON Web Key Set.
+    pub jwks_uri: String,
+}
+
+/// Where projections are kept.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreSpec {
+    /// Keep the store on a PersistentVolume, so a restarted pod resumes instead of replaying.
+    #[serde(default)]
+    pub persistence: PersistenceSpec,
+    /// Group commit: a store transaction closes after this many events or this much time.
+    #[serde(default)]
+    pub batch: BatchSpec,
+    /// How many recent changes each projection keeps, so that a reconnecting client
+    /// resumes from its last version instead of taking a fresh snapshot.
+    #[serde(default = "default_change_log_length")]
+    pub change_log_length: u32,
+}
+
+fn default_change_log_length() -> u32 {
+    10_000
+}
+
+impl Default for StoreSpec {
+    fn default() -> Self {
+        StoreSpec {
+            persistence: PersistenceSpec::default(),
+            batch: BatchSpec::default(),
+            change_log_length: default_change_log_length(),
+        }
+    }
+}
+
+/// Persistent volume settings.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PersistenceSpec {
+    /// Claim a PersistentVolume per pod. Without it the store lives in an emptyDir.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Requested volume size, a Kubernetes quantity such as `1Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// StorageClass of the volume; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+/// Group commit settings.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchSpec {
+    /// Most events in one store transaction.
+    #[serde(default = "default_batch_events")]
+    pub max_events: u32,
+    /// Longest time an applied event waits for its transaction to commit, in milliseconds.
+    #[serde(default = "default_batch_millis")]
+    pub max_delay_ms: u32,
+}
+
+fn default_batch_events() -> u32 {
+    500
+}
+fn default_batch_millis() -> u32 {
+    20
+}
+
+impl Default for BatchSpec {
+    fn default() -> Self {
+        BatchSpec {
+            max_events: default_batch_events(),
+            max_delay_ms: default_batch_millis(),
+        }
+    }
+}
+
+/// Overrides for the runtime pods.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Runtime image; the operator's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Resource requests, e.g. `{cpu: 100m, memory: 128Mi}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, String>,
+    /// Resource limits, e.g. `{memory: 512Mi}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, String>,
+    /// Extra pod labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra pod annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Node selector for the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Service account the pods run as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Extra environment variables for the runtime container, e.g. `RUST_LOG`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
