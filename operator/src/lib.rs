@@ -1,1 +1,5 @@
+//! Facet's Kubernetes operator: reconciles `FrontendExperience` resources into
+//! running Backend-for-Frontend runtimes.
 
+pub mod api;
+pub mod crd;

@@ -24,9 +24,11 @@ pub struct ExperienceSpec {
     pub kafka: KafkaSpec,
 
     /// The Kafka topics this experience reads, each under a short name that rules refer to.
+    #[schemars(length(min = 1, max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub sources: Vec<SourceSpec>,
 
     /// The UI-ready tables this experience keeps, each built from events by CEL rules.
+    #[schemars(length(min = 1, max = 64), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub projections: Vec<ProjectionSpec>,
 
     /// Which APIs the runtime serves. All are on unless turned off.
@@ -119,6 +121,7 @@ pub struct ProjectionSpec {
     pub key: String,
 
     /// Rules applied in order to every event of their source; every matching rule applies.
+    #[schemars(length(min = 1, max = 64))]
     pub rules: Vec<RuleSpec>,
 
     /// The declared shape of a row. It drives GraphQL types, the OpenAPI document and
@@ -135,6 +138,10 @@ pub struct ProjectionSpec {
 /// and `delete` is set.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.upsert), has(self.patch), has(self.delete) && self.delete].filter(x, x).size() == 1",
+    "message": "set exactly one of upsert, patch and delete: true",
+}]))]
 pub struct RuleSpec {
     /// Name of the source whose events this rule reads.
     pub source: String,
@@ -315,6 +322,10 @@ impl Default for ApiLimits {
 /// How clients authenticate.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.jwt) != (has(self.anonymous) && self.anonymous)",
+    "message": "set either jwt or anonymous: true",
+}]))]
 pub struct AuthSpec {
     /// Verify bearer JWTs against the issuer's JWKS.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,21 @@
+# The README's commands. `make test` is what CI runs.
+CARGO ?= cargo
+
+.PHONY: test unit crds fmt lint dev
+
+## Run every test: formatting, generated files, unit and integration tests.
+test: fmt-check unit
+
+unit:
+	$(CARGO) test --workspace --locked
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+## Regenerate the CRD into crds/ (and the chart, once it exists).
+crds:
+	$(CARGO) run -q -p facet-operator --bin crdgen -- --out crds
+
+## Run the embedded development mode with the storefront sample.
+dev:
+	$(CARGO) run -p facet-bff -- dev config/samples/storefront.yaml

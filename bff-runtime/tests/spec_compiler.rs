@@ -1,0 +1,429 @@
+//! The spec compiler against the samples and against many broken specs, each with
+//! the exact error a user would read.
+
+use facet_bff::spec::{compile, parse_manifests, spec_from_value, SpecErrors};
+use facet_bff::validate::validate_text;
+
+const BASE: &str = r#"
+replicas: 1
+kafka: {bootstrapServers: "localhost:9092"}
+sources:
+  - {name: orders, topic: shop.orders.v1}
+projections:
+  - name: order
+    key: event.orderId
+    rules:
+      - source: orders
+        when: event.type == "OrderPlaced"
+        upsert: {id: event.orderId, status: '"placed"', total: event.total, count: row.count + 1}
+      - source: orders
+        when: event.type == "OrderCancelled"
+        delete: true
+    fields:
+      id: {type: string}
+      status: {type: string, enum: [placed, shipped]}
+      total: {type: number}
+      count: {type: integer}
+    access: row.id != "" && auth.sub == "admin"
+auth: {anonymous: true}
+"#;
+
+/// The base spec with the value at `path` (dotted, numeric segments index lists)
+/// replaced by `yaml`, or removed when `yaml` is `~remove`.
+fn spec_with(path: &str, yaml: &str) -> serde_yaml::Value {
+    let mut root: serde_yaml::Value = serde_yaml::from_str(BASE).unwrap();
+    let mut node = &mut root;
+    let segments: Vec<&str> = path.split('.').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        let last = i == segments.len() - 1;
+        if last && yaml == "~remove" {
+            node.as_mapping_mut().unwrap().remove(*segment);
+            break;
+        }
+        let next = match segment.parse::<usize>() {
+            Ok(index) => &mut node.as_sequence_mut().unwrap()[index],
+            Err(_) => {
+                let map = node.as_mapping_mut().unwrap();
+                map.entry(serde_yaml::Value::from(*segment))
+                    .or_insert(serde_yaml::Value::Null)
+            }
+        };
+        if last {
+            *next = serde_yaml::from_str(yaml).unwrap();
+            break;
+        }
+        node = next;
+    }
+    root
+}
+
+fn errors_of(spec: serde_yaml::Value) -> Vec<String> {
+    let result = spec_from_value(spec).and_then(|spec| compile(&spec).map(|_| ()));
+    match result {
+        Ok(()) => vec![],
+        Err(SpecErrors(errors)) => errors.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+#[track_caller]
+fn assert_error(path: &str, yaml: &str, expected: &str) {
+    let errors = errors_of(spec_with(path, yaml));
+    assert!(
+        errors.iter().any(|e| e == expected),
+        "setting {path} to {yaml}:\nexpected error:\n{expected}\ngot:\n{}",
+        errors.join("\n")
+    );
+}
+
+#[test]
+fn base_spec_is_valid() {
+    assert_eq!(errors_of(spec_with("replicas", "1")), Vec::<String>::new());
+}
+
+#[test]
+fn every_sample_validates() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/samples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut out = Vec::new();
+            let errors = validate_text(&path.display().to_string(), &text, &mut out).unwrap();
+            assert_eq!(errors, 0, "{}", String::from_utf8_lossy(&out));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "expected at least three samples, found {seen}");
+}
+
+#[test]
+fn a_broken_sample_shows_the_exact_error() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/samples/blog-post.yaml");
+    let text = std::fs::read_to_string(dir)
+        .unwrap()
+        .replace("row.commentCount + 1", "row.comentCount + 1");
+    let mut out = Vec::new();
+    let errors = validate_text("blog-post.yaml", &text, &mut out).unwrap();
+    assert_eq!(errors, 1);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "blog-post.yaml: blog/blog-post-page: error: spec.projections[0].rules[2].upsert.commentCount: \
+         `row.comentCount` is not a declared field (declared: authorAvatar, authorName, body, commentCount, \
+         comments, editedAt, id, publishedAt, title)\n    in expression: row.comentCount + 1\n"
+    );
+}
+
+#[test]
+fn syntax_error_in_when_names_rule_and_expression() {
+    assert_error(
+        "projections.0.rules.0.when",
+        r#"'event.type == "OrderPlaced" &&'"#,
+        "spec.projections[0].rules[0].when: CEL syntax error at column 32: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}\n    in expression: event.type == \"OrderPlaced\" &&",
+    );
+}
+
+#[test]
+fn unknown_variable_in_when() {
+    assert_error(
+        "projections.0.rules.0.when",
+        r#"'evnt.type == "OrderPlaced"'"#,
+        "spec.projections[0].rules[0].when: unknown variable `evnt`: this expression may use event, row\n    in expression: evnt.type == \"OrderPlaced\"",
+    );
+}
+
+#[test]
+fn key_may_not_use_row() {
+    assert_error(
+        "projections.0.key",
+        "row.id",
+        "spec.projections[0].key: unknown variable `row`: this expression may use event\n    in expression: row.id",
+    );
+}
+
+#[test]
+fn access_may_not_use_event() {
+    assert_error(
+        "projections.0.access",
+        "event.customerId == auth.sub",
+        "spec.projections[0].access: unknown variable `event`: this expression may use row, auth\n    in expression: event.customerId == auth.sub",
+    );
+}
+
+#[test]
+fn rule_reads_unknown_source() {
+    assert_error(
+        "projections.0.rules.1.source",
+        "payments",
+        "spec.projections[0].rules[1].source: unknown source `payments` (sources: orders)",
+    );
+}
+
+#[test]
+fn rule_writes_undeclared_field() {
+    assert_error(
+        "projections.0.rules.0.upsert.totl",
+        "event.total",
+        "spec.projections[0].rules[0].upsert.totl: `totl` is not a declared field (declared: count, id, status, total)",
+    );
+}
+
+#[test]
+fn rule_reads_undeclared_row_field() {
+    assert_error(
+        "projections.0.rules.0.upsert.count",
+        "row.cnt + 1",
+        "spec.projections[0].rules[0].upsert.count: `row.cnt` is not a declared field (declared: count, id, status, total)\n    in expression: row.cnt + 1",
+    );
+}
+
+#[test]
+fn constant_outside_enum() {
+    assert_error(
+        "projections.0.rules.0.upsert.status",
+        r#"'"shiped"'"#,
+        "spec.projections[0].rules[0].upsert.status: \"shiped\" is not one of the declared values (placed, shipped)\n    in expression: \"shiped\"",
+    );
+}
+
+#[test]
+fn constant_of_wrong_type() {
+    assert_error(
+        "projections.0.rules.0.upsert.count",
+        r#"'"many"'"#,
+        "spec.projections[0].rules[0].upsert.count: expected integer, got string\n    in expression: \"many\"",
+    );
+}
+
+#[test]
+fn constant_filter_that_is_not_boolean() {
+    assert_error(
+        "projections.0.rules.0.when",
+        r#"'"yes"'"#,
+        "spec.projections[0].rules[0].when: must be a boolean, but is always a string\n    in expression: \"yes\"",
+    );
+}
+
+#[test]
+fn rule_with_two_actions() {
+    assert_error(
+        "projections.0.rules.1.patch",
+        "{status: '\"shipped\"'}",
+        "spec.projections[0].rules[1]: set only one of upsert, patch and delete: true",
+    );
+}
+
+#[test]
+fn rule_with_no_action() {
+    assert_error(
+        "projections.0.rules.1.delete",
+        "false",
+        "spec.projections[0].rules[1]: the rule does nothing: set one of upsert, patch or delete: true",
+    );
+}
+
+#[test]
+fn duplicate_source_names() {
+    assert_error(
+        "sources",
+        "[{name: orders, topic: a}, {name: orders, topic: b}]",
+        "spec.sources[1].name: duplicate source name `orders`",
+    );
+}
+
+#[test]
+fn invalid_topic_name() {
+    assert_error(
+        "sources.0.topic",
+        "'shop/orders'",
+        "spec.sources[0].topic: `shop/orders` is not a valid Kafka topic name: `/` is not allowed (use letters, digits, `.`, `_`, `-`)",
+    );
+}
+
+#[test]
+fn duplicate_projection_names() {
+    let mut spec = spec_with("replicas", "1");
+    let first = spec["projections"][0].clone();
+    spec["projections"].as_sequence_mut().unwrap().push(first);
+    let errors = errors_of(spec);
+    assert!(
+        errors.contains(&"spec.projections[1].name: duplicate projection name `order`".to_string()),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn projection_name_must_be_a_graphql_name() {
+    assert_error(
+        "projections.0.name",
+        "order-view",
+        "spec.projections[0].name: `order-view` is not a valid name: start with a letter, then letters, digits or `_` (it names a GraphQL field)",
+    );
+}
+
+#[test]
+fn enum_on_non_string_field() {
+    assert_error(
+        "projections.0.fields.total",
+        "{type: number, enum: [a, b]}",
+        "spec.projections[0].fields.total.enum: only string fields take enum values, this one is number",
+    );
+}
+
+#[test]
+fn array_without_items() {
+    assert_error(
+        "projections.0.fields.tags",
+        "{type: array}",
+        "spec.projections[0].fields.tags.items: an array field must declare the type of its items",
+    );
+}
+
+#[test]
+fn unknown_field_type() {
+    assert_error(
+        "projections.0.fields.total",
+        "{type: money}",
+        "spec.projections[0].fields.total.type: unknown variant `money`, expected one of `string`, `integer`, `number`, `boolean`, `object`, `array`",
+    );
+}
+
+#[test]
+fn misspelled_spec_field() {
+    assert_error(
+        "projections.0.rules.1.delet",
+        "true",
+        "spec.projections[0].rules[1].delet: unknown field",
+    );
+}
+
+#[test]
+fn no_auth_configured() {
+    assert_error(
+        "auth",
+        "{}",
+        "spec.auth: no authentication configured: set jwt, or anonymous: true to serve everyone",
+    );
+}
+
+#[test]
+fn jwt_and_anonymous_together() {
+    assert_error(
+        "auth",
+        "{anonymous: true, jwt: {issuer: 'https://id', audiences: [a], jwksUri: 'https://id/jwks'}}",
+        "spec.auth: set either jwt or anonymous: true, not both",
+    );
+}
+
+#[test]
+fn jwt_settings_checked() {
+    let spec = spec_with(
+        "auth",
+        "{jwt: {issuer: '', audiences: [], jwksUri: 'id.example.com/jwks'}}",
+    );
+    assert_eq!(
+        errors_of(spec),
+        vec![
+            "spec.auth.jwt.issuer: is empty",
+            "spec.auth.jwt.audiences: is empty: list the audiences a token must carry",
+            "spec.auth.jwt.jwksUri: `id.example.com/jwks` is not an http(s) URL",
+        ]
+    );
+}
+
+#[test]
+fn bootstrap_servers_need_ports() {
+    assert_error(
+        "kafka.bootstrapServers",
+        "'kafka-0,kafka-1:9092'",
+        "spec.kafka.bootstrapServers: `kafka-0` is not host:port",
+    );
+}
+
+#[test]
+fn every_api_turned_off() {
+    assert_error(
+        "api",
+        "{rest: false, graphql: false, websocket: false, sse: false}",
+        "spec.api: every API is turned off: enable at least one of rest, graphql, websocket, sse",
+    );
+}
+
+#[test]
+fn bad_volume_size() {
+    assert_error(
+        "store",
+        "{persistence: {enabled: true, size: 1GB}}",
+        "spec.store.persistence.size: `1GB` is not a Kubernetes quantity such as 1Gi",
+    );
+}
+
+#[test]
+fn negative_replicas() {
+    assert_error("replicas", "-1", "spec.replicas: must not be negative");
+}
+
+#[test]
+fn wrong_value_type_names_its_path() {
+    assert_error(
+        "replicas",
+        "two",
+        "spec.replicas: invalid type: string \"two\", expected i32",
+    );
+}
+
+#[test]
+fn all_errors_are_collected_not_just_the_first() {
+    let mut spec = spec_with("projections.0.rules.0.when", "'evnt.type'");
+    spec["projections"][0]["rules"][1]["source"] = "nope".into();
+    spec["auth"] = serde_yaml::from_str("{}").unwrap();
+    let errors = errors_of(spec);
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+}
+
+#[test]
+fn comprehension_variables_are_not_unknown() {
+    let spec = spec_with(
+        "projections.0.fields.tags",
+        "{type: array, items: {type: string}}",
+    );
+    let mut spec = spec;
+    spec["projections"][0]["rules"][0]["upsert"]["tags"] =
+        "row.tags.filter(t, t != event.removed) + [event.tag]".into();
+    assert_eq!(errors_of(spec), Vec::<String>::new());
+}
+
+#[test]
+fn manifests_with_wrong_api_version_and_other_kinds() {
+    let text = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: unrelated}
+---
+apiVersion: facet.dev/v1
+kind: FrontendExperience
+metadata: {name: x}
+spec: {}
+"#;
+    let results = parse_manifests(text);
+    assert_eq!(results.len(), 1, "the ConfigMap is skipped");
+    let error = results.into_iter().next().unwrap().unwrap_err();
+    assert_eq!(error.name.as_deref(), Some("x"));
+    assert_eq!(
+        error.errors.0[0].to_string(),
+        "apiVersion: must be facet.dev/v1alpha1, found facet.dev/v1"
+    );
+}
+
+#[test]
+fn definition_hash_changes_with_rules_only() {
+    let base: facet_bff::spec::ExperienceSpec =
+        serde_yaml::from_value(spec_with("replicas", "1")).unwrap();
+    let scaled: facet_bff::spec::ExperienceSpec =
+        serde_yaml::from_value(spec_with("replicas", "3")).unwrap();
+    let changed: facet_bff::spec::ExperienceSpec =
+        serde_yaml::from_value(spec_with("projections.0.key", "event.id")).unwrap();
+    let hash = |s| compile(s).unwrap().definition_hash;
+    assert_eq!(hash(&base), hash(&scaled));
+    assert_ne!(hash(&base), hash(&changed));
+}

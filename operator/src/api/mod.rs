@@ -1,0 +1,79 @@
+//! The `FrontendExperience` custom resource. Its spec is the runtime's own spec type,
+//! so the operator and the runtime can never disagree on what a field means.
+
+use facet_bff::spec::ExperienceSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A Backend-for-Frontend for one user experience: the Kafka topics it reads, the
+/// projections it keeps, who may see which rows, and the APIs it serves.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "facet.dev",
+    version = "v1alpha1",
+    kind = "FrontendExperience",
+    plural = "frontendexperiences",
+    shortname = "fx",
+    category = "facet",
+    namespaced,
+    status = "FrontendExperienceStatus",
+    derive = "PartialEq",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Available", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Spec Valid", type_ = "string", json_path = ".status.conditions[?(@.type==\"SpecValid\")].status", priority = "1")
+)]
+pub struct FrontendExperienceSpec {
+    #[serde(flatten)]
+    pub experience: ExperienceSpec,
+}
+
+/// What the operator observed and did, in kstatus shape.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FrontendExperienceStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `SpecValid`, `Ready`, `Progressing` and `Degraded`.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// Runtime pods that exist.
+    #[serde(default)]
+    pub replicas: i32,
+
+    /// Runtime pods that have caught up with their topics and serve clients.
+    #[serde(default)]
+    pub ready_replicas: i32,
+
+    /// The Kafka consumer group of each pod (`facet.<namespace>.<name>.<ordinal>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumer_groups: Vec<String>,
+
+    /// Where clients reach the experience inside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Endpoints>,
+}
+
+/// In-cluster URLs of the served APIs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoints {
+    /// Base URL of the HTTP service.
+    pub http: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graphql: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse: Option<String>,
+}
