@@ -6,5 +6,7 @@
 //! very specs the runtime will run.
 
 pub mod cli;
+pub mod dev;
+pub mod projection;
 pub mod spec;
 pub mod validate;

@@ -99,7 +99,10 @@ fn every_sample_validates() {
 
 #[test]
 fn a_broken_sample_shows_the_exact_error() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/samples/blog-post.yaml");
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/samples/blog-post.yaml"
+    );
     let text = std::fs::read_to_string(dir)
         .unwrap()
         .replace("row.commentCount + 1", "row.comentCount + 1");

@@ -24,5 +24,9 @@ fn crd_names_match_the_design() {
     assert_eq!(crd.spec.names.categories, Some(vec!["facet".to_string()]));
     let version = &crd.spec.versions[0];
     assert_eq!(version.name, "v1alpha1");
-    assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+    assert!(version
+        .subresources
+        .as_ref()
+        .and_then(|s| s.status.as_ref())
+        .is_some());
 }

@@ -20,12 +20,33 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "FrontendExperienceStatus",
     derive = "PartialEq",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
-    printcolumn(name = "Available", type_ = "integer", json_path = ".status.readyReplicas"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "Spec Valid", type_ = "string", json_path = ".status.conditions[?(@.type==\"SpecValid\")].status", priority = "1")
+    printcolumn(
+        name = "Available",
+        type_ = "integer",
+        json_path = ".status.readyReplicas"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Spec Valid",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"SpecValid\")].status",
+        priority = "1"
+    )
 )]
 pub struct FrontendExperienceSpec {
     #[serde(flatten)]

@@ -1,0 +1,262 @@
+//! The projection engine: one decoded event in, the row changes it causes out.
+//!
+//! Pure: rows are read through a callback, and nothing is written. An event either
+//! yields all of its changes or an error, so it is never half-applied.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cel::Value as CelValue;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::spec::expr::{cel_to_json, cel_type_name, json_to_cel, Expr};
+use crate::spec::fields::{conform, zero_row};
+use crate::spec::{CompiledExperience, CompiledProjection, CompiledRule, RuleAction};
+
+/// A projection row: field name to value.
+pub type Row = serde_json::Map<String, Value>;
+
+/// What happens to one row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", content = "row", rename_all = "lowercase")]
+pub enum RowOp {
+    Upsert(Row),
+    Delete,
+}
+
+/// One row change caused by an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowChange {
+    pub projection: String,
+    pub key: String,
+    pub op: RowOp,
+}
+
+/// Why an event could not be applied. The event is skipped as a whole.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("event is not valid JSON: {0}")]
+    Undecodable(String),
+    #[error("{path}: no row key: {message}")]
+    NoKey { path: String, message: String },
+    #[error("{path}: {message}")]
+    Rule { path: String, message: String },
+}
+
+impl ApplyError {
+    /// A short label for metrics and dead-letter headers.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApplyError::Undecodable(_) => "undecodable",
+            ApplyError::NoKey { .. } => "no_key",
+            ApplyError::Rule { .. } => "rule_error",
+        }
+    }
+}
+
+/// Applies events to the projections of one compiled experience.
+pub struct Engine {
+    experience: Arc<CompiledExperience>,
+    /// For each source, the (projection, rule) pairs that read it, in spec order.
+    rules_by_source: HashMap<String, Vec<(usize, usize)>>,
+}
+
+/// A row as the rules of one event have left it so far (`None`: deleted).
+struct Pending {
+    projection: usize,
+    key: String,
+    row: Option<Row>,
+}
+
+impl Engine {
+    pub fn new(experience: Arc<CompiledExperience>) -> Self {
+        let mut rules_by_source: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
+        for (p, projection) in experience.projections.iter().enumerate() {
+            for (r, rule) in projection.rules.iter().enumerate() {
+                rules_by_source
+                    .entry(rule.source.clone())
+                    .or_default()
+                    .push((p, r));
+            }
+        }
+        Engine {
+            experience,
+            rules_by_source,
+        }
+    }
+
+    pub fn experience(&self) -> &Arc<CompiledExperience> {
+        &self.experience
+    }
+
+    /// Decodes a message value and applies it. See [`Engine::apply`].
+    pub fn apply_bytes<E>(
+        &self,
+        source: &str,
+        payload: &[u8],
+        read_row: impl FnMut(&str, &str) -> Result<Option<Row>, E>,
+    ) -> Result<Result<Vec<RowChange>, ApplyError>, E> {
+        match serde_json::from_slice::<Value>(payload) {
+            Ok(event) => self.apply(source, &event, read_row),
+            Err(e) => Ok(Err(ApplyError::Undecodable(e.to_string()))),
+        }
+    }
+
+    /// Applies one event from `source`. Rules run in spec order and each sees the
+    /// row as the rules before it left it. `read_row` reads the stored row; its own
+    /// errors (the store's) are passed through as the outer `Err`.
+    pub fn apply<E>(
+        &self,
+        source: &str,
+        event: &Value,
+        mut read_row: impl FnMut(&str, &str) -> Result<Option<Row>, E>,
+    ) -> Result<Result<Vec<RowChange>, ApplyError>, E> {
+        let Some(rules) = self.rules_by_source.get(source) else {
+            return Ok(Ok(Vec::new()));
+        };
+        let event = json_to_cel(event);
+        let mut pending: Vec<Pending> = Vec::new();
+        for &(p, r) in rules {
+            let projection = &self.experience.projections[p];
+            let rule = &projection.rules[r];
+            let key = match key_of(&rule.key, &event) {
+                Ok(key) => key,
+                Err(error) => {
+                    // An event of another kind may lack this rule's key: only an
+                    // event the rule is meant for must have one.
+                    let zero = row_value(projection, &zero_row(&projection.fields));
+                    if matches!(rule_matches(rule, &event, &zero), Ok(false)) {
+                        continue;
+                    }
+                    return Ok(Err(error));
+                }
+            };
+            let current = match pending.iter().find(|c| c.projection == p && c.key == key) {
+                Some(change) => change.row.clone(),
+                None => read_row(&projection.name, &key)?,
+            };
+            let result = apply_rule(projection, rule, &event, current.as_ref());
+            let next = match result {
+                Ok(Some(next)) => next,
+                Ok(None) => continue,
+                Err(error) => return Ok(Err(error)),
+            };
+            match pending
+                .iter_mut()
+                .find(|c| c.projection == p && c.key == key)
+            {
+                Some(change) => change.row = next,
+                None => pending.push(Pending {
+                    projection: p,
+                    key,
+                    row: next,
+                }),
+            }
+        }
+        Ok(Ok(pending
+            .into_iter()
+            .map(|c| RowChange {
+                projection: self.experience.projections[c.projection].name.clone(),
+                key: c.key,
+                op: match c.row {
+                    Some(row) => RowOp::Upsert(row),
+                    None => RowOp::Delete,
+                },
+            })
+            .collect()))
+    }
+}
+
+/// The row after one rule: `Ok(None)` when the rule does not change it,
+/// `Ok(Some(None))` when it deletes it.
+fn apply_rule(
+    projection: &CompiledProjection,
+    rule: &CompiledRule,
+    event: &CelValue,
+    current: Option<&Row>,
+) -> Result<Option<Option<Row>>, ApplyError> {
+    let base = current
+        .cloned()
+        .unwrap_or_else(|| zero_row(&projection.fields));
+    let row = row_value(projection, &base);
+    if !rule_matches(rule, event, &row)? {
+        return Ok(None);
+    }
+    let assignments = match &rule.action {
+        RuleAction::Delete => return Ok(current.map(|_| None)),
+        RuleAction::Patch(_) if current.is_none() => return Ok(None),
+        RuleAction::Patch(assignments) | RuleAction::Upsert(assignments) => assignments,
+    };
+    let mut next = base;
+    for (field, expr) in assignments {
+        let value = eval(expr, &[("event", event), ("row", &row)])?;
+        let json = cel_to_json(&value).map_err(|message| rule_error(expr, message))?;
+        let spec = &projection.fields[field];
+        let json = conform(spec, json).map_err(|message| rule_error(expr, message))?;
+        next.insert(field.clone(), json);
+    }
+    Ok(Some(Some(next)))
+}
+
+fn rule_matches(rule: &CompiledRule, event: &CelValue, row: &CelValue) -> Result<bool, ApplyError> {
+    let Some(when) = &rule.when else {
+        return Ok(true);
+    };
+    match eval(when, &[("event", event), ("row", row)])? {
+        CelValue::Bool(b) => Ok(b),
+        other => Err(rule_error(
+            when,
+            format!("must give a boolean, gave a {}", cel_type_name(&other)),
+        )),
+    }
+}
+
+fn key_of(key: &Expr, event: &CelValue) -> Result<String, ApplyError> {
+    let no_key = |message: String| ApplyError::NoKey {
+        path: key.path.clone(),
+        message,
+    };
+    match key.eval(&[("event", event)]) {
+        Ok(CelValue::String(s)) if !s.is_empty() => Ok(s.to_string()),
+        Ok(CelValue::Int(i)) => Ok(i.to_string()),
+        Ok(CelValue::UInt(u)) => Ok(u.to_string()),
+        Ok(CelValue::String(_)) => Err(no_key("the key is an empty string".into())),
+        Ok(other) => Err(no_key(format!(
+            "the key must be a string or an integer, got a {}",
+            cel_type_name(&other)
+        ))),
+        Err(e) => Err(no_key(e.to_string())),
+    }
+}
+
+fn eval(expr: &Expr, variables: &[(&str, &CelValue)]) -> Result<CelValue, ApplyError> {
+    expr.eval(variables)
+        .map_err(|e| rule_error(expr, e.to_string()))
+}
+
+fn rule_error(expr: &Expr, message: String) -> ApplyError {
+    ApplyError::Rule {
+        path: expr.path.clone(),
+        message,
+    }
+}
+
+/// The row as CEL sees it. Number fields are doubles even when the stored JSON
+/// holds a whole number, so `row.total + 1.5` always type-checks.
+fn row_value(projection: &CompiledProjection, row: &Row) -> CelValue {
+    let mut value = json_to_cel(&Value::Object(row.clone()));
+    if let CelValue::Map(map) = &mut value {
+        let entries = Arc::make_mut(&mut map.map);
+        for (name, field) in &projection.fields {
+            if field.field_type == crate::spec::FieldType::Number {
+                let key = cel::objects::Key::String(Arc::new(name.clone()));
+                if let Some(CelValue::Int(i)) = entries.get(&key) {
+                    let f = *i as f64;
+                    entries.insert(key, CelValue::Float(f));
+                }
+            }
+        }
+    }
+    value
+}
