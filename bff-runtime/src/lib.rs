@@ -9,4 +9,5 @@ pub mod cli;
 pub mod dev;
 pub mod projection;
 pub mod spec;
+pub mod store;
 pub mod validate;
