@@ -1,5 +1,6 @@
 //! Command-line interface of `facet-bff`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -23,4 +24,62 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run one experience against a real Kafka cluster.
+    Run(RunArgs),
+    /// Run a sample with an in-process Kafka, its events and the web console.
+    Dev(DevArgs),
+}
+
+#[derive(Parser, Debug)]
+pub struct RunArgs {
+    /// The FrontendExperience manifest (or a bare spec) to run.
+    #[arg(long, env = "FACET_SPEC")]
+    pub spec: PathBuf,
+    /// Experience name, when the file holds a bare spec.
+    #[arg(long, env = "FACET_EXPERIENCE")]
+    pub name: Option<String>,
+    /// Namespace, when the file holds a bare spec or no namespace.
+    #[arg(long, env = "FACET_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Pod name; its ordinal (`web-2` → 2) names the consumer group.
+    #[arg(long, env = "POD_NAME", default_value = "local-0")]
+    pub pod_name: String,
+    /// Where the store lives.
+    #[arg(long, env = "FACET_DATA_DIR", default_value = "/var/lib/facet")]
+    pub data_dir: PathBuf,
+    #[arg(long, env = "FACET_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http: SocketAddr,
+    #[arg(long, env = "FACET_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics: SocketAddr,
+    /// Overrides the spec's bootstrap servers.
+    #[arg(long, env = "FACET_KAFKA_BOOTSTRAP")]
+    pub kafka: Option<String>,
+    /// A directory of files whose names are librdkafka properties (a mounted Secret).
+    #[arg(long, env = "FACET_KAFKA_SECRET_DIR")]
+    pub kafka_secret_dir: Option<PathBuf>,
+}
+
+#[derive(Parser, Debug)]
+pub struct DevArgs {
+    /// A sample manifest, e.g. config/samples/storefront.yaml.
+    pub spec: PathBuf,
+    /// Events to load (JSON lines); defaults to `<sample>.events.jsonl`.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// Use a real broker instead of the in-process one.
+    #[arg(long)]
+    pub kafka: Option<String>,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub metrics: SocketAddr,
+    /// Keep the store here between runs (a fresh one each run by default).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Produce the sample events at this many per second instead of all at once.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Replay the events forever, with fresh keys each round, so the page keeps moving.
+    #[arg(long = "loop")]
+    pub repeat: bool,
 }

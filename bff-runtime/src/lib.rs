@@ -7,7 +7,12 @@
 
 pub mod cli;
 pub mod dev;
+pub mod feed;
+pub mod ingest;
+pub mod metrics;
 pub mod projection;
+pub mod runtime;
+pub mod serve;
 pub mod spec;
 pub mod store;
 pub mod validate;

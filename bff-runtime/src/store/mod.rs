@@ -160,6 +160,25 @@ impl Store {
         })
     }
 
+    /// One row and the projection's version, read together.
+    pub fn row_at_version(
+        &self,
+        projection: &str,
+        key: &str,
+    ) -> Result<(u64, Option<StoredRow>), StoreError> {
+        let txn = self.db.begin_read()?;
+        let version = txn
+            .open_table(VERSIONS)?
+            .get(projection)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        let row = match txn.open_table(ROWS)?.get((projection, key))? {
+            Some(bytes) => Some(serde_json::from_slice(bytes.value())?),
+            None => None,
+        };
+        Ok((version, row))
+    }
+
     /// The latest version of a projection (0 before its first change).
     pub fn version(&self, projection: &str) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;

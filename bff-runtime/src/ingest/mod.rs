@@ -1,0 +1,390 @@
+//! Kafka ingest: reads every partition of every source topic, applies the events
+//! to the projections in group-committed store transactions, and publishes the
+//! committed changes.
+//!
+//! The store, not Kafka, is the truth for positions: partitions are assigned
+//! explicitly at the offsets stored with the rows (the earliest offset for a new
+//! store), so a crash between a store commit and a Kafka commit loses nothing and
+//! applies nothing twice. Offsets are also committed to Kafka for lag tools.
+
+mod progress;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{debug, info, warn};
+
+pub use progress::{PartitionProgress, Progress};
+
+use crate::feed::Feed;
+use crate::metrics::Metrics;
+use crate::projection::Engine;
+use crate::store::{Store, StoreError};
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where to read from and how to batch.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub bootstrap_servers: String,
+    /// `facet.<namespace>.<experience>.<ordinal>`: one group per pod.
+    pub group_id: String,
+    /// Extra librdkafka properties (from the spec and its Secret).
+    pub properties: BTreeMap<String, String>,
+    pub max_batch_events: usize,
+    pub max_batch_delay: Duration,
+    pub dead_letter_topic: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The consumer group of a runtime pod.
+pub fn group_id(namespace: &str, experience: &str, ordinal: &str) -> String {
+    format!("facet.{namespace}.{experience}.{ordinal}")
+}
+
+/// The ordinal of a StatefulSet pod from its name (`web-2` → `2`).
+pub fn ordinal_of(pod_name: &str) -> &str {
+    pod_name.rsplit('-').next().unwrap_or("0")
+}
+
+/// A running ingest thread.
+pub struct IngestHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<(), IngestError>>>,
+}
+
+impl IngestHandle {
+    /// Asks the thread to stop after its current batch and waits for it.
+    pub fn stop(mut self) -> Result<(), IngestError> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<(), IngestError> {
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => panic!("ingest thread panicked"),
+            None => Ok(()),
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Waits for the thread to end on its own (it does only on a fatal error).
+    pub fn wait(mut self) -> Result<(), IngestError> {
+        self.join()
+    }
+}
+
+impl Drop for IngestHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Everything the ingest loop works with.
+pub struct Ingest {
+    pub engine: Arc<Engine>,
+    pub store: Arc<Store>,
+    pub feed: Feed,
+    pub metrics: Arc<Metrics>,
+    pub progress: Arc<Progress>,
+}
+
+impl Ingest {
+    /// Starts consuming on a thread of its own (redb and librdkafka are blocking APIs).
+    pub fn spawn(self, config: IngestConfig) -> IngestHandle {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("ingest".into())
+            .spawn(move || {
+                let result = self.run(&config, &stop_flag);
+                if let Err(e) = &result {
+                    self.progress.fail(e.to_string());
+                    tracing::error!(error = %e, "ingest stopped");
+                }
+                result
+            })
+            .expect("spawning the ingest thread");
+        IngestHandle {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn run(&self, config: &IngestConfig, stop: &AtomicBool) -> Result<(), IngestError> {
+        let consumer = consumer(config)?;
+        let topics: HashMap<String, String> = self
+            .engine
+            .experience()
+            .spec
+            .sources
+            .iter()
+            .map(|s| (s.topic.clone(), s.name.clone()))
+            .collect();
+        let partitions = wait_for_partitions(&consumer, &topics, stop)?;
+        let stored = self.store.offsets()?;
+        let mut assignment = TopicPartitionList::new();
+        let mut targets = BTreeMap::new();
+        for (topic, partition) in &partitions {
+            let position = stored.get(&(topic.clone(), *partition)).copied();
+            let offset = position.map(Offset::Offset).unwrap_or(Offset::Beginning);
+            assignment.add_partition_offset(topic, *partition, offset)?;
+            let (low, high) = consumer.fetch_watermarks(topic, *partition, METADATA_TIMEOUT)?;
+            targets.insert(
+                (topic.clone(), *partition),
+                PartitionProgress {
+                    position: position.unwrap_or(low),
+                    target: high,
+                },
+            );
+        }
+        consumer.assign(&assignment)?;
+        self.progress.start(targets);
+        self.metrics
+            .partitions_behind
+            .set(self.progress.behind() as i64);
+        info!(
+            partitions = partitions.len(),
+            resumed = !stored.is_empty(),
+            "consuming; ready once caught up with the high watermarks at start"
+        );
+
+        let dead_letters = match &config.dead_letter_topic {
+            Some(topic) => Some((dead_letter_producer(config)?, topic.clone())),
+            None => None,
+        };
+        let mut last_progress_log = Instant::now();
+        while !stop.load(Ordering::SeqCst) {
+            let applied =
+                self.run_batch(&consumer, config, &topics, dead_letters.as_ref(), stop)?;
+            if applied > 0
+                && last_progress_log.elapsed() > Duration::from_secs(5)
+                && !self.progress.is_ready()
+            {
+                info!(behind = self.progress.behind(), "replaying");
+                last_progress_log = Instant::now();
+            }
+        }
+        if let Some((producer, _)) = dead_letters {
+            let _ = producer.flush(Duration::from_secs(5));
+        }
+        Ok(())
+    }
+
+    /// Reads up to one batch, applies it in one store transaction, publishes the
+    /// committed changes and commits the offsets to Kafka. Returns the messages read.
+    fn run_batch(
+        &self,
+        consumer: &BaseConsumer,
+        config: &IngestConfig,
+        topics: &HashMap<String, String>,
+        dead_letters: Option<&(ThreadedProducer<DefaultProducerContext>, String)>,
+        stop: &AtomicBool,
+    ) -> Result<usize, IngestError> {
+        let mut batch = self.store.batch()?;
+        let mut reached: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut deadline: Option<Instant> = None;
+        let mut read = 0;
+        while read < config.max_batch_events && !stop.load(Ordering::SeqCst) {
+            let wait = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_millis(100),
+            };
+            if deadline.is_some() && wait.is_zero() {
+                break;
+            }
+            let message = match consumer.poll(wait) {
+                None if deadline.is_none() => {
+                    // Idle: nothing to commit, but readiness may still be due
+                    // (an empty topic is caught up from the start).
+                    self.progress.touch();
+                    return Ok(0);
+                }
+                None => break,
+                Some(Err(e)) => {
+                    // librdkafka reconnects by itself; a broker outage is not fatal.
+                    warn!(error = %e, "kafka consumer error");
+                    if deadline.is_none() {
+                        return Ok(0);
+                    }
+                    break;
+                }
+                Some(Ok(message)) => message,
+            };
+            deadline.get_or_insert_with(|| Instant::now() + config.max_batch_delay);
+            read += 1;
+            let topic = message.topic();
+            let source = topics.get(topic).map(String::as_str).unwrap_or_default();
+            let payload = message.payload().unwrap_or_default();
+            let outcome = self
+                .engine
+                .apply_bytes(source, payload, |projection, key| {
+                    batch.row(projection, key)
+                })?;
+            match outcome {
+                Ok(changes) => {
+                    self.metrics.events_applied.inc();
+                    let time = message.timestamp().to_millis();
+                    batch.apply(changes, time)?;
+                }
+                Err(error) => {
+                    self.metrics.reject(error.reason());
+                    warn!(
+                        topic,
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        reason = error.reason(),
+                        error = %error,
+                        "skipping an event that cannot be applied"
+                    );
+                    if let Some((producer, dlq)) = dead_letters {
+                        let headers = OwnedHeaders::new()
+                            .insert(Header {
+                                key: "facet-reason",
+                                value: Some(error.reason()),
+                            })
+                            .insert(Header {
+                                key: "facet-error",
+                                value: Some(&error.to_string()),
+                            })
+                            .insert(Header {
+                                key: "facet-topic",
+                                value: Some(topic),
+                            })
+                            .insert(Header {
+                                key: "facet-partition",
+                                value: Some(&message.partition().to_string()),
+                            })
+                            .insert(Header {
+                                key: "facet-offset",
+                                value: Some(&message.offset().to_string()),
+                            });
+                        let mut record = BaseRecord::<[u8], [u8]>::to(dlq)
+                            .payload(payload)
+                            .headers(headers);
+                        if let Some(key) = message.key() {
+                            record = record.key(key);
+                        }
+                        match producer.send(record) {
+                            Ok(()) => {
+                                self.metrics.dead_lettered.inc();
+                            }
+                            Err((e, _)) => {
+                                warn!(error = %e, "could not send to the dead-letter topic")
+                            }
+                        }
+                    }
+                }
+            }
+            let next = message.offset() + 1;
+            batch.set_offset(topic, message.partition(), next)?;
+            reached.insert((topic.to_string(), message.partition()), next);
+        }
+        if read == 0 {
+            return Ok(0);
+        }
+        let changes = batch.commit()?;
+        self.metrics.batches_committed.inc();
+        self.metrics.row_changes.inc_by(changes.len() as u64);
+        debug!(events = read, changes = changes.len(), "batch committed");
+        self.feed.publish(changes);
+
+        let mut commit = TopicPartitionList::new();
+        for ((topic, partition), next) in &reached {
+            commit.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+            self.progress.advance(topic, *partition, *next);
+        }
+        self.metrics
+            .partitions_behind
+            .set(self.progress.behind() as i64);
+        if let Err(e) = consumer.commit(&commit, CommitMode::Async) {
+            debug!(error = %e, "committing offsets to kafka (informational only)");
+        }
+        Ok(read)
+    }
+}
+
+fn client_config(config: &IngestConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.bootstrap_servers);
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    client
+}
+
+fn consumer(config: &IngestConfig) -> Result<BaseConsumer, IngestError> {
+    let mut client = client_config(config);
+    client
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
+    Ok(client.create()?)
+}
+
+fn dead_letter_producer(
+    config: &IngestConfig,
+) -> Result<ThreadedProducer<DefaultProducerContext>, IngestError> {
+    Ok(client_config(config).create()?)
+}
+
+/// Every partition of every source topic, waiting for topics that do not exist yet.
+fn wait_for_partitions(
+    consumer: &BaseConsumer,
+    topics: &HashMap<String, String>,
+    stop: &AtomicBool,
+) -> Result<Vec<(String, i32)>, IngestError> {
+    let mut names: Vec<&String> = topics.keys().collect();
+    names.sort();
+    let mut partitions = Vec::new();
+    for topic in names {
+        let mut warned = false;
+        loop {
+            let found = match consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
+                Ok(metadata) => metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.name() == topic && t.error().is_none())
+                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                    .collect::<Vec<_>>(),
+                Err(e) => {
+                    warn!(topic, error = %e, "cannot read topic metadata yet");
+                    Vec::new()
+                }
+            };
+            if !found.is_empty() {
+                partitions.extend(found.into_iter().map(|p| (topic.clone(), p)));
+                break;
+            }
+            if stop.load(Ordering::SeqCst) {
+                return Ok(partitions);
+            }
+            if !warned {
+                warn!(topic, "waiting for the topic to exist");
+                warned = true;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    Ok(partitions)
+}

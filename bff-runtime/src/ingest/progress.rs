@@ -1,0 +1,124 @@
+//! How far ingest has come: a pod is ready only once every partition has reached
+//! the high watermark it had when the pod started, so no client ever sees a
+//! half-built projection.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PartitionProgress {
+    /// The next offset to apply.
+    pub position: i64,
+    /// The high watermark at start.
+    pub target: i64,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ProgressReport {
+    pub ready: bool,
+    pub started: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub partitions: Vec<PartitionReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionReport {
+    pub topic: String,
+    pub partition: i32,
+    pub position: i64,
+    pub target: i64,
+}
+
+#[derive(Default)]
+pub struct Progress {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    started: bool,
+    /// Once ready, a pod stays ready: later lag is normal streaming, not a replay.
+    ready: bool,
+    error: Option<String>,
+    partitions: BTreeMap<(String, i32), PartitionProgress>,
+}
+
+impl State {
+    fn caught_up(&self) -> bool {
+        self.started && self.partitions.values().all(|p| p.position >= p.target)
+    }
+}
+
+impl Progress {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere; the data is still a report.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn start(&self, partitions: BTreeMap<(String, i32), PartitionProgress>) {
+        let mut state = self.state();
+        state.partitions = partitions;
+        state.started = true;
+        state.ready = state.caught_up();
+    }
+
+    pub fn advance(&self, topic: &str, partition: i32, position: i64) {
+        let mut state = self.state();
+        if let Some(p) = state.partitions.get_mut(&(topic.to_string(), partition)) {
+            p.position = position;
+        }
+        if state.caught_up() {
+            state.ready = true;
+        }
+    }
+
+    /// Re-checks readiness when nothing arrives (all targets may already be met).
+    pub fn touch(&self) {
+        let mut state = self.state();
+        if state.caught_up() {
+            state.ready = true;
+        }
+    }
+
+    pub fn fail(&self, error: String) {
+        let mut state = self.state();
+        state.error = Some(error);
+        state.ready = false;
+    }
+
+    pub fn is_ready(&self) -> bool {
+        let state = self.state();
+        state.ready && state.error.is_none()
+    }
+
+    /// Partitions not yet at their start target.
+    pub fn behind(&self) -> usize {
+        self.state()
+            .partitions
+            .values()
+            .filter(|p| p.position < p.target)
+            .count()
+    }
+
+    pub fn report(&self) -> ProgressReport {
+        let state = self.state();
+        ProgressReport {
+            ready: state.ready && state.error.is_none(),
+            started: state.started,
+            error: state.error.clone(),
+            partitions: state
+                .partitions
+                .iter()
+                .map(|((topic, partition), p)| PartitionReport {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    position: p.position,
+                    target: p.target,
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Prometheus metrics of the runtime, served on their own port.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    pub transport: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub events_applied: Counter,
+    pub events_rejected: Family<ReasonLabel, Counter>,
+    pub batches_committed: Counter,
+    pub row_changes: Counter,
+    pub dead_lettered: Counter,
+    pub partitions_behind: Gauge,
+    pub connections: Family<TransportLabel, Gauge>,
+    pub deliveries: Family<TransportLabel, Counter>,
+    pub slow_client_disconnects: Counter,
+    pub auth_failures: Family<ReasonLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("facet");
+        let events_applied = Counter::default();
+        registry.register(
+            "events_applied",
+            "Events applied to the projections",
+            events_applied.clone(),
+        );
+        let events_rejected = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "events_rejected",
+            "Events skipped because they could not be applied, by reason",
+            events_rejected.clone(),
+        );
+        let batches_committed = Counter::default();
+        registry.register(
+            "store_batches_committed",
+            "Store transactions committed",
+            batches_committed.clone(),
+        );
+        let row_changes = Counter::default();
+        registry.register("row_changes", "Row changes committed", row_changes.clone());
+        let dead_lettered = Counter::default();
+        registry.register(
+            "events_dead_lettered",
+            "Rejected events sent to the dead-letter topic",
+            dead_lettered.clone(),
+        );
+        let partitions_behind = Gauge::default();
+        registry.register(
+            "partitions_behind_start",
+            "Partitions not yet caught up with the high watermark they had at start",
+            partitions_behind.clone(),
+        );
+        let connections = Family::<TransportLabel, Gauge>::default();
+        registry.register(
+            "connections",
+            "Open streaming connections, by transport",
+            connections.clone(),
+        );
+        let deliveries = Family::<TransportLabel, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Changes pushed to clients, by transport",
+            deliveries.clone(),
+        );
+        let slow_client_disconnects = Counter::default();
+        registry.register(
+            "slow_client_disconnects",
+            "Clients disconnected because they fell too far behind",
+            slow_client_disconnects.clone(),
+        );
+        let auth_failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Refused tokens, by reason",
+            auth_failures.clone(),
+        );
+        Metrics {
+            registry,
+            events_applied,
+            events_rejected,
+            batches_committed,
+            row_changes,
+            dead_lettered,
+            partitions_behind,
+            connections,
+            deliveries,
+            slow_client_disconnects,
+            auth_failures,
+        }
+    }
+
+    pub fn reject(&self, reason: &str) {
+        self.events_rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

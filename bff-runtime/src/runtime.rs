@@ -1,0 +1,182 @@
+//! Assembles a runtime: compiled spec, store, ingest thread and HTTP servers.
+//! `facet-bff run` and `facet-bff dev` both come through here, so dev mode runs
+//! the production code path.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::feed::Feed;
+use crate::ingest::{group_id, Ingest, IngestConfig, Progress};
+use crate::metrics::Metrics;
+use crate::projection::Engine;
+use crate::serve::access::AuthMode;
+use crate::serve::{metrics_router, router, AppState, DevProducer};
+use crate::spec::{compile, ExperienceSpec};
+use crate::store::{Opened, Store};
+
+pub struct RuntimeConfig {
+    pub name: String,
+    pub namespace: String,
+    /// The pod's ordinal, which names its consumer group.
+    pub ordinal: String,
+    pub spec: ExperienceSpec,
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    pub metrics: SocketAddr,
+    /// Overrides `spec.kafka.bootstrapServers` (dev mode, tests).
+    pub bootstrap_servers: Option<String>,
+    /// Extra client properties, e.g. from the spec's Secret.
+    pub extra_kafka_properties: Vec<(String, String)>,
+    /// Overrides how clients are identified (dev mode).
+    pub auth: Option<AuthMode>,
+    pub dev_producer: Option<Arc<dyn DevProducer>>,
+    pub sample_events: Vec<crate::dev::events::SampleEvent>,
+}
+
+/// A started runtime.
+pub struct Runtime {
+    pub http_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    ingest: crate::ingest::IngestHandle,
+}
+
+impl Runtime {
+    pub async fn start(config: RuntimeConfig) -> anyhow::Result<Runtime> {
+        let compiled = compile(&config.spec).map_err(|e| anyhow::anyhow!("invalid spec:\n{e}"))?;
+        let experience = Arc::new(compiled);
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        let store_path = config.data_dir.join("store.redb");
+        let (store, opened) = Store::open(
+            &store_path,
+            &experience.definition_hash,
+            u64::from(experience.spec.store.change_log_length),
+        )
+        .with_context(|| format!("opening the store at {}", store_path.display()))?;
+        match opened {
+            Opened::Empty => {
+                info!(path = %store_path.display(), "new store: reading every source from the earliest offset")
+            }
+            Opened::Resumed => {
+                info!(path = %store_path.display(), "resuming from the offsets in the store")
+            }
+            Opened::Rebuilt => {
+                info!(path = %store_path.display(), "projection definition changed: store wiped, rebuilding from the earliest offset")
+            }
+        }
+        let store = Arc::new(store);
+        let feed = Feed::new();
+        let metrics = Arc::new(Metrics::new());
+        let progress = Arc::new(Progress::default());
+        let spec = &experience.spec;
+
+        let mut properties = spec.kafka.properties.clone();
+        properties.extend(config.extra_kafka_properties.iter().cloned());
+        let ingest_config = IngestConfig {
+            bootstrap_servers: config
+                .bootstrap_servers
+                .clone()
+                .unwrap_or_else(|| spec.kafka.bootstrap_servers.clone()),
+            group_id: group_id(&config.namespace, &config.name, &config.ordinal),
+            properties,
+            max_batch_events: spec.store.batch.max_events as usize,
+            max_batch_delay: Duration::from_millis(u64::from(spec.store.batch.max_delay_ms)),
+            dead_letter_topic: spec.kafka.dead_letter_topic.clone(),
+        };
+        info!(group = %ingest_config.group_id, bootstrap = %ingest_config.bootstrap_servers, "starting ingest");
+        let ingest = Ingest {
+            engine: Arc::new(Engine::new(experience.clone())),
+            store: store.clone(),
+            feed: feed.clone(),
+            metrics: metrics.clone(),
+            progress: progress.clone(),
+        }
+        .spawn(ingest_config);
+
+        let auth = config
+            .auth
+            .clone()
+            .unwrap_or(match (&spec.auth.jwt, spec.auth.anonymous) {
+                (None, Some(true)) => AuthMode::Anonymous,
+                _ => AuthMode::Jwt,
+            });
+        let state = Arc::new(AppState {
+            experience_name: format!("{}/{}", config.namespace, config.name),
+            experience: experience.clone(),
+            store,
+            feed,
+            metrics: metrics.clone(),
+            progress,
+            auth,
+            dev_producer: config.dev_producer,
+            sample_events: config.sample_events,
+        });
+
+        let http = TcpListener::bind(config.http)
+            .await
+            .with_context(|| format!("binding the HTTP port {}", config.http))?;
+        let metrics_listener = TcpListener::bind(config.metrics)
+            .await
+            .with_context(|| format!("binding the metrics port {}", config.metrics))?;
+        let http_addr = http.local_addr()?;
+        let metrics_addr = metrics_listener.local_addr()?;
+        let app = router(state.clone());
+        tokio::spawn(async move { axum::serve(http, app).await });
+        let metrics_app = metrics_router(metrics);
+        tokio::spawn(async move { axum::serve(metrics_listener, metrics_app).await });
+        info!(%http_addr, %metrics_addr, "serving");
+        Ok(Runtime {
+            http_addr,
+            metrics_addr,
+            state,
+            ingest,
+        })
+    }
+
+    /// Runs until SIGTERM/Ctrl-C (a clean stop) or until ingest fails (an error,
+    /// so the pod restarts and resumes from its store).
+    pub async fn run_until_shutdown(self) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                _ = shutdown_signal() => {
+                    info!("shutting down");
+                    return self.ingest.stop().map_err(Into::into);
+                }
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    if self.ingest.is_finished() {
+                        return match self.ingest.wait() {
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(anyhow::anyhow!("ingest failed: {e}")),
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.ingest.stop().map_err(Into::into)
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,85 @@
+//! Who is asking, and which rows they may see.
+
+use std::collections::BTreeMap;
+
+use axum::http::{HeaderMap, StatusCode};
+
+use crate::projection::Row;
+use crate::spec::expr::json_to_cel;
+use crate::spec::CompiledProjection;
+
+/// How the runtime identifies clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    /// The spec says `anonymous: true`: every client has empty claims.
+    Anonymous,
+    /// The spec asks for JWTs. Verification is not built yet, so every request is refused.
+    Jwt,
+    /// `facet-bff dev` only: a client names the user it acts as (`?as=alice` or the
+    /// `X-Facet-Dev-User` header); without one it is the console and sees every row.
+    Dev,
+}
+
+/// The client a request or connection acts for.
+#[derive(Debug, Clone)]
+pub enum Viewer {
+    /// The development console: no access rule applies.
+    Console,
+    /// A client with these claims, checked by each projection's `access` rule.
+    Claims(serde_json::Value),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub status: StatusCode,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl AuthMode {
+    pub fn viewer(
+        &self,
+        headers: &HeaderMap,
+        query: &BTreeMap<String, String>,
+    ) -> Result<Viewer, Refused> {
+        match self {
+            AuthMode::Anonymous => Ok(Viewer::Claims(serde_json::json!({}))),
+            AuthMode::Dev => {
+                let named = query.get("as").cloned().or_else(|| {
+                    headers
+                        .get("x-facet-dev-user")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                });
+                Ok(match named.filter(|n| !n.is_empty()) {
+                    Some(sub) => Viewer::Claims(serde_json::json!({ "sub": sub })),
+                    None => Viewer::Console,
+                })
+            }
+            AuthMode::Jwt => Err(Refused {
+                status: StatusCode::UNAUTHORIZED,
+                reason: "jwt_unsupported",
+                message:
+                    "this runtime requires JWTs, whose verification is not available in this build"
+                        .into(),
+            }),
+        }
+    }
+}
+
+impl Viewer {
+    /// Whether the projection's access rule lets this viewer see `row`. A rule that
+    /// fails (e.g. a claim the token lacks) hides the row: access fails closed.
+    pub fn can_see(&self, projection: &CompiledProjection, row: &Row) -> bool {
+        let (Viewer::Claims(claims), Some(access)) = (self, &projection.access) else {
+            return true;
+        };
+        let row = json_to_cel(&serde_json::Value::Object(row.clone()));
+        let auth = json_to_cel(claims);
+        matches!(
+            access.eval(&[("row", &row), ("auth", &auth)]),
+            Ok(cel::Value::Bool(true))
+        )
+    }
+}

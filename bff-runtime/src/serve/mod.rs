@@ -1,0 +1,177 @@
+//! HTTP serving: REST reads, the native WebSocket protocol, SSE, health and the
+//! development console. Everything is generated from the spec.
+
+pub mod access;
+mod console;
+mod rest;
+mod sse;
+pub mod subscription;
+mod ws;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::feed::Feed;
+use crate::ingest::Progress;
+use crate::metrics::Metrics;
+use crate::spec::{CompiledExperience, CompiledProjection};
+use crate::store::Store;
+use access::AuthMode;
+
+/// What every handler reads.
+pub struct AppState {
+    /// `namespace/name` of the experience.
+    pub experience_name: String,
+    pub experience: Arc<CompiledExperience>,
+    pub store: Arc<Store>,
+    pub feed: Feed,
+    pub metrics: Arc<Metrics>,
+    pub progress: Arc<Progress>,
+    pub auth: AuthMode,
+    /// Dev mode lets the console send test events to a source.
+    pub dev_producer: Option<Arc<dyn DevProducer>>,
+    /// Dev mode: the sample's events, to prefill the console's event form.
+    pub sample_events: Vec<crate::dev::events::SampleEvent>,
+}
+
+/// Sends an event to a source topic (the console's "send a test event").
+pub trait DevProducer: Send + Sync {
+    fn send(&self, topic: &str, key: Option<&str>, value: &[u8]) -> Result<(), String>;
+}
+
+pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    pub fn projection(&self, name: &str) -> Result<&CompiledProjection, ApiError> {
+        self.experience
+            .projection(name)
+            .ok_or_else(|| ApiError::not_found(format!("no projection named `{name}`")))
+    }
+}
+
+/// The public HTTP API.
+pub fn router(state: SharedState) -> Router {
+    let api = &state.experience.spec.api;
+    let mut router = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/console/info", get(console::info))
+        .route("/", get(console::page));
+    if api.rest {
+        router = router
+            .route("/v1/{projection}", get(rest::list))
+            .route("/v1/{projection}/{key}", get(rest::one));
+    }
+    if api.websocket {
+        router = router.route("/ws", get(ws::upgrade));
+    }
+    if api.sse {
+        router = router.route("/sse/{projection}", get(sse::stream));
+    }
+    if state.dev_producer.is_some() {
+        router = router.route("/console/events", axum::routing::post(console::send_event));
+    }
+    router.with_state(state)
+}
+
+/// Metrics on their own port, so they are never exposed with the API.
+pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.encode(),
+                )
+            }
+        }),
+    )
+}
+
+async fn readyz(State(state): State<SharedState>) -> Response {
+    let report = state.progress.report();
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(report)).into_response()
+}
+
+/// An error as clients see it: a status, a stable code and a message.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn not_found(message: String) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message,
+        }
+    }
+
+    pub fn bad_request(message: String) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message,
+        }
+    }
+
+    /// An internal failure: details go to the log with a correlation id, the client
+    /// gets only the id.
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        let id = correlation_id();
+        tracing::error!(correlation_id = %id, error = %error, "request failed");
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: format!("internal error (correlation id {id})"),
+        }
+    }
+}
+
+impl From<access::Refused> for ApiError {
+    fn from(refused: access::Refused) -> Self {
+        ApiError {
+            status: refused.status,
+            code: refused.reason,
+            message: refused.message,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// A short random id that ties a client-visible error to its log line.
+pub fn correlation_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    format!("{:016x}", hasher.finish())
+}

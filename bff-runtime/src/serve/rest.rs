@@ -1,0 +1,180 @@
+//! REST reads: `/v1/<projection>` (filtered, paginated, sparse) and
+//! `/v1/<projection>/<key>` (with ETag and `If-None-Match`).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::{ApiError, SharedState};
+use crate::projection::Row;
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+/// Query parameters with a meaning of their own; every other one filters on a field.
+const RESERVED: &[&str] = &["limit", "after", "fields", "as"];
+
+pub async fn one(
+    State(state): State<SharedState>,
+    Path((projection, key)): Path<(String, String)>,
+    Query(query): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let viewer = state.auth.viewer(&headers, &query)?;
+    let compiled = state.projection(&projection)?;
+    let fields = sparse_fields(&query, compiled)?;
+    let stored = state
+        .store
+        .row(&projection, &key)
+        .map_err(ApiError::internal)?;
+    let Some(stored) = stored.filter(|s| viewer.can_see(compiled, &s.row)) else {
+        // A row the client may not see is indistinguishable from a missing one.
+        return Err(ApiError::not_found(format!(
+            "no {projection} with key `{key}`"
+        )));
+    };
+    let etag = match &fields {
+        Some(fields) => format!("\"{};fields={}\"", stored.version, fields.join(",")),
+        None => format!("\"{}\"", stored.version),
+    };
+    let mut response = if if_none_match(&headers, &etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        Json(project(&stored.row, fields.as_deref())).into_response()
+    };
+    let response_headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        response_headers.insert(header::ETAG, value);
+    }
+    cache_control(&state, response_headers);
+    Ok(response)
+}
+
+pub async fn list(
+    State(state): State<SharedState>,
+    Path(projection): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let viewer = state.auth.viewer(&headers, &query)?;
+    let compiled = state.projection(&projection)?;
+    let fields = sparse_fields(&query, compiled)?;
+    let limit = match query.get("limit") {
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("limit must be a number from 1 to {MAX_LIMIT}"))
+            })?,
+        None => DEFAULT_LIMIT,
+    };
+    let mut filters = Vec::new();
+    for (name, value) in query
+        .iter()
+        .filter(|(k, _)| !RESERVED.contains(&k.as_str()))
+    {
+        if !compiled.fields.contains_key(name) {
+            return Err(ApiError::bad_request(format!(
+                "cannot filter on `{name}`: {projection} has no such field"
+            )));
+        }
+        filters.push((name.clone(), value.clone()));
+    }
+    let (version, rows) = state
+        .store
+        .rows(
+            &projection,
+            query.get("after").map(String::as_str),
+            limit,
+            |stored| {
+                filters
+                    .iter()
+                    .all(|(name, value)| field_equals(&stored.row, name, value))
+                    && viewer.can_see(compiled, &stored.row)
+            },
+        )
+        .map_err(ApiError::internal)?;
+    let next = (rows.len() == limit)
+        .then(|| rows.last().map(|(k, _)| k.clone()))
+        .flatten();
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|(key, stored)| json!({"key": key, "version": stored.version, "row": project(&stored.row, fields.as_deref())}))
+        .collect();
+    let mut response =
+        Json(json!({"version": version, "items": items, "next": next})).into_response();
+    cache_control(&state, response.headers_mut());
+    Ok(response)
+}
+
+/// `fields=a,b`: only these fields, each of which must be declared.
+fn sparse_fields(
+    query: &BTreeMap<String, String>,
+    projection: &crate::spec::CompiledProjection,
+) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(list) = query.get("fields") else {
+        return Ok(None);
+    };
+    let fields: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(String::from)
+        .collect();
+    if let Some(unknown) = fields.iter().find(|f| !projection.fields.contains_key(*f)) {
+        return Err(ApiError::bad_request(format!(
+            "fields: {} has no field `{unknown}`",
+            projection.name
+        )));
+    }
+    Ok(Some(fields))
+}
+
+fn project(row: &Row, fields: Option<&[String]>) -> Value {
+    match fields {
+        None => Value::Object(row.clone()),
+        Some(fields) => Value::Object(
+            fields
+                .iter()
+                .filter_map(|f| row.get(f).map(|v| (f.clone(), v.clone())))
+                .collect(),
+        ),
+    }
+}
+
+/// A query value equals a field when it is the field's string, or its JSON text
+/// (so `?paid=true` and `?count=2` work).
+fn field_equals(row: &Row, name: &str, value: &str) -> bool {
+    match row.get(name) {
+        Some(Value::String(s)) => s == value,
+        Some(other) => other.to_string() == value,
+        None => false,
+    }
+}
+
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|candidate| candidate.trim() == etag || candidate.trim() == "*")
+        })
+}
+
+fn cache_control(state: &SharedState, headers: &mut HeaderMap) {
+    if let Some(value) = state
+        .experience
+        .spec
+        .api
+        .cache_control
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
+}

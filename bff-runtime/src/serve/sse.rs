@@ -1,0 +1,159 @@
+//! Server-sent events at `/sse/<projection>`: `?key=` for one row, other query
+//! parameters filter on fields, `Last-Event-ID` (or `?since=`) resumes.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::stream::{self, Stream};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use super::subscription::{Selection, Subscription, Update};
+use super::{ApiError, SharedState};
+use crate::metrics::TransportLabel;
+use crate::store::Change;
+
+const RESERVED: &[&str] = &["key", "since", "as"];
+
+pub async fn stream(
+    State(state): State<SharedState>,
+    Path(projection): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let viewer = state.auth.viewer(&headers, &query)?;
+    state.projection(&projection)?;
+    let since = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or(query.get("since").map(String::as_str))
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("`{v}` is not a version")))
+        })
+        .transpose()?;
+    let filter = query
+        .iter()
+        .filter(|(k, _)| !RESERVED.contains(&k.as_str()))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.clone())),
+            )
+        })
+        .collect();
+    let selection = Selection {
+        projection,
+        key: query.get("key").cloned(),
+        filter,
+    };
+    // Subscribed before the snapshot is read, so no change can fall in between.
+    let feed = state.feed.subscribe();
+    let mut subscription = Subscription::new(selection, viewer);
+    let compiled = state.projection(&subscription.selection.projection)?;
+    let first = subscription
+        .start(compiled, &state.store, since)
+        .map_err(ApiError::internal)?;
+    let gauge = state
+        .metrics
+        .connections
+        .get_or_create(&TransportLabel {
+            transport: "sse".into(),
+        })
+        .clone();
+    gauge.inc();
+    let stream = updates(
+        state,
+        subscription,
+        feed,
+        first.into(),
+        ConnectionGauge(gauge),
+    );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// Lowers the connection gauge when the stream is dropped (the client went away).
+struct ConnectionGauge(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+struct StreamState {
+    state: SharedState,
+    subscription: Subscription,
+    feed: broadcast::Receiver<std::sync::Arc<Change>>,
+    queue: VecDeque<Update>,
+    _gauge: ConnectionGauge,
+}
+
+fn updates(
+    state: SharedState,
+    subscription: Subscription,
+    feed: broadcast::Receiver<std::sync::Arc<Change>>,
+    queue: VecDeque<Update>,
+    gauge: ConnectionGauge,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let initial = StreamState {
+        state,
+        subscription,
+        feed,
+        queue,
+        _gauge: gauge,
+    };
+    stream::unfold(initial, |mut s| async move {
+        loop {
+            if let Some(update) = s.queue.pop_front() {
+                s.state
+                    .metrics
+                    .deliveries
+                    .get_or_create(&TransportLabel {
+                        transport: "sse".into(),
+                    })
+                    .inc();
+                return Some((Ok(event(&update)), s));
+            }
+            let state = s.state.clone();
+            let projection = state
+                .experience
+                .projection(&s.subscription.selection.projection)?;
+            match s.feed.recv().await {
+                Ok(change) => s
+                    .queue
+                    .extend(s.subscription.on_change(projection, &change)),
+                Err(RecvError::Lagged(_)) => {
+                    match s.subscription.catch_up(projection, &state.store) {
+                        Ok(updates) => s.queue.extend(updates),
+                        Err(e) => {
+                            ApiError::internal(e);
+                            return None;
+                        }
+                    }
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+fn event(update: &Update) -> Event {
+    let data = serde_json::to_string(update).unwrap_or_default();
+    let (name, version) = match update {
+        Update::Snapshot { version, .. } => ("snapshot", Some(*version)),
+        Update::Change { version, .. } => ("change", Some(*version)),
+        Update::Reset { .. } => ("reset", None),
+    };
+    let event = Event::default().event(name).data(data);
+    match version {
+        Some(v) => event.id(v.to_string()),
+        None => event,
+    }
+}
