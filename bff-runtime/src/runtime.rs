@@ -49,6 +49,13 @@ pub struct Runtime {
 
 impl Runtime {
     pub async fn start(config: RuntimeConfig) -> anyhow::Result<Runtime> {
+        // Ports first: a taken port should fail before any work starts.
+        let http = TcpListener::bind(config.http)
+            .await
+            .with_context(|| format!("binding the HTTP port {}", config.http))?;
+        let metrics_listener = TcpListener::bind(config.metrics)
+            .await
+            .with_context(|| format!("binding the metrics port {}", config.metrics))?;
         let compiled = compile(&config.spec).map_err(|e| anyhow::anyhow!("invalid spec:\n{e}"))?;
         let experience = Arc::new(compiled);
         std::fs::create_dir_all(&config.data_dir)
@@ -119,12 +126,6 @@ impl Runtime {
             sample_events: config.sample_events,
         });
 
-        let http = TcpListener::bind(config.http)
-            .await
-            .with_context(|| format!("binding the HTTP port {}", config.http))?;
-        let metrics_listener = TcpListener::bind(config.metrics)
-            .await
-            .with_context(|| format!("binding the metrics port {}", config.metrics))?;
         let http_addr = http.local_addr()?;
         let metrics_addr = metrics_listener.local_addr()?;
         let app = router(state.clone());
