@@ -301,6 +301,16 @@ impl Ingest {
         if read == 0 {
             return Ok(0);
         }
+        if let Some((producer, _)) = dead_letters {
+            // The batch's offsets move past its rejected events only once the
+            // dead-letter topic has them: a crash re-sends, it never loses.
+            while let Err(e) = producer.flush(Duration::from_secs(10)) {
+                warn!(error = %e, "waiting for the dead-letter topic; this batch is held back");
+                if stop.load(Ordering::SeqCst) {
+                    return Ok(0);
+                }
+            }
+        }
         let changes = batch.commit()?;
         self.metrics.batches_committed.inc();
         self.metrics.row_changes.inc_by(changes.len() as u64);

@@ -1,0 +1,232 @@
+//! A real Apache Kafka broker (KRaft, combined mode) from its Maven artifacts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+use crate::{free_port, repo_root, wait_for};
+
+pub struct Broker {
+    libs: PathBuf,
+    dir: tempfile::TempDir,
+    logs: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    starts: u32,
+}
+
+/// The broker jars: `FACET_KAFKA_LIBS`, or installed from Maven Central into the cache.
+fn broker_libs() -> PathBuf {
+    if let Ok(libs) = std::env::var("FACET_KAFKA_LIBS") {
+        return PathBuf::from(libs);
+    }
+    let script = repo_root().join("e2e/tools/install-kafka.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running install-kafka.sh");
+    assert!(output.status.success(), "install-kafka.sh failed");
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}
+
+impl Broker {
+    /// Formats a new single-node cluster and starts it; logs go to `logs/kafka*.log`.
+    pub fn start(logs: &Path) -> Broker {
+        let libs = broker_libs();
+        let dir = tempfile::tempdir().expect("creating the broker directory");
+        let port = free_port();
+        let controller = free_port();
+        let properties = format!(
+            "process.roles=broker,controller\n\
+             node.id=1\n\
+             controller.quorum.bootstrap.servers=127.0.0.1:{controller}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             controller.listener.names=CONTROLLER\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+             log.dirs={data}\n\
+             num.partitions=3\n\
+             auto.create.topics.enable=false\n\
+             offsets.topic.replication.factor=1\n\
+             offsets.topic.num.partitions=3\n\
+             transaction.state.log.replication.factor=1\n\
+             transaction.state.log.min.isr=1\n\
+             share.coordinator.state.topic.replication.factor=1\n\
+             group.initial.rebalance.delay.ms=0\n",
+            data = dir.path().join("data").display()
+        );
+        std::fs::write(dir.path().join("server.properties"), properties).unwrap();
+        std::fs::write(
+            dir.path().join("log4j2.properties"),
+            "rootLogger.level=INFO\nrootLogger.appenderRef.out.ref=OUT\nappender.out.type=Console\n\
+             appender.out.name=OUT\nappender.out.layout.type=PatternLayout\n\
+             appender.out.layout.pattern=[%d] %p %m (%c)%n\n",
+        )
+        .unwrap();
+        let mut broker = Broker {
+            libs,
+            dir,
+            logs: logs.to_path_buf(),
+            port,
+            child: None,
+            starts: 0,
+        };
+        let format = broker
+            .java("kafka.tools.StorageTool")
+            .args([
+                "format",
+                "--standalone",
+                "-t",
+                "facet-e2e-cluster-0001",
+                "-c",
+            ])
+            .arg(broker.dir.path().join("server.properties"))
+            .output()
+            .expect("running the Kafka storage tool");
+        assert!(
+            format.status.success(),
+            "formatting Kafka storage failed: {}",
+            String::from_utf8_lossy(&format.stderr)
+        );
+        broker.launch();
+        broker
+    }
+
+    fn java(&self, main: &str) -> Command {
+        let mut command = Command::new("java");
+        command
+            .arg("-Xmx512m")
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                self.dir.path().join("log4j2.properties").display()
+            ))
+            .arg("-cp")
+            .arg(format!("{}/*", self.libs.display()))
+            .arg(main);
+        command
+    }
+
+    fn launch(&mut self) {
+        self.starts += 1;
+        let log =
+            std::fs::File::create(self.logs.join(format!("kafka-{}.log", self.starts))).unwrap();
+        let child = self
+            .java("kafka.Kafka")
+            .arg(self.dir.path().join("server.properties"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting the Kafka broker");
+        self.child = Some(child);
+        let bootstrap = self.bootstrap();
+        wait_for(
+            "the Kafka broker to answer",
+            Duration::from_secs(90),
+            || {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &bootstrap)
+                    .create()
+                    .unwrap();
+                consumer
+                    .fetch_metadata(None, Duration::from_secs(1))
+                    .map(|m| !m.brokers().is_empty())
+                    .unwrap_or(false)
+            },
+        );
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker the hard way (as a crash would).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills and starts the broker again on the same port and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    pub fn create_topic(&self, topic: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .unwrap();
+        let runtime = tokio_runtime();
+        let results = runtime
+            .block_on(admin.create_topics(
+                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            ))
+            .expect("creating a topic");
+        for result in results {
+            result.unwrap_or_else(|(topic, e)| panic!("creating topic {topic}: {e}"));
+        }
+    }
+
+    pub fn producer(&self) -> TestProducer {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("linger.ms", "5")
+            .set("enable.idempotence", "true")
+            .create()
+            .expect("creating a producer");
+        TestProducer(producer)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A producer that sends keyed JSON values and waits for them all.
+pub struct TestProducer(ThreadedProducer<DefaultProducerContext>);
+
+impl TestProducer {
+    pub fn send(&self, topic: &str, key: &str, value: &[u8]) {
+        let mut record = BaseRecord::<str, [u8]>::to(topic).key(key).payload(value);
+        loop {
+            match self.0.send(record) {
+                Ok(()) => return,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    r,
+                )) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err((e, _)) => panic!("producing to {topic}: {e}"),
+            }
+        }
+    }
+
+    pub fn flush(&self) {
+        self.0
+            .flush(Duration::from_secs(60))
+            .expect("flushing the producer");
+    }
+}
+
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}

@@ -1,0 +1,42 @@
+//! The end-to-end harness: real components started on loopback for the tests.
+//!
+//! Every component writes its log under `target/e2e-logs/<test>/`, which stays
+//! after a failure so CI can show what happened.
+
+pub mod kafka;
+pub mod process;
+
+use std::path::PathBuf;
+
+/// The workspace root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A fresh log directory for one test.
+pub fn log_dir(test: &str) -> PathBuf {
+    let dir = repo_root().join("target/e2e-logs").join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating the log directory");
+    dir
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("finding a free port")
+}
+
+/// Waits until `check` is true, or fails with `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: std::time::Duration, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}

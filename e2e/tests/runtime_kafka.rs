@@ -1,0 +1,226 @@
+//! The runtime against a real Apache Kafka broker: ordering per key, poison events,
+//! `kill -9` in the middle of a batch, clean restarts, rebuilds, a broker restart.
+//! One broker serves the whole sequence (it takes seconds to start).
+
+use std::path::Path;
+use std::time::Duration;
+
+use facet_e2e::kafka::Broker;
+use facet_e2e::process::Runtime;
+use facet_e2e::{log_dir, wait_for};
+use serde_json::{json, Value};
+
+const KEYS: usize = 20;
+const TICKS_PER_KEY: i64 = 500;
+const POISON: usize = KEYS * TICKS_PER_KEY as usize;
+
+fn counter_spec(extra_field: bool) -> String {
+    let (field, upsert) = if extra_field {
+        (
+            "        doubled: {type: integer}\n",
+            ", doubled: row.doubled + 2",
+        )
+    } else {
+        ("", "")
+    };
+    format!(
+        r#"apiVersion: facet.dev/v1alpha1
+kind: FrontendExperience
+metadata: {{name: counters, namespace: e2e}}
+spec:
+  kafka: {{bootstrapServers: "unused:9092", deadLetterTopic: e2e.dlq}}
+  sources: [{{name: ticks, topic: e2e.ticks}}]
+  projections:
+    - name: counter
+      key: event.k
+      rules:
+        - source: ticks
+          when: event.type == "tick"
+          upsert: {{k: event.k, count: row.count + 1, last: event.n, outOfOrder: "row.outOfOrder + (event.n == row.last + 1 ? 0 : 1)"{upsert}}}
+      fields:
+        k: {{type: string}}
+        count: {{type: integer}}
+        last: {{type: integer}}
+        outOfOrder: {{type: integer}}
+{field}  auth: {{anonymous: true}}
+  store: {{batch: {{maxEvents: 200, maxDelayMs: 20}}}}
+"#
+    )
+}
+
+fn tick(key: usize, n: i64) -> Vec<u8> {
+    json!({"type": "tick", "k": format!("k{key:02}"), "n": n})
+        .to_string()
+        .into_bytes()
+}
+
+/// Three kinds of poison, one per reason the runtime counts.
+fn poison(i: usize) -> Vec<u8> {
+    match i % 3 {
+        0 => b"{this is not json".to_vec(),
+        1 => json!({"type": "tick", "n": 1}).to_string().into_bytes(),
+        _ => json!({"type": "tick", "k": "k00", "n": "not a number"})
+            .to_string()
+            .into_bytes(),
+    }
+}
+
+fn counters(runtime: &Runtime) -> Vec<Value> {
+    runtime.all_rows("counter")
+}
+
+fn dead_letters(broker: &Broker) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "e2e-dlq-check")
+        .create()
+        .unwrap();
+    let (low, high) = consumer
+        .fetch_watermarks("e2e.dlq", 0, Duration::from_secs(10))
+        .unwrap();
+    high - low
+}
+
+#[test]
+fn runtime_against_a_real_kafka_broker() {
+    let logs = log_dir("runtime_kafka");
+    let mut broker = Broker::start(&logs);
+    broker.create_topic("e2e.ticks", 3);
+    broker.create_topic("e2e.dlq", 1);
+    let work = tempfile::tempdir().unwrap();
+    let spec = work.path().join("counters.yaml");
+    std::fs::write(&spec, counter_spec(false)).unwrap();
+
+    // 10,000 ordered ticks over 20 keys, each followed by a poison event.
+    let producer = broker.producer();
+    let mut poisoned = 0;
+    for n in 1..=TICKS_PER_KEY {
+        for key in 0..KEYS {
+            producer.send("e2e.ticks", &format!("k{key:02}"), &tick(key, n));
+            producer.send("e2e.ticks", &format!("k{key:02}"), &poison(poisoned));
+            poisoned += 1;
+        }
+    }
+    producer.flush();
+
+    // Runtime A is killed with SIGKILL in the middle of the stream, then restarted.
+    let dir_a = work.path().join("a");
+    let start_a = |spec: &Path| {
+        Runtime::start(
+            spec,
+            &dir_a,
+            &broker.bootstrap(),
+            "counters-0",
+            &logs.join("runtime-a.log"),
+        )
+    };
+    let mut a = start_a(&spec);
+    wait_for(
+        "runtime A to apply some events",
+        Duration::from_secs(120),
+        || a.metric("facet_events_applied_total") > 2000.0,
+    );
+    a.kill9();
+    let mut a = start_a(&spec);
+    a.wait_ready(Duration::from_secs(300));
+    let after_crash = counters(&a);
+    assert_eq!(after_crash.len(), KEYS);
+    for row in &after_crash {
+        assert_eq!(
+            row["row"]["count"], TICKS_PER_KEY,
+            "no loss, no duplicates: {row}"
+        );
+        assert_eq!(row["row"]["last"], TICKS_PER_KEY, "{row}");
+        assert_eq!(
+            row["row"]["outOfOrder"], 0,
+            "applied in order per key: {row}"
+        );
+    }
+
+    // Runtime B replays the same topics from scratch: the same projection.
+    let mut b = Runtime::start(
+        &spec,
+        &work.path().join("b"),
+        &broker.bootstrap(),
+        "counters-1",
+        &logs.join("runtime-b.log"),
+    );
+    b.wait_ready(Duration::from_secs(300));
+    assert_eq!(
+        counters(&b),
+        after_crash,
+        "a crashed-and-resumed store equals a replay"
+    );
+    assert_eq!(
+        b.metric("facet_events_applied_total"),
+        (KEYS as i64 * TICKS_PER_KEY) as f64
+    );
+    assert_eq!(
+        b.metric("facet_events_rejected_total"),
+        POISON as f64,
+        "every poison event counted"
+    );
+    for reason in ["undecodable", "no_key", "rule_error"] {
+        assert!(
+            b.metric(&format!(
+                "facet_events_rejected_total{{reason=\"{reason}\"}}"
+            )) > 0.0,
+            "reason {reason} counted"
+        );
+    }
+    // Runtime A's crashed run, its resumed run and B each sent theirs (at least once).
+    wait_for("dead letters to arrive", Duration::from_secs(30), || {
+        dead_letters(&broker) >= 2 * POISON as i64
+    });
+
+    // A clean stop resumes from the stored offsets: only new events are read.
+    a.terminate();
+    for n in TICKS_PER_KEY + 1..=TICKS_PER_KEY + 100 {
+        producer.send("e2e.ticks", "k00", &tick(0, n));
+    }
+    producer.flush();
+    let mut a = start_a(&spec);
+    a.wait_ready(Duration::from_secs(120));
+    assert_eq!(
+        a.metric("facet_events_applied_total"),
+        100.0,
+        "resumed, not replayed"
+    );
+    let k00 = a.get("/v1/counter/k00").unwrap().1;
+    assert_eq!(k00["count"], TICKS_PER_KEY + 100);
+    assert_eq!(k00["outOfOrder"], 0);
+
+    // A changed projection definition rebuilds the store from the earliest offset.
+    a.terminate();
+    let spec2 = work.path().join("counters-v2.yaml");
+    std::fs::write(&spec2, counter_spec(true)).unwrap();
+    let mut a = start_a(&spec2);
+    a.wait_ready(Duration::from_secs(300));
+    assert_eq!(
+        a.metric("facet_events_applied_total"),
+        (KEYS as i64 * TICKS_PER_KEY + 100) as f64
+    );
+    assert_eq!(
+        a.get("/v1/counter/k00").unwrap().1["doubled"],
+        2 * (TICKS_PER_KEY + 100)
+    );
+
+    // The broker crashes and comes back: B carries on without a restart of its own.
+    broker.restart();
+    let producer = broker.producer();
+    for n in TICKS_PER_KEY + 1..=TICKS_PER_KEY + 50 {
+        producer.send("e2e.ticks", "k01", &tick(1, n));
+    }
+    producer.flush();
+    wait_for(
+        "runtime B to apply events after the broker restart",
+        Duration::from_secs(120),
+        || {
+            b.get("/v1/counter/k01")
+                .is_some_and(|(_, row)| row["count"] == TICKS_PER_KEY + 50)
+        },
+    );
+    assert_eq!(b.get("/v1/counter/k01").unwrap().1["outOfOrder"], 0);
+    drop(a);
+}
