@@ -31,7 +31,7 @@ fn changes_get_consecutive_versions_and_commit_with_offsets() {
         "reads see the batch"
     );
     batch.apply(vec![upsert("a", 2)], None).unwrap();
-    batch.set_offset("t", 0, 3).unwrap();
+    batch.set_offset("t", 0, 3);
     let committed = batch.commit().unwrap();
     assert_eq!(
         committed.iter().map(|c| c.version).collect::<Vec<_>>(),
@@ -56,7 +56,7 @@ fn an_uncommitted_batch_leaves_nothing() {
     let (store, _) = Store::open(&dir.path().join("db"), "h1", 100).unwrap();
     let mut batch = store.batch().unwrap();
     batch.apply(vec![upsert("a", 1)], None).unwrap();
-    batch.set_offset("t", 0, 1).unwrap();
+    batch.set_offset("t", 0, 1);
     drop(batch);
     assert_eq!(store.row("order", "a").unwrap(), None);
     assert!(store.offsets().unwrap().is_empty());
@@ -111,7 +111,7 @@ fn reopening_resumes_and_a_new_definition_rebuilds() {
             )
             .unwrap();
         batch.apply(vec![upsert("b", 1)], None).unwrap();
-        batch.set_offset("t", 0, 2).unwrap();
+        batch.set_offset("t", 0, 2);
         batch.commit().unwrap();
     }
     {

@@ -295,7 +295,7 @@ impl Ingest {
                 }
             }
             let next = message.offset() + 1;
-            batch.set_offset(topic, message.partition(), next)?;
+            batch.set_offset(topic, message.partition(), next);
             reached.insert((topic.to_string(), message.partition()), next);
         }
         if read == 0 {

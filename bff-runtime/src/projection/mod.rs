@@ -10,7 +10,7 @@ use cel::Value as CelValue;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::spec::expr::{cel_to_json, cel_type_name, json_to_cel, Expr};
+use crate::spec::expr::{cel_to_json, cel_type_name, json_to_cel, Bound, Expr};
 use crate::spec::fields::{conform, zero_row};
 use crate::spec::{CompiledExperience, CompiledProjection, CompiledRule, RuleAction};
 
@@ -115,19 +115,33 @@ impl Engine {
         let Some(rules) = self.rules_by_source.get(source) else {
             return Ok(Ok(Vec::new()));
         };
-        let event = json_to_cel(event);
+        let event = Bound::json(event);
         let mut pending: Vec<Pending> = Vec::new();
         for &(p, r) in rules {
             let projection = &self.experience.projections[p];
             let rule = &projection.rules[r];
+            // Most events match few rules: a filter that does not look at the row is
+            // decided before the row is read.
+            let filter_decided = match &rule.when {
+                Some(when) if !when.uses("row") => {
+                    match eval_filter(when, &event, &Bound::json(&Value::Null)) {
+                        Ok(true) => true,
+                        Ok(false) => continue,
+                        Err(error) => return Ok(Err(error)),
+                    }
+                }
+                _ => false,
+            };
             let key = match key_of(&rule.key, &event) {
                 Ok(key) => key,
                 Err(error) => {
                     // An event of another kind may lack this rule's key: only an
                     // event the rule is meant for must have one.
-                    let zero = row_value(projection, &zero_row(&projection.fields));
-                    if matches!(rule_matches(rule, &event, &zero), Ok(false)) {
-                        continue;
+                    if !filter_decided {
+                        let zero = row_value(projection, &zero_row(&projection.fields));
+                        if matches!(rule_matches(rule, &event, &zero), Ok(false)) {
+                            continue;
+                        }
                     }
                     return Ok(Err(error));
                 }
@@ -136,7 +150,7 @@ impl Engine {
                 Some(change) => change.row.clone(),
                 None => read_row(&projection.name, &key)?,
             };
-            let result = apply_rule(projection, rule, &event, current.as_ref());
+            let result = apply_rule(projection, rule, &event, current.as_ref(), filter_decided);
             let next = match result {
                 Ok(Some(next)) => next,
                 Ok(None) => continue,
@@ -173,14 +187,15 @@ impl Engine {
 fn apply_rule(
     projection: &CompiledProjection,
     rule: &CompiledRule,
-    event: &CelValue,
+    event: &Bound,
     current: Option<&Row>,
+    filter_decided: bool,
 ) -> Result<Option<Option<Row>>, ApplyError> {
     let base = current
         .cloned()
         .unwrap_or_else(|| zero_row(&projection.fields));
     let row = row_value(projection, &base);
-    if !rule_matches(rule, event, &row)? {
+    if !filter_decided && !rule_matches(rule, event, &row)? {
         return Ok(None);
     }
     let assignments = match &rule.action {
@@ -199,10 +214,14 @@ fn apply_rule(
     Ok(Some(Some(next)))
 }
 
-fn rule_matches(rule: &CompiledRule, event: &CelValue, row: &CelValue) -> Result<bool, ApplyError> {
-    let Some(when) = &rule.when else {
-        return Ok(true);
-    };
+fn rule_matches(rule: &CompiledRule, event: &Bound, row: &Bound) -> Result<bool, ApplyError> {
+    match &rule.when {
+        Some(when) => eval_filter(when, event, row),
+        None => Ok(true),
+    }
+}
+
+fn eval_filter(when: &Expr, event: &Bound, row: &Bound) -> Result<bool, ApplyError> {
     match eval(when, &[("event", event), ("row", row)])? {
         CelValue::Bool(b) => Ok(b),
         other => Err(rule_error(
@@ -212,7 +231,7 @@ fn rule_matches(rule: &CompiledRule, event: &CelValue, row: &CelValue) -> Result
     }
 }
 
-fn key_of(key: &Expr, event: &CelValue) -> Result<String, ApplyError> {
+fn key_of(key: &Expr, event: &Bound) -> Result<String, ApplyError> {
     let no_key = |message: String| ApplyError::NoKey {
         path: key.path.clone(),
         message,
@@ -230,7 +249,7 @@ fn key_of(key: &Expr, event: &CelValue) -> Result<String, ApplyError> {
     }
 }
 
-fn eval(expr: &Expr, variables: &[(&str, &CelValue)]) -> Result<CelValue, ApplyError> {
+fn eval(expr: &Expr, variables: &[(&str, &Bound)]) -> Result<CelValue, ApplyError> {
     expr.eval(variables)
         .map_err(|e| rule_error(expr, e.to_string()))
 }
@@ -244,7 +263,7 @@ fn rule_error(expr: &Expr, message: String) -> ApplyError {
 
 /// The row as CEL sees it. Number fields are doubles even when the stored JSON
 /// holds a whole number, so `row.total + 1.5` always type-checks.
-fn row_value(projection: &CompiledProjection, row: &Row) -> CelValue {
+fn row_value(projection: &CompiledProjection, row: &Row) -> Bound {
     let mut value = json_to_cel(&Value::Object(row.clone()));
     if let CelValue::Map(map) = &mut value {
         let entries = Arc::make_mut(&mut map.map);
@@ -258,5 +277,6 @@ fn row_value(projection: &CompiledProjection, row: &Row) -> CelValue {
             }
         }
     }
-    value
+    // Values built from JSON always convert.
+    Bound::new(value).unwrap_or_else(|_| Bound::json(&Value::Null))
 }

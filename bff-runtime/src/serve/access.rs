@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use axum::http::{HeaderMap, StatusCode};
 
 use crate::projection::Row;
-use crate::spec::expr::json_to_cel;
+use crate::spec::expr::Bound;
 use crate::spec::CompiledProjection;
 
 /// How the runtime identifies clients.
@@ -75,8 +75,8 @@ impl Viewer {
         let (Viewer::Claims(claims), Some(access)) = (self, &projection.access) else {
             return true;
         };
-        let row = json_to_cel(&serde_json::Value::Object(row.clone()));
-        let auth = json_to_cel(claims);
+        let row = Bound::json(&serde_json::Value::Object(row.clone()));
+        let auth = Bound::json(claims);
         matches!(
             access.eval(&[("row", &row), ("auth", &auth)]),
             Ok(cel::Value::Bool(true))

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use cel::common::ast::{EntryExpr, Expr as Ast};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use cel::parser::Expression;
 use cel::{Context, Env, ExecutionError, Program, Value};
 
@@ -54,8 +56,8 @@ pub struct Expr {
     /// The text as written.
     pub source: String,
     program: Arc<Program>,
-    /// Whether it refers to no variable at all, so it can be evaluated at compile time.
-    constant: bool,
+    /// The variables it refers to, e.g. so a filter that ignores `row` runs before the row is read.
+    variables: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for Expr {
@@ -101,7 +103,7 @@ impl Expr {
             scope,
             row_fields,
             bound: Vec::new(),
-            free_variables: 0,
+            used: Vec::new(),
             errors: Vec::new(),
         };
         check.walk(program.expression());
@@ -111,27 +113,58 @@ impl Expr {
         Ok(Expr {
             path: path.to_string(),
             source: source.to_string(),
-            constant: check.free_variables == 0,
+            variables: check.used,
             program: Arc::new(program),
         })
     }
 
     /// Evaluates with the given variables (`event`, `row`, `auth`).
-    pub fn eval(&self, variables: &[(&str, &Value)]) -> Result<Value, ExecutionError> {
+    pub fn eval(&self, variables: &[(&str, &Bound)]) -> Result<Value, ExecutionError> {
+        let resolver = Variables(variables);
         let mut context = Context::with_env(shared_env());
-        for (name, value) in variables {
-            context.add_variable_from_value(*name, (*value).clone());
-        }
+        context.set_variable_resolver(&resolver);
         self.program.execute(&context)
+    }
+
+    pub fn uses(&self, variable: &str) -> bool {
+        self.variables.contains(&variable)
     }
 
     /// The value of an expression that refers to no variable, known at compile time.
     pub fn constant_value(&self) -> Option<Value> {
-        if self.constant {
+        if self.variables.is_empty() {
             self.eval(&[]).ok()
         } else {
             None
         }
+    }
+}
+
+/// A value converted once into the interpreter's own representation, so that every
+/// expression evaluated over the same event or row borrows it instead of
+/// converting it again.
+pub struct Bound(Box<dyn Val>);
+
+impl Bound {
+    pub fn new(value: Value) -> Result<Bound, ExecutionError> {
+        Ok(Bound(value.try_into()?))
+    }
+
+    pub fn json(value: &serde_json::Value) -> Bound {
+        // JSON holds only types the interpreter has: the conversion cannot fail.
+        Bound::new(json_to_cel(value))
+            .unwrap_or_else(|_| Bound(Box::new(cel::common::types::CelNull)))
+    }
+}
+
+struct Variables<'a>(&'a [(&'a str, &'a Bound)]);
+
+impl VariableResolver for Variables<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        self.0
+            .iter()
+            .find(|(name, _)| *name == variable)
+            .map(|(_, bound)| CowVal::Borrowed(bound.0.as_ref()))
     }
 }
 
@@ -143,7 +176,7 @@ struct ReferenceCheck<'a> {
     row_fields: &'a BTreeMap<String, FieldSpec>,
     /// Variables bound by enclosing macros (`c` in `row.comments.filter(c, ...)`).
     bound: Vec<String>,
-    free_variables: usize,
+    used: Vec<&'static str>,
     errors: Vec<SpecError>,
 }
 
@@ -163,8 +196,10 @@ impl ReferenceCheck<'_> {
                 if self.is_bound(name) || CEL_IDENTIFIERS.contains(&name.as_str()) {
                     return;
                 }
-                if self.scope.variables().contains(&name.as_str()) {
-                    self.free_variables += 1;
+                if let Some(variable) = self.scope.variables().iter().find(|v| **v == name) {
+                    if !self.used.contains(variable) {
+                        self.used.push(variable);
+                    }
                 } else {
                     let allowed = self.scope.variables().join(", ");
                     self.error(format!(

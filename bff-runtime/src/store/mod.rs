@@ -2,7 +2,7 @@
 //! together in one embedded redb database so that a batch of events, the row
 //! changes it caused and the offsets it reached commit in one transaction.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -253,24 +253,33 @@ impl Store {
         Ok(Batch {
             store: self,
             txn: self.db.begin_write()?,
+            rows: HashMap::new(),
             changes: Vec::new(),
             versions: BTreeMap::new(),
+            offsets: BTreeMap::new(),
         })
     }
 }
 
-/// An open write transaction. Reads see the batch's own writes, so every event
-/// of a batch builds on the ones before it.
+/// An open write transaction. Reads see the batch's own writes, so every event of a
+/// batch builds on the ones before it. Writes are kept in memory and written in
+/// one pass at commit, so a hot row changed by many events is written once.
 pub struct Batch<'s> {
     store: &'s Store,
     txn: redb::WriteTransaction,
+    /// Rows the batch changed (`None`: deleted).
+    rows: HashMap<(String, String), Option<StoredRow>>,
     changes: Vec<Change>,
     versions: BTreeMap<String, u64>,
+    offsets: BTreeMap<(String, i32), i64>,
 }
 
 impl Batch<'_> {
     /// The current row, as the batch has left it so far.
     pub fn row(&self, projection: &str, key: &str) -> Result<Option<Row>, StoreError> {
+        if let Some(row) = self.rows.get(&(projection.to_string(), key.to_string())) {
+            return Ok(row.as_ref().map(|r| r.row.clone()));
+        }
         let table = self.txn.open_table(ROWS)?;
         let row = table.get((projection, key))?;
         Ok(match row {
@@ -279,80 +288,87 @@ impl Batch<'_> {
         })
     }
 
-    /// Writes the changes of one event, each under the next version of its projection.
+    /// Records the changes of one event, each under the next version of its projection.
     pub fn apply(
         &mut self,
         changes: Vec<RowChange>,
         event_time_ms: Option<i64>,
     ) -> Result<(), StoreError> {
-        let mut rows = self.txn.open_table(ROWS)?;
-        let mut log = self.txn.open_table(CHANGES)?;
-        let mut versions = self.txn.open_table(VERSIONS)?;
         for change in changes {
             let version = match self.versions.get(&change.projection) {
                 Some(v) => *v,
-                None => versions
+                None => self
+                    .txn
+                    .open_table(VERSIONS)?
                     .get(change.projection.as_str())?
                     .map(|v| v.value())
                     .unwrap_or(0),
             } + 1;
             self.versions.insert(change.projection.clone(), version);
-            versions.insert(change.projection.as_str(), version)?;
-            match &change.op {
-                RowOp::Upsert(row) => {
-                    let stored = serde_json::to_vec(&StoredRow {
-                        version,
-                        row: row.clone(),
-                    })?;
-                    rows.insert(
-                        (change.projection.as_str(), change.key.as_str()),
-                        stored.as_slice(),
-                    )?;
-                }
-                RowOp::Delete => {
-                    rows.remove((change.projection.as_str(), change.key.as_str()))?;
-                }
-            }
-            let committed = Change {
+            let stored = match &change.op {
+                RowOp::Upsert(row) => Some(StoredRow {
+                    version,
+                    row: row.clone(),
+                }),
+                RowOp::Delete => None,
+            };
+            self.rows
+                .insert((change.projection.clone(), change.key.clone()), stored);
+            self.changes.push(Change {
                 projection: change.projection,
                 version,
                 key: change.key,
                 op: change.op,
                 event_time_ms,
-            };
-            log.insert(
-                (committed.projection.as_str(), version),
-                serde_json::to_vec(&committed)?.as_slice(),
-            )?;
-            self.changes.push(committed);
+            });
         }
         Ok(())
     }
 
     /// Records that `next_offset` is the next message to read from a partition.
-    pub fn set_offset(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        next_offset: i64,
-    ) -> Result<(), StoreError> {
-        self.txn
-            .open_table(OFFSETS)?
-            .insert((topic, partition), next_offset)?;
-        Ok(())
+    pub fn set_offset(&mut self, topic: &str, partition: i32, next_offset: i64) {
+        self.offsets
+            .insert((topic.to_string(), partition), next_offset);
     }
 
-    /// Trims the change logs and commits; returns the committed changes for the feed.
+    /// Writes everything, trims the change logs and commits; returns the committed
+    /// changes for the feed.
     pub fn commit(self) -> Result<Vec<Change>, StoreError> {
         {
+            let mut rows = self.txn.open_table(ROWS)?;
+            for ((projection, key), row) in &self.rows {
+                match row {
+                    Some(row) => {
+                        rows.insert(
+                            (projection.as_str(), key.as_str()),
+                            serde_json::to_vec(row)?.as_slice(),
+                        )?;
+                    }
+                    None => {
+                        rows.remove((projection.as_str(), key.as_str()))?;
+                    }
+                }
+            }
             let mut log = self.txn.open_table(CHANGES)?;
+            for change in &self.changes {
+                log.insert(
+                    (change.projection.as_str(), change.version),
+                    serde_json::to_vec(change)?.as_slice(),
+                )?;
+            }
+            let mut versions = self.txn.open_table(VERSIONS)?;
             for (projection, latest) in &self.versions {
+                versions.insert(projection.as_str(), *latest)?;
                 if let Some(last_dropped) = latest.checked_sub(self.store.change_log_length) {
                     log.retain_in(
                         (projection.as_str(), 0)..=(projection.as_str(), last_dropped),
                         |_, _| false,
                     )?;
                 }
+            }
+            let mut offsets = self.txn.open_table(OFFSETS)?;
+            for ((topic, partition), next) in &self.offsets {
+                offsets.insert((topic.as_str(), *partition), *next)?;
             }
         }
         self.txn.commit()?;
