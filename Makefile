@@ -6,7 +6,9 @@ CARGO ?= cargo
 ## Run every test: formatting, generated files, unit and integration tests.
 test: fmt-check unit
 
+# The e2e tests start the facet-bff binary: build every binary first.
 unit:
+	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --locked
 
 fmt-check:

@@ -177,7 +177,10 @@ impl Subscription {
         projection: &CompiledProjection,
         change: &Change,
     ) -> Option<Update> {
-        if change.projection != projection.name || change.version <= self.cursor {
+        if change.projection != self.selection.projection
+            || change.projection != projection.name
+            || change.version <= self.cursor
+        {
             return None;
         }
         self.cursor = change.version;

@@ -1,0 +1,126 @@
+//! The dev mode's web console in a real headless Chromium, driven over WebDriver:
+//! the page loads, shows the sample's rows, and updates live when an event is sent
+//! from its own form. A screenshot is kept in `target/e2e-logs/console_browser/`.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use facet_e2e::process::facet_bff_binary;
+use facet_e2e::{free_port, log_dir, repo_root, wait_for};
+use fantoccini::{ClientBuilder, Locator};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_ok(url: &str) -> bool {
+    std::net::TcpStream::connect(url.trim_start_matches("http://").split('/').next().unwrap()).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_shows_rows_and_live_updates_in_chromium() {
+    let logs = log_dir("console_browser");
+    let data = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let log = std::fs::File::create(logs.join("facet-bff-dev.log")).unwrap();
+    let _dev = Killed(
+        Command::new(facet_bff_binary())
+            .current_dir(repo_root())
+            .args(["dev", "config/samples/storefront.yaml"])
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .args(["--metrics", &format!("127.0.0.1:{}", free_port())])
+            .arg("--data-dir")
+            .arg(data.path())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting facet-bff dev"),
+    );
+    let console = format!("http://127.0.0.1:{http}/");
+    wait_for("the dev console", Duration::from_secs(60), || http_ok(&console));
+
+    let driver_port = free_port();
+    let driver_log = std::fs::File::create(logs.join("chromedriver.log")).unwrap();
+    let _driver = Killed(
+        Command::new("chromedriver")
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(driver_log)
+            .spawn()
+            .expect("starting chromedriver (Debian package chromium-driver)"),
+    );
+    wait_for("chromedriver", Duration::from_secs(30), || http_ok(&format!("http://127.0.0.1:{driver_port}")));
+
+    let profile = tempfile::tempdir().unwrap();
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--window-size=1400,900", format!("--user-data-dir={}", profile.path().display())]
+        }),
+    );
+    let client = ClientBuilder::rustls()
+        .unwrap()
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{driver_port}"))
+        .await
+        .expect("connecting to chromedriver");
+
+    client.goto(&console).await.unwrap();
+    let rows = Locator::Css("#table-order tbody tr");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = client.find_all(rows).await.unwrap().len();
+        if found == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "expected the sample's 3 orders, saw {found}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let table = client.find(Locator::Css("#table-order")).await.unwrap().text().await.unwrap();
+    assert!(table.contains("o-1001") && table.contains("shipped"), "{table}");
+
+    // Send an event from the console's own form and watch the rule fire.
+    let event = serde_json::json!({"type": "OrderPlaced", "orderId": "o-2000", "customerId": "dora",
+        "items": [], "total": 99.5, "at": "2026-11-23T10:00:00Z"});
+    client.find(Locator::Css("#send-source option[value='orders']")).await.unwrap().click().await.unwrap();
+    let key = client.find(Locator::Css("#send-key")).await.unwrap();
+    key.clear().await.unwrap();
+    key.send_keys("o-2000").await.unwrap();
+    client
+        .execute(
+            "document.getElementById('send-value').value = arguments[0]; return true;",
+            vec![serde_json::Value::String(event.to_string())],
+        )
+        .await
+        .unwrap();
+    client.find(Locator::Css("#send-form button")).await.unwrap().click().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let table = client.find(Locator::Css("#table-order")).await.unwrap().text().await.unwrap();
+        if table.contains("o-2000") {
+            assert!(table.contains("99.5"), "{table}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the sent order never appeared:\n{table}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let summary = client.find(Locator::Css("#table-customerSummary")).await.unwrap().text().await.unwrap();
+    let dora = summary.lines().find(|l| l.starts_with("dora")).unwrap_or_default();
+    assert!(dora.contains("o-2000") && dora.contains("99.5"), "the summary projection updated too: {summary}");
+    assert!(!summary.lines().any(|l| l.starts_with("o-2000")), "no order row in the summary table: {summary}");
+    let log = client.find(Locator::Css("#log")).await.unwrap().text().await.unwrap();
+    assert!(log.contains("o-2000"), "the change log shows the change: {log}");
+
+    let png = client.screenshot().await.unwrap();
+    std::fs::write(logs.join("console.png"), png).unwrap();
+    client.close().await.unwrap();
+}
