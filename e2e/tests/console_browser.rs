@@ -19,7 +19,8 @@ impl Drop for Killed {
 }
 
 fn http_ok(url: &str) -> bool {
-    std::net::TcpStream::connect(url.trim_start_matches("http://").split('/').next().unwrap()).is_ok()
+    std::net::TcpStream::connect(url.trim_start_matches("http://").split('/').next().unwrap())
+        .is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +43,9 @@ async fn console_shows_rows_and_live_updates_in_chromium() {
             .expect("starting facet-bff dev"),
     );
     let console = format!("http://127.0.0.1:{http}/");
-    wait_for("the dev console", Duration::from_secs(60), || http_ok(&console));
+    wait_for("the dev console", Duration::from_secs(60), || {
+        http_ok(&console)
+    });
 
     let driver_port = free_port();
     let driver_log = std::fs::File::create(logs.join("chromedriver.log")).unwrap();
@@ -54,7 +57,9 @@ async fn console_shows_rows_and_live_updates_in_chromium() {
             .spawn()
             .expect("starting chromedriver (Debian package chromium-driver)"),
     );
-    wait_for("chromedriver", Duration::from_secs(30), || http_ok(&format!("http://127.0.0.1:{driver_port}")));
+    wait_for("chromedriver", Duration::from_secs(30), || {
+        http_ok(&format!("http://127.0.0.1:{driver_port}"))
+    });
 
     let profile = tempfile::tempdir().unwrap();
     let mut capabilities = serde_json::Map::new();
@@ -82,16 +87,34 @@ async fn console_shows_rows_and_live_updates_in_chromium() {
         if found == 3 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "expected the sample's 3 orders, saw {found}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected the sample's 3 orders, saw {found}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let table = client.find(Locator::Css("#table-order")).await.unwrap().text().await.unwrap();
-    assert!(table.contains("o-1001") && table.contains("shipped"), "{table}");
+    let table = client
+        .find(Locator::Css("#table-order"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        table.contains("o-1001") && table.contains("shipped"),
+        "{table}"
+    );
 
     // Send an event from the console's own form and watch the rule fire.
     let event = serde_json::json!({"type": "OrderPlaced", "orderId": "o-2000", "customerId": "dora",
         "items": [], "total": 99.5, "at": "2026-11-23T10:00:00Z"});
-    client.find(Locator::Css("#send-source option[value='orders']")).await.unwrap().click().await.unwrap();
+    client
+        .find(Locator::Css("#send-source option[value='orders']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let key = client.find(Locator::Css("#send-key")).await.unwrap();
     key.clear().await.unwrap();
     key.send_keys("o-2000").await.unwrap();
@@ -102,23 +125,62 @@ async fn console_shows_rows_and_live_updates_in_chromium() {
         )
         .await
         .unwrap();
-    client.find(Locator::Css("#send-form button")).await.unwrap().click().await.unwrap();
+    client
+        .find(Locator::Css("#send-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let table = client.find(Locator::Css("#table-order")).await.unwrap().text().await.unwrap();
+        let table = client
+            .find(Locator::Css("#table-order"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         if table.contains("o-2000") {
             assert!(table.contains("99.5"), "{table}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the sent order never appeared:\n{table}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sent order never appeared:\n{table}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let summary = client.find(Locator::Css("#table-customerSummary")).await.unwrap().text().await.unwrap();
-    let dora = summary.lines().find(|l| l.starts_with("dora")).unwrap_or_default();
-    assert!(dora.contains("o-2000") && dora.contains("99.5"), "the summary projection updated too: {summary}");
-    assert!(!summary.lines().any(|l| l.starts_with("o-2000")), "no order row in the summary table: {summary}");
-    let log = client.find(Locator::Css("#log")).await.unwrap().text().await.unwrap();
-    assert!(log.contains("o-2000"), "the change log shows the change: {log}");
+    let summary = client
+        .find(Locator::Css("#table-customerSummary"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dora = summary
+        .lines()
+        .find(|l| l.starts_with("dora"))
+        .unwrap_or_default();
+    assert!(
+        dora.contains("o-2000") && dora.contains("99.5"),
+        "the summary projection updated too: {summary}"
+    );
+    assert!(
+        !summary.lines().any(|l| l.starts_with("o-2000")),
+        "no order row in the summary table: {summary}"
+    );
+    let log = client
+        .find(Locator::Css("#log"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        log.contains("o-2000"),
+        "the change log shows the change: {log}"
+    );
 
     let png = client.screenshot().await.unwrap();
     std::fs::write(logs.join("console.png"), png).unwrap();
