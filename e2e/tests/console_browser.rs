@@ -61,6 +61,8 @@ async fn console_shows_rows_and_live_updates_in_chromium() {
         http_ok(&format!("http://127.0.0.1:{driver_port}"))
     });
 
+    // The workspace enables more than one rustls backend; choose one for the WebDriver client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let profile = tempfile::tempdir().unwrap();
     let mut capabilities = serde_json::Map::new();
     capabilities.insert(
