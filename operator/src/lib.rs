@@ -3,3 +3,5 @@
 
 pub mod api;
 pub mod crd;
+pub mod metrics;
+pub mod reconcile;

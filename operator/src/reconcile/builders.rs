@@ -1,0 +1,427 @@
+//! Desired state: pure functions from a `FrontendExperience` to the Kubernetes
+//! objects that run it. No I/O here; the controller applies what these return.
+
+use std::collections::BTreeMap;
+
+use facet_bff::spec::ExperienceSpec;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use crate::api::{Endpoints, FrontendExperience};
+
+pub const SPEC_FILE: &str = "experience.yaml";
+pub const SPEC_DIR: &str = "/etc/facet";
+pub const DATA_DIR: &str = "/var/lib/facet";
+pub const KAFKA_SECRET_DIR: &str = "/etc/facet/kafka";
+pub const HTTP_PORT: i32 = 8080;
+pub const METRICS_PORT: i32 = 9090;
+/// Annotation on the pod template: a spec change changes it, which rolls the pods.
+pub const SPEC_HASH_ANNOTATION: &str = "facet.dev/spec-hash";
+
+/// Operator-wide settings that shape every experience.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildConfig {
+    /// The runtime image used unless an experience overrides it.
+    pub image: String,
+}
+
+/// Everything one experience runs as.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    pub config_map: ConfigMap,
+    pub stateful_set: StatefulSet,
+    pub service: Service,
+    pub headless_service: Service,
+    /// Only with two or more replicas: a budget for one replica cannot allow any eviction.
+    pub pod_disruption_budget: Option<PodDisruptionBudget>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("the resource has no {0}")]
+    Missing(&'static str),
+}
+
+pub fn headless_name(name: &str) -> String {
+    format!("{name}-headless")
+}
+
+pub fn config_map_name(name: &str) -> String {
+    format!("{name}-spec")
+}
+
+/// Labels that select an experience's pods.
+pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "facet-bff".to_string()),
+        ("app.kubernetes.io/instance".to_string(), name.to_string()),
+    ])
+}
+
+fn labels(name: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(name);
+    labels.insert("app.kubernetes.io/managed-by".into(), "facet-operator".into());
+    labels.insert("app.kubernetes.io/component".into(), "backend-for-frontend".into());
+    labels
+}
+
+/// The consumer group of each pod, as the runtime derives it from its pod name.
+pub fn consumer_groups(namespace: &str, name: &str, replicas: i32) -> Vec<String> {
+    (0..replicas.max(0))
+        .map(|i| facet_bff::ingest::group_id(namespace, name, &i.to_string()))
+        .collect()
+}
+
+pub fn endpoints(namespace: &str, name: &str, spec: &ExperienceSpec) -> Endpoints {
+    let http = format!("http://{name}.{namespace}.svc");
+    let ws = format!("ws://{name}.{namespace}.svc");
+    Endpoints {
+        rest: spec.api.rest.then(|| format!("{http}/v1")),
+        graphql: spec.api.graphql.then(|| format!("{http}/graphql")),
+        websocket: spec.api.websocket.then(|| format!("{ws}/ws")),
+        sse: spec.api.sse.then(|| format!("{http}/sse")),
+        http,
+    }
+}
+
+/// Builds every child object of `fx`.
+pub fn desired(fx: &FrontendExperience, config: &BuildConfig) -> Result<Desired, BuildError> {
+    let name = fx.metadata.name.clone().ok_or(BuildError::Missing("name"))?;
+    let namespace = fx.metadata.namespace.clone().ok_or(BuildError::Missing("namespace"))?;
+    let owner = fx.controller_owner_ref(&()).ok_or(BuildError::Missing("uid"))?;
+    let spec = &fx.spec.experience;
+
+    let config_map = spec_config_map(&name, &namespace, spec, &owner);
+    let spec_hash = hash(config_map.data.as_ref().and_then(|d| d.get(SPEC_FILE)).map(String::as_str).unwrap_or(""));
+    Ok(Desired {
+        stateful_set: stateful_set(&name, &namespace, spec, &owner, config, &spec_hash),
+        service: service(&name, &namespace, &owner),
+        headless_service: headless_service(&name, &namespace, &owner),
+        pod_disruption_budget: (spec.replicas >= 2).then(|| pod_disruption_budget(&name, &namespace, &owner)),
+        config_map,
+    })
+}
+
+fn meta(name: &str, namespace: &str, owner: &OwnerReference, instance: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()),
+        labels: Some(labels(instance)),
+        owner_references: Some(vec![owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn hash(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The normalised spec (defaults filled in) as the manifest the runtime reads.
+fn spec_config_map(name: &str, namespace: &str, spec: &ExperienceSpec, owner: &OwnerReference) -> ConfigMap {
+    let manifest = serde_json::json!({
+        "apiVersion": facet_bff::spec::manifest::API_VERSION,
+        "kind": facet_bff::spec::manifest::KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    });
+    let yaml = serde_yaml::to_string(&manifest).unwrap_or_default();
+    ConfigMap {
+        metadata: meta(&config_map_name(name), namespace, owner, name),
+        data: Some(BTreeMap::from([(SPEC_FILE.to_string(), yaml)])),
+        ..ConfigMap::default()
+    }
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.to_string()),
+        ..EnvVar::default()
+    }
+}
+
+fn env_from_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_string(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn quantities(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quantity>> {
+    (!map.is_empty()).then(|| map.iter().map(|(k, v)| (k.clone(), Quantity(v.clone()))).collect())
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_string(),
+        mount_path: path.to_string(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    }
+}
+
+fn stateful_set(
+    name: &str,
+    namespace: &str,
+    spec: &ExperienceSpec,
+    owner: &OwnerReference,
+    config: &BuildConfig,
+    spec_hash: &str,
+) -> StatefulSet {
+    let overrides = spec.pod_template.clone().unwrap_or_default();
+    let persistent = spec.store.persistence.enabled;
+
+    let mut env_vars = vec![
+        env_from_field("POD_NAME", "metadata.name"),
+        env_from_field("FACET_NAMESPACE", "metadata.namespace"),
+        env("FACET_EXPERIENCE", name),
+        env("FACET_DATA_DIR", DATA_DIR),
+        env("FACET_HTTP_ADDR", &format!("0.0.0.0:{HTTP_PORT}")),
+        env("FACET_METRICS_ADDR", &format!("0.0.0.0:{METRICS_PORT}")),
+    ];
+    let mut mounts = vec![
+        mount("spec", SPEC_DIR, true),
+        mount("data", DATA_DIR, false),
+        mount("tmp", "/tmp", false),
+    ];
+    let mut volumes = vec![
+        Volume {
+            name: "spec".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(name),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    if !persistent {
+        volumes.push(Volume {
+            name: "data".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+    }
+    if let Some(secret) = &spec.kafka.secret_ref {
+        env_vars.push(env("FACET_KAFKA_SECRET_DIR", KAFKA_SECRET_DIR));
+        mounts.push(mount("kafka-secret", KAFKA_SECRET_DIR, true));
+        volumes.push(Volume {
+            name: "kafka-secret".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.name.clone()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    env_vars.extend(overrides.env.iter().map(|(k, v)| env(k, v)));
+
+    let mut requests = BTreeMap::from([
+        ("cpu".to_string(), "100m".to_string()),
+        ("memory".to_string(), "128Mi".to_string()),
+    ]);
+    requests.extend(overrides.requests.clone());
+    let mut limits = BTreeMap::from([("memory".to_string(), "512Mi".to_string())]);
+    limits.extend(overrides.limits.clone());
+
+    let container = Container {
+        name: "bff".into(),
+        image: Some(overrides.image.clone().unwrap_or_else(|| config.image.clone())),
+        args: Some(vec!["run".into(), "--spec".into(), format!("{SPEC_DIR}/{SPEC_FILE}")]),
+        env: Some(env_vars),
+        ports: Some(vec![
+            ContainerPort { name: Some("http".into()), container_port: HTTP_PORT, ..ContainerPort::default() },
+            ContainerPort { name: Some("metrics".into()), container_port: METRICS_PORT, ..ContainerPort::default() },
+        ]),
+        liveness_probe: Some(http_probe("/healthz", 10, 3)),
+        // Ready only once caught up with the topics: a replay may take a while.
+        readiness_probe: Some(http_probe("/readyz", 2, 1)),
+        resources: Some(ResourceRequirements {
+            requests: quantities(&requests),
+            limits: quantities(&limits),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+
+    let mut pod_labels = labels(name);
+    pod_labels.extend(overrides.labels.clone());
+    let mut annotations = overrides.annotations.clone();
+    annotations.insert(SPEC_HASH_ANNOTATION.into(), spec_hash.to_string());
+
+    let claim = persistent.then(|| PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".into()),
+            labels: Some(selector_labels(name)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: spec.store.persistence.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(spec.store.persistence.size.clone().unwrap_or_else(|| "1Gi".into())),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    });
+
+    StatefulSet {
+        metadata: meta(name, namespace, owner, name),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(spec.replicas),
+            service_name: Some(headless_name(name)),
+            // Every pod is independent (its own consumer group and store): no need
+            // to start them one after another.
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(name)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    service_account_name: overrides.service_account_name.clone(),
+                    automount_service_account_token: Some(false),
+                    node_selector: (!overrides.node_selector.is_empty()).then(|| overrides.node_selector.clone()),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        fs_group: Some(65532),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    termination_grace_period_seconds: Some(30),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: claim.map(|c| vec![c]),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+fn http_service_port() -> ServicePort {
+    ServicePort {
+        name: Some("http".into()),
+        port: 80,
+        target_port: Some(IntOrString::String("http".into())),
+        ..ServicePort::default()
+    }
+}
+
+fn service(name: &str, namespace: &str, owner: &OwnerReference) -> Service {
+    Service {
+        metadata: meta(name, namespace, owner, name),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(name)),
+            ports: Some(vec![http_service_port()]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// Stable per-pod DNS names for the StatefulSet, and a way to reach every pod.
+fn headless_service(name: &str, namespace: &str, owner: &OwnerReference) -> Service {
+    Service {
+        metadata: meta(&headless_name(name), namespace, owner, name),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(selector_labels(name)),
+            publish_not_ready_addresses: Some(true),
+            ports: Some(vec![
+                http_service_port(),
+                ServicePort {
+                    name: Some("metrics".into()),
+                    port: METRICS_PORT,
+                    target_port: Some(IntOrString::String("metrics".into())),
+                    ..ServicePort::default()
+                },
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn pod_disruption_budget(name: &str, namespace: &str, owner: &OwnerReference) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(name, namespace, owner, name),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(name)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+/// The child's name and namespace, for logs and deletion.
+pub fn object_ref<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!("{} {}", K::kind(&()), object.name_any())
+}

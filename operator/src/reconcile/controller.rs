@@ -1,0 +1,221 @@
+//! The controller: read → validate (the runtime's own compiler) → build (pure) →
+//! apply (server-side apply, one field manager) → status. It never writes `spec`.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{watcher, Controller};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::builders::{self, BuildConfig, BuildError};
+use super::status::{self, Observed, Rollout, SPEC_VALID};
+use crate::api::FrontendExperience;
+use crate::metrics::OperatorMetrics;
+
+pub const FIELD_MANAGER: &str = "facet-operator";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("building children: {0}")]
+    Build(#[from] BuildError),
+}
+
+impl Error {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(_)) => "api",
+            Error::Kube(_) => "client",
+            Error::Build(_) => "build",
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub build: BuildConfig,
+    pub recorder: Recorder,
+    pub metrics: Arc<OperatorMetrics>,
+}
+
+impl Context {
+    pub fn new(client: Client, build: BuildConfig, metrics: Arc<OperatorMetrics>) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Context { client, build, recorder, metrics }
+    }
+}
+
+/// Watches experiences in `namespaces` (all of them when empty) until a signal.
+pub async fn run(context: Arc<Context>, namespaces: Vec<String>) {
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.into_iter().map(Some).collect()
+    };
+    let controllers = scopes.into_iter().map(|namespace| {
+        let client = context.client.clone();
+        let ns = namespace.as_deref();
+        let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=facet-operator");
+        Controller::new(scoped::<FrontendExperience>(&client, ns), watcher::Config::default())
+            .owns(scoped::<StatefulSet>(&client, ns), children.clone())
+            .owns(scoped::<ConfigMap>(&client, ns), children.clone())
+            .owns(scoped::<Service>(&client, ns), children)
+            .shutdown_on_signal()
+            .run(reconcile, error_policy, context.clone())
+            .for_each(|result| async move {
+                match result {
+                    Ok((object, _)) => tracing::debug!(object = %object.name, "reconciled"),
+                    Err(e) => tracing::debug!(error = %e, "reconcile did not complete"),
+                }
+            })
+    });
+    futures::future::join_all(controllers).await;
+}
+
+/// An API for one namespace, or for all of them.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn error_policy(fx: Arc<FrontendExperience>, error: &Error, context: Arc<Context>) -> Action {
+    context.metrics.failure(error.kind());
+    warn!(experience = %fx.name_any(), namespace = ?fx.namespace(), error = %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(10))
+}
+
+async fn reconcile(fx: Arc<FrontendExperience>, context: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    context.metrics.reconciles.inc();
+    let result = reconcile_inner(&fx, &context).await;
+    context.metrics.duration.observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_inner(fx: &FrontendExperience, context: &Context) -> Result<Action, Error> {
+    let namespace = fx.namespace().ok_or(BuildError::Missing("namespace"))?;
+    let name = fx.name_any();
+    let client = context.client.clone();
+    let spec = &fx.spec.experience;
+
+    let spec_error = facet_bff::spec::compile(spec).err().map(|e| e.summary());
+    if let Some(error) = &spec_error {
+        let already_reported = fx
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == SPEC_VALID))
+            .is_some_and(|c| c.status == "False" && &c.message == error);
+        if !already_reported {
+            warn!(experience = %name, %namespace, %error, "invalid spec; running pods are left alone");
+            publish(context, fx, EventType::Warning, "InvalidSpec", "Validate", error.clone()).await;
+        }
+    } else {
+        let desired = builders::desired(fx, &context.build)?;
+        apply(Api::namespaced(client.clone(), &namespace), &desired.config_map).await?;
+        apply(Api::namespaced(client.clone(), &namespace), &desired.service).await?;
+        apply(Api::namespaced(client.clone(), &namespace), &desired.headless_service).await?;
+        apply(Api::namespaced(client.clone(), &namespace), &desired.stateful_set).await?;
+        let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
+        match &desired.pod_disruption_budget {
+            Some(budget) => apply(budgets, budget).await?,
+            None => delete_if_present(budgets, &name).await?,
+        }
+        let new_generation = fx.status.as_ref().and_then(|s| s.observed_generation) != fx.meta().generation;
+        if new_generation {
+            info!(experience = %name, %namespace, generation = ?fx.meta().generation, "applied");
+            let note = format!("applied generation {} ({} replicas)", fx.meta().generation.unwrap_or(0), spec.replicas);
+            publish(context, fx, EventType::Normal, "Applied", "Apply", note).await;
+        }
+    }
+
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
+    let rollout = statefulsets.get_opt(&name).await?.map(|sts| {
+        let status = sts.status.clone().unwrap_or_default();
+        Rollout {
+            generation: sts.metadata.generation.unwrap_or(0),
+            observed_generation: status.observed_generation.unwrap_or(0),
+            replicas: status.replicas,
+            ready_replicas: status.ready_replicas.unwrap_or(0),
+            updated_replicas: status.updated_replicas.unwrap_or(0),
+        }
+    });
+    let observed = Observed {
+        generation: fx.meta().generation,
+        desired_replicas: spec.replicas,
+        spec_error: spec_error.clone(),
+        rollout,
+        consumer_groups: builders::consumer_groups(&namespace, &name, spec.replicas),
+        endpoints: builders::endpoints(&namespace, &name, spec),
+    };
+    let next = status::next_status(fx.status.as_ref(), &observed, &Time(k8s_openapi::jiff::Timestamp::now()));
+    if fx.status.as_ref() != Some(&next) {
+        let experiences: Api<FrontendExperience> = Api::namespaced(client, &namespace);
+        let patch = serde_json::json!({"status": next});
+        experiences.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
+    Ok(match spec_error {
+        // Nothing will change until the spec does: no retry loop.
+        Some(_) => Action::await_change(),
+        None => Action::requeue(Duration::from_secs(300)),
+    })
+}
+
+/// Server-side apply under the operator's field manager; it owns what it sets.
+async fn apply<K>(api: Api<K>, object: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&object.name_any(), &params, &Patch::Apply(object)).await?;
+    Ok(())
+}
+
+async fn delete_if_present<K>(api: Api<K>, name: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn publish(context: &Context, fx: &FrontendExperience, type_: EventType, reason: &str, action: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    // Events are informational: failing to record one must not fail the reconcile.
+    if let Err(e) = context.recorder.publish(&event, &fx.object_ref(&())).await {
+        warn!(error = %e, "could not record an event");
+    }
+}

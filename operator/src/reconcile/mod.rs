@@ -1,0 +1,6 @@
+//! Reconciling experiences: pure builders of desired state and status, and the
+//! controller that applies them.
+
+pub mod builders;
+pub mod controller;
+pub mod status;

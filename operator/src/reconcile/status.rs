@@ -1,0 +1,181 @@
+//! The status the operator reports, computed from what it observed (pure).
+//! Conditions follow the kstatus conventions that Argo CD, Flux and
+//! `kubectl wait` understand.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::{Endpoints, FrontendExperienceStatus};
+
+pub const SPEC_VALID: &str = "SpecValid";
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+
+/// What the StatefulSet reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rollout {
+    pub generation: i64,
+    pub observed_generation: i64,
+    pub replicas: i32,
+    pub ready_replicas: i32,
+    pub updated_replicas: i32,
+}
+
+/// Everything the status is computed from.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub generation: Option<i64>,
+    pub desired_replicas: i32,
+    /// The compiler's errors when the spec is invalid.
+    pub spec_error: Option<String>,
+    pub rollout: Option<Rollout>,
+    pub consumer_groups: Vec<String>,
+    pub endpoints: Endpoints,
+}
+
+pub fn next_status(previous: Option<&FrontendExperienceStatus>, observed: &Observed, now: &Time) -> FrontendExperienceStatus {
+    let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let condition = |type_: &str, status: bool, reason: &str, message: String| {
+        make_condition(previous_conditions, type_, status, reason, message, observed.generation, now)
+    };
+    let rollout = observed.rollout.clone().unwrap_or_default();
+    let desired = observed.desired_replicas;
+    let settled = rollout.observed_generation >= rollout.generation
+        && rollout.updated_replicas >= desired
+        && rollout.ready_replicas >= desired
+        && rollout.replicas == desired;
+    let replicas_message = format!(
+        "{}/{} replicas ready, {} up to date",
+        rollout.ready_replicas, desired, rollout.updated_replicas
+    );
+
+    let conditions = match &observed.spec_error {
+        Some(error) => {
+            // The running pods keep serving the last valid spec; Ready keeps telling
+            // how they do, and Degraded says the new spec was not taken.
+            let ready = previous_conditions.iter().find(|c| c.type_ == READY).cloned().unwrap_or_else(|| {
+                condition(READY, false, "InvalidSpec", "the spec has never been valid".into())
+            });
+            vec![
+                condition(SPEC_VALID, false, "InvalidSpec", error.clone()),
+                ready,
+                condition(PROGRESSING, false, "InvalidSpec", "waiting for a valid spec".into()),
+                condition(DEGRADED, true, "InvalidSpec", error.clone()),
+            ]
+        }
+        None if settled => vec![
+            condition(SPEC_VALID, true, "Valid", "the spec compiles".into()),
+            condition(READY, true, "AllReplicasReady", replicas_message),
+            condition(PROGRESSING, false, "Complete", "the rollout is complete".into()),
+            condition(DEGRADED, false, "AsExpected", "".into()),
+        ],
+        None => vec![
+            condition(SPEC_VALID, true, "Valid", "the spec compiles".into()),
+            condition(
+                READY,
+                false,
+                "ReplicasNotReady",
+                format!("{replicas_message} (pods become ready once caught up with Kafka)"),
+            ),
+            condition(PROGRESSING, true, "RollingOut", replicas_message),
+            condition(DEGRADED, false, "AsExpected", "".into()),
+        ],
+    };
+    FrontendExperienceStatus {
+        observed_generation: observed.generation,
+        conditions,
+        replicas: rollout.replicas,
+        ready_replicas: rollout.ready_replicas,
+        consumer_groups: observed.consumer_groups.clone(),
+        endpoints: Some(observed.endpoints.clone()),
+    }
+}
+
+/// A condition; its `lastTransitionTime` stays as it was unless its status changed.
+fn make_condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn time(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn observed(rollout: Rollout, spec_error: Option<&str>) -> Observed {
+        Observed {
+            generation: Some(3),
+            desired_replicas: 2,
+            spec_error: spec_error.map(String::from),
+            rollout: Some(rollout),
+            consumer_groups: vec![],
+            endpoints: Endpoints::default(),
+        }
+    }
+
+    fn get<'a>(status: &'a FrontendExperienceStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    const SETTLED: Rollout = Rollout { generation: 2, observed_generation: 2, replicas: 2, ready_replicas: 2, updated_replicas: 2 };
+
+    #[test]
+    fn ready_when_every_replica_is_ready_and_updated() {
+        let status = next_status(None, &observed(SETTLED, None), &time(100));
+        assert_eq!(get(&status, READY).status, "True");
+        assert_eq!(get(&status, PROGRESSING).status, "False");
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(status.ready_replicas, 2);
+    }
+
+    #[test]
+    fn progressing_while_pods_catch_up() {
+        let rollout = Rollout { ready_replicas: 1, ..SETTLED };
+        let status = next_status(None, &observed(rollout, None), &time(100));
+        assert_eq!(get(&status, READY).status, "False");
+        assert_eq!(get(&status, READY).reason, "ReplicasNotReady");
+        assert_eq!(get(&status, PROGRESSING).status, "True");
+    }
+
+    #[test]
+    fn transition_time_kept_while_status_unchanged() {
+        let first = next_status(None, &observed(SETTLED, None), &time(100));
+        let second = next_status(Some(&first), &observed(SETTLED, None), &time(200));
+        assert_eq!(get(&second, READY).last_transition_time, time(100));
+        let third = next_status(Some(&second), &observed(Rollout { ready_replicas: 0, ..SETTLED }, None), &time(300));
+        assert_eq!(get(&third, READY).last_transition_time, time(300));
+    }
+
+    #[test]
+    fn invalid_spec_keeps_ready_and_reports_the_compiler_message() {
+        let good = next_status(None, &observed(SETTLED, None), &time(100));
+        let bad = next_status(Some(&good), &observed(SETTLED, Some("spec.sources: is empty")), &time(200));
+        assert_eq!(get(&bad, SPEC_VALID).status, "False");
+        assert_eq!(get(&bad, SPEC_VALID).message, "spec.sources: is empty");
+        assert_eq!(get(&bad, READY).status, "True", "old pods keep serving");
+        assert_eq!(get(&bad, DEGRADED).status, "True");
+    }
+}

@@ -1,0 +1,115 @@
+//! Desired-state builders, checked against golden YAML (regenerate with
+//! `UPDATE_GOLDEN=1 cargo test -p facet-operator --test builders`) and by property.
+
+use facet_operator::api::{FrontendExperience, FrontendExperienceSpec};
+use facet_operator::reconcile::builders::{desired, BuildConfig, Desired, SPEC_HASH_ANNOTATION};
+
+fn sample(name: &str) -> FrontendExperience {
+    let path = format!("{}/../config/samples/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+    let manifest = facet_bff::spec::parse_manifests(&std::fs::read_to_string(path).unwrap())
+        .remove(0)
+        .unwrap();
+    let mut fx = FrontendExperience::new(&manifest.name, FrontendExperienceSpec { experience: manifest.spec });
+    fx.metadata.namespace = manifest.namespace;
+    fx.metadata.uid = Some("0b7c2f0e-1111-4a4a-9999-000000000001".into());
+    fx
+}
+
+fn build(fx: &FrontendExperience) -> Desired {
+    desired(fx, &BuildConfig { image: "facet-bff:test".into() }).unwrap()
+}
+
+fn render(d: &Desired) -> String {
+    let mut docs = vec![
+        serde_yaml::to_string(&d.config_map).unwrap(),
+        serde_yaml::to_string(&d.stateful_set).unwrap(),
+        serde_yaml::to_string(&d.service).unwrap(),
+        serde_yaml::to_string(&d.headless_service).unwrap(),
+    ];
+    if let Some(pdb) = &d.pod_disruption_budget {
+        docs.push(serde_yaml::to_string(pdb).unwrap());
+    }
+    docs.join("---\n")
+}
+
+#[test]
+fn storefront_children_match_golden_yaml() {
+    let rendered = render(&build(&sample("storefront")));
+    let path = format!("{}/tests/golden/storefront.yaml", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var("UPDATE_GOLDEN").is_ok() {
+        std::fs::write(&path, &rendered).unwrap();
+    }
+    let golden = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(golden == rendered, "children differ from {path}; rerun with UPDATE_GOLDEN=1 and review the diff\n{rendered}");
+}
+
+#[test]
+fn spec_change_rolls_pods_and_scale_does_not_change_the_config() {
+    let fx = sample("storefront");
+    let before = build(&fx);
+    let hash = |d: &Desired| {
+        d.stateful_set.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()[SPEC_HASH_ANNOTATION].clone()
+    };
+    let mut changed = fx.clone();
+    changed.spec.experience.projections[0].rules[0].when = Some("event.type == \"OrderCreated\"".into());
+    assert_ne!(hash(&before), hash(&build(&changed)), "a rule change changes the pod template");
+    assert_eq!(hash(&before), hash(&build(&fx)), "building is deterministic");
+}
+
+#[test]
+fn budget_only_with_two_replicas_and_claims_only_with_persistence() {
+    let storefront = build(&sample("storefront"));
+    assert!(storefront.pod_disruption_budget.is_some(), "2 replicas");
+    let sts = storefront.stateful_set.spec.unwrap();
+    assert_eq!(sts.volume_claim_templates.unwrap()[0].metadata.name.as_deref(), Some("data"));
+
+    let blog = build(&sample("blog-post"));
+    assert!(blog.pod_disruption_budget.is_none(), "1 replica");
+    let sts = blog.stateful_set.spec.unwrap();
+    assert!(sts.volume_claim_templates.is_none());
+    let volumes = sts.template.spec.unwrap().volumes.unwrap();
+    assert!(volumes.iter().any(|v| v.name == "data" && v.empty_dir.is_some()));
+}
+
+#[test]
+fn every_child_is_owned_by_the_experience() {
+    let d = build(&sample("scheduler"));
+    let owners = [
+        &d.config_map.metadata,
+        &d.stateful_set.metadata,
+        &d.service.metadata,
+        &d.headless_service.metadata,
+    ];
+    for meta in owners {
+        let owner = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!(owner.kind, "FrontendExperience");
+        assert_eq!(owner.name, "clinic-scheduler");
+        assert_eq!(owner.controller, Some(true));
+    }
+}
+
+#[test]
+fn pods_are_locked_down() {
+    let d = build(&sample("blog-post"));
+    let pod = d.stateful_set.spec.unwrap().template.spec.unwrap();
+    let container = &pod.containers[0];
+    let security = container.security_context.as_ref().unwrap();
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.capabilities.as_ref().unwrap().drop.as_ref().unwrap(), &vec!["ALL".to_string()]);
+    let env = container.env.as_ref().unwrap();
+    let pod_name = env.iter().find(|e| e.name == "POD_NAME").unwrap();
+    assert_eq!(pod_name.value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path, "metadata.name");
+    assert_eq!(container.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/readyz"));
+    assert_eq!(container.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/healthz"));
+}
+
+#[test]
+fn the_config_map_holds_a_manifest_the_runtime_accepts() {
+    let d = build(&sample("storefront"));
+    let text = &d.config_map.data.unwrap()["experience.yaml"];
+    let manifest = facet_bff::spec::parse_manifests(text).remove(0).unwrap();
+    assert_eq!(manifest.name, "storefront-web");
+    facet_bff::spec::compile(&manifest.spec).unwrap();
+}
