@@ -14,9 +14,9 @@ unit:
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
-## Regenerate the CRD into crds/ (and the chart, once it exists).
+## Regenerate the CRD into crds/, the chart and the kustomize base.
 crds:
-	$(CARGO) run -q -p facet-operator --bin crdgen -- --out crds
+	$(CARGO) run -q -p facet-operator --bin crdgen -- --out crds --out charts/facet-operator/crds --out config/crd
 
 ## Run the embedded development mode with the storefront sample.
 dev:

@@ -24,16 +24,33 @@ impl Default for OperatorMetrics {
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconciles started", reconciles.clone());
         let failures = Family::<ErrorLabel, Counter>::default();
-        registry.register("reconcile_failures", "Reconciles that failed, by error kind", failures.clone());
+        registry.register(
+            "reconcile_failures",
+            "Reconciles that failed, by error kind",
+            failures.clone(),
+        );
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
-        registry.register("reconcile_duration_seconds", "Time spent in one reconcile", duration.clone());
-        OperatorMetrics { registry, reconciles, failures, duration }
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            duration.clone(),
+        );
+        OperatorMetrics {
+            registry,
+            reconciles,
+            failures,
+            duration,
+        }
     }
 }
 
 impl OperatorMetrics {
     pub fn failure(&self, kind: &str) {
-        self.failures.get_or_create(&ErrorLabel { error: kind.to_string() }).inc();
+        self.failures
+            .get_or_create(&ErrorLabel {
+                error: kind.to_string(),
+            })
+            .inc();
     }
 
     pub fn encode(&self) -> String {

@@ -5,18 +5,32 @@ use facet_operator::api::{FrontendExperience, FrontendExperienceSpec};
 use facet_operator::reconcile::builders::{desired, BuildConfig, Desired, SPEC_HASH_ANNOTATION};
 
 fn sample(name: &str) -> FrontendExperience {
-    let path = format!("{}/../config/samples/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../config/samples/{name}.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let manifest = facet_bff::spec::parse_manifests(&std::fs::read_to_string(path).unwrap())
         .remove(0)
         .unwrap();
-    let mut fx = FrontendExperience::new(&manifest.name, FrontendExperienceSpec { experience: manifest.spec });
+    let mut fx = FrontendExperience::new(
+        &manifest.name,
+        FrontendExperienceSpec {
+            experience: manifest.spec,
+        },
+    );
     fx.metadata.namespace = manifest.namespace;
     fx.metadata.uid = Some("0b7c2f0e-1111-4a4a-9999-000000000001".into());
     fx
 }
 
 fn build(fx: &FrontendExperience) -> Desired {
-    desired(fx, &BuildConfig { image: "facet-bff:test".into() }).unwrap()
+    desired(
+        fx,
+        &BuildConfig {
+            image: "facet-bff:test".into(),
+        },
+    )
+    .unwrap()
 }
 
 fn render(d: &Desired) -> String {
@@ -35,12 +49,18 @@ fn render(d: &Desired) -> String {
 #[test]
 fn storefront_children_match_golden_yaml() {
     let rendered = render(&build(&sample("storefront")));
-    let path = format!("{}/tests/golden/storefront.yaml", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/golden/storefront.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
     if std::env::var("UPDATE_GOLDEN").is_ok() {
         std::fs::write(&path, &rendered).unwrap();
     }
     let golden = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(golden == rendered, "children differ from {path}; rerun with UPDATE_GOLDEN=1 and review the diff\n{rendered}");
+    assert!(
+        golden == rendered,
+        "children differ from {path}; rerun with UPDATE_GOLDEN=1 and review the diff\n{rendered}"
+    );
 }
 
 #[test]
@@ -48,12 +68,32 @@ fn spec_change_rolls_pods_and_scale_does_not_change_the_config() {
     let fx = sample("storefront");
     let before = build(&fx);
     let hash = |d: &Desired| {
-        d.stateful_set.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()[SPEC_HASH_ANNOTATION].clone()
+        d.stateful_set
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[SPEC_HASH_ANNOTATION]
+            .clone()
     };
     let mut changed = fx.clone();
-    changed.spec.experience.projections[0].rules[0].when = Some("event.type == \"OrderCreated\"".into());
-    assert_ne!(hash(&before), hash(&build(&changed)), "a rule change changes the pod template");
-    assert_eq!(hash(&before), hash(&build(&fx)), "building is deterministic");
+    changed.spec.experience.projections[0].rules[0].when =
+        Some("event.type == \"OrderCreated\"".into());
+    assert_ne!(
+        hash(&before),
+        hash(&build(&changed)),
+        "a rule change changes the pod template"
+    );
+    assert_eq!(
+        hash(&before),
+        hash(&build(&fx)),
+        "building is deterministic"
+    );
 }
 
 #[test]
@@ -61,14 +101,22 @@ fn budget_only_with_two_replicas_and_claims_only_with_persistence() {
     let storefront = build(&sample("storefront"));
     assert!(storefront.pod_disruption_budget.is_some(), "2 replicas");
     let sts = storefront.stateful_set.spec.unwrap();
-    assert_eq!(sts.volume_claim_templates.unwrap()[0].metadata.name.as_deref(), Some("data"));
+    assert_eq!(
+        sts.volume_claim_templates.unwrap()[0]
+            .metadata
+            .name
+            .as_deref(),
+        Some("data")
+    );
 
     let blog = build(&sample("blog-post"));
     assert!(blog.pod_disruption_budget.is_none(), "1 replica");
     let sts = blog.stateful_set.spec.unwrap();
     assert!(sts.volume_claim_templates.is_none());
     let volumes = sts.template.spec.unwrap().volumes.unwrap();
-    assert!(volumes.iter().any(|v| v.name == "data" && v.empty_dir.is_some()));
+    assert!(volumes
+        .iter()
+        .any(|v| v.name == "data" && v.empty_dir.is_some()));
 }
 
 #[test]
@@ -97,12 +145,53 @@ fn pods_are_locked_down() {
     assert_eq!(security.run_as_non_root, Some(true));
     assert_eq!(security.read_only_root_filesystem, Some(true));
     assert_eq!(security.allow_privilege_escalation, Some(false));
-    assert_eq!(security.capabilities.as_ref().unwrap().drop.as_ref().unwrap(), &vec!["ALL".to_string()]);
+    assert_eq!(
+        security
+            .capabilities
+            .as_ref()
+            .unwrap()
+            .drop
+            .as_ref()
+            .unwrap(),
+        &vec!["ALL".to_string()]
+    );
     let env = container.env.as_ref().unwrap();
     let pod_name = env.iter().find(|e| e.name == "POD_NAME").unwrap();
-    assert_eq!(pod_name.value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path, "metadata.name");
-    assert_eq!(container.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/readyz"));
-    assert_eq!(container.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/healthz"));
+    assert_eq!(
+        pod_name
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "metadata.name"
+    );
+    assert_eq!(
+        container
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        container
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/healthz")
+    );
 }
 
 #[test]

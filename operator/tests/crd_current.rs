@@ -4,13 +4,15 @@
 use facet_operator::crd::{crd_yaml, CRD_FILE};
 
 #[test]
-fn crds_directory_matches_crdgen_output() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/");
-    let committed = std::fs::read_to_string(format!("{path}{CRD_FILE}")).unwrap_or_default();
-    assert!(
-        committed == crd_yaml(),
-        "crds/{CRD_FILE} is out of date: run `cargo run -p facet-operator --bin crdgen -- --out crds --out charts/facet-operator/crds`"
-    );
+fn every_copy_of_the_crd_matches_crdgen_output() {
+    for dir in ["crds", "charts/facet-operator/crds", "config/crd"] {
+        let path = format!("{}/../{dir}/{CRD_FILE}", env!("CARGO_MANIFEST_DIR"));
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == crd_yaml(),
+            "{path} is out of date: run `make crds`"
+        );
+    }
 }
 
 #[test]

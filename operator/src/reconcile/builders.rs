@@ -65,15 +65,24 @@ pub fn config_map_name(name: &str) -> String {
 /// Labels that select an experience's pods.
 pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/name".to_string(), "facet-bff".to_string()),
+        (
+            "app.kubernetes.io/name".to_string(),
+            "facet-bff".to_string(),
+        ),
         ("app.kubernetes.io/instance".to_string(), name.to_string()),
     ])
 }
 
 fn labels(name: &str) -> BTreeMap<String, String> {
     let mut labels = selector_labels(name);
-    labels.insert("app.kubernetes.io/managed-by".into(), "facet-operator".into());
-    labels.insert("app.kubernetes.io/component".into(), "backend-for-frontend".into());
+    labels.insert(
+        "app.kubernetes.io/managed-by".into(),
+        "facet-operator".into(),
+    );
+    labels.insert(
+        "app.kubernetes.io/component".into(),
+        "backend-for-frontend".into(),
+    );
     labels
 }
 
@@ -98,18 +107,36 @@ pub fn endpoints(namespace: &str, name: &str, spec: &ExperienceSpec) -> Endpoint
 
 /// Builds every child object of `fx`.
 pub fn desired(fx: &FrontendExperience, config: &BuildConfig) -> Result<Desired, BuildError> {
-    let name = fx.metadata.name.clone().ok_or(BuildError::Missing("name"))?;
-    let namespace = fx.metadata.namespace.clone().ok_or(BuildError::Missing("namespace"))?;
-    let owner = fx.controller_owner_ref(&()).ok_or(BuildError::Missing("uid"))?;
+    let name = fx
+        .metadata
+        .name
+        .clone()
+        .ok_or(BuildError::Missing("name"))?;
+    let namespace = fx
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(BuildError::Missing("namespace"))?;
+    let owner = fx
+        .controller_owner_ref(&())
+        .ok_or(BuildError::Missing("uid"))?;
     let spec = &fx.spec.experience;
 
     let config_map = spec_config_map(&name, &namespace, spec, &owner);
-    let spec_hash = hash(config_map.data.as_ref().and_then(|d| d.get(SPEC_FILE)).map(String::as_str).unwrap_or(""));
+    let spec_hash = hash(
+        config_map
+            .data
+            .as_ref()
+            .and_then(|d| d.get(SPEC_FILE))
+            .map(String::as_str)
+            .unwrap_or(""),
+    );
     Ok(Desired {
         stateful_set: stateful_set(&name, &namespace, spec, &owner, config, &spec_hash),
         service: service(&name, &namespace, &owner),
         headless_service: headless_service(&name, &namespace, &owner),
-        pod_disruption_budget: (spec.replicas >= 2).then(|| pod_disruption_budget(&name, &namespace, &owner)),
+        pod_disruption_budget: (spec.replicas >= 2)
+            .then(|| pod_disruption_budget(&name, &namespace, &owner)),
         config_map,
     })
 }
@@ -125,11 +152,20 @@ fn meta(name: &str, namespace: &str, owner: &OwnerReference, instance: &str) -> 
 }
 
 fn hash(text: &str) -> String {
-    Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The normalised spec (defaults filled in) as the manifest the runtime reads.
-fn spec_config_map(name: &str, namespace: &str, spec: &ExperienceSpec, owner: &OwnerReference) -> ConfigMap {
+fn spec_config_map(
+    name: &str,
+    namespace: &str,
+    spec: &ExperienceSpec,
+    owner: &OwnerReference,
+) -> ConfigMap {
     let manifest = serde_json::json!({
         "apiVersion": facet_bff::spec::manifest::API_VERSION,
         "kind": facet_bff::spec::manifest::KIND,
@@ -167,7 +203,11 @@ fn env_from_field(name: &str, path: &str) -> EnvVar {
 }
 
 fn quantities(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quantity>> {
-    (!map.is_empty()).then(|| map.iter().map(|(k, v)| (k.clone(), Quantity(v.clone()))).collect())
+    (!map.is_empty()).then(|| {
+        map.iter()
+            .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+            .collect()
+    })
 }
 
 fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
@@ -262,12 +302,29 @@ fn stateful_set(
 
     let container = Container {
         name: "bff".into(),
-        image: Some(overrides.image.clone().unwrap_or_else(|| config.image.clone())),
-        args: Some(vec!["run".into(), "--spec".into(), format!("{SPEC_DIR}/{SPEC_FILE}")]),
+        image: Some(
+            overrides
+                .image
+                .clone()
+                .unwrap_or_else(|| config.image.clone()),
+        ),
+        args: Some(vec![
+            "run".into(),
+            "--spec".into(),
+            format!("{SPEC_DIR}/{SPEC_FILE}"),
+        ]),
         env: Some(env_vars),
         ports: Some(vec![
-            ContainerPort { name: Some("http".into()), container_port: HTTP_PORT, ..ContainerPort::default() },
-            ContainerPort { name: Some("metrics".into()), container_port: METRICS_PORT, ..ContainerPort::default() },
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: HTTP_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: METRICS_PORT,
+                ..ContainerPort::default()
+            },
         ]),
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
         // Ready only once caught up with the topics: a replay may take a while.
@@ -308,7 +365,13 @@ fn stateful_set(
             resources: Some(VolumeResourceRequirements {
                 requests: Some(BTreeMap::from([(
                     "storage".to_string(),
-                    Quantity(spec.store.persistence.size.clone().unwrap_or_else(|| "1Gi".into())),
+                    Quantity(
+                        spec.store
+                            .persistence
+                            .size
+                            .clone()
+                            .unwrap_or_else(|| "1Gi".into()),
+                    ),
                 )])),
                 ..VolumeResourceRequirements::default()
             }),
@@ -340,7 +403,8 @@ fn stateful_set(
                     volumes: Some(volumes),
                     service_account_name: overrides.service_account_name.clone(),
                     automount_service_account_token: Some(false),
-                    node_selector: (!overrides.node_selector.is_empty()).then(|| overrides.node_selector.clone()),
+                    node_selector: (!overrides.node_selector.is_empty())
+                        .then(|| overrides.node_selector.clone()),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         run_as_user: Some(65532),
@@ -406,7 +470,11 @@ fn headless_service(name: &str, namespace: &str, owner: &OwnerReference) -> Serv
     }
 }
 
-fn pod_disruption_budget(name: &str, namespace: &str, owner: &OwnerReference) -> PodDisruptionBudget {
+fn pod_disruption_budget(
+    name: &str,
+    namespace: &str,
+    owner: &OwnerReference,
+) -> PodDisruptionBudget {
     PodDisruptionBudget {
         metadata: meta(name, namespace, owner, name),
         spec: Some(PodDisruptionBudgetSpec {

@@ -61,7 +61,12 @@ impl Context {
                 instance: std::env::var("POD_NAME").ok(),
             },
         );
-        Context { client, build, recorder, metrics }
+        Context {
+            client,
+            build,
+            recorder,
+            metrics,
+        }
     }
 }
 
@@ -75,19 +80,23 @@ pub async fn run(context: Arc<Context>, namespaces: Vec<String>) {
     let controllers = scopes.into_iter().map(|namespace| {
         let client = context.client.clone();
         let ns = namespace.as_deref();
-        let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=facet-operator");
-        Controller::new(scoped::<FrontendExperience>(&client, ns), watcher::Config::default())
-            .owns(scoped::<StatefulSet>(&client, ns), children.clone())
-            .owns(scoped::<ConfigMap>(&client, ns), children.clone())
-            .owns(scoped::<Service>(&client, ns), children)
-            .shutdown_on_signal()
-            .run(reconcile, error_policy, context.clone())
-            .for_each(|result| async move {
-                match result {
-                    Ok((object, _)) => tracing::debug!(object = %object.name, "reconciled"),
-                    Err(e) => tracing::debug!(error = %e, "reconcile did not complete"),
-                }
-            })
+        let children =
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=facet-operator");
+        Controller::new(
+            scoped::<FrontendExperience>(&client, ns),
+            watcher::Config::default(),
+        )
+        .owns(scoped::<StatefulSet>(&client, ns), children.clone())
+        .owns(scoped::<ConfigMap>(&client, ns), children.clone())
+        .owns(scoped::<Service>(&client, ns), children)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, context.clone())
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(object = %object.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile did not complete"),
+            }
+        })
     });
     futures::future::join_all(controllers).await;
 }
@@ -113,7 +122,10 @@ async fn reconcile(fx: Arc<FrontendExperience>, context: Arc<Context>) -> Result
     let started = Instant::now();
     context.metrics.reconciles.inc();
     let result = reconcile_inner(&fx, &context).await;
-    context.metrics.duration.observe(started.elapsed().as_secs_f64());
+    context
+        .metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
     result
 }
 
@@ -132,23 +144,52 @@ async fn reconcile_inner(fx: &FrontendExperience, context: &Context) -> Result<A
             .is_some_and(|c| c.status == "False" && &c.message == error);
         if !already_reported {
             warn!(experience = %name, %namespace, %error, "invalid spec; running pods are left alone");
-            publish(context, fx, EventType::Warning, "InvalidSpec", "Validate", error.clone()).await;
+            publish(
+                context,
+                fx,
+                EventType::Warning,
+                "InvalidSpec",
+                "Validate",
+                error.clone(),
+            )
+            .await;
         }
     } else {
         let desired = builders::desired(fx, &context.build)?;
-        apply(Api::namespaced(client.clone(), &namespace), &desired.config_map).await?;
-        apply(Api::namespaced(client.clone(), &namespace), &desired.service).await?;
-        apply(Api::namespaced(client.clone(), &namespace), &desired.headless_service).await?;
-        apply(Api::namespaced(client.clone(), &namespace), &desired.stateful_set).await?;
+        apply(
+            Api::namespaced(client.clone(), &namespace),
+            &desired.config_map,
+        )
+        .await?;
+        apply(
+            Api::namespaced(client.clone(), &namespace),
+            &desired.service,
+        )
+        .await?;
+        apply(
+            Api::namespaced(client.clone(), &namespace),
+            &desired.headless_service,
+        )
+        .await?;
+        apply(
+            Api::namespaced(client.clone(), &namespace),
+            &desired.stateful_set,
+        )
+        .await?;
         let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
         match &desired.pod_disruption_budget {
             Some(budget) => apply(budgets, budget).await?,
             None => delete_if_present(budgets, &name).await?,
         }
-        let new_generation = fx.status.as_ref().and_then(|s| s.observed_generation) != fx.meta().generation;
+        let new_generation =
+            fx.status.as_ref().and_then(|s| s.observed_generation) != fx.meta().generation;
         if new_generation {
             info!(experience = %name, %namespace, generation = ?fx.meta().generation, "applied");
-            let note = format!("applied generation {} ({} replicas)", fx.meta().generation.unwrap_or(0), spec.replicas);
+            let note = format!(
+                "applied generation {} ({} replicas)",
+                fx.meta().generation.unwrap_or(0),
+                spec.replicas
+            );
             publish(context, fx, EventType::Normal, "Applied", "Apply", note).await;
         }
     }
@@ -172,11 +213,17 @@ async fn reconcile_inner(fx: &FrontendExperience, context: &Context) -> Result<A
         consumer_groups: builders::consumer_groups(&namespace, &name, spec.replicas),
         endpoints: builders::endpoints(&namespace, &name, spec),
     };
-    let next = status::next_status(fx.status.as_ref(), &observed, &Time(k8s_openapi::jiff::Timestamp::now()));
+    let next = status::next_status(
+        fx.status.as_ref(),
+        &observed,
+        &Time(k8s_openapi::jiff::Timestamp::now()),
+    );
     if fx.status.as_ref() != Some(&next) {
         let experiences: Api<FrontendExperience> = Api::namespaced(client, &namespace);
         let patch = serde_json::json!({"status": next});
-        experiences.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        experiences
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
     }
     Ok(match spec_error {
         // Nothing will change until the spec does: no retry loop.
@@ -191,7 +238,8 @@ where
     K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
 {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&object.name_any(), &params, &Patch::Apply(object)).await?;
+    api.patch(&object.name_any(), &params, &Patch::Apply(object))
+        .await?;
     Ok(())
 }
 
@@ -206,7 +254,14 @@ where
     }
 }
 
-async fn publish(context: &Context, fx: &FrontendExperience, type_: EventType, reason: &str, action: &str, note: String) {
+async fn publish(
+    context: &Context,
+    fx: &FrontendExperience,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.into(),

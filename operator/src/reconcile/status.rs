@@ -33,10 +33,24 @@ pub struct Observed {
     pub endpoints: Endpoints,
 }
 
-pub fn next_status(previous: Option<&FrontendExperienceStatus>, observed: &Observed, now: &Time) -> FrontendExperienceStatus {
-    let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+pub fn next_status(
+    previous: Option<&FrontendExperienceStatus>,
+    observed: &Observed,
+    now: &Time,
+) -> FrontendExperienceStatus {
+    let previous_conditions = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     let condition = |type_: &str, status: bool, reason: &str, message: String| {
-        make_condition(previous_conditions, type_, status, reason, message, observed.generation, now)
+        make_condition(
+            previous_conditions,
+            type_,
+            status,
+            reason,
+            message,
+            observed.generation,
+            now,
+        )
     };
     let rollout = observed.rollout.clone().unwrap_or_default();
     let desired = observed.desired_replicas;
@@ -53,20 +67,39 @@ pub fn next_status(previous: Option<&FrontendExperienceStatus>, observed: &Obser
         Some(error) => {
             // The running pods keep serving the last valid spec; Ready keeps telling
             // how they do, and Degraded says the new spec was not taken.
-            let ready = previous_conditions.iter().find(|c| c.type_ == READY).cloned().unwrap_or_else(|| {
-                condition(READY, false, "InvalidSpec", "the spec has never been valid".into())
-            });
+            let ready = previous_conditions
+                .iter()
+                .find(|c| c.type_ == READY)
+                .cloned()
+                .unwrap_or_else(|| {
+                    condition(
+                        READY,
+                        false,
+                        "InvalidSpec",
+                        "the spec has never been valid".into(),
+                    )
+                });
             vec![
                 condition(SPEC_VALID, false, "InvalidSpec", error.clone()),
                 ready,
-                condition(PROGRESSING, false, "InvalidSpec", "waiting for a valid spec".into()),
+                condition(
+                    PROGRESSING,
+                    false,
+                    "InvalidSpec",
+                    "waiting for a valid spec".into(),
+                ),
                 condition(DEGRADED, true, "InvalidSpec", error.clone()),
             ]
         }
         None if settled => vec![
             condition(SPEC_VALID, true, "Valid", "the spec compiles".into()),
             condition(READY, true, "AllReplicasReady", replicas_message),
-            condition(PROGRESSING, false, "Complete", "the rollout is complete".into()),
+            condition(
+                PROGRESSING,
+                false,
+                "Complete",
+                "the rollout is complete".into(),
+            ),
             condition(DEGRADED, false, "AsExpected", "".into()),
         ],
         None => vec![
@@ -140,7 +173,13 @@ mod tests {
         status.conditions.iter().find(|c| c.type_ == type_).unwrap()
     }
 
-    const SETTLED: Rollout = Rollout { generation: 2, observed_generation: 2, replicas: 2, ready_replicas: 2, updated_replicas: 2 };
+    const SETTLED: Rollout = Rollout {
+        generation: 2,
+        observed_generation: 2,
+        replicas: 2,
+        ready_replicas: 2,
+        updated_replicas: 2,
+    };
 
     #[test]
     fn ready_when_every_replica_is_ready_and_updated() {
@@ -153,7 +192,10 @@ mod tests {
 
     #[test]
     fn progressing_while_pods_catch_up() {
-        let rollout = Rollout { ready_replicas: 1, ..SETTLED };
+        let rollout = Rollout {
+            ready_replicas: 1,
+            ..SETTLED
+        };
         let status = next_status(None, &observed(rollout, None), &time(100));
         assert_eq!(get(&status, READY).status, "False");
         assert_eq!(get(&status, READY).reason, "ReplicasNotReady");
@@ -165,14 +207,28 @@ mod tests {
         let first = next_status(None, &observed(SETTLED, None), &time(100));
         let second = next_status(Some(&first), &observed(SETTLED, None), &time(200));
         assert_eq!(get(&second, READY).last_transition_time, time(100));
-        let third = next_status(Some(&second), &observed(Rollout { ready_replicas: 0, ..SETTLED }, None), &time(300));
+        let third = next_status(
+            Some(&second),
+            &observed(
+                Rollout {
+                    ready_replicas: 0,
+                    ..SETTLED
+                },
+                None,
+            ),
+            &time(300),
+        );
         assert_eq!(get(&third, READY).last_transition_time, time(300));
     }
 
     #[test]
     fn invalid_spec_keeps_ready_and_reports_the_compiler_message() {
         let good = next_status(None, &observed(SETTLED, None), &time(100));
-        let bad = next_status(Some(&good), &observed(SETTLED, Some("spec.sources: is empty")), &time(200));
+        let bad = next_status(
+            Some(&good),
+            &observed(SETTLED, Some("spec.sources: is empty")),
+            &time(200),
+        );
         assert_eq!(get(&bad, SPEC_VALID).status, "False");
         assert_eq!(get(&bad, SPEC_VALID).message, "spec.sources: is empty");
         assert_eq!(get(&bad, READY).status, "True", "old pods keep serving");
