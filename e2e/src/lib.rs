@@ -40,3 +40,10 @@ pub fn wait_for(what: &str, timeout: std::time::Duration, mut check: impl FnMut(
     }
     panic!("timed out after {timeout:?} waiting for {what}");
 }
+pub mod cluster;
+pub mod kubelet;
+
+/// The workspace links more than one rustls backend; pick one for this process.
+pub fn ensure_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -8,15 +8,20 @@ use crate::{free_port, repo_root};
 
 /// The `facet-bff` binary that `cargo test --workspace` built next to the tests.
 pub fn facet_bff_binary() -> PathBuf {
+    workspace_binary("facet-bff")
+}
+
+/// A binary of the workspace, built into the same target directory as the tests.
+pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("locating the test binary");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target directory");
-    let binary = dir.join("facet-bff");
+    let binary = dir.join(name);
     assert!(
         binary.exists(),
-        "{} is missing: run `cargo build -p facet-bff` (or `make test`) first",
+        "{} is missing: run `cargo build --workspace --bins` (or `make test`) first",
         binary.display()
     );
     binary

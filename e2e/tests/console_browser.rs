@@ -62,7 +62,7 @@ async fn console_shows_rows_and_live_updates_in_chromium() {
     });
 
     // The workspace enables more than one rustls backend; choose one for the WebDriver client.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    facet_e2e::ensure_crypto_provider();
     let profile = tempfile::tempdir().unwrap();
     let mut capabilities = serde_json::Map::new();
     capabilities.insert(
