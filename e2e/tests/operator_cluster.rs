@@ -74,7 +74,7 @@ fn jsonpath(cluster: &ControlPlane, args: &[&str], path: &str) -> String {
 #[test]
 fn operator_runs_samples_on_a_real_control_plane() {
     let logs = log_dir("operator_cluster");
-    let broker = Broker::start(&logs);
+    let mut broker = Broker::start(&logs);
     for topic in [
         "blog.posts.v1",
         "blog.comments.v1",
@@ -164,5 +164,285 @@ fn operator_runs_samples_on_a_real_control_plane() {
     );
     assert_eq!(ready, "2");
 
-    drop(kubelet);
+    blog_lifecycle(&cluster, &kubelet, &mut broker);
+}
+
+fn pod_uid(cluster: &ControlPlane, namespace: &str, pod: &str) -> String {
+    jsonpath(
+        cluster,
+        &["get", "pod", pod, "-n", namespace],
+        "{.metadata.uid}",
+    )
+}
+
+fn get_json(address: &str, path: &str) -> Option<serde_json::Value> {
+    let mut response = ureq::get(&format!("http://{address}{path}")).call().ok()?;
+    response.body_mut().read_json().ok()
+}
+
+fn rows(address: &str, projection: &str) -> Option<Vec<serde_json::Value>> {
+    let body = get_json(address, &format!("/v1/{projection}?limit=1000"))?;
+    Some(
+        body["items"]
+            .as_array()?
+            .iter()
+            .map(|i| serde_json::json!({"key": i["key"], "row": i["row"]}))
+            .collect(),
+    )
+}
+
+fn produce_sample_events(broker: &Broker, sample: &str) {
+    let producer = broker.producer();
+    let events =
+        std::fs::read_to_string(repo_root().join(format!("config/samples/{sample}.events.jsonl")))
+            .unwrap();
+    let spec = sample_spec(sample);
+    for line in events.lines().filter(|l| !l.trim().is_empty()) {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        let topic = spec["spec"]["sources"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"].as_str() == event["source"].as_str())
+            .unwrap()["topic"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        producer.send(
+            &topic,
+            event["key"].as_str().unwrap_or(""),
+            event["value"].to_string().as_bytes(),
+        );
+    }
+    producer.flush();
+}
+
+fn sample_spec(sample: &str) -> serde_yaml::Value {
+    serde_yaml::from_str(
+        &std::fs::read_to_string(repo_root().join(format!("config/samples/{sample}.yaml")))
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The blog sample through its life: live updates over WebSocket, a spec change
+/// that rolls the pods, an invalid spec, a crash and a broker restart mid-stream,
+/// and deletion.
+fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker) {
+    let (ns, name, pod) = ("blog", "blog-post-page", "blog-post-page-0");
+    let address = kubelet.address(ns, pod).expect("the blog pod runs");
+
+    // A WebSocket client receives the projected changes as the events arrive.
+    let (mut socket, _) = tungstenite::connect(format!("ws://{address}/ws")).expect("websocket");
+    socket
+        .send(tungstenite::Message::text(
+            r#"{"type":"subscribe","id":"posts","projection":"postPage"}"#,
+        ))
+        .unwrap();
+    produce_sample_events(broker, "blog-post");
+    let mut seen: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !(seen.get("p-1").is_some_and(|r| r["commentCount"] == 3)
+        && seen.len() == 2
+        && !seen.contains_key("p-3"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "websocket saw {seen:?}"
+        );
+        let message: serde_json::Value =
+            serde_json::from_str(socket.read().unwrap().to_text().unwrap()).unwrap();
+        match (message["type"].as_str(), message["op"].as_str()) {
+            (Some("snapshot"), _) => {
+                for row in message["rows"].as_array().unwrap() {
+                    seen.insert(row["key"].as_str().unwrap().into(), row["row"].clone());
+                }
+            }
+            (Some("change"), Some("upsert")) => {
+                seen.insert(
+                    message["key"].as_str().unwrap().into(),
+                    message["row"].clone(),
+                );
+            }
+            (Some("change"), _) => {
+                seen.remove(message["key"].as_str().unwrap());
+            }
+            _ => panic!("unexpected message {message}"),
+        }
+    }
+    let served = rows(&address, "postPage").unwrap();
+    let pushed: Vec<_> = seen
+        .iter()
+        .map(|(k, r)| serde_json::json!({"key": k, "row": r}))
+        .collect();
+    assert_eq!(pushed, served, "what was pushed is what is served");
+    drop(socket);
+
+    // A spec change rolls the pods, which serve the new shape.
+    let bootstrap = broker.bootstrap();
+    let v2 = sample("blog-post", &bootstrap)
+        .replace(
+            "            publishedAt: event.at\n",
+            "            publishedAt: event.at\n            commentsOpen: \"true\"\n",
+        )
+        .replace(
+            "        editedAt: {type: string}\n",
+            "        editedAt: {type: string}\n        commentsOpen: {type: boolean}\n",
+        );
+    assert!(
+        v2.contains("commentsOpen: {type"),
+        "the sample changed shape"
+    );
+    let before = pod_uid(cluster, ns, pod);
+    assert!(cluster.apply(&v2).status.success());
+    wait_for("the pod to roll", Duration::from_secs(120), || {
+        let uid = pod_uid(cluster, ns, pod);
+        !uid.is_empty() && uid != before
+    });
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("fx/{name}"),
+        "-n",
+        ns,
+        "--timeout=120s",
+    ]);
+    let address = kubelet.address(ns, pod).expect("the new pod runs");
+    wait_for(
+        "the new shape to be served",
+        Duration::from_secs(60),
+        || get_json(&address, "/v1/postPage/p-1").is_some_and(|row| row["commentsOpen"] == true),
+    );
+
+    // An invalid spec is reported with the compiler's exact words; the pods stay.
+    let serving = pod_uid(cluster, ns, pod);
+    let v3 = v2.replace(
+        r#"when: event.type == "PostEdited""#,
+        r#"when: evnt.type == "PostEdited""#,
+    );
+    assert!(
+        cluster.apply(&v3).status.success(),
+        "the CRD schema cannot see this error; the operator must"
+    );
+    wait_for("SpecValid=False", Duration::from_secs(60), || {
+        jsonpath(
+            cluster,
+            &["get", "fx", name, "-n", ns],
+            r#"{.status.conditions[?(@.type=="SpecValid")].status}"#,
+        ) == "False"
+    });
+    let message = jsonpath(
+        cluster,
+        &["get", "fx", name, "-n", ns],
+        r#"{.status.conditions[?(@.type=="SpecValid")].message}"#,
+    );
+    assert_eq!(
+        message,
+        "spec.projections[0].rules[1].when: unknown variable `evnt`: this expression may use event, row (in `evnt.type == \"PostEdited\"`)"
+    );
+    let events = cluster.kubectl_ok(&[
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(
+        events.contains("InvalidSpec"),
+        "an Event says why: {events}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        pod_uid(cluster, ns, pod),
+        serving,
+        "the running pod is left alone"
+    );
+    assert!(
+        get_json(&address, "/v1/postPage/p-1").is_some(),
+        "and keeps serving"
+    );
+    assert!(cluster.apply(&v2).status.success());
+    wait_for("SpecValid=True again", Duration::from_secs(60), || {
+        jsonpath(
+            cluster,
+            &["get", "fx", name, "-n", ns],
+            r#"{.status.conditions[?(@.type=="SpecValid")].status}"#,
+        ) == "True"
+    });
+
+    // Mid-stream, the runtime process is killed and the broker restarts; afterwards
+    // the pod's projection equals a replay of the same topics from scratch.
+    let writer = {
+        let producer = broker.producer();
+        std::thread::spawn(move || {
+            for i in 0..600 {
+                let post = format!("p-{}", 10 + i % 20);
+                let event = serde_json::json!({"type": "CommentAdded", "postId": post, "commentId": format!("c-x{i}"),
+                    "text": "load", "author": {"name": "Load", "avatarUrl": "https://a/x.png"}, "at": "2026-11-23T00:00:00Z"});
+                producer.send("blog.comments.v1", &post, event.to_string().as_bytes());
+                if i % 50 == 0 {
+                    producer.flush();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            producer.flush();
+        })
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    kubelet.kill_process(ns, pod);
+    writer.join().unwrap();
+    broker.restart();
+    let spec_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(spec_file.path(), &v2).unwrap();
+    let replay_dir = tempfile::tempdir().unwrap();
+    let mut replay = facet_e2e::process::Runtime::start(
+        spec_file.path(),
+        replay_dir.path(),
+        &broker.bootstrap(),
+        "replay-0",
+        &log_dir("operator_cluster_replay").join("replay.log"),
+    );
+    replay.wait_ready(Duration::from_secs(120));
+    let expected = rows(&format!("127.0.0.1:{}", replay.http), "postPage").unwrap();
+    assert!(
+        expected.len() >= 22,
+        "the load created rows: {}",
+        expected.len()
+    );
+    wait_for(
+        "the pod to equal the replay",
+        Duration::from_secs(120),
+        || {
+            kubelet
+                .address(ns, pod)
+                .and_then(|a| rows(&a, "postPage"))
+                .is_some_and(|r| r == expected)
+        },
+    );
+
+    // Deleting the experience garbage-collects everything it owned.
+    cluster.kubectl_ok(&["delete", "fx", name, "-n", ns]);
+    wait_for(
+        "children to be garbage-collected",
+        Duration::from_secs(120),
+        || {
+            ["statefulset", "service", "configmap"].iter().all(|kind| {
+                let listed = cluster.kubectl_ok(&[
+                    "get",
+                    kind,
+                    "-n",
+                    ns,
+                    "-l",
+                    "app.kubernetes.io/instance=blog-post-page",
+                    "-o",
+                    "name",
+                ]);
+                listed.trim().is_empty()
+            })
+        },
+    );
+    wait_for("the pod to stop", Duration::from_secs(60), || {
+        kubelet.address(ns, pod).is_none()
+    });
 }
