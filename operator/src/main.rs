@@ -41,6 +41,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    // Pick the TLS backend explicitly: a build can link more than one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let namespaces: Vec<String> = args
         .namespaces
         .into_iter()
