@@ -89,21 +89,7 @@ fn operator_runs_samples_on_a_real_control_plane() {
     let cluster = ControlPlane::start(&logs);
     install_chart(&cluster);
 
-    let operator_log = std::fs::File::create(logs.join("facet-operator.log")).unwrap();
-    let _operator = Operator(
-        Command::new(workspace_binary("facet-operator"))
-            .env("KUBECONFIG", cluster.impersonating_kubeconfig(OPERATOR_SA))
-            .env(
-                "FACET_OPERATOR_HTTP_ADDR",
-                format!("127.0.0.1:{}", free_port()),
-            )
-            .env("FACET_RUNTIME_IMAGE", "facet-bff:e2e")
-            .env("RUST_LOG", "info,kube=warn")
-            .stdout(operator_log.try_clone().unwrap())
-            .stderr(operator_log)
-            .spawn()
-            .expect("starting facet-operator"),
-    );
+    let mut leader = start_operator(&cluster, &logs, "operator-a");
     let kubelet = Kubelet::start(&cluster.admin_kubeconfig, &logs);
 
     // Every sample: children created, pods running, Ready, `kubectl wait` succeeds.
@@ -164,7 +150,50 @@ fn operator_runs_samples_on_a_real_control_plane() {
     );
     assert_eq!(ready, "2");
 
+    // A second replica stands by; when the leader dies it takes over the Lease,
+    // and the blog scenarios below are reconciled by it.
+    let _standby = start_operator(&cluster, &logs, "operator-b");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lease_holder(&cluster), "operator-a");
+    let _ = leader.0.kill();
+    let _ = leader.0.wait();
+    wait_for(
+        "the standby to take the lease",
+        Duration::from_secs(30),
+        || lease_holder(&cluster) == "operator-b",
+    );
+
     blog_lifecycle(&cluster, &kubelet, &mut broker);
+}
+
+fn lease_holder(cluster: &ControlPlane) -> String {
+    jsonpath(
+        cluster,
+        &["get", "lease", "facet-operator", "-n", "facet-system"],
+        "{.spec.holderIdentity}",
+    )
+}
+
+/// The operator, out of cluster, as the chart's service account (impersonated).
+fn start_operator(cluster: &ControlPlane, logs: &std::path::Path, identity: &str) -> Operator {
+    let log = std::fs::File::create(logs.join(format!("facet-{identity}.log"))).unwrap();
+    Operator(
+        Command::new(workspace_binary("facet-operator"))
+            .env("KUBECONFIG", cluster.impersonating_kubeconfig(OPERATOR_SA))
+            .env(
+                "FACET_OPERATOR_HTTP_ADDR",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .env("FACET_RUNTIME_IMAGE", "facet-bff:e2e")
+            .env("POD_NAME", identity)
+            .env("POD_NAMESPACE", "facet-system")
+            .env("FACET_LEASE_DURATION_SECONDS", "4")
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting facet-operator"),
+    )
 }
 
 fn pod_uid(cluster: &ControlPlane, namespace: &str, pod: &str) -> String {

@@ -3,5 +3,6 @@
 
 pub mod api;
 pub mod crd;
+pub mod leader;
 pub mod metrics;
 pub mod reconcile;

@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use axum::routing::get;
 use clap::Parser;
+use std::time::Duration;
+
+use facet_operator::leader::{self, LeaseConfig};
 use facet_operator::metrics::OperatorMetrics;
 use facet_operator::reconcile::builders::BuildConfig;
 use facet_operator::reconcile::controller::{run, Context};
@@ -31,6 +34,15 @@ struct Args {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "FACET_OPERATOR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http: SocketAddr,
+    /// Reconcile only while holding a Lease, so several replicas are safe.
+    #[arg(long, env = "FACET_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "facet-system")]
+    lease_namespace: String,
+    /// Seconds a leader's lease lasts without renewal.
+    #[arg(long, env = "FACET_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
 }
 
 #[tokio::main]
@@ -65,15 +77,34 @@ async fn main() -> anyhow::Result<()> {
         );
     tokio::spawn(async move { axum::serve(listener, app).await });
 
+    let lease = LeaseConfig {
+        name: "facet-operator".into(),
+        namespace: args.lease_namespace,
+        identity: std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("facet-operator-{}", std::process::id())),
+        duration: Duration::from_secs(args.lease_duration_seconds.max(3)),
+    };
+    if args.leader_elect {
+        leader::acquire(&client, &lease).await?;
+    }
     tracing::info!(namespaces = ?namespaces, image = %args.runtime_image, "starting");
-    let context = Arc::new(Context::new(
-        client,
-        BuildConfig {
-            image: args.runtime_image,
-        },
-        metrics,
-    ));
-    run(context, namespaces).await;
-    tracing::info!("stopped");
-    Ok(())
+    let build = BuildConfig {
+        image: args.runtime_image,
+    };
+    let context = Arc::new(Context::new(client.clone(), build, metrics));
+    if !args.leader_elect {
+        run(context, namespaces).await;
+        tracing::info!("stopped");
+        return Ok(());
+    }
+    tokio::select! {
+        _ = run(context, namespaces) => {
+            leader::release(&client, &lease).await;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        _ = leader::hold(&client, &lease) => {
+            anyhow::bail!("lost leadership; exiting so that a restart campaigns again")
+        }
+    }
 }
