@@ -177,6 +177,20 @@ impl Broker {
         }
     }
 
+    /// Whether a consumer group has any state on the broker.
+    pub fn group_exists(&self, group: &str) -> bool {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .unwrap();
+        let list = consumer
+            .fetch_group_list(Some(group), Duration::from_secs(10))
+            .expect("listing groups");
+        list.groups()
+            .iter()
+            .any(|g| g.name() == group && g.state() != "Dead")
+    }
+
     pub fn producer(&self) -> TestProducer {
         let producer = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())

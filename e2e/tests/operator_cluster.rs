@@ -40,6 +40,8 @@ fn install_chart(cluster: &ControlPlane) {
             "--include-crds",
             "--kube-version",
             "1.35.4",
+            "--set",
+            "deleteConsumerGroups=true",
         ])
         .current_dir(repo_root())
         .output()
@@ -188,6 +190,7 @@ fn start_operator(cluster: &ControlPlane, logs: &std::path::Path, identity: &str
             .env("POD_NAME", identity)
             .env("POD_NAMESPACE", "facet-system")
             .env("FACET_LEASE_DURATION_SECONDS", "4")
+            .env("FACET_DELETE_CONSUMER_GROUPS", "true")
             .env("RUST_LOG", "info,kube=warn")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -429,7 +432,7 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
         spec_file.path(),
         replay_dir.path(),
         &broker.bootstrap(),
-        "replay-0",
+        "replay-9",
         &log_dir("operator_cluster_replay").join("replay.log"),
     );
     replay.wait_ready(Duration::from_secs(120));
@@ -450,8 +453,18 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
         },
     );
 
-    // Deleting the experience garbage-collects everything it owned.
-    cluster.kubectl_ok(&["delete", "fx", name, "-n", ns]);
+    // Deleting the experience stops its pods, deletes its consumer groups (the
+    // finalizer), and garbage-collects everything it owned.
+    let group = "facet.blog.blog-post-page.0";
+    assert!(
+        broker.group_exists(group),
+        "the pod committed offsets for lag tools"
+    );
+    cluster.kubectl_ok(&["delete", "fx", name, "-n", ns, "--timeout=120s"]);
+    assert!(
+        !broker.group_exists(group),
+        "the consumer group was deleted"
+    );
     wait_for(
         "children to be garbage-collected",
         Duration::from_secs(120),

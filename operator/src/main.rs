@@ -34,6 +34,9 @@ struct Args {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "FACET_OPERATOR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http: SocketAddr,
+    /// Delete an experience's Kafka consumer groups when it is deleted (adds a finalizer).
+    #[arg(long, env = "FACET_DELETE_CONSUMER_GROUPS", default_value_t = false, action = clap::ArgAction::Set)]
+    delete_consumer_groups: bool,
     /// Reconcile only while holding a Lease, so several replicas are safe.
     #[arg(long, env = "FACET_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
@@ -91,7 +94,12 @@ async fn main() -> anyhow::Result<()> {
     let build = BuildConfig {
         image: args.runtime_image,
     };
-    let context = Arc::new(Context::new(client.clone(), build, metrics));
+    let context = Arc::new(Context::new(
+        client.clone(),
+        build,
+        args.delete_consumer_groups,
+        metrics,
+    ));
     if !args.leader_elect {
         run(context, namespaces).await;
         tracing::info!("stopped");

@@ -92,6 +92,15 @@ fn chart_renders_crd_rbac_and_a_locked_down_deployment() {
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(container["image"], "facet-operator:0.1.0");
     let env = container["env"].as_sequence().unwrap();
+    let mut names: Vec<&str> = env.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    names.sort();
+    let count = names.len();
+    names.dedup();
+    assert_eq!(
+        names.len(),
+        count,
+        "no duplicate env entries (server-side apply rejects them)"
+    );
     let namespaces = env
         .iter()
         .find(|e| e["name"] == "FACET_WATCH_NAMESPACES")

@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -20,6 +21,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use super::builders::{self, BuildConfig, BuildError};
+use super::cleanup;
 use super::status::{self, Observed, Rollout, SPEC_VALID};
 use crate::api::FrontendExperience;
 use crate::metrics::OperatorMetrics;
@@ -32,6 +34,10 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("building children: {0}")]
     Build(#[from] BuildError),
+    #[error("cleaning up: {0}")]
+    Cleanup(String),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
 }
 
 impl Error {
@@ -41,6 +47,8 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "api",
             Error::Kube(_) => "client",
             Error::Build(_) => "build",
+            Error::Cleanup(_) => "cleanup",
+            Error::Finalizer(_) => "finalizer",
         }
     }
 }
@@ -48,12 +56,19 @@ impl Error {
 pub struct Context {
     pub client: Client,
     pub build: BuildConfig,
+    /// Delete the experience's consumer groups when it is deleted (adds a finalizer).
+    pub delete_consumer_groups: bool,
     pub recorder: Recorder,
     pub metrics: Arc<OperatorMetrics>,
 }
 
 impl Context {
-    pub fn new(client: Client, build: BuildConfig, metrics: Arc<OperatorMetrics>) -> Self {
+    pub fn new(
+        client: Client,
+        build: BuildConfig,
+        delete_consumer_groups: bool,
+        metrics: Arc<OperatorMetrics>,
+    ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -64,6 +79,7 @@ impl Context {
         Context {
             client,
             build,
+            delete_consumer_groups,
             recorder,
             metrics,
         }
@@ -121,7 +137,23 @@ fn error_policy(fx: Arc<FrontendExperience>, error: &Error, context: Arc<Context
 async fn reconcile(fx: Arc<FrontendExperience>, context: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     context.metrics.reconciles.inc();
-    let result = reconcile_inner(&fx, &context).await;
+    let result = if context.delete_consumer_groups {
+        let namespace = fx.namespace().unwrap_or_default();
+        let api: Api<FrontendExperience> = Api::namespaced(context.client.clone(), &namespace);
+        finalizer(&api, cleanup::FINALIZER, fx, |event| async {
+            match event {
+                Finalizer::Apply(fx) => reconcile_inner(&fx, &context).await,
+                Finalizer::Cleanup(fx) => {
+                    cleanup::delete_consumer_groups(&context.client, &fx).await?;
+                    Ok(Action::await_change())
+                }
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(e.to_string()))
+    } else {
+        reconcile_inner(&fx, &context).await
+    };
     context
         .metrics
         .duration

@@ -2,5 +2,6 @@
 //! controller that applies them.
 
 pub mod builders;
+pub mod cleanup;
 pub mod controller;
 pub mod status;

@@ -1,0 +1,82 @@
+//! Optional external cleanup on delete: the experience's Kafka consumer groups.
+//! Only with `--delete-consumer-groups`; otherwise no finalizer is ever added and
+//! deletion is plain garbage collection.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+use tracing::info;
+
+use super::builders::consumer_groups;
+use super::controller::Error;
+use crate::api::FrontendExperience;
+
+pub const FINALIZER: &str = "facet.dev/consumer-groups";
+
+/// Stops the pods (so none commits an offset again), then deletes every group the
+/// experience's pods may have used.
+pub async fn delete_consumer_groups(client: &Client, fx: &FrontendExperience) -> Result<(), Error> {
+    let namespace = fx.namespace().unwrap_or_default();
+    let name = fx.name_any();
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
+    if statefulsets.get_opt(&name).await?.is_some() {
+        let scale = serde_json::json!({"spec": {"replicas": 0}});
+        statefulsets
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&scale))
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let running = statefulsets
+                .get_opt(&name)
+                .await?
+                .and_then(|s| s.status)
+                .map(|s| s.replicas)
+                .unwrap_or(0);
+            if running == 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Cleanup(format!(
+                    "{running} pods of {name} still run"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    let spec = &fx.spec.experience;
+    // Groups of every ordinal the experience may have had, not only today's replicas.
+    let groups = consumer_groups(&namespace, &name, spec.replicas.max(1) + 8);
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &spec.kafka.bootstrap_servers);
+    for (key, value) in &spec.kafka.properties {
+        config.set(key, value);
+    }
+    let admin: AdminClient<DefaultClientContext> = config
+        .create()
+        .map_err(|e| Error::Cleanup(format!("kafka admin client: {e}")))?;
+    let names: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .delete_groups(&names, &options)
+        .await
+        .map_err(|e| Error::Cleanup(format!("deleting consumer groups: {e}")))?;
+    for result in results {
+        match result {
+            Ok(group) => info!(%group, "deleted consumer group"),
+            Err((_, RDKafkaErrorCode::GroupIdNotFound)) => {}
+            Err((group, code)) => {
+                return Err(Error::Cleanup(format!(
+                    "deleting consumer group {group}: {code}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
