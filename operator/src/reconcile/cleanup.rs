@@ -27,9 +27,15 @@ pub async fn delete_consumer_groups(client: &Client, fx: &FrontendExperience) ->
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
     if statefulsets.get_opt(&name).await?.is_some() {
         let scale = serde_json::json!({"spec": {"replicas": 0}});
-        statefulsets
+        match statefulsets
             .patch(&name, &PatchParams::default(), &Patch::Merge(&scale))
-            .await?;
+            .await
+        {
+            Ok(_) => {}
+            // Already garbage-collected: nothing runs any more.
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let running = statefulsets
