@@ -1,7 +1,7 @@
 # The README's commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: test unit crds fmt lint dev
+.PHONY: test unit e2e crds fmt-check dev
 
 ## Run every test: formatting, generated files, unit and integration tests.
 test: fmt-check unit
@@ -10,6 +10,11 @@ test: fmt-check unit
 unit:
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --locked
+
+## Only the end-to-end tests.
+e2e:
+	$(CARGO) build --workspace --bins --locked
+	$(CARGO) test -p facet-e2e --locked
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
