@@ -37,6 +37,8 @@ pub async fn info(State(state): State<SharedState>) -> Json<serde_json::Value> {
         "projections": projections,
         "sources": spec.sources,
         "api": spec.api,
+        // Links the console shows: only to what this runtime serves.
+        "links": {"openapi": spec.api.rest, "graphiql": false},
         "progress": state.progress.report(),
         "canSendEvents": state.dev_producer.is_some(),
         "sampleEvents": state.sample_events,

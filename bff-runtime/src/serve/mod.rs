@@ -3,6 +3,7 @@
 
 pub mod access;
 mod console;
+pub mod openapi;
 mod rest;
 mod sse;
 pub mod subscription;
@@ -64,6 +65,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/", get(console::page));
     if api.rest {
         router = router
+            .route("/openapi.json", get(openapi_document))
             .route("/v1/{projection}", get(rest::list))
             .route("/v1/{projection}/{key}", get(rest::one));
     }
@@ -96,6 +98,10 @@ pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
             }
         }),
     )
+}
+
+async fn openapi_document(State(state): State<SharedState>) -> Json<serde_json::Value> {
+    Json(openapi::document(&state.experience, &state.experience_name))
 }
 
 async fn readyz(State(state): State<SharedState>) -> Response {

@@ -25,6 +25,7 @@ pub struct CompiledExperience {
 #[derive(Debug, Clone)]
 pub struct CompiledProjection {
     pub name: String,
+    pub description: Option<String>,
     pub fields: BTreeMap<String, FieldSpec>,
     pub rules: Vec<CompiledRule>,
     pub access: Option<Expr>,
@@ -331,6 +332,7 @@ fn check_projection(
 
     (errors.len() == before).then(|| CompiledProjection {
         name: projection.name.clone(),
+        description: projection.description.clone(),
         fields: fields.clone(),
         rules,
         access,

@@ -1,0 +1,174 @@
+//! The OpenAPI 3.1 document of the REST API, generated from the declared fields.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use crate::spec::{CompiledExperience, FieldSpec, FieldType};
+
+/// `customerSummary` → `CustomerSummary`.
+pub fn type_name(projection: &str) -> String {
+    let mut chars = projection.chars();
+    match chars.next() {
+        Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+        None => String::new(),
+    }
+}
+
+fn field_schema(field: &FieldSpec) -> Value {
+    let mut schema = Map::new();
+    schema.insert("type".into(), field.field_type.as_str().into());
+    if let Some(description) = &field.description {
+        schema.insert("description".into(), description.clone().into());
+    }
+    if let Some(values) = &field.enum_values {
+        schema.insert("enum".into(), json!(values));
+    }
+    if let Some(reason) = &field.deprecated {
+        schema.insert("deprecated".into(), true.into());
+        let text = match &field.description {
+            Some(d) => format!("{d} Deprecated: {reason}"),
+            None => format!("Deprecated: {reason}"),
+        };
+        schema.insert("description".into(), text.into());
+    }
+    match field.field_type {
+        FieldType::Array => {
+            if let Some(items) = &field.items {
+                schema.insert("items".into(), field_schema(items));
+            }
+        }
+        FieldType::Object => {
+            if let Some(fields) = &field.fields {
+                schema.insert("properties".into(), properties(fields));
+            }
+        }
+        _ => {}
+    }
+    Value::Object(schema)
+}
+
+fn properties(fields: &BTreeMap<String, FieldSpec>) -> Value {
+    Value::Object(
+        fields
+            .iter()
+            .map(|(name, f)| (name.clone(), field_schema(f)))
+            .collect(),
+    )
+}
+
+fn parameter(name: &str, location: &str, schema: Value, description: &str) -> Value {
+    json!({"name": name, "in": location, "required": location == "path", "schema": schema, "description": description})
+}
+
+pub fn document(experience: &CompiledExperience, title: &str) -> Value {
+    let mut paths = Map::new();
+    let mut schemas = Map::new();
+    schemas.insert(
+        "Error".into(),
+        json!({"type": "object", "properties": {"error": {"type": "object", "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"}}}}}),
+    );
+    for projection in &experience.projections {
+        let name = type_name(&projection.name);
+        let mut schema = json!({"type": "object", "properties": properties(&projection.fields)});
+        if let Some(description) = &projection.description {
+            schema["description"] = description.clone().into();
+        }
+        schemas.insert(name.clone(), schema);
+        let row_ref = json!({"$ref": format!("#/components/schemas/{name}")});
+        let error = json!({"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+        let field_names: Vec<&String> = projection.fields.keys().collect();
+        let mut list_parameters = vec![
+            parameter(
+                "limit",
+                "query",
+                json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+                "Most rows to return.",
+            ),
+            parameter(
+                "after",
+                "query",
+                json!({"type": "string"}),
+                "Cursor: the `next` of the previous page.",
+            ),
+            parameter(
+                "fields",
+                "query",
+                json!({"type": "string"}),
+                &format!(
+                    "Comma-separated subset of: {}.",
+                    field_names
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+        ];
+        for (field, spec) in &projection.fields {
+            if matches!(
+                spec.field_type,
+                FieldType::String | FieldType::Integer | FieldType::Number | FieldType::Boolean
+            ) {
+                list_parameters.push(parameter(
+                    field,
+                    "query",
+                    json!({"type": spec.field_type.as_str()}),
+                    &format!("Only rows whose `{field}` equals this value."),
+                ));
+            }
+        }
+        paths.insert(
+            format!("/v1/{}", projection.name),
+            json!({"get": {
+                "operationId": format!("list{name}"),
+                "summary": format!("List {} rows visible to the caller", projection.name),
+                "parameters": list_parameters,
+                "responses": {
+                    "200": {"description": "A page of rows", "content": {"application/json": {"schema": {
+                        "type": "object",
+                        "properties": {
+                            "version": {"type": "integer", "description": "The projection's version when read."},
+                            "next": {"type": ["string", "null"], "description": "Cursor of the next page, null at the end."},
+                            "items": {"type": "array", "items": {"type": "object", "properties": {
+                                "key": {"type": "string"}, "version": {"type": "integer"}, "row": row_ref}}}
+                        }}}}},
+                    "400": error.clone(),
+                    "401": error.clone(),
+                }
+            }}),
+        );
+        paths.insert(
+            format!("/v1/{}/{{key}}", projection.name),
+            json!({"get": {
+                "operationId": format!("get{name}"),
+                "summary": format!("One {} row by key", projection.name),
+                "parameters": [
+                    parameter("key", "path", json!({"type": "string"}), "The row key."),
+                    parameter("fields", "query", json!({"type": "string"}), "Comma-separated subset of the fields."),
+                    parameter("If-None-Match", "header", json!({"type": "string"}), "An ETag from a previous read."),
+                ],
+                "responses": {
+                    "200": {"description": "The row", "headers": {"ETag": {"schema": {"type": "string"}}},
+                            "content": {"application/json": {"schema": row_ref}}},
+                    "304": {"description": "Not modified since the given ETag"},
+                    "401": error.clone(),
+                    "404": error,
+                }
+            }}),
+        );
+    }
+    let mut document = json!({
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": experience.definition_hash},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    });
+    if experience.spec.auth.jwt.is_some() {
+        document["components"]["securitySchemes"] =
+            json!({"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}});
+        document["security"] = json!([{"bearer": []}]);
+    }
+    document
+}
