@@ -114,7 +114,15 @@ impl Runtime {
                 (None, Some(true)) => AuthMode::Anonymous,
                 _ => AuthMode::Jwt,
             });
+        let graphql = match spec.api.graphql {
+            true => Some(
+                crate::serve::graphql::schema(&experience)
+                    .context("building the GraphQL schema")?,
+            ),
+            false => None,
+        };
         let state = Arc::new(AppState {
+            graphql,
             experience_name: format!("{}/{}", config.namespace, config.name),
             experience: experience.clone(),
             store,

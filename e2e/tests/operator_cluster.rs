@@ -199,6 +199,40 @@ fn start_operator(cluster: &ControlPlane, logs: &std::path::Path, identity: &str
     )
 }
 
+/// A graphql-transport-ws subscription, as a stock `graphql-ws` client opens it.
+fn graphql_subscription(
+    address: &str,
+    query: &str,
+) -> tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>> {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{address}/graphql/ws")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, response) = tungstenite::connect(request).expect("graphql websocket");
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "graphql-transport-ws"
+    );
+    socket
+        .send(tungstenite::Message::text(
+            r#"{"type":"connection_init","payload":{}}"#,
+        ))
+        .unwrap();
+    let ack: serde_json::Value =
+        serde_json::from_str(socket.read().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(ack["type"], "connection_ack");
+    let subscribe =
+        serde_json::json!({"id": "1", "type": "subscribe", "payload": {"query": query}});
+    socket
+        .send(tungstenite::Message::text(subscribe.to_string()))
+        .unwrap();
+    socket
+}
+
 fn pod_uid(cluster: &ControlPlane, namespace: &str, pod: &str) -> String {
     jsonpath(
         cluster,
@@ -264,20 +298,27 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
     let (ns, name, pod) = ("blog", "blog-post-page", "blog-post-page-0");
     let address = kubelet.address(ns, pod).expect("the blog pod runs");
 
-    // A WebSocket client receives the projected changes as the events arrive.
+    // A native WebSocket client and a graphql-transport-ws subscription both receive
+    // the projected changes as the events arrive.
     let (mut socket, _) = tungstenite::connect(format!("ws://{address}/ws")).expect("websocket");
     socket
         .send(tungstenite::Message::text(
             r#"{"type":"subscribe","id":"posts","projection":"postPage"}"#,
         ))
         .unwrap();
+    let mut graphql = graphql_subscription(
+        &address,
+        "subscription { postPage { op key version row { id title commentCount } } }",
+    );
     produce_sample_events(broker, "blog-post");
+    let done = |seen: &std::collections::BTreeMap<String, serde_json::Value>| {
+        seen.get("p-1").is_some_and(|r| r["commentCount"] == 3)
+            && seen.len() == 2
+            && !seen.contains_key("p-3")
+    };
     let mut seen: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !(seen.get("p-1").is_some_and(|r| r["commentCount"] == 3)
-        && seen.len() == 2
-        && !seen.contains_key("p-3"))
-    {
+    while !done(&seen) {
         assert!(
             std::time::Instant::now() < deadline,
             "websocket saw {seen:?}"
@@ -302,6 +343,31 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
             _ => panic!("unexpected message {message}"),
         }
     }
+    let mut from_graphql: std::collections::BTreeMap<String, serde_json::Value> =
+        Default::default();
+    while !(from_graphql
+        .get("p-1")
+        .is_some_and(|r| r["commentCount"] == 3)
+        && from_graphql.len() == 2)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "graphql subscription saw {from_graphql:?}"
+        );
+        let message: serde_json::Value =
+            serde_json::from_str(graphql.read().unwrap().to_text().unwrap()).unwrap();
+        assert_eq!(message["type"], "next", "{message}");
+        let change = &message["payload"]["data"]["postPage"];
+        let key = change["key"].as_str().unwrap().to_string();
+        match change["op"].as_str().unwrap() {
+            "snapshot" | "upsert" => from_graphql.insert(key, change["row"].clone()),
+            _ => from_graphql.remove(&key),
+        };
+    }
+    assert_eq!(
+        from_graphql["p-1"]["title"], seen["p-1"]["title"],
+        "both transports agree"
+    );
     let served = rows(&address, "postPage").unwrap();
     let pushed: Vec<_> = seen
         .iter()

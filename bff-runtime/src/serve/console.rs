@@ -38,7 +38,7 @@ pub async fn info(State(state): State<SharedState>) -> Json<serde_json::Value> {
         "sources": spec.sources,
         "api": spec.api,
         // Links the console shows: only to what this runtime serves.
-        "links": {"openapi": spec.api.rest, "graphiql": false},
+        "links": {"openapi": spec.api.rest, "graphiql": state.graphql.is_some()},
         "progress": state.progress.report(),
         "canSendEvents": state.dev_producer.is_some(),
         "sampleEvents": state.sample_events,

@@ -3,6 +3,7 @@
 
 pub mod access;
 mod console;
+pub mod graphql;
 pub mod openapi;
 mod rest;
 mod sse;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub auth: AuthMode,
     /// Dev mode lets the console send test events to a source.
     pub dev_producer: Option<Arc<dyn DevProducer>>,
+    /// The GraphQL schema, when the spec turns GraphQL on.
+    pub graphql: Option<async_graphql::dynamic::Schema>,
     /// Dev mode: the sample's events, to prefill the console's event form.
     pub sample_events: Vec<crate::dev::events::SampleEvent>,
 }
@@ -68,6 +71,11 @@ pub fn router(state: SharedState) -> Router {
             .route("/openapi.json", get(openapi_document))
             .route("/v1/{projection}", get(rest::list))
             .route("/v1/{projection}/{key}", get(rest::one));
+    }
+    if api.graphql {
+        router = router
+            .route("/graphql", get(graphql::graphiql).post(graphql::execute))
+            .route("/graphql/ws", get(graphql::subscriptions));
     }
     if api.websocket {
         router = router.route("/ws", get(ws::upgrade));

@@ -1,0 +1,525 @@
+//! GraphQL generated from the spec (async-graphql's dynamic schema): per projection
+//! a type, a query by key, a filtered list, and a subscription to changes over
+//! graphql-transport-ws. Every row passes the projection's `access` rule.
+
+use std::collections::BTreeMap;
+
+use async_graphql::dynamic::{
+    Enum, Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext, Schema,
+    SchemaError, Subscription, SubscriptionField, SubscriptionFieldFuture, TypeRef,
+};
+use async_graphql::http::GraphiQLSource;
+use async_graphql::{Data, Name, Value};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::{Html, IntoResponse, Response};
+use futures::StreamExt;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::access::Viewer;
+use super::openapi::type_name;
+use super::subscription::{Selection, Subscription as Watch, Update};
+use super::{ApiError, AppState, SharedState};
+use crate::spec::{CompiledExperience, CompiledProjection, FieldSpec, FieldType};
+
+const DEFAULT_PAGE: usize = 100;
+
+/// Builds the schema for an experience. Every projection `order` gives:
+/// `order(key)`, `orderList(where, first, after)` and the subscription `order(key, where, since)`.
+pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
+    let mut query = Object::new("Query");
+    let mut subscription = Subscription::new("Subscription");
+    let mut types: Vec<async_graphql::dynamic::Type> = Vec::new();
+    for projection in &experience.projections {
+        let name = type_name(&projection.name);
+        object_types(
+            &name,
+            &projection.fields,
+            projection.description.as_deref(),
+            &mut types,
+        );
+        let mut filter = InputObject::new(format!("{name}Filter"));
+        for (field, spec) in &projection.fields {
+            if let Some(scalar) = filter_type(&name, field, spec) {
+                filter = filter.field(InputValue::new(field, TypeRef::named(scalar)));
+            }
+        }
+        types.push(filter.into());
+        types.push(
+            Object::new(format!("{name}Page"))
+                .field(Field::new(
+                    "items",
+                    TypeRef::named_nn_list_nn(&name),
+                    |ctx| {
+                        FieldFuture::new(async move {
+                            let page = ctx.parent_value.try_downcast_ref::<Page>()?;
+                            Ok(Some(FieldValue::list(
+                                page.rows.iter().map(|r| FieldValue::owned_any(r.clone())),
+                            )))
+                        })
+                    },
+                ))
+                .field(Field::new("next", TypeRef::named(TypeRef::STRING), |ctx| {
+                    FieldFuture::new(async move {
+                        let page = ctx.parent_value.try_downcast_ref::<Page>()?;
+                        Ok(page
+                            .next
+                            .clone()
+                            .map(|n| FieldValue::value(Value::String(n))))
+                    })
+                }))
+                .field(Field::new(
+                    "version",
+                    TypeRef::named_nn(TypeRef::INT),
+                    |ctx| {
+                        FieldFuture::new(async move {
+                            let page = ctx.parent_value.try_downcast_ref::<Page>()?;
+                            Ok(Some(FieldValue::value(Value::from(page.version))))
+                        })
+                    },
+                ))
+                .into(),
+        );
+        types.push(change_type(&name).into());
+
+        let projection_name = projection.name.clone();
+        query = query.field(
+            Field::new(&projection.name, TypeRef::named(&name), move |ctx| {
+                let projection_name = projection_name.clone();
+                FieldFuture::new(async move {
+                    let (state, viewer) = context(&ctx)?;
+                    let projection = compiled(state, &projection_name)?;
+                    let key = ctx.args.try_get("key")?.string()?.to_string();
+                    let row = state
+                        .store
+                        .row(&projection_name, &key)
+                        .map_err(|e| ApiError::internal(e).message)?;
+                    Ok(row
+                        .filter(|r| viewer.can_see(projection, &r.row))
+                        .map(|r| FieldValue::owned_any(serde_json::Value::Object(r.row))))
+                })
+            })
+            .argument(InputValue::new("key", TypeRef::named_nn(TypeRef::STRING)))
+            .description(format!(
+                "One {} row by key, if the caller may see it.",
+                projection.name
+            )),
+        );
+        let projection_name = projection.name.clone();
+        query = query.field(
+            Field::new(
+                format!("{}List", projection.name),
+                TypeRef::named_nn(format!("{name}Page")),
+                move |ctx| {
+                    let projection_name = projection_name.clone();
+                    FieldFuture::new(async move {
+                        let (state, viewer) = context(&ctx)?;
+                        let projection = compiled(state, &projection_name)?;
+                        let filter = filter_argument(&ctx)?;
+                        let first = match ctx.args.get("first") {
+                            Some(n) => usize::try_from(n.i64()?)
+                                .unwrap_or(DEFAULT_PAGE)
+                                .clamp(1, 1000),
+                            None => DEFAULT_PAGE,
+                        };
+                        let after = ctx
+                            .args
+                            .get("after")
+                            .map(|a| a.string().map(str::to_string))
+                            .transpose()?;
+                        let (version, rows) = state
+                            .store
+                            .rows(&projection_name, after.as_deref(), first, |stored| {
+                                filter.iter().all(|(k, v)| stored.row.get(k) == Some(v))
+                                    && viewer.can_see(projection, &stored.row)
+                            })
+                            .map_err(|e| ApiError::internal(e).message)?;
+                        let next = (rows.len() == first)
+                            .then(|| rows.last().map(|(k, _)| k.clone()))
+                            .flatten();
+                        let rows = rows
+                            .into_iter()
+                            .map(|(_, s)| serde_json::Value::Object(s.row))
+                            .collect();
+                        Ok(Some(FieldValue::owned_any(Page {
+                            rows,
+                            next,
+                            version,
+                        })))
+                    })
+                },
+            )
+            .argument(InputValue::new(
+                "where",
+                TypeRef::named(format!("{name}Filter")),
+            ))
+            .argument(InputValue::new("first", TypeRef::named(TypeRef::INT)))
+            .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)))
+            .description(format!(
+                "{} rows the caller may see, in key order.",
+                projection.name
+            )),
+        );
+        let projection_name = projection.name.clone();
+        subscription = subscription.field(
+            SubscriptionField::new(&projection.name, TypeRef::named_nn(format!("{name}Change")), move |ctx| {
+                let projection_name = projection_name.clone();
+                SubscriptionFieldFuture::new(async move {
+                    let (state, viewer) = context(&ctx)?;
+                    let state = state.clone();
+                    let selection = Selection {
+                        projection: projection_name,
+                        key: ctx.args.get("key").map(|k| k.string().map(str::to_string)).transpose()?,
+                        filter: filter_argument(&ctx)?,
+                    };
+                    let since = ctx.args.get("since").map(|s| s.u64()).transpose()?;
+                    Ok(changes(state, selection, viewer, since))
+                })
+            })
+            .argument(InputValue::new("key", TypeRef::named(TypeRef::STRING)))
+            .argument(InputValue::new("where", TypeRef::named(format!("{name}Filter"))))
+            .argument(InputValue::new("since", TypeRef::named(TypeRef::INT)))
+            .description(format!(
+                "Every {} row the caller may see as a `snapshot`, then each change: `upsert`, `delete`, or `remove` (no longer visible).",
+                projection.name
+            )),
+        );
+    }
+    let mut builder = Schema::build("Query", None, Some("Subscription"))
+        .register(query)
+        .register(subscription);
+    for ty in types {
+        builder = builder.register(ty);
+    }
+    builder.finish()
+}
+
+/// One page of a list query.
+struct Page {
+    rows: Vec<serde_json::Value>,
+    next: Option<String>,
+    version: u64,
+}
+
+/// One message of a subscription.
+struct ChangeEvent {
+    op: &'static str,
+    key: String,
+    version: u64,
+    row: Option<serde_json::Value>,
+}
+
+fn change_type(name: &str) -> Object {
+    Object::new(format!("{name}Change"))
+        .field(Field::new(
+            "op",
+            TypeRef::named_nn(TypeRef::STRING),
+            |ctx| {
+                FieldFuture::new(async move {
+                    Ok(Some(Value::from(
+                        ctx.parent_value.try_downcast_ref::<ChangeEvent>()?.op,
+                    )))
+                })
+            },
+        ))
+        .field(Field::new(
+            "key",
+            TypeRef::named_nn(TypeRef::STRING),
+            |ctx| {
+                FieldFuture::new(async move {
+                    Ok(Some(Value::from(
+                        ctx.parent_value
+                            .try_downcast_ref::<ChangeEvent>()?
+                            .key
+                            .clone(),
+                    )))
+                })
+            },
+        ))
+        .field(Field::new(
+            "version",
+            TypeRef::named_nn(TypeRef::INT),
+            |ctx| {
+                FieldFuture::new(async move {
+                    Ok(Some(Value::from(
+                        ctx.parent_value.try_downcast_ref::<ChangeEvent>()?.version,
+                    )))
+                })
+            },
+        ))
+        .field(Field::new("row", TypeRef::named(name), |ctx| {
+            FieldFuture::new(async move {
+                let change = ctx.parent_value.try_downcast_ref::<ChangeEvent>()?;
+                Ok(change.row.clone().map(FieldValue::owned_any))
+            })
+        }))
+}
+
+/// The stream behind a subscription: the shared subscription logic of every
+/// transport, so GraphQL clients get exactly what WebSocket and SSE clients get.
+fn changes<'a>(
+    state: SharedState,
+    selection: Selection,
+    viewer: Viewer,
+    since: Option<u64>,
+) -> impl futures::Stream<Item = async_graphql::Result<FieldValue<'a>>> + 'a {
+    let feed = state.feed.subscribe();
+    let mut watch = Watch::new(selection, viewer);
+    let first = state
+        .experience
+        .projection(&watch.selection.projection)
+        .map(|p| watch.start(p, &state.store, since))
+        .unwrap_or_else(|| Ok(Vec::new()));
+    let initial: Vec<ChangeEvent> = match first {
+        Ok(updates) => updates.into_iter().flat_map(to_events).collect(),
+        Err(e) => {
+            ApiError::internal(e);
+            Vec::new()
+        }
+    };
+    let head = futures::stream::iter(initial);
+    let tail = futures::stream::unfold(
+        (state, watch, feed),
+        |(state, mut watch, mut feed)| async move {
+            loop {
+                let projection = state.experience.projection(&watch.selection.projection)?;
+                let updates = match feed.recv().await {
+                    Ok(change) => watch.on_change(projection, &change).into_iter().collect(),
+                    Err(RecvError::Lagged(_)) => watch.catch_up(projection, &state.store).ok()?,
+                    Err(RecvError::Closed) => return None,
+                };
+                let events: Vec<ChangeEvent> = updates.into_iter().flat_map(to_events).collect();
+                if !events.is_empty() {
+                    return Some((futures::stream::iter(events), (state, watch, feed)));
+                }
+            }
+        },
+    )
+    .flatten();
+    head.chain(tail)
+        .map(|event| Ok(FieldValue::owned_any(event)))
+}
+
+fn to_events(update: Update) -> Vec<ChangeEvent> {
+    match update {
+        Update::Snapshot { rows, .. } => rows
+            .into_iter()
+            .map(|r| ChangeEvent {
+                op: "snapshot",
+                key: r.key,
+                version: r.version,
+                row: Some(serde_json::Value::Object(r.row)),
+            })
+            .collect(),
+        Update::Change {
+            version,
+            key,
+            op,
+            row,
+        } => {
+            vec![ChangeEvent {
+                op,
+                key,
+                version,
+                row: row.map(serde_json::Value::Object),
+            }]
+        }
+        Update::Reset { .. } => Vec::new(),
+    }
+}
+
+fn context<'a>(ctx: &'a ResolverContext<'_>) -> async_graphql::Result<(&'a SharedState, Viewer)> {
+    let state = ctx.data::<SharedState>()?;
+    let viewer = ctx.data::<Viewer>()?.clone();
+    Ok((state, viewer))
+}
+
+fn compiled<'a>(state: &'a AppState, name: &str) -> async_graphql::Result<&'a CompiledProjection> {
+    state
+        .experience
+        .projection(name)
+        .ok_or_else(|| format!("no projection {name}").into())
+}
+
+fn filter_argument(
+    ctx: &ResolverContext<'_>,
+) -> async_graphql::Result<BTreeMap<String, serde_json::Value>> {
+    let Some(filter) = ctx.args.get("where") else {
+        return Ok(BTreeMap::new());
+    };
+    let mut values = BTreeMap::new();
+    for (name, value) in filter.object()?.iter() {
+        let json = match value.as_value() {
+            Value::Enum(e) => serde_json::Value::String(e.to_string()),
+            other => other.clone().into_json()?,
+        };
+        values.insert(name.to_string(), json);
+    }
+    Ok(values)
+}
+
+/// The GraphQL type of a scalar or enum field, as used in filters.
+fn filter_type(parent: &str, field: &str, spec: &FieldSpec) -> Option<String> {
+    match spec.field_type {
+        FieldType::String if spec.enum_values.is_some() => Some(enum_name(parent, field)),
+        FieldType::String => Some(TypeRef::STRING.into()),
+        FieldType::Integer => Some(TypeRef::INT.into()),
+        FieldType::Number => Some(TypeRef::FLOAT.into()),
+        FieldType::Boolean => Some(TypeRef::BOOLEAN.into()),
+        FieldType::Array | FieldType::Object => None,
+    }
+}
+
+fn enum_name(parent: &str, field: &str) -> String {
+    format!("{parent}{}", type_name(field))
+}
+
+/// Registers the object type `name` for `fields`, and the types its fields need.
+fn object_types(
+    name: &str,
+    fields: &BTreeMap<String, FieldSpec>,
+    description: Option<&str>,
+    types: &mut Vec<async_graphql::dynamic::Type>,
+) {
+    let mut object = Object::new(name);
+    if let Some(description) = description {
+        object = object.description(description);
+    }
+    for (field, spec) in fields {
+        let type_ref = field_type(name, field, spec, types);
+        let field_name = field.clone();
+        let spec_for_resolver = spec.clone();
+        let mut graphql_field = Field::new(field, type_ref, move |ctx| {
+            let field_name = field_name.clone();
+            let spec = spec_for_resolver.clone();
+            FieldFuture::new(async move {
+                let parent = ctx.parent_value.try_downcast_ref::<serde_json::Value>()?;
+                Ok(parent
+                    .get(&field_name)
+                    .and_then(|v| to_field_value(&spec, v)))
+            })
+        });
+        if let Some(description) = &spec.description {
+            graphql_field = graphql_field.description(description);
+        }
+        if let Some(reason) = &spec.deprecated {
+            graphql_field = graphql_field.deprecation(Some(reason));
+        }
+        object = object.field(graphql_field);
+    }
+    types.push(object.into());
+}
+
+fn field_type(
+    parent: &str,
+    field: &str,
+    spec: &FieldSpec,
+    types: &mut Vec<async_graphql::dynamic::Type>,
+) -> TypeRef {
+    match (spec.field_type, &spec.enum_values) {
+        (FieldType::String, Some(values)) => {
+            let name = enum_name(parent, field);
+            types.push(
+                Enum::new(&name)
+                    .items(values.iter().map(|v| v.as_str()))
+                    .into(),
+            );
+            TypeRef::named(name)
+        }
+        (FieldType::Array, _) => {
+            let item = spec.items.as_deref().cloned().unwrap_or(FieldSpec {
+                field_type: FieldType::String,
+                description: None,
+                enum_values: None,
+                deprecated: None,
+                items: None,
+                fields: None,
+            });
+            let inner = field_type(parent, &format!("{field}Item"), &item, types);
+            TypeRef::List(Box::new(inner))
+        }
+        (FieldType::Object, _) => {
+            let name = format!("{parent}{}", type_name(field));
+            object_types(
+                &name,
+                spec.fields.as_ref().unwrap_or(&BTreeMap::new()),
+                spec.description.as_deref(),
+                types,
+            );
+            TypeRef::named(name)
+        }
+        _ => TypeRef::named(
+            filter_type(parent, field, spec).unwrap_or_else(|| TypeRef::STRING.into()),
+        ),
+    }
+}
+
+fn to_field_value(spec: &FieldSpec, value: &serde_json::Value) -> Option<FieldValue<'static>> {
+    match (spec.field_type, value) {
+        (_, serde_json::Value::Null) => None,
+        (FieldType::Object, _) => Some(FieldValue::owned_any(value.clone())),
+        (FieldType::Array, serde_json::Value::Array(items)) => {
+            let item_spec = spec.items.as_deref()?;
+            Some(FieldValue::list(
+                items.iter().filter_map(|i| to_field_value(item_spec, i)),
+            ))
+        }
+        (FieldType::String, serde_json::Value::String(s)) if spec.enum_values.is_some() => {
+            Some(FieldValue::value(Value::Enum(Name::new(s))))
+        }
+        _ => Value::from_json(value.clone()).ok().map(FieldValue::value),
+    }
+}
+
+/// POST/GET `/graphql`: queries.
+pub async fn execute(
+    State(state): State<SharedState>,
+    Query(query): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> Result<GraphQLResponse, ApiError> {
+    let viewer = state.auth.viewer(&headers, &query)?;
+    let schema = state
+        .graphql
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("GraphQL is off".into()))?;
+    let request = request.into_inner().data(state.clone()).data(viewer);
+    Ok(schema.execute(request).await.into())
+}
+
+/// GET `/graphql` in a browser: GraphiQL.
+pub async fn graphiql() -> Html<String> {
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
+}
+
+/// `/graphql/ws`: subscriptions over graphql-transport-ws (and the older graphql-ws).
+pub async fn subscriptions(
+    State(state): State<SharedState>,
+    Query(query): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let viewer = state.auth.viewer(&headers, &query)?;
+    let schema = state
+        .graphql
+        .clone()
+        .ok_or_else(|| ApiError::not_found("GraphQL is off".into()))?;
+    let mut data = Data::default();
+    data.insert(state.clone());
+    data.insert(viewer);
+    Ok(upgrade
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .with_data(data)
+                .serve()
+        })
+        .into_response())
+}
