@@ -184,6 +184,24 @@ async fn console_shows_rows_and_live_updates_in_chromium() {
         "the change log shows the change: {log}"
     );
 
+    // The header links to the generated API documents, and they are served.
+    for (link, path) in [
+        ("#openapi-link", "/openapi.json"),
+        ("#graphiql-link", "/graphql"),
+    ] {
+        let element = client.find(Locator::Css(link)).await.unwrap();
+        assert!(element.is_displayed().await.unwrap(), "{link} is shown");
+        assert_eq!(element.attr("href").await.unwrap().as_deref(), Some(path));
+        let status: serde_json::Value = client
+            .execute_async(
+                "const done = arguments[arguments.length - 1]; fetch(arguments[0]).then(r => done(r.status));",
+                vec![serde_json::Value::String(path.into())],
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{path} is served");
+    }
+
     let png = client.screenshot().await.unwrap();
     std::fs::write(logs.join("console.png"), png).unwrap();
     client.close().await.unwrap();
