@@ -107,13 +107,11 @@ impl Runtime {
         }
         .spawn(ingest_config);
 
-        let auth = config
-            .auth
-            .clone()
-            .unwrap_or(match (&spec.auth.jwt, spec.auth.anonymous) {
-                (None, Some(true)) => AuthMode::Anonymous,
-                _ => AuthMode::Jwt,
-            });
+        let auth = config.auth.clone().unwrap_or_else(|| match &spec.auth.jwt {
+            Some(jwt) => AuthMode::Jwt(Arc::new(crate::serve::jwt::JwtVerifier::new(jwt.clone()))),
+            // The compiler guarantees `anonymous: true` when there is no jwt.
+            None => AuthMode::Anonymous,
+        });
         let graphql = match spec.api.graphql {
             true => Some(
                 crate::serve::graphql::schema(&experience)

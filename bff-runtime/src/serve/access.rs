@@ -1,6 +1,7 @@
 //! Who is asking, and which rows they may see.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode};
 
@@ -9,12 +10,13 @@ use crate::spec::expr::Bound;
 use crate::spec::CompiledProjection;
 
 /// How the runtime identifies clients.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum AuthMode {
     /// The spec says `anonymous: true`: every client has empty claims.
     Anonymous,
-    /// The spec asks for JWTs. Verification is not built yet, so every request is refused.
-    Jwt,
+    /// Bearer JWTs from the `Authorization` header, or the `access_token` query
+    /// parameter where a client cannot set headers (EventSource, browser WebSocket).
+    Jwt(Arc<super::jwt::JwtVerifier>),
     /// `facet-bff dev` only: a client names the user it acts as (`?as=alice` or the
     /// `X-Facet-Dev-User` header); without one it is the console and sees every row.
     Dev,
@@ -38,7 +40,7 @@ pub struct Refused {
 }
 
 impl AuthMode {
-    pub fn viewer(
+    pub async fn viewer(
         &self,
         headers: &HeaderMap,
         query: &BTreeMap<String, String>,
@@ -57,13 +59,33 @@ impl AuthMode {
                     None => Viewer::Console,
                 })
             }
-            AuthMode::Jwt => Err(Refused {
-                status: StatusCode::UNAUTHORIZED,
-                reason: "jwt_unsupported",
-                message:
-                    "this runtime requires JWTs, whose verification is not available in this build"
-                        .into(),
-            }),
+            AuthMode::Jwt(verifier) => {
+                let token = headers
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| {
+                        v.strip_prefix("Bearer ")
+                            .or_else(|| v.strip_prefix("bearer "))
+                    })
+                    .map(str::to_string)
+                    .or_else(|| query.get("access_token").cloned());
+                let Some(token) = token else {
+                    return Err(Refused {
+                        status: StatusCode::UNAUTHORIZED,
+                        reason: "missing",
+                        message: "a bearer token is required".into(),
+                    });
+                };
+                verifier
+                    .verify(&token)
+                    .await
+                    .map(Viewer::Claims)
+                    .map_err(|e| Refused {
+                        status: StatusCode::UNAUTHORIZED,
+                        reason: e.reason,
+                        message: e.message,
+                    })
+            }
         }
     }
 }

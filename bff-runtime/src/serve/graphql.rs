@@ -479,7 +479,7 @@ pub async fn execute(
     headers: HeaderMap,
     request: GraphQLRequest,
 ) -> Result<GraphQLResponse, ApiError> {
-    let viewer = state.auth.viewer(&headers, &query)?;
+    let viewer = state.viewer(&headers, &query).await?;
     let schema = state
         .graphql
         .as_ref()
@@ -506,7 +506,7 @@ pub async fn subscriptions(
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let viewer = state.auth.viewer(&headers, &query)?;
+    let viewer = state.viewer(&headers, &query).await?;
     let schema = state
         .graphql
         .clone()

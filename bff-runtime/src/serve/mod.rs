@@ -4,6 +4,7 @@
 pub mod access;
 mod console;
 pub mod graphql;
+pub mod jwt;
 pub mod openapi;
 mod rest;
 mod sse;
@@ -51,6 +52,23 @@ pub trait DevProducer: Send + Sync {
 pub type SharedState = Arc<AppState>;
 
 impl AppState {
+    /// The client a request acts for; refusals are counted by reason.
+    pub async fn viewer(
+        &self,
+        headers: &axum::http::HeaderMap,
+        query: &std::collections::BTreeMap<String, String>,
+    ) -> Result<access::Viewer, ApiError> {
+        self.auth.viewer(headers, query).await.map_err(|refused| {
+            self.metrics
+                .auth_failures
+                .get_or_create(&crate::metrics::ReasonLabel {
+                    reason: refused.reason.into(),
+                })
+                .inc();
+            refused.into()
+        })
+    }
+
     pub fn projection(&self, name: &str) -> Result<&CompiledProjection, ApiError> {
         self.experience
             .projection(name)

@@ -23,7 +23,7 @@ pub async fn one(
     Query(query): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let viewer = state.auth.viewer(&headers, &query)?;
+    let viewer = state.viewer(&headers, &query).await?;
     let compiled = state.projection(&projection)?;
     let fields = sparse_fields(&query, compiled)?;
     let stored = state
@@ -59,7 +59,7 @@ pub async fn list(
     Query(query): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let viewer = state.auth.viewer(&headers, &query)?;
+    let viewer = state.viewer(&headers, &query).await?;
     let compiled = state.projection(&projection)?;
     let fields = sparse_fields(&query, compiled)?;
     let limit = match query.get("limit") {

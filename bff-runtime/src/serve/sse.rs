@@ -25,7 +25,7 @@ pub async fn stream(
     Query(query): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let viewer = state.auth.viewer(&headers, &query)?;
+    let viewer = state.viewer(&headers, &query).await?;
     state.projection(&projection)?;
     let since = headers
         .get("last-event-id")

@@ -42,15 +42,7 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let viewer = state.auth.viewer(&headers, &query).inspect_err(|refused| {
-        state
-            .metrics
-            .auth_failures
-            .get_or_create(&crate::metrics::ReasonLabel {
-                reason: refused.reason.into(),
-            })
-            .inc();
-    })?;
+    let viewer = state.viewer(&headers, &query).await?;
     let max = state.experience.spec.api.limits.max_message_bytes as usize;
     Ok(ws
         .max_message_size(max)
