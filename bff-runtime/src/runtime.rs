@@ -120,6 +120,9 @@ impl Runtime {
             false => None,
         };
         let state = Arc::new(AppState {
+            connection_slots: Arc::new(tokio::sync::Semaphore::new(
+                spec.api.limits.max_connections as usize,
+            )),
             graphql,
             experience_name: format!("{}/{}", config.namespace, config.name),
             experience: experience.clone(),

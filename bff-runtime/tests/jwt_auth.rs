@@ -3,19 +3,14 @@
 //! rows; forged, expired, wrong-audience, `alg: none` and HMAC tokens are refused;
 //! unknown key ids refresh the JWKS at a limited rate.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
-use facet_bff::dev::events::{events_file_for, read_events};
-use facet_bff::runtime::{Runtime, RuntimeConfig};
-use facet_bff::spec::parse_manifests;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rdkafka::config::ClientConfig;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde_json::json;
 
 const ISSUER: &str = "https://id.example.test";
@@ -69,17 +64,10 @@ async fn serve_jwks(keys: serde_json::Value, hits: Arc<AtomicUsize>) -> SocketAd
 }
 
 fn get(url: &str, token: Option<&str>) -> (u16, serde_json::Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut request = agent.get(url);
-    if let Some(token) = token {
-        request = request.header("Authorization", &format!("Bearer {token}"));
+    match token {
+        Some(token) => support::get(url, &[("Authorization", &format!("Bearer {token}"))]),
+        None => support::get(url, &[]),
     }
-    let mut response = request.call().unwrap();
-    let status = response.status().as_u16();
-    (status, response.body_mut().read_json().unwrap_or_default())
 }
 
 fn keys_of(body: &serde_json::Value) -> Vec<String> {
@@ -97,73 +85,15 @@ async fn tokens_are_verified_and_rows_filtered_per_user() {
     let hits = Arc::new(AtomicUsize::new(0));
     let jwks = serve_jwks(json!({"keys": [good.jwk]}), hits.clone()).await;
 
-    let path = std::path::PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../config/samples/storefront.yaml"
-    ));
-    let mut manifest = parse_manifests(&std::fs::read_to_string(&path).unwrap())
-        .remove(0)
-        .unwrap();
-    let jwt = manifest.spec.auth.jwt.as_mut().unwrap();
-    jwt.issuer = ISSUER.into();
-    jwt.jwks_uri = format!("http://{jwks}/jwks.json");
-
-    let cluster = MockCluster::new(1).unwrap();
-    for source in &manifest.spec.sources {
-        cluster.create_topic(&source.topic, 2, 1).unwrap();
-    }
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
-        .create()
-        .unwrap();
-    for event in read_events(&events_file_for(&path)).unwrap() {
-        let topic = &manifest
-            .spec
-            .sources
-            .iter()
-            .find(|s| s.name == event.source)
-            .unwrap()
-            .topic;
-        let payload = event.value.to_string();
-        let key = event.key.unwrap_or_default();
-        producer
-            .send(BaseRecord::to(topic).key(&key).payload(&payload))
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
-
-    let data = tempfile::tempdir().unwrap();
-    let runtime = Runtime::start(RuntimeConfig {
-        name: manifest.name.clone(),
-        namespace: "shop".into(),
-        ordinal: "0".into(),
-        spec: manifest.spec.clone(),
-        data_dir: data.path().to_path_buf(),
-        http: "127.0.0.1:0".parse().unwrap(),
-        metrics: "127.0.0.1:0".parse().unwrap(),
-        bootstrap_servers: Some(cluster.bootstrap_servers()),
-        extra_kafka_properties: vec![],
-        auth: None,
-        dev_producer: None,
-        sample_events: vec![],
+    let running = support::start("storefront", |spec| {
+        let jwt = spec.auth.jwt.as_mut().unwrap();
+        jwt.issuer = ISSUER.into();
+        jwt.jwks_uri = format!("http://{jwks}/jwks.json");
     })
-    .await
-    .unwrap();
-    let base = format!("http://{}", runtime.http_addr);
-    let ready = format!("{base}/readyz");
-    for _ in 0..100 {
-        if tokio::task::spawn_blocking({
-            let r = ready.clone();
-            move || get(&r, None).0
-        })
-        .await
-        .unwrap()
-            == 200
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    .await;
+    let runtime = &running.runtime;
+    let base = running.base();
+    running.wait_ready().await;
 
     let alice = token(&good, "k1", claims("alice"));
     let bob = token(&good, "k1", claims("bob"));
@@ -249,5 +179,4 @@ async fn tokens_are_verified_and_rows_filtered_per_user() {
         metrics.contains("facet_auth_failures_total{reason=\"expired\"}"),
         "{metrics}"
     );
-    runtime.stop().unwrap();
 }

@@ -507,6 +507,7 @@ pub async fn subscriptions(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let viewer = state.viewer(&headers, &query).await?;
+    let slot = state.connection_slot()?;
     let schema = state
         .graphql
         .clone()
@@ -516,10 +517,12 @@ pub async fn subscriptions(
     data.insert(viewer);
     Ok(upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
+        .on_upgrade(move |socket| async move {
             GraphQLWebSocket::new(socket, schema, protocol)
                 .with_data(data)
                 .serve()
+                .await;
+            drop(slot);
         })
         .into_response())
 }

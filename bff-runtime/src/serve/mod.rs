@@ -38,6 +38,8 @@ pub struct AppState {
     pub auth: AuthMode,
     /// Dev mode lets the console send test events to a source.
     pub dev_producer: Option<Arc<dyn DevProducer>>,
+    /// One permit per open streaming connection (`spec.api.limits.maxConnections`).
+    pub connection_slots: Arc<tokio::sync::Semaphore>,
     /// The GraphQL schema, when the spec turns GraphQL on.
     pub graphql: Option<async_graphql::dynamic::Schema>,
     /// Dev mode: the sample's events, to prefill the console's event form.
@@ -67,6 +69,18 @@ impl AppState {
                 .inc();
             refused.into()
         })
+    }
+
+    /// A slot for one more streaming connection, or a refusal when all are taken.
+    pub fn connection_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.connection_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "too_many_connections",
+                message: "this server has reached its connection limit; retry later".into(),
+            })
     }
 
     pub fn projection(&self, name: &str) -> Result<&CompiledProjection, ApiError> {

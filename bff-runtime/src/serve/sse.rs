@@ -26,6 +26,7 @@ pub async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let viewer = state.viewer(&headers, &query).await?;
+    let slot = state.connection_slot()?;
     state.projection(&projection)?;
     let since = headers
         .get("last-event-id")
@@ -71,19 +72,24 @@ pub async fn stream(
         subscription,
         feed,
         first.into(),
-        ConnectionGauge(gauge),
+        ConnectionGauge { gauge, _slot: slot },
     );
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
 
-/// Lowers the connection gauge when the stream is dropped (the client went away).
-struct ConnectionGauge(prometheus_client::metrics::gauge::Gauge);
+/// Lowers the connection gauge and frees the connection slot when the stream is
+/// dropped (the client went away).
+struct ConnectionGauge {
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    /// Held, not read: dropping it frees the slot.
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
 
 impl Drop for ConnectionGauge {
     fn drop(&mut self) {
-        self.0.dec();
+        self.gauge.dec();
     }
 }
 

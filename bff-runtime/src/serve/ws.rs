@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -43,10 +44,14 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let viewer = state.viewer(&headers, &query).await?;
+    let slot = state.connection_slot()?;
     let max = state.experience.spec.api.limits.max_message_bytes as usize;
     Ok(ws
         .max_message_size(max)
-        .on_upgrade(move |socket| Connection::new(state, viewer).run(socket)))
+        .on_upgrade(move |socket| async move {
+            Connection::new(state, viewer).run(socket).await;
+            drop(slot);
+        }))
 }
 
 struct Connection {
@@ -103,7 +108,8 @@ impl Connection {
                 code,
                 reason: Utf8Bytes::from(reason),
             };
-            let _ = socket.send(Message::Close(Some(frame))).await;
+            let _ =
+                tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
         }
         gauge.dec();
     }
@@ -186,6 +192,12 @@ impl Connection {
     async fn catch_up(&mut self, socket: &mut WebSocket) -> Result<(), Close> {
         let state = self.state.clone();
         let max_pending = state.experience.spec.api.limits.max_pending_rows as usize;
+        // What the client has received, for the close reason if it must resume.
+        let received: BTreeMap<String, u64> = self
+            .subscriptions
+            .iter()
+            .map(|(id, s)| (id.clone(), s.cursor))
+            .collect();
         let mut pending = Vec::new();
         for (id, subscription) in self.subscriptions.iter_mut() {
             let Some(projection) = state
@@ -199,16 +211,12 @@ impl Connection {
                 .map_err(|e| Close(1011, ApiError::internal(e).message))?;
             pending.extend(updates.into_iter().map(|u| (id.clone(), u)));
         }
+        let pending = coalesce(pending);
         if pending.len() > max_pending {
             state.metrics.slow_client_disconnects.inc();
-            let cursors: BTreeMap<&String, u64> = self
-                .subscriptions
-                .iter()
-                .map(|(id, s)| (id, s.cursor))
-                .collect();
             let reason = format!(
                 "too slow; resume with since: {}",
-                serde_json::to_string(&cursors).unwrap_or_default()
+                serde_json::to_string(&received).unwrap_or_default()
             );
             return Err(Close(CLOSE_TOO_SLOW, truncate(reason)));
         }
@@ -217,6 +225,22 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// Pending changes to the same row of the same subscription collapse into the
+/// latest one, kept at its own place so versions still arrive in order.
+fn coalesce(pending: Vec<(String, Update)>) -> Vec<(String, Update)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<(String, Update)> = pending
+        .into_iter()
+        .rev()
+        .filter(|(id, update)| match update {
+            Update::Change { key, .. } => seen.insert((id.clone(), key.clone())),
+            _ => true,
+        })
+        .collect();
+    kept.reverse();
+    kept
 }
 
 /// Close reasons must fit in a control frame.
@@ -258,9 +282,21 @@ async fn send_error(socket: &mut WebSocket, id: &str, message: String) -> Result
     .await
 }
 
+/// A client that does not take a message within this time is too slow to keep.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn send(socket: &mut WebSocket, value: &serde_json::Value) -> Result<(), Close> {
-    socket
-        .send(Message::Text(value.to_string().into()))
-        .await
-        .map_err(|_| Close(1001, "gone".into()))
+    match tokio::time::timeout(
+        SEND_TIMEOUT,
+        socket.send(Message::Text(value.to_string().into())),
+    )
+    .await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Close(1001, "gone".into())),
+        Err(_) => Err(Close(
+            CLOSE_TOO_SLOW,
+            "too slow: a message waited too long to be read".into(),
+        )),
+    }
 }

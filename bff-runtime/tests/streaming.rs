@@ -1,0 +1,161 @@
+//! Streaming transports in-process: SSE snapshot, changes and `Last-Event-ID`
+//! resume; WebSocket resume with `since` and reset when the log no longer reaches
+//! back; the connection limit.
+
+mod support;
+
+use std::io::BufRead;
+use std::time::Duration;
+
+use serde_json::json;
+
+fn comment(post: &str, id: &str) -> serde_json::Value {
+    json!({"type": "CommentAdded", "postId": post, "commentId": id, "text": "hi",
+           "author": {"name": "Test", "avatarUrl": "https://a/t.png"}, "at": "2026-11-23T00:00:00Z"})
+}
+
+/// Reads SSE events (name, id, data) until `count` have arrived.
+fn sse_events(
+    url: &str,
+    last_event_id: Option<&str>,
+    count: usize,
+) -> Vec<(String, Option<String>, serde_json::Value)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    let mut request = agent.get(url).header("Accept", "text/event-stream");
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id);
+    }
+    let mut response = request.call().unwrap();
+    let reader = std::io::BufReader::new(response.body_mut().as_reader());
+    // An event is its lines up to a blank line, in whatever order the fields come.
+    let (mut events, mut name, mut id, mut data) = (Vec::new(), String::new(), None, None);
+    for line in reader.lines() {
+        let line = line.unwrap();
+        if line.is_empty() {
+            if let Some(data) = data.take() {
+                events.push((std::mem::take(&mut name), id.take(), data));
+                if events.len() == count {
+                    break;
+                }
+            }
+        } else if let Some(v) = line.strip_prefix("event:") {
+            name = v.trim().to_string();
+        } else if let Some(v) = line.strip_prefix("id:") {
+            id = Some(v.trim().to_string());
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data = Some(serde_json::from_str(v.trim()).unwrap());
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_sends_a_snapshot_then_changes_and_resumes_from_last_event_id() {
+    let running = support::start("blog-post", |_| {}).await;
+    let base = running.base();
+    running.wait_ready().await;
+
+    let url = format!("{base}/sse/postPage?key=p-1");
+    let reader = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || sse_events(&url, None, 2)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.send("comments", "p-1", &comment("p-1", "c-sse"));
+    running.flush();
+    let events = reader.await.unwrap();
+    assert_eq!(events[0].0, "snapshot");
+    let snapshot_version: u64 = events[0].1.as_ref().unwrap().parse().unwrap();
+    assert_eq!(events[0].2["rows"][0]["row"]["commentCount"], 3);
+    assert_eq!(events[1].0, "change");
+    assert_eq!(events[1].2["row"]["commentCount"], 4);
+    assert!(events[1].2["version"].as_u64().unwrap() > snapshot_version);
+
+    // A client that saw the snapshot resumes: it gets the change, and no snapshot.
+    let resumed = tokio::task::spawn_blocking(move || {
+        sse_events(&url, Some(&snapshot_version.to_string()), 1)
+    })
+    .await
+    .unwrap();
+    assert_eq!(resumed[0].0, "change", "{resumed:?}");
+    assert_eq!(resumed[0].2["row"]["commentCount"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_resumes_with_since_or_resets_when_the_log_is_too_short() {
+    let running = support::start("blog-post", |spec| {
+        spec.store.change_log_length = 3;
+        spec.api.limits.max_connections = 2;
+    })
+    .await;
+    let base = running.base();
+    let address = running.runtime.http_addr.to_string();
+    running.wait_ready().await;
+    let (status, list) = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || support::get(&format!("{base}/v1/postPage"), &[])
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let version = list["version"].as_u64().unwrap();
+    running.send("comments", "p-2", &comment("p-2", "c-a"));
+    running.send("comments", "p-2", &comment("p-2", "c-b"));
+    running.flush();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    tokio::task::spawn_blocking(move || {
+        let read = |socket: &mut tungstenite::WebSocket<_>| -> serde_json::Value {
+            serde_json::from_str(socket_read(socket).as_str()).unwrap()
+        };
+        // Since the version of the list: exactly the two changes after it.
+        let (mut socket, _) = tungstenite::connect(format!("ws://{address}/ws")).unwrap();
+        let subscribe =
+            json!({"type": "subscribe", "id": "s", "projection": "postPage", "since": version});
+        socket
+            .send(tungstenite::Message::text(subscribe.to_string()))
+            .unwrap();
+        let first = read(&mut socket);
+        let second = read(&mut socket);
+        assert_eq!(
+            (first["type"].as_str(), second["type"].as_str()),
+            (Some("change"), Some("change")),
+            "{first} {second}"
+        );
+        assert_eq!(first["version"].as_u64().unwrap(), version + 1);
+        assert_eq!(second["row"]["commentCount"], 2);
+
+        // Since 0, long trimmed from a three-change log: a reset, then a snapshot.
+        let (mut old, _) = tungstenite::connect(format!("ws://{address}/ws")).unwrap();
+        let subscribe =
+            json!({"type": "subscribe", "id": "s", "projection": "postPage", "since": 0});
+        old.send(tungstenite::Message::text(subscribe.to_string()))
+            .unwrap();
+        assert_eq!(read(&mut old)["type"], "reset");
+        let snapshot = read(&mut old);
+        assert_eq!(snapshot["type"], "snapshot");
+        assert_eq!(snapshot["rows"].as_array().unwrap().len(), 2);
+
+        // Two connections are the limit here: a third is refused.
+        match tungstenite::connect(format!("ws://{address}/ws")) {
+            Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+            other => panic!("expected 503, got {:?}", other.map(|_| ())),
+        }
+    })
+    .await
+    .unwrap();
+}
+
+fn socket_read<S: std::io::Read + std::io::Write>(
+    socket: &mut tungstenite::WebSocket<S>,
+) -> String {
+    loop {
+        match socket.read().unwrap() {
+            tungstenite::Message::Text(text) => return text.to_string(),
+            _ => continue,
+        }
+    }
+}
