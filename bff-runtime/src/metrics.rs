@@ -4,6 +4,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -16,6 +17,14 @@ pub struct TransportLabel {
     pub transport: String,
 }
 
+/// A field read through an API, to learn what can be deprecated.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FieldLabel {
+    pub api: String,
+    pub projection: String,
+    pub field: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub events_applied: Counter,
@@ -26,6 +35,9 @@ pub struct Metrics {
     pub partitions_behind: Gauge,
     pub connections: Family<TransportLabel, Gauge>,
     pub deliveries: Family<TransportLabel, Counter>,
+    pub delivery_latency: Family<TransportLabel, Histogram>,
+    pub subscriptions: Family<TransportLabel, Gauge>,
+    pub field_usage: Family<FieldLabel, Counter>,
     pub slow_client_disconnects: Counter,
     pub auth_failures: Family<ReasonLabel, Counter>,
 }
@@ -83,6 +95,26 @@ impl Metrics {
             "Changes pushed to clients, by transport",
             deliveries.clone(),
         );
+        let delivery_latency = Family::<TransportLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.001, 2.0, 16))) as fn() -> Histogram,
+        );
+        registry.register(
+            "delivery_latency_seconds",
+            "From an event's Kafka timestamp to its change being sent to a client",
+            delivery_latency.clone(),
+        );
+        let subscriptions = Family::<TransportLabel, Gauge>::default();
+        registry.register(
+            "subscriptions",
+            "Open subscriptions, by transport",
+            subscriptions.clone(),
+        );
+        let field_usage = Family::<FieldLabel, Counter>::default();
+        registry.register(
+            "field_reads",
+            "Fields read by clients, by API and projection (what no one reads can be deprecated)",
+            field_usage.clone(),
+        );
         let slow_client_disconnects = Counter::default();
         registry.register(
             "slow_client_disconnects",
@@ -105,6 +137,9 @@ impl Metrics {
             partitions_behind,
             connections,
             deliveries,
+            delivery_latency,
+            subscriptions,
+            field_usage,
             slow_client_disconnects,
             auth_failures,
         }
@@ -114,6 +149,27 @@ impl Metrics {
         self.events_rejected
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one delivery and its latency, when known.
+    pub fn delivered(&self, transport: &str, latency: Option<f64>) {
+        let label = TransportLabel {
+            transport: transport.to_string(),
+        };
+        self.deliveries.get_or_create(&label).inc();
+        if let Some(seconds) = latency {
+            self.delivery_latency.get_or_create(&label).observe(seconds);
+        }
+    }
+
+    pub fn field_read(&self, api: &str, projection: &str, field: &str) {
+        self.field_usage
+            .get_or_create(&FieldLabel {
+                api: api.into(),
+                projection: projection.into(),
+                field: field.into(),
             })
             .inc();
     }

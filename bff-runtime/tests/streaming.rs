@@ -82,6 +82,16 @@ async fn sse_sends_a_snapshot_then_changes_and_resumes_from_last_event_id() {
     .unwrap();
     assert_eq!(resumed[0].0, "change", "{resumed:?}");
     assert_eq!(resumed[0].2["row"]["commentCount"], 4);
+
+    let metrics = running.runtime.state.metrics.encode();
+    assert!(
+        metrics.contains(r#"facet_deliveries_total{transport="sse"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"facet_delivery_latency_seconds_count{transport="sse"} 2"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,6 +112,13 @@ async fn websocket_resumes_with_since_or_resets_when_the_log_is_too_short() {
     .unwrap();
     assert_eq!(status, 200);
     let version = list["version"].as_u64().unwrap();
+    let metrics = running.runtime.state.metrics.encode();
+    assert!(
+        metrics.contains(
+            r#"facet_field_reads_total{api="rest",projection="postPage",field="title"} 1"#
+        ),
+        "{metrics}"
+    );
     running.send("comments", "p-2", &comment("p-2", "c-a"));
     running.send("comments", "p-2", &comment("p-2", "c-b"));
     running.flush();

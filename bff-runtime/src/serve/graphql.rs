@@ -289,6 +289,11 @@ fn changes<'a>(
                     Err(RecvError::Lagged(_)) => watch.catch_up(projection, &state.store).ok()?,
                     Err(RecvError::Closed) => return None,
                 };
+                for update in &updates {
+                    state
+                        .metrics
+                        .delivered("graphql", update.delivery_latency());
+                }
                 let events: Vec<ChangeEvent> = updates.into_iter().flat_map(to_events).collect();
                 if !events.is_empty() {
                     return Some((futures::stream::iter(events), (state, watch, feed)));
@@ -317,6 +322,7 @@ fn to_events(update: Update) -> Vec<ChangeEvent> {
             key,
             op,
             row,
+            ..
         } => {
             vec![ChangeEvent {
                 op,
@@ -389,11 +395,16 @@ fn object_types(
     for (field, spec) in fields {
         let type_ref = field_type(name, field, spec, types);
         let field_name = field.clone();
+        let type_name_for_metrics = name.to_string();
         let spec_for_resolver = spec.clone();
         let mut graphql_field = Field::new(field, type_ref, move |ctx| {
             let field_name = field_name.clone();
             let spec = spec_for_resolver.clone();
+            let type_name = type_name_for_metrics.clone();
             FieldFuture::new(async move {
+                if let Ok(state) = ctx.data::<SharedState>() {
+                    state.metrics.field_read("graphql", &type_name, &field_name);
+                }
                 let parent = ctx.parent_value.try_downcast_ref::<serde_json::Value>()?;
                 Ok(parent
                     .get(&field_name)

@@ -36,6 +36,7 @@ pub async fn one(
             "no {projection} with key `{key}`"
         )));
     };
+    count_field_reads(&state, compiled, fields.as_deref());
     let etag = match &fields {
         Some(fields) => format!("\"{};fields={}\"", stored.version, fields.join(",")),
         None => format!("\"{}\"", stored.version),
@@ -84,6 +85,7 @@ pub async fn list(
         }
         filters.push((name.clone(), value.clone()));
     }
+    count_field_reads(&state, compiled, fields.as_deref());
     let (version, rows) = state
         .store
         .rows(
@@ -109,6 +111,23 @@ pub async fn list(
         Json(json!({"version": version, "items": items, "next": next})).into_response();
     cache_control(&state, response.headers_mut());
     Ok(response)
+}
+
+/// What each read asks for: the sparse fieldset, or every declared field.
+fn count_field_reads(
+    state: &SharedState,
+    projection: &crate::spec::CompiledProjection,
+    fields: Option<&[String]>,
+) {
+    match fields {
+        Some(fields) => fields
+            .iter()
+            .for_each(|f| state.metrics.field_read("rest", &projection.name, f)),
+        None => projection
+            .fields
+            .keys()
+            .for_each(|f| state.metrics.field_read("rest", &projection.name, f)),
+    }
 }
 
 /// `fields=a,b`: only these fields, each of which must be declared.

@@ -118,13 +118,7 @@ fn updates(
     stream::unfold(initial, |mut s| async move {
         loop {
             if let Some(update) = s.queue.pop_front() {
-                s.state
-                    .metrics
-                    .deliveries
-                    .get_or_create(&TransportLabel {
-                        transport: "sse".into(),
-                    })
-                    .inc();
+                s.state.metrics.delivered("sse", update.delivery_latency());
                 return Some((Ok(event(&update)), s));
             }
             let state = s.state.clone();

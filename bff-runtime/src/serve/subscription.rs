@@ -51,6 +51,9 @@ pub enum Update {
         op: &'static str,
         #[serde(skip_serializing_if = "Option::is_none")]
         row: Option<Row>,
+        /// When the event behind it was produced, for the delivery latency metric.
+        #[serde(skip)]
+        event_time_ms: Option<i64>,
     },
     /// The change log no longer reaches back to the client's version; a snapshot follows.
     Reset { reason: String },
@@ -63,6 +66,24 @@ pub struct Subscription {
     visible: HashSet<String>,
     /// The last version accounted for.
     pub cursor: u64,
+}
+
+impl Update {
+    /// Seconds from the event's production to now, for changes that know it.
+    pub fn delivery_latency(&self) -> Option<f64> {
+        let Update::Change {
+            event_time_ms: Some(produced),
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_millis() as i64;
+        Some((now - produced).max(0) as f64 / 1000.0)
+    }
 }
 
 impl Subscription {
@@ -190,6 +211,7 @@ impl Subscription {
             key: change.key.clone(),
             op,
             row,
+            event_time_ms: change.event_time_ms,
         };
         match &change.op {
             RowOp::Upsert(row) if self.selects(projection, &change.key, row) => {

@@ -72,6 +72,17 @@ impl Connection {
         }
     }
 
+    fn subscriptions_gauge(&self) -> prometheus_client::metrics::gauge::Gauge {
+        let label = TransportLabel {
+            transport: "websocket".into(),
+        };
+        self.state
+            .metrics
+            .subscriptions
+            .get_or_create(&label)
+            .clone()
+    }
+
     async fn run(mut self, mut socket: WebSocket) {
         let label = TransportLabel {
             transport: "websocket".into(),
@@ -112,6 +123,8 @@ impl Connection {
                 tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
         }
         gauge.dec();
+        self.subscriptions_gauge()
+            .dec_by(self.subscriptions.len() as i64);
     }
 
     async fn on_message(&mut self, socket: &mut WebSocket, text: &str) -> Result<(), Close> {
@@ -124,7 +137,9 @@ impl Connection {
         match message {
             ClientMessage::Ping => send(socket, &serde_json::json!({"type": "pong"})).await,
             ClientMessage::Unsubscribe { id } => {
-                self.subscriptions.remove(&id);
+                if self.subscriptions.remove(&id).is_some() {
+                    self.subscriptions_gauge().dec();
+                }
                 Ok(())
             }
             ClientMessage::Subscribe {
@@ -164,7 +179,9 @@ impl Connection {
                 for update in updates {
                     send_update(socket, &self.state, &id, &update).await?;
                 }
-                self.subscriptions.insert(id, subscription);
+                if self.subscriptions.insert(id, subscription).is_none() {
+                    self.subscriptions_gauge().inc();
+                }
                 Ok(())
             }
         }
@@ -266,11 +283,7 @@ async fn send_update(
     send(socket, &value).await?;
     state
         .metrics
-        .deliveries
-        .get_or_create(&TransportLabel {
-            transport: "websocket".into(),
-        })
-        .inc();
+        .delivered("websocket", update.delivery_latency());
     Ok(())
 }
 
