@@ -8,6 +8,7 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -70,6 +71,16 @@ fn get(url: &str, token: Option<&str>) -> (u16, serde_json::Value) {
     }
 }
 
+fn next_text<S: std::io::Read + std::io::Write>(
+    socket: &mut tungstenite::WebSocket<S>,
+) -> serde_json::Value {
+    loop {
+        if let tungstenite::Message::Text(text) = socket.read().unwrap() {
+            return serde_json::from_str(text.as_str()).unwrap();
+        }
+    }
+}
+
 fn keys_of(body: &serde_json::Value) -> Vec<String> {
     body["items"]
         .as_array()
@@ -81,7 +92,7 @@ fn keys_of(body: &serde_json::Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_verified_and_rows_filtered_per_user() {
-    let good = signer("k1");
+    let good = Arc::new(signer("k1"));
     let hits = Arc::new(AtomicUsize::new(0));
     let jwks = serve_jwks(json!({"keys": [good.jwk]}), hits.clone()).await;
 
@@ -97,78 +108,122 @@ async fn tokens_are_verified_and_rows_filtered_per_user() {
 
     let alice = token(&good, "k1", claims("alice"));
     let bob = token(&good, "k1", claims("bob"));
-    let checks = tokio::task::spawn_blocking(move || {
-        // Each user sees only their own rows.
-        let (status, body) = get(&format!("{base}/v1/order"), Some(&alice));
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(keys_of(&body), ["o-1001", "o-1003"]);
-        assert_eq!(
-            keys_of(&get(&format!("{base}/v1/order"), Some(&bob)).1),
-            ["o-1002"]
-        );
-        assert_eq!(
-            get(&format!("{base}/v1/order/o-1002"), Some(&alice)).0,
-            404,
-            "bob's order is invisible to alice"
-        );
-        assert_eq!(get(&format!("{base}/v1/order/o-1001"), Some(&alice)).0, 200);
+    let checks = tokio::task::spawn_blocking({
+        let good = good.clone();
+        move || {
+            // Each user sees only their own rows.
+            let (status, body) = get(&format!("{base}/v1/order"), Some(&alice));
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(keys_of(&body), ["o-1001", "o-1003"]);
+            assert_eq!(
+                keys_of(&get(&format!("{base}/v1/order"), Some(&bob)).1),
+                ["o-1002"]
+            );
+            assert_eq!(
+                get(&format!("{base}/v1/order/o-1002"), Some(&alice)).0,
+                404,
+                "bob's order is invisible to alice"
+            );
+            assert_eq!(get(&format!("{base}/v1/order/o-1001"), Some(&alice)).0, 200);
 
-        // Refused tokens, each with its reason.
-        let forged = token(&signer("k1"), "k1", claims("alice"));
-        let expired = token(
-            &good,
-            "k1",
-            json!({"sub": "alice", "iss": ISSUER, "aud": "storefront", "exp": now() - 3600}),
-        );
-        let wrong_audience = token(
-            &good,
-            "k1",
-            json!({"sub": "alice", "iss": ISSUER, "aud": "admin", "exp": now() + 600}),
-        );
-        let wrong_issuer = token(
-            &good,
-            "k1",
-            json!({"sub": "alice", "iss": "https://evil.test", "aud": "storefront", "exp": now() + 600}),
-        );
-        let b64 = |v: serde_json::Value| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
-        };
-        let none = format!(
-            "{}.{}.",
-            b64(json!({"alg": "none", "typ": "JWT"})),
-            b64(claims("alice"))
-        );
-        let mut hmac_header = Header::new(Algorithm::HS256);
-        hmac_header.kid = Some("k1".into());
-        let hmac = jsonwebtoken::encode(
-            &hmac_header,
-            &claims("alice"),
-            &EncodingKey::from_secret(b"guess"),
-        )
-        .unwrap();
-        for (name, bad) in [
-            ("none", None),
-            ("forged", Some(&forged)),
-            ("expired", Some(&expired)),
-            ("audience", Some(&wrong_audience)),
-            ("issuer", Some(&wrong_issuer)),
-            ("alg none", Some(&none)),
-            ("hmac", Some(&hmac)),
-        ] {
-            let (status, body) = get(&format!("{base}/v1/order"), bad.map(String::as_str));
-            assert_eq!(status, 401, "{name}: {body}");
-            assert!(body["error"]["message"].is_string(), "{name}: {body}");
-        }
-        let (_, body) = get(&format!("{base}/v1/order"), Some(&expired));
-        assert_eq!(body["error"]["code"], "expired");
+            // Refused tokens, each with its reason.
+            let forged = token(&signer("k1"), "k1", claims("alice"));
+            let expired = token(
+                &good,
+                "k1",
+                json!({"sub": "alice", "iss": ISSUER, "aud": "storefront", "exp": now() - 3600}),
+            );
+            let wrong_audience = token(
+                &good,
+                "k1",
+                json!({"sub": "alice", "iss": ISSUER, "aud": "admin", "exp": now() + 600}),
+            );
+            let wrong_issuer = token(
+                &good,
+                "k1",
+                json!({"sub": "alice", "iss": "https://evil.test", "aud": "storefront", "exp": now() + 600}),
+            );
+            let b64 = |v: serde_json::Value| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+            };
+            let none = format!(
+                "{}.{}.",
+                b64(json!({"alg": "none", "typ": "JWT"})),
+                b64(claims("alice"))
+            );
+            let mut hmac_header = Header::new(Algorithm::HS256);
+            hmac_header.kid = Some("k1".into());
+            let hmac = jsonwebtoken::encode(
+                &hmac_header,
+                &claims("alice"),
+                &EncodingKey::from_secret(b"guess"),
+            )
+            .unwrap();
+            for (name, bad) in [
+                ("none", None),
+                ("forged", Some(&forged)),
+                ("expired", Some(&expired)),
+                ("audience", Some(&wrong_audience)),
+                ("issuer", Some(&wrong_issuer)),
+                ("alg none", Some(&none)),
+                ("hmac", Some(&hmac)),
+            ] {
+                let (status, body) = get(&format!("{base}/v1/order"), bad.map(String::as_str));
+                assert_eq!(status, 401, "{name}: {body}");
+                assert!(body["error"]["message"].is_string(), "{name}: {body}");
+            }
+            let (_, body) = get(&format!("{base}/v1/order"), Some(&expired));
+            assert_eq!(body["error"]["code"], "expired");
 
-        // Tokens with unknown key ids do not turn into a flood of JWKS requests.
-        for i in 0..20 {
-            let stranger = token(&signer("other"), &format!("unknown-{i}"), claims("alice"));
-            assert_eq!(get(&format!("{base}/v1/order"), Some(&stranger)).0, 401);
+            // Tokens with unknown key ids do not turn into a flood of JWKS requests.
+            for i in 0..20 {
+                let stranger = token(&signer("other"), &format!("unknown-{i}"), claims("alice"));
+                assert_eq!(get(&format!("{base}/v1/order"), Some(&stranger)).0, 401);
+            }
         }
     });
     checks.await.unwrap();
+
+    // Streaming connections: a token that expires closes the connection with 4401
+    // unless a fresh one arrives in-band; GraphQL takes its token in connection_init.
+    let address = runtime.http_addr.to_string();
+    tokio::task::spawn_blocking(move || {
+        let short = token(&good, "k1", json!({"sub": "alice", "iss": ISSUER, "aud": "storefront", "exp": now() + 3}));
+        let long = token(&good, "k1", claims("alice"));
+        let (mut expiring, _) = tungstenite::connect(format!("ws://{address}/ws?access_token={short}")).unwrap();
+        let (mut refreshed, _) = tungstenite::connect(format!("ws://{address}/ws?access_token={short}")).unwrap();
+        refreshed.send(tungstenite::Message::text(json!({"type": "auth", "token": long}).to_string())).unwrap();
+        assert_eq!(next_text(&mut refreshed)["type"], "auth_ok");
+        let started = std::time::Instant::now();
+        let close = loop {
+            match expiring.read() {
+                Ok(tungstenite::Message::Close(frame)) => break frame.unwrap(),
+                Ok(_) => continue,
+                Err(e) => panic!("no close frame: {e}"),
+            }
+        };
+        assert_eq!(u16::from(close.code), 4401, "{close:?}");
+        assert!(close.reason.contains("token expired"), "{close:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        refreshed.send(tungstenite::Message::text(r#"{"type":"ping"}"#)).unwrap();
+        assert_eq!(next_text(&mut refreshed)["type"], "pong", "the refreshed connection is still open");
+
+        use tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{address}/graphql/ws").into_client_request().unwrap();
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+        let (mut graphql, _) = tungstenite::connect(request).unwrap();
+        let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {long}")}});
+        graphql.send(tungstenite::Message::text(init.to_string())).unwrap();
+        assert_eq!(next_text(&mut graphql)["type"], "connection_ack");
+        let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { order { op key } }"}});
+        graphql.send(tungstenite::Message::text(subscribe.to_string())).unwrap();
+        let keys: Vec<String> = (0..2)
+            .map(|_| next_text(&mut graphql)["payload"]["data"]["order"]["key"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(keys, ["o-1001", "o-1003"], "alice's snapshot only");
+    })
+    .await
+    .unwrap();
     assert!(
         hits.load(Ordering::SeqCst) <= 2,
         "JWKS fetched {} times",

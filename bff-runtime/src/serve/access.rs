@@ -91,6 +91,19 @@ impl AuthMode {
 }
 
 impl Viewer {
+    /// Time left before the viewer's token expires (`exp`), if it has one.
+    pub fn expires_in(&self) -> Option<std::time::Duration> {
+        let Viewer::Claims(claims) = self else {
+            return None;
+        };
+        let exp = claims.get("exp")?.as_u64()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        Some(std::time::Duration::from_secs(exp.saturating_sub(now)))
+    }
+
     /// Whether the projection's access rule lets this viewer see `row`. A rule that
     /// fails (e.g. a claim the token lacks) hides the row: access fails closed.
     pub fn can_see(&self, projection: &CompiledProjection, row: &Row) -> bool {

@@ -510,6 +510,8 @@ pub async fn graphiql() -> Html<String> {
 }
 
 /// `/graphql/ws`: subscriptions over graphql-transport-ws (and the older graphql-ws).
+/// The token comes with the upgrade request, or, as browsers cannot set headers on
+/// a WebSocket, in the `connection_init` payload (`{"Authorization": "Bearer …"}`).
 pub async fn subscriptions(
     State(state): State<SharedState>,
     Query(query): Query<BTreeMap<String, String>>,
@@ -517,7 +519,11 @@ pub async fn subscriptions(
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let viewer = state.viewer(&headers, &query).await?;
+    let viewer = match state.viewer(&headers, &query).await {
+        Ok(viewer) => Some(viewer),
+        Err(e) if e.code == "missing" => None,
+        Err(e) => return Err(e),
+    };
     let slot = state.connection_slot()?;
     let schema = state
         .graphql
@@ -525,15 +531,61 @@ pub async fn subscriptions(
         .ok_or_else(|| ApiError::not_found("GraphQL is off".into()))?;
     let mut data = Data::default();
     data.insert(state.clone());
-    data.insert(viewer);
-    Ok(upgrade
-        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| async move {
+    let upgrade = upgrade.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS);
+    Ok(match viewer {
+        Some(viewer) => {
+            data.insert(viewer);
+            upgrade.on_upgrade(move |socket| async move {
+                GraphQLWebSocket::new(socket, schema, protocol)
+                    .with_data(data)
+                    .serve()
+                    .await;
+                drop(slot);
+            })
+        }
+        None => upgrade.on_upgrade(move |socket| async move {
             GraphQLWebSocket::new(socket, schema, protocol)
                 .with_data(data)
+                .on_connection_init(move |payload| async move {
+                    viewer_from_init(&state, payload).await
+                })
                 .serve()
                 .await;
             drop(slot);
+        }),
+    }
+    .into_response())
+}
+
+async fn viewer_from_init(
+    state: &SharedState,
+    payload: serde_json::Value,
+) -> async_graphql::Result<Data> {
+    let token = ["Authorization", "authorization"]
+        .iter()
+        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
+        .map(str::to_string)
+        .or_else(|| {
+            payload
+                .get("token")
+                .and_then(|v| v.as_str())
+                .map(|t| format!("Bearer {t}"))
         })
-        .into_response())
+        .ok_or_else(|| {
+            async_graphql::Error::new("a bearer token is required in the connection_init payload")
+        })?;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        axum::http::header::AUTHORIZATION,
+        token
+            .parse()
+            .map_err(|_| async_graphql::Error::new("malformed token"))?,
+    );
+    let viewer = state
+        .viewer(&headers, &BTreeMap::new())
+        .await
+        .map_err(|e| async_graphql::Error::new(e.message))?;
+    let mut data = Data::default();
+    data.insert(viewer);
+    Ok(data)
 }

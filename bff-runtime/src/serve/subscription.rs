@@ -96,6 +96,12 @@ impl Subscription {
         }
     }
 
+    /// A refreshed token: what the client may see is judged by its new claims from
+    /// now on.
+    pub fn set_viewer(&mut self, viewer: Viewer) {
+        self.viewer = viewer;
+    }
+
     fn selects(&self, projection: &CompiledProjection, key: &str, row: &Row) -> bool {
         if self.selection.key.as_deref().is_some_and(|k| k != key) {
             return false;

@@ -34,8 +34,15 @@ enum ClientMessage {
     Unsubscribe {
         id: String,
     },
+    /// A fresh token, so the connection outlives the one it opened with.
+    Auth {
+        token: String,
+    },
     Ping,
 }
+
+/// Close code when the client's token has expired (or a fresh one is not valid).
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
 
 pub async fn upgrade(
     State(state): State<SharedState>,
@@ -92,7 +99,11 @@ impl Connection {
         // Subscribed before any snapshot is read, so no change can fall in between.
         let mut feed = self.state.feed.subscribe();
         let result = loop {
+            let expiry = self.viewer.expires_in();
             tokio::select! {
+                _ = tokio::time::sleep(expiry.unwrap_or(Duration::MAX)), if expiry.is_some() => {
+                    break Err(Close(CLOSE_TOKEN_EXPIRED, "token expired: send {\"type\":\"auth\"} with a fresh token before it does, or reconnect".into()));
+                }
                 incoming = socket.recv() => match incoming {
                     Some(Ok(Message::Text(text))) => {
                         if let Err(close) = self.on_message(&mut socket, text.as_str()).await {
@@ -136,6 +147,23 @@ impl Connection {
         };
         match message {
             ClientMessage::Ping => send(socket, &serde_json::json!({"type": "pong"})).await,
+            ClientMessage::Auth { token } => {
+                let mut headers = HeaderMap::new();
+                let bearer = format!("Bearer {token}");
+                if let Ok(value) = bearer.parse() {
+                    headers.insert(axum::http::header::AUTHORIZATION, value);
+                }
+                match self.state.viewer(&headers, &BTreeMap::new()).await {
+                    Ok(viewer) => {
+                        for subscription in self.subscriptions.values_mut() {
+                            subscription.set_viewer(viewer.clone());
+                        }
+                        self.viewer = viewer;
+                        send(socket, &serde_json::json!({"type": "auth_ok"})).await
+                    }
+                    Err(e) => Err(Close(CLOSE_TOKEN_EXPIRED, truncate(e.message))),
+                }
+            }
             ClientMessage::Unsubscribe { id } => {
                 if self.subscriptions.remove(&id).is_some() {
                     self.subscriptions_gauge().dec();
