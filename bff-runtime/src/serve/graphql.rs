@@ -172,6 +172,7 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
                         projection: projection_name,
                         key: ctx.args.get("key").map(|k| k.string().map(str::to_string)).transpose()?,
                         filter: filter_argument(&ctx)?,
+                        delta: false,
                     };
                     let since = ctx.args.get("since").map(|s| s.u64()).transpose()?;
                     Ok(changes(state, selection, viewer, since))

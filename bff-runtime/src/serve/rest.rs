@@ -15,7 +15,7 @@ use crate::projection::Row;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 /// Query parameters with a meaning of their own; every other one filters on a field.
-const RESERVED: &[&str] = &["limit", "after", "fields", "as"];
+const RESERVED: &[&str] = &["limit", "after", "fields", "as", "access_token"];
 
 pub async fn one(
     State(state): State<SharedState>,

@@ -17,7 +17,7 @@ use super::{ApiError, SharedState};
 use crate::metrics::TransportLabel;
 use crate::store::Change;
 
-const RESERVED: &[&str] = &["key", "since", "as"];
+const RESERVED: &[&str] = &["key", "since", "as", "access_token", "delta"];
 
 pub async fn stream(
     State(state): State<SharedState>,
@@ -51,6 +51,7 @@ pub async fn stream(
         projection,
         key: query.get("key").cloned(),
         filter,
+        delta: query.get("delta").is_some_and(|v| v == "true"),
     };
     // Subscribed before the snapshot is read, so no change can fall in between.
     let feed = state.feed.subscribe();

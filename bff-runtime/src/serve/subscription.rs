@@ -27,6 +27,9 @@ pub struct Selection {
     /// Rows whose top-level fields equal these values.
     #[serde(default, rename = "where")]
     pub filter: BTreeMap<String, serde_json::Value>,
+    /// Send a changed row the client already has as a JSON merge patch (RFC 7396).
+    #[serde(default)]
+    pub delta: bool,
 }
 
 /// One row as sent to a client.
@@ -51,6 +54,9 @@ pub enum Update {
         op: &'static str,
         #[serde(skip_serializing_if = "Option::is_none")]
         row: Option<Row>,
+        /// With `delta`, op `patch`: a JSON merge patch from the row the client has.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        patch: Option<serde_json::Value>,
         /// When the event behind it was produced, for the delivery latency metric.
         #[serde(skip)]
         event_time_ms: Option<i64>,
@@ -66,6 +72,8 @@ pub struct Subscription {
     visible: HashSet<String>,
     /// The last version accounted for.
     pub cursor: u64,
+    /// With `delta`: the rows as the client has them, to patch against.
+    sent: std::collections::HashMap<String, Row>,
 }
 
 impl Update {
@@ -93,6 +101,7 @@ impl Subscription {
             viewer,
             visible: HashSet::new(),
             cursor: 0,
+            sent: std::collections::HashMap::new(),
         }
     }
 
@@ -194,6 +203,12 @@ impl Subscription {
     ) -> Result<Update, StoreError> {
         let (version, rows) = self.read_rows(projection, store)?;
         self.visible = rows.iter().map(|r| r.key.clone()).collect();
+        if self.selection.delta {
+            self.sent = rows
+                .iter()
+                .map(|r| (r.key.clone(), r.row.clone()))
+                .collect();
+        }
         self.cursor = version;
         Ok(Update::Snapshot { version, rows })
     }
@@ -212,25 +227,35 @@ impl Subscription {
         }
         self.cursor = change.version;
         let was_visible = self.visible.contains(&change.key);
-        let update = |op, row| Update::Change {
+        let update = |op, row, patch| Update::Change {
             version: change.version,
             key: change.key.clone(),
             op,
             row,
+            patch,
             event_time_ms: change.event_time_ms,
         };
         match &change.op {
             RowOp::Upsert(row) if self.selects(projection, &change.key, row) => {
                 self.visible.insert(change.key.clone());
-                Some(update("upsert", Some(row.clone())))
+                if !self.selection.delta {
+                    return Some(update("upsert", Some(row.clone()), None));
+                }
+                let previous = self.sent.insert(change.key.clone(), row.clone());
+                Some(match previous {
+                    Some(previous) => update("patch", None, Some(merge_patch(&previous, row))),
+                    None => update("upsert", Some(row.clone()), None),
+                })
             }
             RowOp::Upsert(_) if was_visible => {
                 self.visible.remove(&change.key);
-                Some(update("remove", None))
+                self.sent.remove(&change.key);
+                Some(update("remove", None, None))
             }
             RowOp::Delete if was_visible => {
                 self.visible.remove(&change.key);
-                Some(update("delete", None))
+                self.sent.remove(&change.key);
+                Some(update("delete", None, None))
             }
             _ => None,
         }
@@ -256,4 +281,24 @@ impl Subscription {
             ]),
         }
     }
+}
+
+/// The JSON merge patch (RFC 7396) that turns `from` into `to`.
+pub fn merge_patch(from: &Row, to: &Row) -> serde_json::Value {
+    let mut patch = serde_json::Map::new();
+    for (key, new) in to {
+        match (from.get(key), new) {
+            (Some(old), _) if old == new => {}
+            (Some(serde_json::Value::Object(old)), serde_json::Value::Object(new)) => {
+                patch.insert(key.clone(), merge_patch(old, new));
+            }
+            _ => {
+                patch.insert(key.clone(), new.clone());
+            }
+        }
+    }
+    for key in from.keys().filter(|k| !to.contains_key(*k)) {
+        patch.insert(key.clone(), serde_json::Value::Null);
+    }
+    serde_json::Value::Object(patch)
 }
