@@ -345,11 +345,7 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
     }
     let mut from_graphql: std::collections::BTreeMap<String, serde_json::Value> =
         Default::default();
-    while !(from_graphql
-        .get("p-1")
-        .is_some_and(|r| r["commentCount"] == 3)
-        && from_graphql.len() == 2)
-    {
+    while !done(&from_graphql) {
         assert!(
             std::time::Instant::now() < deadline,
             "graphql subscription saw {from_graphql:?}"
