@@ -176,3 +176,72 @@ fn socket_read<S: std::io::Read + std::io::Write>(
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_reads_with_etags_sparse_fields_filters_and_cursors() {
+    let running = support::start("scheduler", |spec| {
+        spec.auth.jwt = None;
+        spec.auth.anonymous = Some(true);
+        spec.api.cache_control = Some("private, max-age=5".into());
+    })
+    .await;
+    running.wait_ready().await;
+    let base = running.base();
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let url =
+            format!("{base}/v1/availability/dr-kim@Asia%2FTokyo?fields=providerName,timeZone");
+        let response = agent.get(&url).call().unwrap();
+        assert_eq!(response.status(), 200);
+        let etag = response.headers()["etag"].to_str().unwrap().to_string();
+        assert_eq!(response.headers()["cache-control"], "private, max-age=5");
+        let body: serde_json::Value =
+            serde_json::from_str(&response.into_body().read_to_string().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"providerName": "Dr. Kim", "timeZone": "Asia/Tokyo"}),
+            "sparse fields"
+        );
+        let again = agent
+            .get(&url)
+            .header("If-None-Match", &etag)
+            .call()
+            .unwrap();
+        assert_eq!(again.status(), 304, "unchanged since the ETag");
+
+        // Filters, a page of one, and the cursor to the next page.
+        let (status, page) = support::get(
+            &format!("{base}/v1/availability?providerId=dr-lee&limit=1"),
+            &[],
+        );
+        assert_eq!(status, 200);
+        assert_eq!(page["items"].as_array().unwrap().len(), 1);
+        let next = page["next"].as_str().expect("a next cursor").to_string();
+        let (_, rest) = support::get(
+            &format!(
+                "{base}/v1/availability?providerId=dr-lee&limit=1&after={}",
+                next.replace('/', "%2F")
+            ),
+            &[],
+        );
+        let keys: Vec<&str> = [&page, &rest]
+            .iter()
+            .flat_map(|p| p["items"].as_array().unwrap())
+            .map(|i| i["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["dr-lee@America/New_York", "dr-lee@Europe/Paris"]);
+
+        let (status, error) = support::get(&format!("{base}/v1/availability?colour=red"), &[]);
+        assert_eq!(status, 400);
+        assert_eq!(
+            error["error"]["message"],
+            "cannot filter on `colour`: availability has no such field"
+        );
+        assert_eq!(support::get(&format!("{base}/v1/nothing"), &[]).0, 404);
+    })
+    .await
+    .unwrap();
+}

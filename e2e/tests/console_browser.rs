@@ -18,6 +18,16 @@ impl Drop for Killed {
     }
 }
 
+async fn text(client: &fantoccini::Client, css: &str) -> String {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn http_ok(url: &str) -> bool {
     std::net::TcpStream::connect(url.trim_start_matches("http://").split('/').next().unwrap())
         .is_ok()
@@ -95,13 +105,7 @@ async fn console_shows_rows_and_live_updates_in_chromium() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let table = client
-        .find(Locator::Css("#table-order"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let table = text(&client, "#table-order").await;
     assert!(
         table.contains("o-1001") && table.contains("shipped"),
         "{table}"
@@ -136,13 +140,7 @@ async fn console_shows_rows_and_live_updates_in_chromium() {
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let table = client
-            .find(Locator::Css("#table-order"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let table = text(&client, "#table-order").await;
         if table.contains("o-2000") {
             assert!(table.contains("99.5"), "{table}");
             break;
@@ -153,13 +151,7 @@ async fn console_shows_rows_and_live_updates_in_chromium() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let summary = client
-        .find(Locator::Css("#table-customerSummary"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let summary = text(&client, "#table-customerSummary").await;
     let dora = summary
         .lines()
         .find(|l| l.starts_with("dora"))
@@ -172,13 +164,7 @@ async fn console_shows_rows_and_live_updates_in_chromium() {
         !summary.lines().any(|l| l.starts_with("o-2000")),
         "no order row in the summary table: {summary}"
     );
-    let log = client
-        .find(Locator::Css("#log"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = text(&client, "#log").await;
     assert!(
         log.contains("o-2000"),
         "the change log shows the change: {log}"

@@ -37,8 +37,10 @@ pub async fn one(
         )));
     };
     count_field_reads(&state, compiled, fields.as_deref());
+    // An ETag names the row version and the fieldset; commas would split it in
+    // `If-None-Match`, so the fieldset is joined with `+`.
     let etag = match &fields {
-        Some(fields) => format!("\"{};fields={}\"", stored.version, fields.join(",")),
+        Some(fields) => format!("\"{}+{}\"", stored.version, fields.join("+")),
         None => format!("\"{}\"", stored.version),
     };
     let mut response = if if_none_match(&headers, &etag) {

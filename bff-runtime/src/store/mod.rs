@@ -151,13 +151,7 @@ impl Store {
 
     /// One row, with its version.
     pub fn row(&self, projection: &str, key: &str) -> Result<Option<StoredRow>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(ROWS)?;
-        let row = table.get((projection, key))?;
-        Ok(match row {
-            Some(bytes) => Some(serde_json::from_slice(bytes.value())?),
-            None => None,
-        })
+        Ok(self.row_at_version(projection, key)?.1)
     }
 
     /// One row and the projection's version, read together.
@@ -167,11 +161,7 @@ impl Store {
         key: &str,
     ) -> Result<(u64, Option<StoredRow>), StoreError> {
         let txn = self.db.begin_read()?;
-        let version = txn
-            .open_table(VERSIONS)?
-            .get(projection)?
-            .map(|v| v.value())
-            .unwrap_or(0);
+        let version = version_in(&txn, projection)?;
         let row = match txn.open_table(ROWS)?.get((projection, key))? {
             Some(bytes) => Some(serde_json::from_slice(bytes.value())?),
             None => None,
@@ -181,9 +171,7 @@ impl Store {
 
     /// The latest version of a projection (0 before its first change).
     pub fn version(&self, projection: &str) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(VERSIONS)?;
-        Ok(table.get(projection)?.map(|v| v.value()).unwrap_or(0))
+        version_in(&self.db.begin_read()?, projection)
     }
 
     /// Every row of a projection after `after` (a key cursor), at most `limit` of
@@ -196,11 +184,7 @@ impl Store {
         mut keep: impl FnMut(&StoredRow) -> bool,
     ) -> Result<(u64, Vec<(String, StoredRow)>), StoreError> {
         let txn = self.db.begin_read()?;
-        let version = txn
-            .open_table(VERSIONS)?
-            .get(projection)?
-            .map(|v| v.value())
-            .unwrap_or(0);
+        let version = version_in(&txn, projection)?;
         let table = txn.open_table(ROWS)?;
         let mut rows = Vec::new();
         for entry in table.range((projection, after.unwrap_or(""))..)? {
@@ -227,11 +211,7 @@ impl Store {
     pub fn changes_since(&self, projection: &str, version: u64) -> Result<Missed, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(CHANGES)?;
-        let latest = txn
-            .open_table(VERSIONS)?
-            .get(projection)?
-            .map(|v| v.value())
-            .unwrap_or(0);
+        let latest = version_in(&txn, projection)?;
         if version >= latest {
             return Ok(Missed::Changes(Vec::new()));
         }
@@ -259,6 +239,15 @@ impl Store {
             offsets: BTreeMap::new(),
         })
     }
+}
+
+/// A projection's latest version as a read transaction sees it.
+fn version_in(txn: &redb::ReadTransaction, projection: &str) -> Result<u64, StoreError> {
+    Ok(txn
+        .open_table(VERSIONS)?
+        .get(projection)?
+        .map(|v| v.value())
+        .unwrap_or(0))
 }
 
 /// An open write transaction. Reads see the batch's own writes, so every event of a

@@ -1,3 +1,6 @@
+// Each test crate that includes this module uses a part of it.
+#![allow(dead_code)]
+
 //! A sample running in-process on librdkafka's mock cluster, for serving tests.
 
 use std::path::PathBuf;
@@ -41,6 +44,18 @@ pub async fn start(sample: &str, adjust: impl FnOnce(&mut ExperienceSpec)) -> Ru
         .set("bootstrap.servers", cluster.bootstrap_servers())
         .create()
         .unwrap();
+    // The events are in Kafka before the runtime starts, so "ready" means "the
+    // sample is fully projected".
+    for event in read_events(&events_file_for(&path)).unwrap() {
+        send(
+            &producer,
+            &manifest.spec,
+            &event.source,
+            event.key.as_deref().unwrap_or(""),
+            &event.value,
+        );
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
     let running_spec = manifest.spec.clone();
     let data = tempfile::tempdir().unwrap();
     let runtime = Runtime::start(RuntimeConfig {
@@ -59,22 +74,32 @@ pub async fn start(sample: &str, adjust: impl FnOnce(&mut ExperienceSpec)) -> Ru
     })
     .await
     .unwrap();
-    let running = Running {
+    Running {
         runtime,
         spec: running_spec,
         producer,
         _cluster: cluster,
         _data: data,
-    };
-    for event in read_events(&events_file_for(&path)).unwrap() {
-        running.send(
-            &event.source,
-            event.key.as_deref().unwrap_or(""),
-            &event.value,
-        );
     }
-    running.flush();
-    running
+}
+
+fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    spec: &ExperienceSpec,
+    source: &str,
+    key: &str,
+    value: &serde_json::Value,
+) {
+    let topic = &spec
+        .sources
+        .iter()
+        .find(|s| s.name == source)
+        .unwrap()
+        .topic;
+    let payload = value.to_string();
+    producer
+        .send(BaseRecord::to(topic).key(key).payload(&payload))
+        .unwrap();
 }
 
 impl Running {
@@ -83,17 +108,7 @@ impl Running {
     }
 
     pub fn send(&self, source: &str, key: &str, value: &serde_json::Value) {
-        let topic = &self
-            .spec
-            .sources
-            .iter()
-            .find(|s| s.name == source)
-            .unwrap()
-            .topic;
-        let payload = value.to_string();
-        self.producer
-            .send(BaseRecord::to(topic).key(key).payload(&payload))
-            .unwrap();
+        send(&self.producer, &self.spec, source, key, value);
     }
 
     /// Waits until `/readyz` says the sample is fully projected.
