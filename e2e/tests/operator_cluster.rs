@@ -13,7 +13,8 @@ use facet_e2e::{free_port, log_dir, repo_root, wait_for};
 
 const OPERATOR_SA: &str = "system:serviceaccount:facet-system:facet-operator";
 
-struct Operator(Child);
+/// A running operator and the port of its /metrics, /healthz and /readyz.
+struct Operator(Child, u16);
 
 impl Drop for Operator {
     fn drop(&mut self) {
@@ -152,6 +153,34 @@ fn operator_runs_samples_on_a_real_control_plane() {
     );
     assert_eq!(ready, "2");
 
+    // The leader reports its reconciles, and its probes answer.
+    let operator_http = format!("127.0.0.1:{}", leader.1);
+    let metrics = ureq::get(&format!("http://{operator_http}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let reconciles: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("facet_operator_reconciles_total "))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(reconciles >= 3.0, "{metrics}");
+    assert!(
+        metrics.contains("facet_operator_reconcile_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    for probe in ["/healthz", "/readyz"] {
+        assert_eq!(
+            ureq::get(&format!("http://{operator_http}{probe}"))
+                .call()
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+
     // Scaled down to one replica, the budget is no longer asked for: it is deleted.
     cluster.kubectl_ok(&[
         "patch",
@@ -209,13 +238,11 @@ fn lease_holder(cluster: &ControlPlane) -> String {
 /// The operator, out of cluster, as the chart's service account (impersonated).
 fn start_operator(cluster: &ControlPlane, logs: &std::path::Path, identity: &str) -> Operator {
     let log = std::fs::File::create(logs.join(format!("facet-{identity}.log"))).unwrap();
+    let port = free_port();
     Operator(
         Command::new(workspace_binary("facet-operator"))
             .env("KUBECONFIG", cluster.impersonating_kubeconfig(OPERATOR_SA))
-            .env(
-                "FACET_OPERATOR_HTTP_ADDR",
-                format!("127.0.0.1:{}", free_port()),
-            )
+            .env("FACET_OPERATOR_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("FACET_RUNTIME_IMAGE", "facet-bff:e2e")
             .env("POD_NAME", identity)
             .env("POD_NAMESPACE", "facet-system")
@@ -226,6 +253,7 @@ fn start_operator(cluster: &ControlPlane, logs: &std::path::Path, identity: &str
             .stderr(log)
             .spawn()
             .expect("starting facet-operator"),
+        port,
     )
 }
 

@@ -43,9 +43,9 @@ pub struct DevOptions {
 }
 
 /// Sends test events from the console.
-struct Producer_(ThreadedProducer<DefaultProducerContext>);
+struct SampleProducer(ThreadedProducer<DefaultProducerContext>);
 
-impl DevProducer for Producer_ {
+impl DevProducer for SampleProducer {
     fn send(&self, topic: &str, key: Option<&str>, value: &[u8]) -> Result<(), String> {
         let mut record = BaseRecord::<str, [u8]>::to(topic).payload(value);
         if let Some(key) = key {
@@ -104,7 +104,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         .set("linger.ms", "5")
         .create()
         .context("creating the dev producer")?;
-    let producer = Arc::new(Producer_(producer));
+    let producer = Arc::new(SampleProducer(producer));
     // Without a rate, the sample is in Kafka before the runtime starts, so the
     // runtime's readiness means "the sample is fully projected".
     let mut next_round = 0;
@@ -205,7 +205,7 @@ fn first_event_per_source(events: &[SampleEvent]) -> Vec<SampleEvent> {
 /// Produces the sample events, at `rate` per second or all at once, starting at
 /// `round` and, when `repeat` is set, again with fresh keys each round.
 async fn feed_events(
-    producer: Arc<Producer_>,
+    producer: Arc<SampleProducer>,
     sources: Vec<crate::spec::SourceSpec>,
     events: Vec<SampleEvent>,
     rate: Option<f64>,
@@ -245,7 +245,7 @@ async fn feed_events(
 }
 
 fn produce(
-    producer: &Producer_,
+    producer: &SampleProducer,
     sources: &[crate::spec::SourceSpec],
     event: &SampleEvent,
 ) -> Result<(), String> {

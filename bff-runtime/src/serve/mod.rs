@@ -1,5 +1,6 @@
-//! HTTP serving: REST reads, the native WebSocket protocol, SSE, health and the
-//! development console. Everything is generated from the spec.
+//! HTTP serving: REST reads with their OpenAPI document, GraphQL, the native
+//! WebSocket protocol, SSE, health and the development console. Everything is
+//! generated from the spec; every row passes the projection's access rule.
 
 pub mod access;
 mod console;
