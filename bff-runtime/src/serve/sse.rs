@@ -27,7 +27,7 @@ pub async fn stream(
 ) -> Result<Response, ApiError> {
     let viewer = state.viewer(&headers, &query).await?;
     let slot = state.connection_slot()?;
-    state.projection(&projection)?;
+    let compiled = state.projection(&projection)?;
     let since = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -56,7 +56,6 @@ pub async fn stream(
     // Subscribed before the snapshot is read, so no change can fall in between.
     let feed = state.feed.subscribe();
     let mut subscription = Subscription::new(selection, viewer);
-    let compiled = state.projection(&subscription.selection.projection)?;
     let first = subscription
         .start(compiled, &state.store, since)
         .map_err(ApiError::internal)?;
