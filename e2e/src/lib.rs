@@ -8,6 +8,17 @@ pub mod process;
 
 use std::path::PathBuf;
 
+/// A child process that is killed when this goes out of scope, also when a test
+/// fails half-way, so no process outlives its test.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The workspace root.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

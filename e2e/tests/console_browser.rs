@@ -2,21 +2,12 @@
 //! the page loads, shows the sample's rows, and updates live when an event is sent
 //! from its own form. A screenshot is kept in `target/e2e-logs/console_browser/`.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use facet_e2e::process::facet_bff_binary;
-use facet_e2e::{free_port, log_dir, repo_root, wait_for};
+use facet_e2e::{free_port, log_dir, repo_root, wait_for, KillOnDrop};
 use fantoccini::{ClientBuilder, Locator};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn text(client: &fantoccini::Client, css: &str) -> String {
     client
@@ -39,7 +30,7 @@ async fn console_shows_rows_and_live_updates_in_chromium() {
     let data = tempfile::tempdir().unwrap();
     let http = free_port();
     let log = std::fs::File::create(logs.join("facet-bff-dev.log")).unwrap();
-    let _dev = Killed(
+    let _dev = KillOnDrop(
         Command::new(facet_bff_binary())
             .current_dir(repo_root())
             .args(["dev", "config/samples/storefront.yaml"])
@@ -59,7 +50,7 @@ async fn console_shows_rows_and_live_updates_in_chromium() {
 
     let driver_port = free_port();
     let driver_log = std::fs::File::create(logs.join("chromedriver.log")).unwrap();
-    let _driver = Killed(
+    let _driver = KillOnDrop(
         Command::new("chromedriver")
             .arg(format!("--port={driver_port}"))
             .stdout(Stdio::null())

@@ -2,25 +2,22 @@
 //! collector controllers) and a real Kafka broker. The operator runs out of cluster
 //! as the chart's service account (impersonated), so a missing RBAC rule fails here.
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use facet_e2e::cluster::ControlPlane;
 use facet_e2e::kafka::Broker;
 use facet_e2e::kubelet::Kubelet;
 use facet_e2e::process::workspace_binary;
-use facet_e2e::{free_port, log_dir, repo_root, wait_for};
+use facet_e2e::{free_port, log_dir, repo_root, wait_for, KillOnDrop};
 
 const OPERATOR_SA: &str = "system:serviceaccount:facet-system:facet-operator";
 
-/// A running operator and the port of its /metrics, /healthz and /readyz.
-struct Operator(Child, u16);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A running operator (killed when dropped) and the port of its /metrics,
+/// /healthz and /readyz.
+struct Operator {
+    _process: KillOnDrop,
+    http_port: u16,
 }
 
 fn sample(name: &str, bootstrap: &str) -> String {
@@ -92,7 +89,7 @@ fn operator_runs_samples_on_a_real_control_plane() {
     let cluster = ControlPlane::start(&logs);
     install_chart(&cluster);
 
-    let mut leader = start_operator(&cluster, &logs, "operator-a");
+    let leader = start_operator(&cluster, &logs, "operator-a");
     let kubelet = Kubelet::start(&cluster.admin_kubeconfig, &logs);
 
     // Every sample: children created, pods running, Ready, `kubectl wait` succeeds.
@@ -154,7 +151,7 @@ fn operator_runs_samples_on_a_real_control_plane() {
     assert_eq!(ready, "2");
 
     // The leader reports its reconciles, and its probes answer.
-    let operator_http = format!("127.0.0.1:{}", leader.1);
+    let operator_http = format!("127.0.0.1:{}", leader.http_port);
     let metrics = ureq::get(&format!("http://{operator_http}/metrics"))
         .call()
         .unwrap()
@@ -216,8 +213,7 @@ fn operator_runs_samples_on_a_real_control_plane() {
     let _standby = start_operator(&cluster, &logs, "operator-b");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(lease_holder(&cluster), "operator-a");
-    let _ = leader.0.kill();
-    let _ = leader.0.wait();
+    drop(leader);
     wait_for(
         "the standby to take the lease",
         Duration::from_secs(30),
@@ -239,22 +235,24 @@ fn lease_holder(cluster: &ControlPlane) -> String {
 fn start_operator(cluster: &ControlPlane, logs: &std::path::Path, identity: &str) -> Operator {
     let log = std::fs::File::create(logs.join(format!("facet-{identity}.log"))).unwrap();
     let port = free_port();
-    Operator(
-        Command::new(workspace_binary("facet-operator"))
-            .env("KUBECONFIG", cluster.impersonating_kubeconfig(OPERATOR_SA))
-            .env("FACET_OPERATOR_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("FACET_RUNTIME_IMAGE", "facet-bff:e2e")
-            .env("POD_NAME", identity)
-            .env("POD_NAMESPACE", "facet-system")
-            .env("FACET_LEASE_DURATION_SECONDS", "4")
-            .env("FACET_DELETE_CONSUMER_GROUPS", "true")
-            .env("RUST_LOG", "info,kube=warn")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting facet-operator"),
-        port,
-    )
+    Operator {
+        _process: KillOnDrop(
+            Command::new(workspace_binary("facet-operator"))
+                .env("KUBECONFIG", cluster.impersonating_kubeconfig(OPERATOR_SA))
+                .env("FACET_OPERATOR_HTTP_ADDR", format!("127.0.0.1:{port}"))
+                .env("FACET_RUNTIME_IMAGE", "facet-bff:e2e")
+                .env("POD_NAME", identity)
+                .env("POD_NAMESPACE", "facet-system")
+                .env("FACET_LEASE_DURATION_SECONDS", "4")
+                .env("FACET_DELETE_CONSUMER_GROUPS", "true")
+                .env("RUST_LOG", "info,kube=warn")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("starting facet-operator"),
+        ),
+        http_port: port,
+    }
 }
 
 /// A graphql-transport-ws subscription, as a stock `graphql-ws` client opens it.

@@ -223,4 +223,44 @@ fn runtime_against_a_real_kafka_broker() {
     );
     assert_eq!(b.get("/v1/counter/k01").unwrap().1["outOfOrder"], 0);
     drop(a);
+
+    // `facet-bff dev --kafka` uses a real broker: it creates the topics, loads the
+    // sample's events and serves them.
+    let http = facet_e2e::free_port();
+    let log = std::fs::File::create(logs.join("dev-kafka.log")).unwrap();
+    let _dev = facet_e2e::KillOnDrop(
+        std::process::Command::new(facet_e2e::process::facet_bff_binary())
+            .current_dir(facet_e2e::repo_root())
+            .args([
+                "dev",
+                "config/samples/blog-post.yaml",
+                "--kafka",
+                &broker.bootstrap(),
+            ])
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .args([
+                "--metrics",
+                &format!("127.0.0.1:{}", facet_e2e::free_port()),
+            ])
+            .arg("--data-dir")
+            .arg(work.path().join("dev"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let posts = format!("http://127.0.0.1:{http}/v1/postPage/p-1");
+    wait_for(
+        "dev mode on the real broker to serve the sample",
+        Duration::from_secs(60),
+        || {
+            ureq::get(&posts)
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_json::<Value>().ok())
+                .is_some_and(|row| {
+                    row["commentCount"] == 3 && row["title"] == "Event-driven BFFs, declared"
+                })
+        },
+    );
 }
