@@ -168,30 +168,8 @@ fn pods_are_locked_down() {
             .field_path,
         "metadata.name"
     );
-    assert_eq!(
-        container
-            .readiness_probe
-            .as_ref()
-            .unwrap()
-            .http_get
-            .as_ref()
-            .unwrap()
-            .path
-            .as_deref(),
-        Some("/readyz")
-    );
-    assert_eq!(
-        container
-            .liveness_probe
-            .as_ref()
-            .unwrap()
-            .http_get
-            .as_ref()
-            .unwrap()
-            .path
-            .as_deref(),
-        Some("/healthz")
-    );
+    assert_eq!(probe_path(&container.readiness_probe), Some("/readyz"));
+    assert_eq!(probe_path(&container.liveness_probe), Some("/healthz"));
 }
 
 #[test]
@@ -201,4 +179,8 @@ fn the_config_map_holds_a_manifest_the_runtime_accepts() {
     let manifest = facet_bff::spec::parse_manifests(text).remove(0).unwrap();
     assert_eq!(manifest.name, "storefront-web");
     facet_bff::spec::compile(&manifest.spec).unwrap();
+}
+
+fn probe_path(probe: &Option<k8s_openapi::api::core::v1::Probe>) -> Option<&str> {
+    probe.as_ref()?.http_get.as_ref()?.path.as_deref()
 }

@@ -108,21 +108,19 @@ fn chart_renders_crd_rbac_and_a_locked_down_deployment() {
     assert_eq!(namespaces["value"], "shop,blog");
 }
 
-#[test]
-fn chart_values_are_checked_by_the_schema() {
-    let output = Command::new(helm())
-        .args([
-            "template",
-            "facet",
-            "charts/facet-operator",
-            "--kube-version",
-            "1.35.4",
-            "--set",
-            "replicaCount=three",
-        ])
+/// `helm template` of the chart with these extra arguments, success or not.
+fn helm_template(extra: &[&str]) -> std::process::Output {
+    Command::new(helm())
+        .args(["template", "facet", "charts/facet-operator"])
+        .args(extra)
         .current_dir(root())
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn chart_values_are_checked_by_the_schema() {
+    let output = helm_template(&["--kube-version", "1.35.4", "--set", "replicaCount=three"]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("replicaCount"), "{stderr}");
@@ -130,17 +128,7 @@ fn chart_values_are_checked_by_the_schema() {
 
 #[test]
 fn chart_refuses_too_old_kubernetes() {
-    let output = Command::new(helm())
-        .args([
-            "template",
-            "facet",
-            "charts/facet-operator",
-            "--kube-version",
-            "1.25.0",
-        ])
-        .current_dir(root())
-        .output()
-        .unwrap();
+    let output = helm_template(&["--kube-version", "1.25.0"]);
     assert!(!output.status.success(), "kubeVersion >=1.30 is enforced");
 }
 
