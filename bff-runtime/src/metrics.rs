@@ -25,6 +25,29 @@ pub struct FieldLabel {
     pub field: String,
 }
 
+fn transport_label(transport: &str) -> TransportLabel {
+    TransportLabel {
+        transport: transport.to_string(),
+    }
+}
+
+/// One unit of a gauge, held while this value lives: dropping it gives it back,
+/// however the connection or stream ends.
+pub struct Held(Gauge);
+
+impl Held {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Held(gauge)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub events_applied: Counter,
@@ -153,11 +176,27 @@ impl Metrics {
             .inc();
     }
 
+    /// One open streaming connection of `transport`, counted while the value lives.
+    pub fn connection(&self, transport: &str) -> Held {
+        Held::new(
+            self.connections
+                .get_or_create(&transport_label(transport))
+                .clone(),
+        )
+    }
+
+    /// One live subscription of `transport`, counted while the value lives.
+    pub fn subscription(&self, transport: &str) -> Held {
+        Held::new(
+            self.subscriptions
+                .get_or_create(&transport_label(transport))
+                .clone(),
+        )
+    }
+
     /// Counts one delivery and its latency, when known.
     pub fn delivered(&self, transport: &str, latency: Option<f64>) {
-        let label = TransportLabel {
-            transport: transport.to_string(),
-        };
+        let label = transport_label(transport);
         self.deliveries.get_or_create(&label).inc();
         if let Some(seconds) = latency {
             self.delivery_latency.get_or_create(&label).observe(seconds);

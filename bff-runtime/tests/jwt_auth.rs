@@ -1,7 +1,8 @@
 //! JWT auth end to end in one process: the storefront sample on librdkafka's mock
 //! cluster, a JWKS served over HTTP, and real tokens: each user sees only their own
 //! rows; forged, expired, wrong-audience, `alg: none` and HMAC tokens are refused;
-//! unknown key ids refresh the JWKS at a limited rate.
+//! unknown key ids refresh the JWKS at a limited rate; RS256 and ES256 keys; streaming
+//! connections close when their token expires unless it is refreshed in-band.
 
 mod support;
 
@@ -17,18 +18,31 @@ use serde_json::json;
 const ISSUER: &str = "https://id.example.test";
 
 struct Signer {
+    algorithm: Algorithm,
     key: EncodingKey,
     jwk: serde_json::Value,
 }
 
+/// A fresh ES256 key.
 fn signer(kid: &str) -> Signer {
     let pair = rcgen::KeyPair::generate().unwrap();
     let raw = pair.public_key_raw();
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
     Signer {
+        algorithm: Algorithm::ES256,
         key: EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap(),
         jwk: json!({"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
                     "x": b64(&raw[1..33]), "y": b64(&raw[33..65])}),
+    }
+}
+
+/// An RS256 key made once with `openssl genrsa 2048` (generating one in a debug
+/// build takes long); its JWK (kid `rsa-1`) sits beside it.
+fn rsa_signer() -> Signer {
+    Signer {
+        algorithm: Algorithm::RS256,
+        key: EncodingKey::from_rsa_pem(include_bytes!("fixtures/rs256-test-key.pem")).unwrap(),
+        jwk: serde_json::from_str(include_str!("fixtures/rs256-test-key.jwk.json")).unwrap(),
     }
 }
 
@@ -40,7 +54,7 @@ fn now() -> i64 {
 }
 
 fn token(signer: &Signer, kid: &str, claims: serde_json::Value) -> String {
-    let mut header = Header::new(Algorithm::ES256);
+    let mut header = Header::new(signer.algorithm);
     header.kid = Some(kid.into());
     jsonwebtoken::encode(&header, &claims, &signer.key).unwrap()
 }
@@ -81,6 +95,18 @@ fn next_text<S: std::io::Read + std::io::Write>(
     }
 }
 
+fn close_frame<S: std::io::Read + std::io::Write>(
+    socket: &mut tungstenite::WebSocket<S>,
+) -> tungstenite::protocol::CloseFrame {
+    loop {
+        match socket.read() {
+            Ok(tungstenite::Message::Close(frame)) => return frame.expect("a close code"),
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    }
+}
+
 fn keys_of(body: &serde_json::Value) -> Vec<String> {
     body["items"]
         .as_array()
@@ -94,7 +120,8 @@ fn keys_of(body: &serde_json::Value) -> Vec<String> {
 async fn tokens_are_verified_and_rows_filtered_per_user() {
     let good = Arc::new(signer("k1"));
     let hits = Arc::new(AtomicUsize::new(0));
-    let jwks = serve_jwks(json!({"keys": [good.jwk]}), hits.clone()).await;
+    let rsa = rsa_signer();
+    let jwks = serve_jwks(json!({"keys": [good.jwk, rsa.jwk]}), hits.clone()).await;
 
     let running = support::start("storefront", |spec| {
         let jwt = spec.auth.jwt.as_mut().unwrap();
@@ -125,6 +152,20 @@ async fn tokens_are_verified_and_rows_filtered_per_user() {
                 "bob's order is invisible to alice"
             );
             assert_eq!(get(&format!("{base}/v1/order/o-1001"), Some(&alice)).0, 200);
+
+            // RS256 works as ES256 does, and its signature covers the claims.
+            let alice_rsa = token(&rsa, "rsa-1", claims("alice"));
+            let (status, body) = get(&format!("{base}/v1/order"), Some(&alice_rsa));
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(keys_of(&body), ["o-1001", "o-1003"]);
+            let mut parts: Vec<String> = alice_rsa.split('.').map(str::to_string).collect();
+            parts[1] =
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims("bob").to_string());
+            let (status, body) = get(&format!("{base}/v1/order"), Some(&parts.join(".")));
+            assert_eq!(
+                status, 401,
+                "claims swapped under an RS256 signature: {body}"
+            );
 
             // Refused tokens, each with its reason.
             let forged = token(&signer("k1"), "k1", claims("alice"));
@@ -185,40 +226,54 @@ async fn tokens_are_verified_and_rows_filtered_per_user() {
     checks.await.unwrap();
 
     // Streaming connections: a token that expires closes the connection with 4401
-    // unless a fresh one arrives in-band; GraphQL takes its token in connection_init.
+    // unless a fresh one arrives in-band (native: `auth`; GraphQL: a `ping` with
+    // `{"token"}`); GraphQL takes its first token in `connection_init`.
     let address = runtime.http_addr.to_string();
     tokio::task::spawn_blocking(move || {
         let short = token(&good, "k1", json!({"sub": "alice", "iss": ISSUER, "aud": "storefront", "exp": now() + 3}));
         let long = token(&good, "k1", claims("alice"));
-        let (mut expiring, _) = tungstenite::connect(format!("ws://{address}/ws?access_token={short}")).unwrap();
-        let (mut refreshed, _) = tungstenite::connect(format!("ws://{address}/ws?access_token={short}")).unwrap();
+        let forged = token(&signer("k1"), "k1", claims("alice"));
+        let native = |token: &str| tungstenite::connect(format!("ws://{address}/ws?access_token={token}")).unwrap().0;
+        let graphql = |token: &str| {
+            use tungstenite::client::IntoClientRequest;
+            let mut request = format!("ws://{address}/graphql/ws").into_client_request().unwrap();
+            request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+            let (mut socket, _) = tungstenite::connect(request).unwrap();
+            let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
+            socket.send(tungstenite::Message::text(init.to_string())).unwrap();
+            assert_eq!(next_text(&mut socket)["type"], "connection_ack");
+            socket
+        };
+        let started = std::time::Instant::now();
+        let mut expiring = native(&short);
+        let mut refreshed = native(&short);
         refreshed.send(tungstenite::Message::text(json!({"type": "auth", "token": long}).to_string())).unwrap();
         assert_eq!(next_text(&mut refreshed)["type"], "auth_ok");
-        let started = std::time::Instant::now();
-        let close = loop {
-            match expiring.read() {
-                Ok(tungstenite::Message::Close(frame)) => break frame.unwrap(),
-                Ok(_) => continue,
-                Err(e) => panic!("no close frame: {e}"),
-            }
-        };
-        assert_eq!(u16::from(close.code), 4401, "{close:?}");
-        assert!(close.reason.contains("token expired"), "{close:?}");
+        let mut graphql_expiring = graphql(&short);
+        let mut graphql_refreshed = graphql(&short);
+        graphql_refreshed.send(tungstenite::Message::text(json!({"type": "ping", "payload": {"token": long}}).to_string())).unwrap();
+        let pong = next_text(&mut graphql_refreshed);
+        assert_eq!(pong, json!({"type": "pong", "payload": {"auth": "ok"}}));
+        let mut graphql_refused = graphql(&long);
+        graphql_refused.send(tungstenite::Message::text(json!({"type": "ping", "payload": {"token": forged}}).to_string())).unwrap();
+
+        let close = close_frame(&mut graphql_refused);
+        assert_eq!(u16::from(close.code), 4401, "a refused refresh: {close:?}");
+        assert!(close.reason.contains("signature"), "{close:?}");
+        for socket in [&mut expiring, &mut graphql_expiring] {
+            let close = close_frame(socket);
+            assert_eq!(u16::from(close.code), 4401, "{close:?}");
+            assert!(close.reason.contains("token expired"), "{close:?}");
+        }
         assert!(started.elapsed() < Duration::from_secs(10));
         refreshed.send(tungstenite::Message::text(r#"{"type":"ping"}"#)).unwrap();
         assert_eq!(next_text(&mut refreshed)["type"], "pong", "the refreshed connection is still open");
 
-        use tungstenite::client::IntoClientRequest;
-        let mut request = format!("ws://{address}/graphql/ws").into_client_request().unwrap();
-        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
-        let (mut graphql, _) = tungstenite::connect(request).unwrap();
-        let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {long}")}});
-        graphql.send(tungstenite::Message::text(init.to_string())).unwrap();
-        assert_eq!(next_text(&mut graphql)["type"], "connection_ack");
+        // The refreshed GraphQL connection outlived its first token and still serves.
         let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { order { op key } }"}});
-        graphql.send(tungstenite::Message::text(subscribe.to_string())).unwrap();
+        graphql_refreshed.send(tungstenite::Message::text(subscribe.to_string())).unwrap();
         let keys: Vec<String> = (0..2)
-            .map(|_| next_text(&mut graphql)["payload"]["data"]["order"]["key"].as_str().unwrap().to_string())
+            .map(|_| next_text(&mut graphql_refreshed)["payload"]["data"]["order"]["key"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(keys, ["o-1001", "o-1003"], "alice's snapshot only");
     })

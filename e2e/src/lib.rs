@@ -3,7 +3,9 @@
 //! Every component writes its log under `target/e2e-logs/<test>/`, which stays
 //! after a failure so CI can show what happened.
 
+pub mod identity;
 pub mod kafka;
+pub mod node;
 pub mod process;
 
 use std::path::PathBuf;

@@ -9,8 +9,8 @@ use async_graphql::dynamic::{
     SchemaError, Subscription, SubscriptionField, SubscriptionFieldFuture, TypeRef,
 };
 use async_graphql::http::GraphiQLSource;
-use async_graphql::{Data, Name, Value};
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql::{Name, Value};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse};
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Response};
@@ -18,6 +18,7 @@ use futures::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::access::Viewer;
+use super::graphql_ws::LiveViewer;
 use super::openapi::type_name;
 use super::subscription::{Selection, Subscription as Watch, Update};
 use super::{ApiError, AppState, SharedState};
@@ -166,8 +167,8 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
             SubscriptionField::new(&projection.name, TypeRef::named_nn(format!("{name}Change")), move |ctx| {
                 let projection_name = projection_name.clone();
                 SubscriptionFieldFuture::new(async move {
-                    let (state, viewer) = context(&ctx)?;
-                    let state = state.clone();
+                    let state = ctx.data::<SharedState>()?.clone();
+                    let viewer = ctx.data::<LiveViewer>()?.clone();
                     let selection = Selection {
                         projection: projection_name,
                         key: ctx.args.get("key").map(|k| k.string().map(str::to_string)).transpose()?,
@@ -175,7 +176,7 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
                         delta: false,
                     };
                     let since = ctx.args.get("since").map(|s| s.u64()).transpose()?;
-                    Ok(changes(state, selection, viewer, since))
+                    changes(state, selection, viewer, since)
                 })
             })
             .argument(InputValue::new("key", TypeRef::named(TypeRef::STRING)))
@@ -262,11 +263,13 @@ fn change_type(name: &str) -> Object {
 fn changes<'a>(
     state: SharedState,
     selection: Selection,
-    viewer: Viewer,
+    viewer: LiveViewer,
     since: Option<u64>,
-) -> impl futures::Stream<Item = async_graphql::Result<FieldValue<'a>>> + 'a {
+) -> async_graphql::Result<impl futures::Stream<Item = async_graphql::Result<FieldValue<'a>>> + 'a>
+{
     let feed = state.feed.subscribe();
-    let mut watch = Watch::new(selection, viewer);
+    let mut watch = Watch::new(selection, viewer.current().ok_or("not authenticated")?);
+    let counted = state.metrics.subscription("graphql");
     let first = state
         .experience
         .projection(&watch.selection.projection)
@@ -281,9 +284,12 @@ fn changes<'a>(
     };
     let head = futures::stream::iter(initial);
     let tail = futures::stream::unfold(
-        (state, watch, feed),
-        |(state, mut watch, mut feed)| async move {
+        (state, watch, feed, viewer, counted),
+        |(state, mut watch, mut feed, mut viewer, counted)| async move {
             loop {
+                if let Some(refreshed) = viewer.refreshed() {
+                    watch.set_viewer(refreshed);
+                }
                 let projection = state.experience.projection(&watch.selection.projection)?;
                 let updates = match feed.recv().await {
                     Ok(change) => watch.on_change(projection, &change).into_iter().collect(),
@@ -297,14 +303,18 @@ fn changes<'a>(
                 }
                 let events: Vec<ChangeEvent> = updates.into_iter().flat_map(to_events).collect();
                 if !events.is_empty() {
-                    return Some((futures::stream::iter(events), (state, watch, feed)));
+                    return Some((
+                        futures::stream::iter(events),
+                        (state, watch, feed, viewer, counted),
+                    ));
                 }
             }
         },
     )
     .flatten();
-    head.chain(tail)
-        .map(|event| Ok(FieldValue::owned_any(event)))
+    Ok(head
+        .chain(tail)
+        .map(|event| Ok(FieldValue::owned_any(event))))
 }
 
 fn to_events(update: Update) -> Vec<ChangeEvent> {
@@ -336,10 +346,13 @@ fn to_events(update: Update) -> Vec<ChangeEvent> {
     }
 }
 
+/// The state and the viewer as of now (on a WebSocket, the latest token's).
 fn context<'a>(ctx: &'a ResolverContext<'_>) -> async_graphql::Result<(&'a SharedState, Viewer)> {
-    let state = ctx.data::<SharedState>()?;
-    let viewer = ctx.data::<Viewer>()?.clone();
-    Ok((state, viewer))
+    let viewer = ctx
+        .data::<LiveViewer>()?
+        .current()
+        .ok_or("not authenticated")?;
+    Ok((ctx.data::<SharedState>()?, viewer))
 }
 
 fn compiled<'a>(state: &'a AppState, name: &str) -> async_graphql::Result<&'a CompiledProjection> {
@@ -496,7 +509,10 @@ pub async fn execute(
         .graphql
         .as_ref()
         .ok_or_else(|| ApiError::not_found("GraphQL is off".into()))?;
-    let request = request.into_inner().data(state.clone()).data(viewer);
+    let request = request
+        .into_inner()
+        .data(state.clone())
+        .data(LiveViewer::fixed(viewer));
     Ok(schema.execute(request).await.into())
 }
 
@@ -530,63 +546,11 @@ pub async fn subscriptions(
         .graphql
         .clone()
         .ok_or_else(|| ApiError::not_found("GraphQL is off".into()))?;
-    let mut data = Data::default();
-    data.insert(state.clone());
-    let upgrade = upgrade.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS);
-    Ok(match viewer {
-        Some(viewer) => {
-            data.insert(viewer);
-            upgrade.on_upgrade(move |socket| async move {
-                GraphQLWebSocket::new(socket, schema, protocol)
-                    .with_data(data)
-                    .serve()
-                    .await;
-                drop(slot);
-            })
-        }
-        None => upgrade.on_upgrade(move |socket| async move {
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .with_data(data)
-                .on_connection_init(move |payload| async move {
-                    viewer_from_init(&state, payload).await
-                })
-                .serve()
-                .await;
+    Ok(upgrade
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| async move {
+            super::graphql_ws::serve(state, socket, schema, protocol, viewer).await;
             drop(slot);
-        }),
-    }
-    .into_response())
-}
-
-async fn viewer_from_init(
-    state: &SharedState,
-    payload: serde_json::Value,
-) -> async_graphql::Result<Data> {
-    let token = ["Authorization", "authorization"]
-        .iter()
-        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
-        .map(str::to_string)
-        .or_else(|| {
-            payload
-                .get("token")
-                .and_then(|v| v.as_str())
-                .map(|t| format!("Bearer {t}"))
         })
-        .ok_or_else(|| {
-            async_graphql::Error::new("a bearer token is required in the connection_init payload")
-        })?;
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        axum::http::header::AUTHORIZATION,
-        token
-            .parse()
-            .map_err(|_| async_graphql::Error::new("malformed token"))?,
-    );
-    let viewer = state
-        .viewer(&headers, &BTreeMap::new())
-        .await
-        .map_err(|e| async_graphql::Error::new(e.message))?;
-    let mut data = Data::default();
-    data.insert(viewer);
-    Ok(data)
+        .into_response())
 }

@@ -5,6 +5,7 @@
 pub mod access;
 mod console;
 pub mod graphql;
+mod graphql_ws;
 pub mod jwt;
 pub mod openapi;
 mod rest;

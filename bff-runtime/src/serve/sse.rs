@@ -14,7 +14,6 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::subscription::{Selection, Subscription, Update};
 use super::{ApiError, SharedState};
-use crate::metrics::TransportLabel;
 use crate::store::Change;
 
 const RESERVED: &[&str] = &["key", "since", "as", "access_token", "delta"];
@@ -59,38 +58,23 @@ pub async fn stream(
     let first = subscription
         .start(compiled, &state.store, since)
         .map_err(ApiError::internal)?;
-    let gauge = state
-        .metrics
-        .connections
-        .get_or_create(&TransportLabel {
-            transport: "sse".into(),
-        })
-        .clone();
-    gauge.inc();
-    let stream = updates(
-        state,
-        subscription,
-        feed,
-        first.into(),
-        ConnectionGauge { gauge, _slot: slot },
-    );
+    let held = Held {
+        _connection: state.metrics.connection("sse"),
+        _subscription: state.metrics.subscription("sse"),
+        _slot: slot,
+    };
+    let stream = updates(state, subscription, feed, first.into(), held);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
 
-/// Lowers the connection gauge and frees the connection slot when the stream is
-/// dropped (the client went away).
-struct ConnectionGauge {
-    gauge: prometheus_client::metrics::gauge::Gauge,
-    /// Held, not read: dropping it frees the slot.
+/// What the stream holds while the client is connected: dropped (the client went
+/// away), it lowers the gauges and frees the connection slot.
+struct Held {
+    _connection: crate::metrics::Held,
+    _subscription: crate::metrics::Held,
     _slot: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Drop for ConnectionGauge {
-    fn drop(&mut self) {
-        self.gauge.dec();
-    }
 }
 
 struct StreamState {
@@ -98,7 +82,7 @@ struct StreamState {
     subscription: Subscription,
     feed: broadcast::Receiver<std::sync::Arc<Change>>,
     queue: VecDeque<Update>,
-    _gauge: ConnectionGauge,
+    _held: Held,
 }
 
 fn updates(
@@ -106,14 +90,14 @@ fn updates(
     subscription: Subscription,
     feed: broadcast::Receiver<std::sync::Arc<Change>>,
     queue: VecDeque<Update>,
-    gauge: ConnectionGauge,
+    held: Held,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let initial = StreamState {
         state,
         subscription,
         feed,
         queue,
-        _gauge: gauge,
+        _held: held,
     };
     stream::unfold(initial, |mut s| async move {
         loop {

@@ -262,17 +262,30 @@ impl Subscription {
     }
 
     /// After falling behind the in-process feed: the missed changes from the store's
-    /// change log, or a reset and a snapshot when the log no longer has them.
+    /// change log, only the latest per row (a client that is behind needs where each
+    /// row is now, not how it got there), or a reset and a snapshot when the log no
+    /// longer has them.
     pub fn catch_up(
         &mut self,
         projection: &CompiledProjection,
         store: &Store,
     ) -> Result<Vec<Update>, StoreError> {
         match store.changes_since(&projection.name, self.cursor)? {
-            Missed::Changes(changes) => Ok(changes
-                .iter()
-                .filter_map(|c| self.on_change(projection, c))
-                .collect()),
+            Missed::Changes(changes) => {
+                // Coalesced before `on_change`, so a delta is computed from the row
+                // the client has, not from a skipped intermediate one.
+                let mut newer = HashSet::new();
+                let mut latest: Vec<&Change> = changes
+                    .iter()
+                    .rev()
+                    .filter(|c| newer.insert(c.key.as_str()))
+                    .collect();
+                latest.reverse();
+                Ok(latest
+                    .into_iter()
+                    .filter_map(|c| self.on_change(projection, c))
+                    .collect())
+            }
             Missed::TooOld { .. } => Ok(vec![
                 Update::Reset {
                     reason: "fell behind the change log: here is a fresh snapshot".into(),

@@ -91,11 +91,7 @@ impl Connection {
     }
 
     async fn run(mut self, mut socket: WebSocket) {
-        let label = TransportLabel {
-            transport: "websocket".into(),
-        };
-        let gauge = self.state.metrics.connections.get_or_create(&label).clone();
-        gauge.inc();
+        let _connection = self.state.metrics.connection("websocket");
         // Subscribed before any snapshot is read, so no change can fall in between.
         let mut feed = self.state.feed.subscribe();
         let result = loop {
@@ -133,7 +129,6 @@ impl Connection {
             let _ =
                 tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
         }
-        gauge.dec();
         self.subscriptions_gauge()
             .dec_by(self.subscriptions.len() as i64);
     }
@@ -256,7 +251,6 @@ impl Connection {
                 .map_err(|e| Close(1011, ApiError::internal(e).message))?;
             pending.extend(updates.into_iter().map(|u| (id.clone(), u)));
         }
-        let pending = coalesce(pending);
         if pending.len() > max_pending {
             state.metrics.slow_client_disconnects.inc();
             let reason = format!(
@@ -272,24 +266,8 @@ impl Connection {
     }
 }
 
-/// Pending changes to the same row of the same subscription collapse into the
-/// latest one, kept at its own place so versions still arrive in order.
-fn coalesce(pending: Vec<(String, Update)>) -> Vec<(String, Update)> {
-    let mut seen = std::collections::HashSet::new();
-    let mut kept: Vec<(String, Update)> = pending
-        .into_iter()
-        .rev()
-        .filter(|(id, update)| match update {
-            Update::Change { key, .. } => seen.insert((id.clone(), key.clone())),
-            _ => true,
-        })
-        .collect();
-    kept.reverse();
-    kept
-}
-
 /// Close reasons must fit in a control frame.
-fn truncate(mut reason: String) -> String {
+pub(super) fn truncate(mut reason: String) -> String {
     if reason.len() > 120 {
         let mut cut = 120;
         while !reason.is_char_boundary(cut) {
@@ -324,7 +302,7 @@ async fn send_error(socket: &mut WebSocket, id: &str, message: String) -> Result
 }
 
 /// A client that does not take a message within this time is too slow to keep.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn send(socket: &mut WebSocket, value: &serde_json::Value) -> Result<(), Close> {
     match tokio::time::timeout(

@@ -1,0 +1,203 @@
+//! One GraphQL WebSocket connection (graphql-transport-ws, and the older graphql-ws):
+//! async-graphql speaks the protocol; this module adds what Facet promises on every
+//! streaming connection: the token's expiry closes it with 4401 unless a fresh token
+//! arrives in-band (a `ping` whose payload carries `token`), and a client that stops
+//! reading for 10 seconds is closed instead of holding memory and a connection slot.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_graphql::dynamic::Schema;
+use async_graphql::Data;
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::http::HeaderMap;
+use futures::{SinkExt, StreamExt};
+use tokio::sync::watch;
+
+use super::access::Viewer;
+use super::ws::{CLOSE_TOKEN_EXPIRED, CLOSE_TOO_SLOW, SEND_TIMEOUT};
+use super::SharedState;
+
+/// Where a connection's authentication stands.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// Waiting for the token in the `connection_init` payload.
+    Pending,
+    Valid(Viewer),
+    /// A token sent in-band was refused: the connection closes with this reason.
+    Refused(String),
+}
+
+/// The viewer of a request or connection, as resolvers see it. On a WebSocket it
+/// follows in-band token refreshes, so running subscriptions apply the new claims.
+#[derive(Clone)]
+pub struct LiveViewer(watch::Receiver<Auth>);
+
+impl LiveViewer {
+    /// A viewer that never changes (one HTTP request).
+    pub fn fixed(viewer: Viewer) -> Self {
+        LiveViewer(watch::channel(Auth::Valid(viewer)).1)
+    }
+
+    pub fn current(&self) -> Option<Viewer> {
+        match &*self.0.borrow() {
+            Auth::Valid(viewer) => Some(viewer.clone()),
+            Auth::Pending | Auth::Refused(_) => None,
+        }
+    }
+
+    /// The new viewer, if a fresh token replaced it since the last call.
+    pub fn refreshed(&mut self) -> Option<Viewer> {
+        if !self.0.has_changed().unwrap_or(false) {
+            return None;
+        }
+        match &*self.0.borrow_and_update() {
+            Auth::Valid(viewer) => Some(viewer.clone()),
+            Auth::Pending | Auth::Refused(_) => None,
+        }
+    }
+}
+
+const EXPIRED: &str = "token expired: send a ping with {\"token\": …} before it does, or reconnect";
+
+/// Serves one upgraded connection until either side ends it. `viewer` is the one
+/// from the upgrade request; without it the token comes in `connection_init`.
+pub async fn serve(
+    state: SharedState,
+    socket: WebSocket,
+    schema: Schema,
+    protocol: GraphQLProtocol,
+    viewer: Option<Viewer>,
+) {
+    let _connection = state.metrics.connection("graphql");
+    let authenticated = viewer.is_some();
+    let (auth, auth_changes) = watch::channel(viewer.map_or(Auth::Pending, Auth::Valid));
+    let mut data = Data::default();
+    data.insert(state.clone());
+    data.insert(LiveViewer(auth_changes.clone()));
+
+    // async-graphql writes into a bounded channel; `write` owns the socket's sink,
+    // so it alone decides when a stalled client or an expired token ends things.
+    let (sink, stream) = socket.split();
+    let (outgoing, to_send) = futures::channel::mpsc::channel::<Message>(16);
+    let auth_on_init = auth.clone();
+    let init_state = state.clone();
+    let auth_on_ping = auth.clone();
+    let ping_state = state.clone();
+    let graphql = GraphQLWebSocket::new_with_pair(outgoing, stream, schema, protocol)
+        .with_data(data)
+        .on_connection_init(move |payload| async move {
+            if authenticated {
+                return Ok(Data::default());
+            }
+            let viewer = viewer_from_payload(&init_state, &payload)
+                .await
+                .map_err(async_graphql::Error::new)?
+                .ok_or_else(|| {
+                    async_graphql::Error::new(
+                        "a bearer token is required in the connection_init payload",
+                    )
+                })?;
+            auth_on_init.send_replace(Auth::Valid(viewer));
+            Ok(Data::default())
+        })
+        .on_ping(move |_, payload| async move {
+            let payload = payload.unwrap_or_default();
+            Ok(match viewer_from_payload(&ping_state, &payload).await {
+                Ok(None) => None,
+                Ok(Some(viewer)) => {
+                    auth_on_ping.send_replace(Auth::Valid(viewer));
+                    Some(serde_json::json!({"auth": "ok"}))
+                }
+                Err(reason) => {
+                    auth_on_ping.send_replace(Auth::Refused(reason));
+                    None
+                }
+            })
+        })
+        .serve();
+    tokio::select! {
+        () = graphql => {}
+        () = write(sink, to_send, auth_changes) => {}
+    }
+}
+
+/// Sends what async-graphql produces, and closes the connection when the token
+/// expires or is refused, or when the client has not read for [`SEND_TIMEOUT`].
+async fn write(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut to_send: futures::channel::mpsc::Receiver<Message>,
+    mut auth: watch::Receiver<Auth>,
+) {
+    loop {
+        let current = auth.borrow_and_update().clone();
+        let expiry = match &current {
+            Auth::Valid(viewer) => viewer.expires_in(),
+            Auth::Pending => None,
+            Auth::Refused(_) => Some(Duration::ZERO),
+        };
+        let message = tokio::select! {
+            next = to_send.next() => match next {
+                Some(message) => message,
+                None => return,
+            },
+            () = tokio::time::sleep(expiry.unwrap_or(Duration::MAX)), if expiry.is_some() => {
+                let reason = match current {
+                    Auth::Refused(reason) => reason,
+                    _ => EXPIRED.to_string(),
+                };
+                close(CLOSE_TOKEN_EXPIRED, reason)
+            }
+            Ok(()) = auth.changed() => continue,
+        };
+        let last = matches!(message, Message::Close(_));
+        match tokio::time::timeout(SEND_TIMEOUT, sink.send(message)).await {
+            Ok(Ok(())) if !last => {}
+            Ok(_) => return,
+            Err(_) => {
+                let too_slow = close(CLOSE_TOO_SLOW, "not reading: closed after 10 s".into());
+                let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(too_slow)).await;
+                return;
+            }
+        }
+    }
+}
+
+fn close(code: u16, reason: String) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(super::ws::truncate(reason)),
+    }))
+}
+
+/// The viewer for the token in a `connection_init` or `ping` payload:
+/// `{"Authorization": "Bearer …"}` or `{"token": "…"}`. `None` when it has none.
+async fn viewer_from_payload(
+    state: &SharedState,
+    payload: &serde_json::Value,
+) -> Result<Option<Viewer>, String> {
+    let bearer = ["Authorization", "authorization"]
+        .iter()
+        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
+        .map(str::to_string)
+        .or_else(|| {
+            payload
+                .get("token")
+                .and_then(|v| v.as_str())
+                .map(|t| format!("Bearer {t}"))
+        });
+    let Some(bearer) = bearer else {
+        return Ok(None);
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        axum::http::header::AUTHORIZATION,
+        bearer.parse().map_err(|_| "malformed token".to_string())?,
+    );
+    state
+        .viewer(&headers, &BTreeMap::new())
+        .await
+        .map(Some)
+        .map_err(|e| e.message)
+}

@@ -1,0 +1,33 @@
+//! Stock JavaScript clients (e2e/js), run with the machine's Node.js: what a
+//! frontend team would use against Facet, rather than our own reimplementation.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Once;
+
+use crate::repo_root;
+
+fn clients_dir() -> PathBuf {
+    repo_root().join("e2e/js")
+}
+
+/// `node e2e/js/<script>`, with the packages from e2e/js/package-lock.json
+/// installed first (`npm ci`, once per test process).
+pub fn script(script: &str) -> Command {
+    static INSTALL: Once = Once::new();
+    let dir = clients_dir();
+    INSTALL.call_once(|| {
+        if dir.join("node_modules/.package-lock.json").exists() {
+            return;
+        }
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("running npm (Node.js must be installed)");
+        assert!(status.success(), "npm ci in {} failed", dir.display());
+    });
+    let mut command = Command::new("node");
+    command.arg(dir.join(script));
+    command
+}

@@ -1,0 +1,513 @@
+//! Serving, fed through a real Kafka broker, to real clients over real sockets:
+//! native WebSocket, SSE and the stock npm `graphql-ws` client receive the same
+//! changes; two users see only their own rows; a client that reconnects with its
+//! last version loses nothing; clients that stop reading do not grow the runtime's
+//! memory and do not hold up anyone else.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use facet_e2e::identity::{IdentityProvider, ISSUER};
+use facet_e2e::kafka::{Broker, TestProducer};
+use facet_e2e::process::Runtime;
+use facet_e2e::{log_dir, wait_for, KillOnDrop};
+use serde_json::{json, Value};
+
+const TOPIC: &str = "e2e.tasks";
+const AUDIENCE: &str = "tasks";
+const TASKS: usize = 40;
+const UPDATES: i64 = 5;
+
+fn spec(jwks_uri: &str) -> String {
+    format!(
+        r#"apiVersion: facet.dev/v1alpha1
+kind: FrontendExperience
+metadata: {{name: tasks, namespace: e2e}}
+spec:
+  kafka: {{bootstrapServers: "unused:9092"}}
+  sources: [{{name: tasks, topic: {TOPIC}}}]
+  projections:
+    - name: task
+      key: event.id
+      rules:
+        - source: tasks
+          when: event.type == "task"
+          upsert: {{id: event.id, owner: event.owner, n: event.n, note: event.note}}
+      fields:
+        id: {{type: string}}
+        owner: {{type: string}}
+        n: {{type: integer}}
+        note: {{type: string}}
+      access: row.owner == auth.sub
+  auth:
+    jwt: {{issuer: "{ISSUER}", audiences: [{AUDIENCE}], jwksUri: "{jwks_uri}"}}
+  store: {{changeLogLength: 2000, batch: {{maxEvents: 500, maxDelayMs: 20}}}}
+"#
+    )
+}
+
+fn task(id: &str, owner: &str, n: i64, note: &str) -> Vec<u8> {
+    json!({"type": "task", "id": id, "owner": owner, "n": n, "note": note})
+        .to_string()
+        .into_bytes()
+}
+
+/// One change as every transport reports it: key, version, op and the row's `n`.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    key: String,
+    version: u64,
+    op: String,
+    n: Option<i64>,
+}
+
+impl Seen {
+    /// From a native WebSocket message or an SSE event's data (the same JSON).
+    fn from_update(update: &Value) -> Vec<Seen> {
+        let one = |key: &Value, version: &Value, op: &str, row: &Value| Seen {
+            key: key.as_str().unwrap().to_string(),
+            version: version.as_u64().unwrap(),
+            op: op.to_string(),
+            n: row["n"].as_i64(),
+        };
+        match update["type"].as_str() {
+            Some("snapshot") => update["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| one(&r["key"], &r["version"], "snapshot", &r["row"]))
+                .collect(),
+            Some("change") => vec![one(
+                &update["key"],
+                &update["version"],
+                update["op"].as_str().unwrap(),
+                &update["row"],
+            )],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// What a client has received so far, from a thread reading its socket.
+struct Client {
+    name: String,
+    updates: Receiver<Seen>,
+    seen: Vec<Seen>,
+    /// How the client goes away: its socket is shut down, or its process killed.
+    socket: Option<TcpStream>,
+    _process: Option<KillOnDrop>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(socket) = &self.socket {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Client {
+    fn spawn(
+        name: &str,
+        socket: Option<TcpStream>,
+        read: impl FnOnce(std::sync::mpsc::Sender<Seen>) + Send + 'static,
+    ) -> Self {
+        let (tx, updates) = std::sync::mpsc::channel();
+        std::thread::spawn(move || read(tx));
+        Client {
+            name: name.to_string(),
+            updates,
+            seen: Vec::new(),
+            socket,
+            _process: None,
+        }
+    }
+
+    /// Reads until `done` holds for what has arrived, or fails after a minute.
+    fn until(&mut self, what: &str, done: impl Fn(&[Seen]) -> bool) -> &[Seen] {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !done(&self.seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.updates.recv_timeout(left) {
+                Ok(seen) => self.seen.push(seen),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "{}: timed out waiting for {what}; got {:?}",
+                        self.name,
+                        self.seen.last()
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!(
+                        "{}: connection ended before {what}; got {:?}",
+                        self.name,
+                        self.seen.last()
+                    )
+                }
+            }
+        }
+        &self.seen
+    }
+
+    /// The changes only (no snapshot rows), in arrival order.
+    fn changes(&self) -> Vec<Seen> {
+        self.seen
+            .iter()
+            .filter(|s| s.op != "snapshot")
+            .cloned()
+            .collect()
+    }
+}
+
+/// Whether every key in `keys` has reached `n` in what was seen.
+fn reached(seen: &[Seen], keys: &[String], n: i64) -> bool {
+    let mut latest = BTreeMap::new();
+    for s in seen {
+        latest.insert(s.key.as_str(), s.n);
+    }
+    keys.iter()
+        .all(|k| latest.get(k.as_str()) == Some(&Some(n)))
+}
+
+fn native(address: SocketAddr, token: &str, since: Option<u64>) -> Client {
+    let url = format!("ws://{address}/ws?access_token={token}");
+    let stream = TcpStream::connect(address).unwrap();
+    Client::spawn("websocket", Some(stream.try_clone().unwrap()), move |tx| {
+        let (mut socket, _) = tungstenite::client(url, stream).unwrap();
+        let mut subscribe = json!({"type": "subscribe", "id": "tasks", "projection": "task"});
+        if let Some(since) = since {
+            subscribe["since"] = json!(since);
+        }
+        socket
+            .send(tungstenite::Message::text(subscribe.to_string()))
+            .unwrap();
+        while let Ok(message) = socket.read() {
+            if let tungstenite::Message::Text(text) = message {
+                let update: Value = serde_json::from_str(text.as_str()).unwrap();
+                for seen in Seen::from_update(&update) {
+                    if tx.send(seen).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// An HTTP/1.0 request, so the event stream comes without chunked encoding.
+fn sse_request(stream: &mut TcpStream, token: &str, last_event_id: Option<u64>) {
+    let resume = last_event_id
+        .map(|v| format!("Last-Event-ID: {v}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET /sse/task HTTP/1.0\r\nAccept: text/event-stream\r\nAuthorization: Bearer {token}\r\n{resume}\r\n"
+    )
+    .unwrap();
+}
+
+fn sse(address: SocketAddr, token: &str, last_event_id: Option<u64>) -> Client {
+    let token = token.to_string();
+    let mut stream = TcpStream::connect(address).unwrap();
+    sse_request(&mut stream, &token, last_event_id);
+    Client::spawn("sse", Some(stream.try_clone().unwrap()), move |tx| {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { return };
+            if let Some(data) = line.strip_prefix("data: ") {
+                let update: Value = serde_json::from_str(data).unwrap();
+                for seen in Seen::from_update(&update) {
+                    if tx.send(seen).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The npm `graphql-ws` client, as a frontend would run it.
+fn graphql_ws(address: SocketAddr, token: &str, log: &std::path::Path) -> Client {
+    let mut child = facet_e2e::node::script("graphql-ws-subscriber.mjs")
+        .arg(format!("ws://{address}/graphql/ws"))
+        .arg("subscription { task { op key version row { n } } }")
+        .arg(token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("starting node");
+    let stdout = child.stdout.take().unwrap();
+    let mut client = Client::spawn("graphql-ws", None, move |tx| {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            let result: Value = serde_json::from_str(&line).unwrap();
+            let change = &result["data"]["task"];
+            if change.is_null() {
+                continue; // "ready", printed once connected
+            }
+            let seen = Seen {
+                key: change["key"].as_str().unwrap().to_string(),
+                version: change["version"].as_u64().unwrap(),
+                op: change["op"].as_str().unwrap().to_string(),
+                n: change["row"]["n"].as_i64(),
+            };
+            if tx.send(seen).is_err() {
+                return;
+            }
+        }
+    });
+    client._process = Some(KillOnDrop(child));
+    client
+}
+
+/// A TCP connection whose receive window stays tiny, so a client that stops reading
+/// pushes back on the server almost at once.
+fn tiny_window(address: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&address.into()).unwrap();
+    socket.into()
+}
+
+/// Clients that subscribe and then never read again; returned to be kept open.
+fn stalled_clients(address: SocketAddr, token: &str) -> Vec<Box<dyn std::any::Any>> {
+    use tungstenite::client::IntoClientRequest;
+    let (mut native, _) = tungstenite::client(
+        format!("ws://{address}/ws?access_token={token}"),
+        tiny_window(address),
+    )
+    .unwrap();
+    let subscribe = json!({"type": "subscribe", "id": "tasks", "projection": "task"});
+    native
+        .send(tungstenite::Message::text(subscribe.to_string()))
+        .unwrap();
+
+    let mut request = format!("ws://{address}/graphql/ws")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut graphql, _) = tungstenite::client(request, tiny_window(address)).unwrap();
+    let init = json!({"type": "connection_init", "payload": {"token": token}});
+    graphql
+        .send(tungstenite::Message::text(init.to_string()))
+        .unwrap();
+    let subscribe = json!({"id": "1", "type": "subscribe",
+        "payload": {"query": "subscription { task { op key version row { n note } } }"}});
+    graphql
+        .send(tungstenite::Message::text(subscribe.to_string()))
+        .unwrap();
+
+    let mut sse = tiny_window(address);
+    sse_request(&mut sse, token, None);
+    vec![Box::new(native), Box::new(graphql), Box::new(sse)]
+}
+
+fn send_all(producer: &TestProducer, events: impl Iterator<Item = (String, Vec<u8>)>) {
+    for (key, value) in events {
+        producer.send(TOPIC, &key, &value);
+    }
+    producer.flush();
+}
+
+#[test]
+fn serving_against_a_real_kafka_broker() {
+    let logs = log_dir("serving_kafka");
+    let broker = Broker::start(&logs);
+    broker.create_topic(TOPIC, 2);
+    let identity = IdentityProvider::start();
+    let work = tempfile::tempdir().unwrap();
+    let spec_path = work.path().join("tasks.yaml");
+    std::fs::write(&spec_path, spec(&identity.jwks_uri)).unwrap();
+    let mut runtime = Runtime::start(
+        &spec_path,
+        &work.path().join("data"),
+        &broker.bootstrap(),
+        "tasks-0",
+        &logs.join("runtime.log"),
+    );
+    runtime.wait_ready(Duration::from_secs(120));
+    let address: SocketAddr = format!("127.0.0.1:{}", runtime.http).parse().unwrap();
+    let subscriptions = |transport: &str| {
+        runtime.metric(&format!("facet_subscriptions{{transport=\"{transport}\"}}"))
+    };
+    let connections = |transport: &str| {
+        runtime.metric(&format!("facet_connections{{transport=\"{transport}\"}}"))
+    };
+
+    // Every transport, for two users; plus a WebSocket and an SSE client of
+    // alice's that will drop out half-way and come back with their last version.
+    let users = ["alice", "bob"];
+    let mut clients: Vec<(usize, Client)> = Vec::new();
+    for (user, sub) in users.iter().enumerate() {
+        let token = identity.token(sub, AUDIENCE);
+        clients.push((user, native(address, &token, None)));
+        clients.push((user, sse(address, &token, None)));
+        let log = logs.join(format!("graphql-ws-{sub}.log"));
+        clients.push((user, graphql_ws(address, &token, &log)));
+    }
+    let alice = identity.token("alice", AUDIENCE);
+    let mut dropping_out = [native(address, &alice, None), sse(address, &alice, None)];
+    wait_for("every client to subscribe", Duration::from_secs(60), || {
+        subscriptions("websocket") == 3.0
+            && subscriptions("sse") == 3.0
+            && subscriptions("graphql") == 2.0
+    });
+
+    // 40 tasks, half alice's and half bob's, each updated 5 times.
+    let producer = broker.producer();
+    let owner = |t: usize| users[t % 2];
+    send_all(
+        &producer,
+        (1..=UPDATES).flat_map(|n| {
+            (0..TASKS).map(move |t| {
+                let id = format!("t-{t:02}");
+                (id.clone(), task(&id, owner(t), n, "small"))
+            })
+        }),
+    );
+    let half = TASKS * UPDATES as usize / 4;
+    let resume_from: Vec<u64> = dropping_out
+        .iter_mut()
+        .map(|client| {
+            client.until("half of alice's changes", |seen| seen.len() >= half);
+            client.seen.truncate(half);
+            client.seen.last().unwrap().version
+        })
+        .collect();
+    drop(dropping_out);
+
+    let keys_of = |user: usize| -> Vec<String> {
+        (0..TASKS)
+            .filter(|t| t % 2 == user)
+            .map(|t| format!("t-{t:02}"))
+            .collect()
+    };
+    let mut expected: Vec<Vec<Seen>> = vec![Vec::new(), Vec::new()];
+    for (user, client) in &mut clients {
+        let keys = keys_of(*user);
+        client.until("every task at its last update", |seen| {
+            reached(seen, &keys, UPDATES)
+        });
+        let changes = client.changes();
+        assert!(
+            changes
+                .iter()
+                .all(|s| keys.contains(&s.key) && s.op == "upsert"),
+            "{} of {} saw only their own rows: {changes:?}",
+            client.name,
+            users[*user]
+        );
+        assert_eq!(
+            changes.len(),
+            keys.len() * UPDATES as usize,
+            "{}: every change once",
+            client.name
+        );
+        if expected[*user].is_empty() {
+            expected[*user] = changes;
+        } else {
+            assert_eq!(
+                changes, expected[*user],
+                "{} sees what the WebSocket client sees",
+                client.name
+            );
+        }
+    }
+
+    // Back with the last version seen: the rest, from the change log, nothing lost.
+    let alice_keys = keys_of(0);
+    for (client, since) in [
+        native(address, &alice, Some(resume_from[0])),
+        sse(address, &alice, Some(resume_from[1])),
+    ]
+    .iter_mut()
+    .zip(&resume_from)
+    {
+        client.until("the rest of alice's changes", |seen| {
+            reached(seen, &alice_keys, UPDATES)
+        });
+        let resumed = client.changes();
+        assert!(
+            resumed.iter().all(|s| s.version > *since),
+            "{}: nothing twice",
+            client.name
+        );
+        assert_eq!(
+            resumed,
+            expected[0][half..],
+            "{} resumed after version {since} without a gap",
+            client.name
+        );
+    }
+    drop(clients);
+
+    // Clients that stop reading. First the same load with nobody stalled, to measure
+    // what the store, Kafka buffers and the change feed take on their own.
+    let note = "x".repeat(4096);
+    let big = |from: i64| {
+        let note = note.clone();
+        (from..from + 10_000).map(move |n| {
+            let id = format!("big-{:02}", n % 50);
+            (id.clone(), task(&id, "alice", n, &note))
+        })
+    };
+    let applied = || runtime.metric("facet_events_applied_total");
+    let before = applied();
+    send_all(&producer, big(0));
+    wait_for(
+        "the warm-up load to be applied",
+        Duration::from_secs(300),
+        || applied() >= before + 10_000.0,
+    );
+    let baseline = runtime.rss_bytes();
+
+    let stalled = stalled_clients(address, &alice);
+    let mut reader = native(address, &alice, None);
+    wait_for(
+        "the stalled and reading clients to subscribe",
+        Duration::from_secs(60),
+        || {
+            subscriptions("websocket") == 2.0
+                && subscriptions("sse") == 1.0
+                && subscriptions("graphql") == 1.0
+        },
+    );
+    send_all(&producer, big(10_000));
+    let big_keys: Vec<String> = (0..50).map(|k| format!("big-{k:02}")).collect();
+    let last_n = |key: &str| 19_950 + key[4..].parse::<i64>().unwrap();
+    reader.until("every big task's last update, while others stall", |seen| {
+        let mut latest = BTreeMap::new();
+        for s in seen {
+            latest.insert(s.key.as_str(), s.n);
+        }
+        big_keys
+            .iter()
+            .all(|k| latest.get(k.as_str()) == Some(&Some(last_n(k))))
+    });
+    let grown = runtime.rss_bytes().saturating_sub(baseline);
+    let pushed = 10_000 * note.len() as u64;
+    eprintln!(
+        "memory: {} MiB at baseline, grew by {} MiB while three stalled clients were sent {} MiB each",
+        baseline >> 20,
+        grown >> 20,
+        pushed >> 20
+    );
+    assert!(
+        grown < pushed / 2,
+        "the runtime grew by {grown} bytes while stalled clients were owed {pushed} bytes each"
+    );
+
+    // The stalled WebSocket and GraphQL connections are closed; the reader is not.
+    wait_for(
+        "the stalled connections to be closed",
+        Duration::from_secs(60),
+        || connections("websocket") == 1.0 && connections("graphql") == 0.0,
+    );
+    drop(stalled);
+    drop(reader);
+}
