@@ -109,3 +109,54 @@ fn catching_up_sends_each_row_once_with_deltas_from_what_the_client_has() {
         "the patch leads from the row the client has, skipping nothing"
     );
 }
+
+#[test]
+fn resuming_tells_each_client_only_about_rows_it_saw() {
+    let experience = storefront();
+    let order = experience.projection("order").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&dir.path().join("db"), "h1", 100).unwrap();
+    commit(
+        &store,
+        vec![upsert("o-1", json!({"customerId": "alice", "total": 5}))],
+    );
+    commit(
+        &store,
+        vec![upsert("o-2", json!({"customerId": "bob", "total": 7}))],
+    );
+    // While both are away: bob's order changes, and alice's order moves to bob.
+    commit(
+        &store,
+        vec![upsert("o-2", json!({"customerId": "bob", "total": 8}))],
+    );
+    commit(
+        &store,
+        vec![upsert("o-1", json!({"customerId": "bob", "total": 5}))],
+    );
+
+    let resume = |sub: &str| {
+        let selection = Selection {
+            projection: "order".into(),
+            key: None,
+            filter: Default::default(),
+            delta: false,
+        };
+        let viewer = Viewer::Claims(json!({ "sub": sub }));
+        let mut subscription = Subscription::new(selection, viewer);
+        let updates = subscription.start(order, &store, Some(2)).unwrap();
+        updates
+            .iter()
+            .map(|u| {
+                let (key, op, _, _) = changed(u);
+                format!("{op} {key}")
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        resume("alice"),
+        ["remove o-1"],
+        "alice hears of her order leaving her, and nothing of bob's"
+    );
+    assert_eq!(resume("bob"), ["upsert o-2", "upsert o-1"]);
+    assert!(resume("carol").is_empty(), "carol never saw either row");
+}

@@ -420,7 +420,6 @@ fn serving_against_a_real_kafka_broker() {
     }
 
     // Back with the last version seen: the rest, from the change log, nothing lost.
-    let alice_keys = keys_of(0);
     for (client, since) in [
         native(address, &alice, Some(resume_from[0])),
         sse(address, &alice, Some(resume_from[1])),
@@ -428,9 +427,8 @@ fn serving_against_a_real_kafka_broker() {
     .iter_mut()
     .zip(&resume_from)
     {
-        client.until("the rest of alice's changes", |seen| {
-            reached(seen, &alice_keys, UPDATES)
-        });
+        let rest = expected[0].len() - half;
+        client.until("the rest of alice's changes", |seen| seen.len() >= rest);
         let resumed = client.changes();
         assert!(
             resumed.iter().all(|s| s.version > *since),

@@ -133,12 +133,8 @@ impl Subscription {
         if let Some(since) = since {
             match store.changes_since(&projection.name, since)? {
                 Missed::Changes(changes) => {
-                    // What the client saw at `since` is not known exactly: assume it may
-                    // see every row it could (current rows and rows the missed changes
-                    // touch), so that no removal or deletion it needs is held back.
                     self.cursor = since;
-                    self.visible = self.current_keys(projection, store)?;
-                    self.visible.extend(changes.iter().map(|c| c.key.clone()));
+                    self.visible = self.visible_before(projection, store, &changes)?;
                     let updates = changes
                         .iter()
                         .filter_map(|c| self.on_change(projection, c))
@@ -156,6 +152,35 @@ impl Subscription {
             }
         }
         Ok(vec![self.snapshot(projection, store)?])
+    }
+
+    /// The rows the client saw before the missed `changes`: the ones it sees now,
+    /// except that a row a missed change touched is judged as it was before the first
+    /// of them (the change log keeps that row). So a removal goes only to a client
+    /// that saw the row: telling anyone else would leak that it exists.
+    fn visible_before(
+        &self,
+        projection: &CompiledProjection,
+        store: &Store,
+        changes: &[Change],
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut visible = self.current_keys(projection, store)?;
+        let mut touched = HashSet::new();
+        for change in changes {
+            if !touched.insert(change.key.as_str()) {
+                continue;
+            }
+            let saw = change
+                .previous
+                .as_ref()
+                .is_some_and(|row| self.selects(projection, &change.key, row));
+            if saw {
+                visible.insert(change.key.clone());
+            } else {
+                visible.remove(&change.key);
+            }
+        }
+        Ok(visible)
     }
 
     fn current_keys(

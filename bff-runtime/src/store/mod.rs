@@ -66,6 +66,11 @@ pub struct Change {
     /// When the event that caused it was produced (ms since the epoch), if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time_ms: Option<i64>,
+    /// The row before this change (none if it did not exist). Kept in the change log
+    /// only, so that a client resuming from a version can be told exactly which rows
+    /// it saw then; the live feed leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Row>,
 }
 
 /// What opening the store found.
@@ -301,6 +306,7 @@ impl Batch<'_> {
                 }),
                 RowOp::Delete => None,
             };
+            let previous = self.row(&change.projection, &change.key)?;
             self.rows
                 .insert((change.projection.clone(), change.key.clone()), stored);
             self.changes.push(Change {
@@ -309,6 +315,7 @@ impl Batch<'_> {
                 key: change.key,
                 op: change.op,
                 event_time_ms,
+                previous,
             });
         }
         Ok(())
@@ -361,6 +368,10 @@ impl Batch<'_> {
             }
         }
         self.txn.commit()?;
-        Ok(self.changes)
+        let mut changes = self.changes;
+        for change in &mut changes {
+            change.previous = None;
+        }
+        Ok(changes)
     }
 }
