@@ -245,6 +245,11 @@ async fn tokens_are_verified_and_rows_filtered_per_user() {
             socket
         };
         let started = std::time::Instant::now();
+        // SSE cannot take a token in-band: at expiry it says so and ends, and the
+        // client reconnects with a fresh token and Last-Event-ID.
+        let mut sse = std::net::TcpStream::connect(&address).unwrap();
+        use std::io::Write;
+        write!(sse, "GET /sse/order HTTP/1.0\r\nAuthorization: Bearer {short}\r\n\r\n").unwrap();
         let mut expiring = native(&short);
         let mut refreshed = native(&short);
         refreshed.send(tungstenite::Message::text(json!({"type": "auth", "token": long}).to_string())).unwrap();
@@ -265,6 +270,11 @@ async fn tokens_are_verified_and_rows_filtered_per_user() {
             assert_eq!(u16::from(close.code), 4401, "{close:?}");
             assert!(close.reason.contains("token expired"), "{close:?}");
         }
+        let mut events = String::new();
+        std::io::Read::read_to_string(&mut sse, &mut events).unwrap();
+        let names: Vec<&str> = events.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+        assert_eq!(names, ["snapshot", "expired"], "{events}");
+        assert!(events.contains("token expired"), "{events}");
         assert!(started.elapsed() < Duration::from_secs(10));
         refreshed.send(tungstenite::Message::text(r#"{"type":"ping"}"#)).unwrap();
         assert_eq!(next_text(&mut refreshed)["type"], "pong", "the refreshed connection is still open");

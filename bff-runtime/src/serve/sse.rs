@@ -54,6 +54,9 @@ pub async fn stream(
     };
     // Subscribed before the snapshot is read, so no change can fall in between.
     let feed = state.feed.subscribe();
+    let expires_at = viewer
+        .expires_in()
+        .map(|left| tokio::time::Instant::now() + left);
     let mut subscription = Subscription::new(selection, viewer);
     let first = subscription
         .start(compiled, &state.store, since)
@@ -63,7 +66,7 @@ pub async fn stream(
         _subscription: state.metrics.subscription("sse"),
         _slot: slot,
     };
-    let stream = updates(state, subscription, feed, first.into(), held);
+    let stream = updates(state, subscription, feed, first.into(), expires_at, held);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
@@ -82,6 +85,9 @@ struct StreamState {
     subscription: Subscription,
     feed: broadcast::Receiver<std::sync::Arc<Change>>,
     queue: VecDeque<Update>,
+    /// When the token expires; the stream then sends `expired` and ends.
+    expires_at: Option<tokio::time::Instant>,
+    ended: bool,
     _held: Held,
 }
 
@@ -90,6 +96,7 @@ fn updates(
     subscription: Subscription,
     feed: broadcast::Receiver<std::sync::Arc<Change>>,
     queue: VecDeque<Update>,
+    expires_at: Option<tokio::time::Instant>,
     held: Held,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let initial = StreamState {
@@ -97,9 +104,14 @@ fn updates(
         subscription,
         feed,
         queue,
+        expires_at,
+        ended: false,
         _held: held,
     };
     stream::unfold(initial, |mut s| async move {
+        if s.ended {
+            return None;
+        }
         loop {
             if let Some(update) = s.queue.pop_front() {
                 s.state.metrics.delivered("sse", update.delivery_latency());
@@ -109,7 +121,17 @@ fn updates(
             let projection = state
                 .experience
                 .projection(&s.subscription.selection.projection)?;
-            match s.feed.recv().await {
+            let received = match s.expires_at {
+                Some(at) => tokio::select! {
+                    received = s.feed.recv() => received,
+                    () = tokio::time::sleep_until(at) => {
+                        s.ended = true;
+                        return Some((Ok(expired()), s));
+                    }
+                },
+                None => s.feed.recv().await,
+            };
+            match received {
                 Ok(change) => s
                     .queue
                     .extend(s.subscription.on_change(projection, &change)),
@@ -126,6 +148,16 @@ fn updates(
             }
         }
     })
+}
+
+/// The last event of a stream whose token expired. EventSource would reconnect
+/// with the same token and be refused; a client with a fresh token reconnects
+/// with `Last-Event-ID` and misses nothing.
+fn expired() -> Event {
+    Event::default().event("expired").data(
+        serde_json::json!({"type": "expired", "reason": "token expired: reconnect with a fresh token and Last-Event-ID"})
+            .to_string(),
+    )
 }
 
 fn event(update: &Update) -> Event {
