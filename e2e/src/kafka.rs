@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -177,6 +177,41 @@ impl Broker {
         }
     }
 
+    /// Grows a topic to `partitions` partitions; returns once the broker's metadata
+    /// shows them (producers created afterwards can write to them).
+    pub fn add_partitions(&self, topic: &str, partitions: usize) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .unwrap();
+        let results = tokio_runtime()
+            .block_on(admin.create_partitions(
+                &[NewPartitions::new(topic, partitions)],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            ))
+            .expect("adding partitions");
+        for result in results {
+            result.unwrap_or_else(|(topic, e)| panic!("adding partitions to {topic}: {e}"));
+        }
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .unwrap();
+        crate::wait_for(
+            "the broker's metadata to show the new partitions",
+            Duration::from_secs(30),
+            || {
+                consumer
+                    .fetch_metadata(Some(topic), Duration::from_secs(5))
+                    .is_ok_and(|m| {
+                        m.topics()
+                            .iter()
+                            .any(|t| t.partitions().len() == partitions)
+                    })
+            },
+        );
+    }
+
     /// Whether a consumer group has any state on the broker.
     pub fn group_exists(&self, group: &str) -> bool {
         let consumer: BaseConsumer = ClientConfig::new()
@@ -213,7 +248,21 @@ pub struct TestProducer(ThreadedProducer<DefaultProducerContext>);
 
 impl TestProducer {
     pub fn send(&self, topic: &str, key: &str, value: &[u8]) {
-        let mut record = BaseRecord::<str, [u8]>::to(topic).key(key).payload(value);
+        self.send_record(BaseRecord::to(topic).key(key).payload(value));
+    }
+
+    /// Sends to one partition, whatever the key hashes to.
+    pub fn send_to(&self, topic: &str, partition: i32, key: &str, value: &[u8]) {
+        self.send_record(
+            BaseRecord::to(topic)
+                .partition(partition)
+                .key(key)
+                .payload(value),
+        );
+    }
+
+    fn send_record(&self, mut record: BaseRecord<'_, str, [u8]>) {
+        let topic = record.topic;
         loop {
             match self.0.send(record) {
                 Ok(()) => return,

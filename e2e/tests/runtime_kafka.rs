@@ -224,6 +224,34 @@ fn runtime_against_a_real_kafka_broker() {
     assert_eq!(b.get("/v1/counter/k01").unwrap().1["outOfOrder"], 0);
     drop(a);
 
+    // The topic grows a partition while B runs: B consumes it without a restart.
+    broker.add_partitions("e2e.ticks", 4);
+    let producer = broker.producer();
+    for n in 1..=10 {
+        producer.send_to("e2e.ticks", 3, "k99", &tick(99, n));
+    }
+    producer.flush();
+    wait_for(
+        "runtime B to consume the new partition",
+        Duration::from_secs(60),
+        || {
+            b.get("/v1/counter/k99")
+                .is_some_and(|(_, row)| row["count"] == 10)
+        },
+    );
+    // The old partitions went on where they were: nothing read twice.
+    producer.send("e2e.ticks", "k01", &tick(1, TICKS_PER_KEY + 51));
+    producer.flush();
+    wait_for(
+        "runtime B to apply k01's next tick",
+        Duration::from_secs(60),
+        || {
+            b.get("/v1/counter/k01")
+                .is_some_and(|(_, row)| row["count"] == TICKS_PER_KEY + 51)
+        },
+    );
+    assert_eq!(b.get("/v1/counter/k01").unwrap().1["outOfOrder"], 0);
+
     // `facet-bff dev --kafka` uses a real broker: it creates the topics, loads the
     // sample's events and serves them.
     let http = facet_e2e::free_port();

@@ -29,6 +29,8 @@ use crate::projection::Engine;
 use crate::store::{Store, StoreError};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often to look for partitions added to the source topics.
+const PARTITION_CHECK: Duration = Duration::from_secs(10);
 
 /// Where to read from and how to batch.
 #[derive(Debug, Clone)]
@@ -139,14 +141,12 @@ impl Ingest {
             .iter()
             .map(|s| (s.topic.clone(), s.name.clone()))
             .collect();
-        let partitions = wait_for_partitions(&consumer, &topics, stop)?;
+        let mut partitions = wait_for_partitions(&consumer, &topics, stop)?;
         let stored = self.store.offsets()?;
-        let mut assignment = TopicPartitionList::new();
+        let assignment = self.assignment(&partitions)?;
         let mut targets = BTreeMap::new();
         for (topic, partition) in &partitions {
             let position = stored.get(&(topic.clone(), *partition)).copied();
-            let offset = position.map(Offset::Offset).unwrap_or(Offset::Beginning);
-            assignment.add_partition_offset(topic, *partition, offset)?;
             let (low, high) = consumer.fetch_watermarks(topic, *partition, METADATA_TIMEOUT)?;
             targets.insert(
                 (topic.clone(), *partition),
@@ -172,7 +172,12 @@ impl Ingest {
             None => None,
         };
         let mut last_progress_log = Instant::now();
+        let mut last_partition_check = Instant::now();
         while !stop.load(Ordering::SeqCst) {
+            if last_partition_check.elapsed() > PARTITION_CHECK {
+                self.assign_new_partitions(&consumer, &topics, &mut partitions)?;
+                last_partition_check = Instant::now();
+            }
             let applied =
                 self.run_batch(&consumer, config, &topics, dead_letters.as_ref(), stop)?;
             if applied > 0
@@ -186,6 +191,51 @@ impl Ingest {
         if let Some((producer, _)) = dead_letters {
             let _ = producer.flush(Duration::from_secs(5));
         }
+        Ok(())
+    }
+
+    /// Every partition at the offset stored with the rows, or from its beginning.
+    fn assignment(&self, partitions: &[(String, i32)]) -> Result<TopicPartitionList, IngestError> {
+        let stored = self.store.offsets()?;
+        let mut assignment = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            let offset = match stored.get(&(topic.clone(), *partition)) {
+                Some(next) => Offset::Offset(*next),
+                None => Offset::Beginning,
+            };
+            assignment.add_partition_offset(topic, *partition, offset)?;
+        }
+        Ok(assignment)
+    }
+
+    /// Partitions added to a source topic after the start are consumed too (from
+    /// their beginning), so growing a topic loses no events. Called between batches,
+    /// when everything read has been committed to the store: reassigning every
+    /// partition at its stored offset then resumes exactly where each one was.
+    fn assign_new_partitions(
+        &self,
+        consumer: &BaseConsumer,
+        topics: &HashMap<String, String>,
+        partitions: &mut Vec<(String, i32)>,
+    ) -> Result<(), IngestError> {
+        let mut added = Vec::new();
+        for topic in topics.keys() {
+            let Ok(metadata) = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) else {
+                continue; // a transient metadata error: try again at the next check
+            };
+            for partition in partitions_of(&metadata, topic) {
+                let id = (topic.clone(), partition);
+                if !partitions.contains(&id) {
+                    added.push(id);
+                }
+            }
+        }
+        if added.is_empty() {
+            return Ok(());
+        }
+        info!(added = ?added, "source topics grew: consuming the new partitions from the beginning");
+        partitions.extend(added);
+        consumer.assign(&self.assignment(partitions)?)?;
         Ok(())
     }
 
@@ -358,6 +408,15 @@ fn dead_letter_producer(
     Ok(client_config(config).create()?)
 }
 
+fn partitions_of(metadata: &rdkafka::metadata::Metadata, topic: &str) -> Vec<i32> {
+    metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect()
+}
+
 /// Every partition of every source topic, waiting for topics that do not exist yet.
 fn wait_for_partitions(
     consumer: &BaseConsumer,
@@ -371,12 +430,7 @@ fn wait_for_partitions(
         let mut warned = false;
         loop {
             let found = match consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
-                Ok(metadata) => metadata
-                    .topics()
-                    .iter()
-                    .filter(|t| t.name() == topic && t.error().is_none())
-                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                    .collect::<Vec<_>>(),
+                Ok(metadata) => partitions_of(&metadata, topic),
                 Err(e) => {
                     warn!(topic, error = %e, "cannot read topic metadata yet");
                     Vec::new()
