@@ -9,6 +9,7 @@ pub mod cli;
 pub mod dev;
 pub mod feed;
 pub mod ingest;
+pub mod logging;
 pub mod metrics;
 pub mod projection;
 pub mod runtime;

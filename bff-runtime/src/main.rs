@@ -47,12 +47,7 @@ fn validate(files: &[std::path::PathBuf]) -> ExitCode {
 }
 
 fn serve(task: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,rdkafka=warn".into()),
-        )
-        .init();
+    facet_bff::logging::init("info,rdkafka=warn");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

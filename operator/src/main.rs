@@ -50,11 +50,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    facet_bff::logging::init("info");
     let args = Args::parse();
     // Pick the TLS backend explicitly: a build can link more than one.
     let _ = rustls::crypto::ring::default_provider().install_default();
