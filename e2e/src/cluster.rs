@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-
+use crate::pki::Pki;
 use crate::{free_port, repo_root, wait_for};
+use rcgen::KeyPair;
 
 /// The directory holding etcd, kube-apiserver, kube-controller-manager and helm.
 pub fn kube_bin() -> PathBuf {
@@ -31,46 +31,6 @@ pub struct ControlPlane {
     /// Cluster-admin (`system:masters`) kubeconfig.
     pub admin_kubeconfig: PathBuf,
     pub bin: PathBuf,
-}
-
-struct Pki {
-    ca_pem: String,
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "facet-e2e-ca");
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Pki {
-            ca_pem: issuer.pem(),
-            issuer,
-        }
-    }
-
-    /// A certificate and key signed by the CA.
-    fn issue(
-        &self,
-        common_name: &str,
-        organization: Option<&str>,
-        names: &[&str],
-    ) -> (String, String) {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        if let Some(o) = organization {
-            params.distinguished_name.push(DnType::OrganizationName, o);
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
 }
 
 impl ControlPlane {

@@ -10,13 +10,20 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
+use crate::pki::Pki;
 use crate::{free_port, repo_root, wait_for};
+
+/// The SCRAM user the broker's SASL_SSL listener knows.
+pub const SCRAM_USER: &str = "facet";
+pub const SCRAM_PASSWORD: &str = "facet-e2e-secret";
 
 pub struct Broker {
     libs: PathBuf,
     dir: tempfile::TempDir,
     logs: PathBuf,
     port: u16,
+    /// A second listener with TLS and SASL/SCRAM, as managed Kafka services have.
+    secure_port: u16,
     child: Option<Child>,
     starts: u32,
 }
@@ -42,15 +49,26 @@ impl Broker {
         let libs = broker_libs();
         let dir = tempfile::tempdir().expect("creating the broker directory");
         let port = free_port();
+        let secure_port = free_port();
         let controller = free_port();
+        let pki = Pki::new();
+        let (cert, key) = pki.issue("kafka", None, &["127.0.0.1", "localhost"]);
+        let keystore = dir.path().join("broker.pem");
+        std::fs::write(&keystore, format!("{key}{cert}")).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), &pki.ca_pem).unwrap();
         let properties = format!(
             "process.roles=broker,controller\n\
              node.id=1\n\
              controller.quorum.bootstrap.servers=127.0.0.1:{controller}\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},SASL_SSL://127.0.0.1:{secure_port},CONTROLLER://127.0.0.1:{controller}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_SSL://127.0.0.1:{secure_port}\n\
              controller.listener.names=CONTROLLER\n\
-             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+             inter.broker.listener.name=PLAINTEXT\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT\n\
+             sasl.enabled.mechanisms=SCRAM-SHA-512\n\
+             listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+             ssl.keystore.type=PEM\n\
+             ssl.keystore.location={keystore}\n\
              log.dirs={data}\n\
              num.partitions=3\n\
              auto.create.topics.enable=false\n\
@@ -60,7 +78,8 @@ impl Broker {
              transaction.state.log.min.isr=1\n\
              share.coordinator.state.topic.replication.factor=1\n\
              group.initial.rebalance.delay.ms=0\n",
-            data = dir.path().join("data").display()
+            data = dir.path().join("data").display(),
+            keystore = keystore.display(),
         );
         std::fs::write(dir.path().join("server.properties"), properties).unwrap();
         std::fs::write(
@@ -75,6 +94,7 @@ impl Broker {
             dir,
             logs: logs.to_path_buf(),
             port,
+            secure_port,
             child: None,
             starts: 0,
         };
@@ -85,6 +105,8 @@ impl Broker {
                 "--standalone",
                 "-t",
                 "facet-e2e-cluster-0001",
+                "--add-scram",
+                &format!("SCRAM-SHA-512=[name={SCRAM_USER},password={SCRAM_PASSWORD}]"),
                 "-c",
             ])
             .arg(broker.dir.path().join("server.properties"))
@@ -144,6 +166,28 @@ impl Broker {
 
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The TLS + SASL/SCRAM listener, and the librdkafka properties a client needs
+    /// for it with `password` (the broker's is [`SCRAM_PASSWORD`]).
+    pub fn secure_bootstrap(&self, password: &str) -> (String, Vec<(String, String)>) {
+        let properties = [
+            ("security.protocol", "SASL_SSL".to_string()),
+            ("sasl.mechanisms", "SCRAM-SHA-512".to_string()),
+            ("sasl.username", SCRAM_USER.to_string()),
+            ("sasl.password", password.to_string()),
+            (
+                "ssl.ca.location",
+                self.dir.path().join("ca.pem").display().to_string(),
+            ),
+        ];
+        (
+            format!("127.0.0.1:{}", self.secure_port),
+            properties
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
     }
 
     /// Stops the broker the hard way (as a crash would).

@@ -6,6 +6,7 @@
 pub mod identity;
 pub mod kafka;
 pub mod node;
+pub mod pki;
 pub mod process;
 
 use std::path::PathBuf;

@@ -37,6 +37,19 @@ pub struct Runtime {
 impl Runtime {
     /// `facet-bff run` for `spec` with its store in `data_dir`, logging to `log`.
     pub fn start(spec: &Path, data_dir: &Path, bootstrap: &str, pod: &str, log: &Path) -> Runtime {
+        Runtime::start_with_secret(spec, data_dir, bootstrap, None, pod, log)
+    }
+
+    /// As [`Runtime::start`], with extra librdkafka properties from `secret_dir`
+    /// (one file per property, as a mounted Secret gives them).
+    pub fn start_with_secret(
+        spec: &Path,
+        data_dir: &Path,
+        bootstrap: &str,
+        secret_dir: Option<&Path>,
+        pod: &str,
+        log: &Path,
+    ) -> Runtime {
         let http = free_port();
         let metrics = free_port();
         let log_file = std::fs::OpenOptions::new()
@@ -51,6 +64,7 @@ impl Runtime {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--kafka", bootstrap, "--pod-name", pod])
+            .args(secret_dir.map(|dir| format!("--kafka-secret-dir={}", dir.display())))
             .args(["--http", &format!("127.0.0.1:{http}")])
             .args(["--metrics", &format!("127.0.0.1:{metrics}")])
             .env("RUST_LOG", "info,rdkafka=warn")

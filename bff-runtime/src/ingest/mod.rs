@@ -132,7 +132,7 @@ impl Ingest {
     }
 
     fn run(&self, config: &IngestConfig, stop: &AtomicBool) -> Result<(), IngestError> {
-        let consumer = consumer(config)?;
+        let consumer = consumer(config, self.progress.clone())?;
         let topics: HashMap<String, String> = self
             .engine
             .experience()
@@ -141,7 +141,7 @@ impl Ingest {
             .iter()
             .map(|s| (s.topic.clone(), s.name.clone()))
             .collect();
-        let mut partitions = wait_for_partitions(&consumer, &topics, stop)?;
+        let mut partitions = wait_for_partitions(&consumer, &topics, &self.progress, stop)?;
         let stored = self.store.offsets()?;
         let assignment = self.assignment(&partitions)?;
         let mut targets = BTreeMap::new();
@@ -214,7 +214,7 @@ impl Ingest {
     /// partition at its stored offset then resumes exactly where each one was.
     fn assign_new_partitions(
         &self,
-        consumer: &BaseConsumer,
+        consumer: &KafkaConsumer,
         topics: &HashMap<String, String>,
         partitions: &mut Vec<(String, i32)>,
     ) -> Result<(), IngestError> {
@@ -243,7 +243,7 @@ impl Ingest {
     /// committed changes and commits the offsets to Kafka. Returns the messages read.
     fn run_batch(
         &self,
-        consumer: &BaseConsumer,
+        consumer: &KafkaConsumer,
         config: &IngestConfig,
         topics: &HashMap<String, String>,
         dead_letters: Option<&(ThreadedProducer<DefaultProducerContext>, String)>,
@@ -391,7 +391,25 @@ fn client_config(config: &IngestConfig) -> ClientConfig {
     client
 }
 
-fn consumer(config: &IngestConfig) -> Result<BaseConsumer, IngestError> {
+/// librdkafka's client errors (a refused login, an unreachable broker) go to the
+/// log and, until ingest has started, to the readiness report, which then says why
+/// the pod is not ready.
+struct IngestContext {
+    progress: Arc<Progress>,
+}
+
+impl rdkafka::ClientContext for IngestContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        warn!(%error, reason, "kafka client error");
+        self.progress.kafka_error(reason.to_string());
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for IngestContext {}
+
+type KafkaConsumer = BaseConsumer<IngestContext>;
+
+fn consumer(config: &IngestConfig, progress: Arc<Progress>) -> Result<KafkaConsumer, IngestError> {
     let mut client = client_config(config);
     client
         .set("group.id", &config.group_id)
@@ -399,7 +417,7 @@ fn consumer(config: &IngestConfig) -> Result<BaseConsumer, IngestError> {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false");
-    Ok(client.create()?)
+    Ok(client.create_with_context(IngestContext { progress })?)
 }
 
 fn dead_letter_producer(
@@ -419,8 +437,9 @@ fn partitions_of(metadata: &rdkafka::metadata::Metadata, topic: &str) -> Vec<i32
 
 /// Every partition of every source topic, waiting for topics that do not exist yet.
 fn wait_for_partitions(
-    consumer: &BaseConsumer,
+    consumer: &KafkaConsumer,
     topics: &HashMap<String, String>,
+    progress: &Progress,
     stop: &AtomicBool,
 ) -> Result<Vec<(String, i32)>, IngestError> {
     let mut names: Vec<&String> = topics.keys().collect();
@@ -429,25 +448,27 @@ fn wait_for_partitions(
     for topic in names {
         let mut warned = false;
         loop {
-            let found = match consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
-                Ok(metadata) => partitions_of(&metadata, topic),
-                Err(e) => {
-                    warn!(topic, error = %e, "cannot read topic metadata yet");
-                    Vec::new()
+            let reason = match consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
+                Ok(metadata) => {
+                    let found = partitions_of(&metadata, topic);
+                    if !found.is_empty() {
+                        partitions.extend(found.into_iter().map(|p| (topic.clone(), p)));
+                        break;
+                    }
+                    format!("topic {topic} does not exist yet")
                 }
+                Err(e) => format!("cannot read the metadata of topic {topic}: {e}"),
             };
-            if !found.is_empty() {
-                partitions.extend(found.into_iter().map(|p| (topic.clone(), p)));
-                break;
-            }
             if stop.load(Ordering::SeqCst) {
                 return Ok(partitions);
             }
             if !warned {
-                warn!(topic, "waiting for the topic to exist");
+                warn!(%reason, "waiting to start ingest");
                 warned = true;
             }
-            std::thread::sleep(Duration::from_millis(500));
+            progress.wait(reason);
+            // Nothing is assigned yet: polling only serves the client's error events.
+            let _ = consumer.poll(Duration::from_millis(500));
         }
     }
     Ok(partitions)

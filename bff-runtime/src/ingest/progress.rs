@@ -21,6 +21,12 @@ pub struct ProgressReport {
     pub started: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why ingest has not started yet (a topic missing, metadata out of reach).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// The last error of the Kafka client before ingest started (e.g. a refused login).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_error: Option<String>,
     pub partitions: Vec<PartitionReport>,
 }
 
@@ -43,6 +49,8 @@ struct State {
     /// Once ready, a pod stays ready: later lag is normal streaming, not a replay.
     ready: bool,
     error: Option<String>,
+    waiting: Option<String>,
+    kafka_error: Option<String>,
     partitions: BTreeMap<(String, i32), PartitionProgress>,
 }
 
@@ -58,8 +66,23 @@ impl Progress {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// What ingest waits for before it can start.
+    pub fn wait(&self, reason: String) {
+        self.state().waiting = Some(reason);
+    }
+
+    /// An error of the Kafka client; kept for the report until ingest starts.
+    pub fn kafka_error(&self, reason: String) {
+        let mut state = self.state();
+        if !state.started {
+            state.kafka_error = Some(reason);
+        }
+    }
+
     pub fn start(&self, partitions: BTreeMap<(String, i32), PartitionProgress>) {
         let mut state = self.state();
+        state.waiting = None;
+        state.kafka_error = None;
         state.partitions = partitions;
         state.started = true;
         state.ready = state.caught_up();
@@ -109,6 +132,8 @@ impl Progress {
             ready: state.ready && state.error.is_none(),
             started: state.started,
             error: state.error.clone(),
+            waiting: state.waiting.clone(),
+            kafka_error: state.kafka_error.clone(),
             partitions: state
                 .partitions
                 .iter()
