@@ -137,6 +137,21 @@ fn operator_runs_samples_on_a_real_control_plane() {
             "{.status.consumerGroups[0]}",
         );
         assert_eq!(groups, format!("facet.{namespace}.{name}.0"));
+        // One `Applied` Event for the generation, however many reconciles it took
+        // (a repeat would show as a series on the Event).
+        let applied = jsonpath(
+            &cluster,
+            &["get", "events.events.k8s.io", "-n", namespace],
+            r#"{range .items[?(@.reason=="Applied")]}{.note}/{.series.count}{"\n"}{end}"#,
+        );
+        assert_eq!(
+            applied.lines().collect::<Vec<_>>(),
+            [format!(
+                "applied generation 1 ({} replicas)/",
+                if name == "storefront-web" { 2 } else { 1 }
+            )],
+            "{name}"
+        );
     }
     let budget = cluster.kubectl(&["get", "pdb", "storefront-web", "-n", "shop"]);
     assert!(

@@ -60,6 +60,31 @@ pub struct Context {
     pub delete_consumer_groups: bool,
     pub recorder: Recorder,
     pub metrics: Arc<OperatorMetrics>,
+    pub announced: Announced,
+}
+
+/// The generation of each experience (by uid) last announced with an `Applied`
+/// Event. The status alone cannot tell: the watch cache may hand the next reconcile
+/// the object as it was before the last status patch.
+#[derive(Default)]
+pub struct Announced(std::sync::Mutex<std::collections::HashMap<String, i64>>);
+
+impl Announced {
+    /// True only the first time `generation` of the object `uid` comes by.
+    pub fn first_time(&self, uid: &str, generation: i64) -> bool {
+        let mut announced = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if announced.get(uid).is_some_and(|g| *g >= generation) {
+            return false;
+        }
+        announced.insert(uid.to_string(), generation);
+        true
+    }
+
+    /// Forgets a deleted object (seen only when a finalizer holds it; without one
+    /// an entry stays until the operator restarts, a few bytes per deleted object).
+    pub fn forget(&self, uid: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+    }
 }
 
 impl Context {
@@ -82,6 +107,7 @@ impl Context {
             delete_consumer_groups,
             recorder,
             metrics,
+            announced: Announced::default(),
         }
     }
 }
@@ -145,6 +171,9 @@ async fn reconcile(fx: Arc<FrontendExperience>, context: Arc<Context>) -> Result
                 Finalizer::Apply(fx) => reconcile_inner(&fx, &context).await,
                 Finalizer::Cleanup(fx) => {
                     cleanup::delete_consumer_groups(&context.client, &fx).await?;
+                    context
+                        .announced
+                        .forget(fx.meta().uid.as_deref().unwrap_or_default());
                     Ok(Action::await_change())
                 }
             }
@@ -213,13 +242,16 @@ async fn reconcile_inner(fx: &FrontendExperience, context: &Context) -> Result<A
             Some(budget) => apply(budgets, budget).await?,
             None => delete_if_present(budgets, &name).await?,
         }
-        let new_generation =
-            fx.status.as_ref().and_then(|s| s.observed_generation) != fx.meta().generation;
+        let generation = fx.meta().generation.unwrap_or(0);
+        let new_generation = fx.status.as_ref().and_then(|s| s.observed_generation)
+            != fx.meta().generation
+            && context
+                .announced
+                .first_time(fx.meta().uid.as_deref().unwrap_or_default(), generation);
         if new_generation {
             info!(experience = %name, %namespace, generation = ?fx.meta().generation, "applied");
             let note = format!(
-                "applied generation {} ({} replicas)",
-                fx.meta().generation.unwrap_or(0),
+                "applied generation {generation} ({} replicas)",
                 spec.replicas
             );
             publish(context, fx, EventType::Normal, "Applied", "Apply", note).await;
@@ -304,5 +336,25 @@ async fn publish(
     // Events are informational: failing to record one must not fail the reconcile.
     if let Err(e) = context.recorder.publish(&event, &fx.object_ref(&())).await {
         warn!(error = %e, "could not record an event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Announced;
+
+    #[test]
+    fn each_generation_is_announced_once_per_object() {
+        let announced = Announced::default();
+        assert!(announced.first_time("uid-a", 1));
+        assert!(
+            !announced.first_time("uid-a", 1),
+            "a stale cache replays generation 1"
+        );
+        assert!(announced.first_time("uid-b", 1), "another object");
+        assert!(announced.first_time("uid-a", 2));
+        assert!(!announced.first_time("uid-a", 1), "an older generation");
+        announced.forget("uid-a");
+        assert!(announced.first_time("uid-a", 2));
     }
 }
