@@ -239,6 +239,7 @@ impl Store {
             store: self,
             txn: self.db.begin_write()?,
             rows: HashMap::new(),
+            read: Default::default(),
             changes: Vec::new(),
             versions: BTreeMap::new(),
             offsets: BTreeMap::new(),
@@ -263,6 +264,9 @@ pub struct Batch<'s> {
     txn: redb::WriteTransaction,
     /// Rows the batch changed (`None`: deleted).
     rows: HashMap<(String, String), Option<StoredRow>>,
+    /// Rows read from the store in this batch: a rule reads a row and the change
+    /// log then keeps it as the change's previous row, parsed once.
+    read: std::cell::RefCell<HashMap<(String, String), Option<Row>>>,
     changes: Vec<Change>,
     versions: BTreeMap<String, u64>,
     offsets: BTreeMap<(String, i32), i64>,
@@ -271,15 +275,20 @@ pub struct Batch<'s> {
 impl Batch<'_> {
     /// The current row, as the batch has left it so far.
     pub fn row(&self, projection: &str, key: &str) -> Result<Option<Row>, StoreError> {
-        if let Some(row) = self.rows.get(&(projection.to_string(), key.to_string())) {
+        let id = (projection.to_string(), key.to_string());
+        if let Some(row) = self.rows.get(&id) {
             return Ok(row.as_ref().map(|r| r.row.clone()));
         }
+        if let Some(row) = self.read.borrow().get(&id) {
+            return Ok(row.clone());
+        }
         let table = self.txn.open_table(ROWS)?;
-        let row = table.get((projection, key))?;
-        Ok(match row {
+        let row = match table.get((projection, key))? {
             Some(bytes) => Some(serde_json::from_slice::<StoredRow>(bytes.value())?.row),
             None => None,
-        })
+        };
+        self.read.borrow_mut().insert(id, row.clone());
+        Ok(row)
     }
 
     /// Records the changes of one event, each under the next version of its projection.
