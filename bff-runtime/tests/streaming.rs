@@ -245,3 +245,75 @@ async fn rest_reads_with_etags_sparse_fields_filters_and_cursors() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_and_message_size_limits_hold_on_both_websockets() {
+    let running = support::start("blog-post", |spec| {
+        spec.api.limits.max_subscriptions_per_connection = 1;
+        spec.api.limits.max_message_bytes = 1024;
+    })
+    .await;
+    let address = running.runtime.http_addr.to_string();
+    running.wait_ready().await;
+    tokio::task::spawn_blocking(move || {
+        let read = |socket: &mut tungstenite::WebSocket<_>| -> serde_json::Value {
+            serde_json::from_str(socket_read(socket).as_str()).unwrap()
+        };
+        let too_big = tungstenite::Message::text(json!({"type": "ping", "pad": "x".repeat(2048)}).to_string());
+        // Closed by the server within 5 s; a read that times out means still open.
+        let ended = |socket: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>| {
+            if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = socket.get_ref() {
+                tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            }
+            loop {
+                match socket.read() {
+                    Ok(tungstenite::Message::Close(_)) => return true,
+                    Ok(_) => continue,
+                    Err(tungstenite::Error::Io(e))
+                        if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                    {
+                        return false
+                    }
+                    Err(_) => return true,
+                }
+            }
+        };
+
+        let (mut native, _) = tungstenite::connect(format!("ws://{address}/ws")).unwrap();
+        for id in ["first", "second"] {
+            let subscribe = json!({"type": "subscribe", "id": id, "projection": "postPage"});
+            native.send(tungstenite::Message::text(subscribe.to_string())).unwrap();
+        }
+        assert_eq!(read(&mut native)["type"], "snapshot");
+        let refused = read(&mut native);
+        assert_eq!((refused["type"].as_str(), refused["id"].as_str()), (Some("error"), Some("second")), "{refused}");
+        assert!(refused["message"].as_str().unwrap().contains("at most 1 subscriptions"), "{refused}");
+        native.send(too_big.clone()).unwrap();
+        assert!(ended(&mut native), "a message over maxMessageBytes ends the connection");
+
+        use tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{address}/graphql/ws").into_client_request().unwrap();
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+        let (mut graphql, _) = tungstenite::connect(request).unwrap();
+        graphql.send(tungstenite::Message::text(r#"{"type":"connection_init"}"#)).unwrap();
+        assert_eq!(read(&mut graphql)["type"], "connection_ack");
+        for id in ["1", "2"] {
+            let subscribe = json!({"id": id, "type": "subscribe", "payload": {"query": "subscription { postPage { key } }"}});
+            graphql.send(tungstenite::Message::text(subscribe.to_string())).unwrap();
+        }
+        let mut refused = None;
+        while refused.is_none() {
+            let message = read(&mut graphql);
+            if message["type"] == "error" || message["payload"]["errors"].is_array() {
+                refused = Some(message);
+            }
+        }
+        let refused = refused.unwrap();
+        assert_eq!(refused["id"], "2", "{refused}");
+        assert!(refused.to_string().contains("at most 1 subscriptions"), "{refused}");
+        graphql.send(too_big).unwrap();
+        assert!(ended(&mut graphql), "a message over maxMessageBytes ends the connection");
+    })
+    .await
+    .unwrap();
+}

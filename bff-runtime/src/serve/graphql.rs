@@ -18,7 +18,7 @@ use futures::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::access::Viewer;
-use super::graphql_ws::LiveViewer;
+use super::graphql_ws::{LiveViewer, SubscriptionBudget};
 use super::openapi::type_name;
 use super::subscription::{Selection, Subscription as Watch, Update};
 use super::{ApiError, AppState, SharedState};
@@ -169,6 +169,7 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
                 SubscriptionFieldFuture::new(async move {
                     let state = ctx.data::<SharedState>()?.clone();
                     let viewer = ctx.data::<LiveViewer>()?.clone();
+                    let slot = ctx.data::<SubscriptionBudget>()?.take()?;
                     let selection = Selection {
                         projection: projection_name,
                         key: ctx.args.get("key").map(|k| k.string().map(str::to_string)).transpose()?,
@@ -176,7 +177,7 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
                         delta: false,
                     };
                     let since = ctx.args.get("since").map(|s| s.u64()).transpose()?;
-                    changes(state, selection, viewer, since)
+                    changes(state, selection, viewer, since, slot)
                 })
             })
             .argument(InputValue::new("key", TypeRef::named(TypeRef::STRING)))
@@ -265,11 +266,13 @@ fn changes<'a>(
     selection: Selection,
     viewer: LiveViewer,
     since: Option<u64>,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> async_graphql::Result<impl futures::Stream<Item = async_graphql::Result<FieldValue<'a>>> + 'a>
 {
     let feed = state.feed.subscribe();
     let mut watch = Watch::new(selection, viewer.current().ok_or("not authenticated")?);
-    let counted = state.metrics.subscription("graphql");
+    // Held by the stream: its end lowers the gauge and frees the connection's slot.
+    let held = (state.metrics.subscription("graphql"), slot);
     let first = state
         .experience
         .projection(&watch.selection.projection)
@@ -284,8 +287,8 @@ fn changes<'a>(
     };
     let head = futures::stream::iter(initial);
     let tail = futures::stream::unfold(
-        (state, watch, feed, viewer, counted),
-        |(state, mut watch, mut feed, mut viewer, counted)| async move {
+        (state, watch, feed, viewer, held),
+        |(state, mut watch, mut feed, mut viewer, held)| async move {
             loop {
                 if let Some(refreshed) = viewer.refreshed() {
                     watch.set_viewer(refreshed);
@@ -305,7 +308,7 @@ fn changes<'a>(
                 if !events.is_empty() {
                     return Some((
                         futures::stream::iter(events),
-                        (state, watch, feed, viewer, counted),
+                        (state, watch, feed, viewer, held),
                     ));
                 }
             }
@@ -546,7 +549,9 @@ pub async fn subscriptions(
         .graphql
         .clone()
         .ok_or_else(|| ApiError::not_found("GraphQL is off".into()))?;
+    let max_message = state.experience.spec.api.limits.max_message_bytes as usize;
     Ok(upgrade
+        .max_message_size(max_message)
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| async move {
             super::graphql_ws::serve(state, socket, schema, protocol, viewer).await;

@@ -13,7 +13,9 @@ use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::http::HeaderMap;
 use futures::{SinkExt, StreamExt};
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::access::Viewer;
 use super::ws::{CLOSE_TOKEN_EXPIRED, CLOSE_TOO_SLOW, SEND_TIMEOUT};
@@ -59,6 +61,30 @@ impl LiveViewer {
     }
 }
 
+/// A connection's `maxSubscriptionsPerConnection`, shared by its subscriptions.
+#[derive(Clone)]
+pub struct SubscriptionBudget {
+    slots: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl SubscriptionBudget {
+    fn new(limit: usize) -> Self {
+        SubscriptionBudget {
+            slots: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    /// One subscription's share, given back when the subscription ends.
+    pub fn take(&self) -> async_graphql::Result<OwnedSemaphorePermit> {
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| format!("at most {} subscriptions per connection", self.limit).into())
+    }
+}
+
 const EXPIRED: &str = "token expired: send a ping with {\"token\": …} before it does, or reconnect";
 
 /// Serves one upgraded connection until either side ends it. `viewer` is the one
@@ -76,6 +102,10 @@ pub async fn serve(
     let mut data = Data::default();
     data.insert(state.clone());
     data.insert(LiveViewer(auth_changes.clone()));
+    let limits = &state.experience.spec.api.limits;
+    data.insert(SubscriptionBudget::new(
+        limits.max_subscriptions_per_connection as usize,
+    ));
 
     // async-graphql writes into a bounded channel; `write` owns the socket's sink,
     // so it alone decides when a stalled client or an expired token ends things.
