@@ -300,6 +300,9 @@ async fn subscription_and_message_size_limits_hold_on_both_websockets() {
         for id in ["1", "2"] {
             let subscribe = json!({"id": id, "type": "subscribe", "payload": {"query": "subscription { postPage { key } }"}});
             graphql.send(tungstenite::Message::text(subscribe.to_string())).unwrap();
+            if id == "1" {
+                assert_eq!(read(&mut graphql)["type"], "next", "the first subscription runs");
+            }
         }
         let mut refused = None;
         while refused.is_none() {
@@ -313,6 +316,22 @@ async fn subscription_and_message_size_limits_hold_on_both_websockets() {
         assert!(refused.to_string().contains("at most 1 subscriptions"), "{refused}");
         graphql.send(too_big).unwrap();
         assert!(ended(&mut graphql), "a message over maxMessageBytes ends the connection");
+
+        // A client that never sends connection_init is closed, as graphql-ws servers do.
+        let mut request = format!("ws://{address}/graphql/ws").into_client_request().unwrap();
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+        let (mut idle, _) = tungstenite::connect(request).unwrap();
+        if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = idle.get_ref() {
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        }
+        let close = loop {
+            match idle.read() {
+                Ok(tungstenite::Message::Close(frame)) => break frame.expect("a close code"),
+                Ok(_) => continue,
+                Err(e) => panic!("no close frame: {e}"),
+            }
+        };
+        assert_eq!(u16::from(close.code), 4408, "{close:?}");
     })
     .await
     .unwrap();

@@ -5,6 +5,8 @@
 //! reading for 10 seconds is closed instead of holding memory and a connection slot.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::dynamic::Schema;
@@ -13,8 +15,6 @@ use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::http::HeaderMap;
 use futures::{SinkExt, StreamExt};
-use std::sync::Arc;
-
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::access::Viewer;
@@ -85,6 +85,11 @@ impl SubscriptionBudget {
     }
 }
 
+/// As graphql-ws servers do: a client must send `connection_init` this soon, or be
+/// closed with 4408, so an idle socket does not hold a connection slot.
+const INIT_TIMEOUT: Duration = Duration::from_secs(3);
+const CLOSE_INIT_TIMEOUT: u16 = 4408;
+
 const EXPIRED: &str = "token expired: send a ping with {\"token\": …} before it does, or reconnect";
 
 /// Serves one upgraded connection until either side ends it. `viewer` is the one
@@ -115,9 +120,12 @@ pub async fn serve(
     let init_state = state.clone();
     let auth_on_ping = auth.clone();
     let ping_state = state.clone();
+    let initialised = Arc::new(AtomicBool::new(false));
+    let init_seen = initialised.clone();
     let graphql = GraphQLWebSocket::new_with_pair(outgoing, stream, schema, protocol)
         .with_data(data)
         .on_connection_init(move |payload| async move {
+            init_seen.store(true, Ordering::SeqCst);
             if authenticated {
                 return Ok(Data::default());
             }
@@ -149,7 +157,7 @@ pub async fn serve(
         .serve();
     tokio::select! {
         () = graphql => {}
-        () = write(sink, to_send, auth_changes) => {}
+        () = write(sink, to_send, auth_changes, initialised) => {}
     }
 }
 
@@ -159,7 +167,9 @@ async fn write(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut to_send: futures::channel::mpsc::Receiver<Message>,
     mut auth: watch::Receiver<Auth>,
+    initialised: Arc<AtomicBool>,
 ) {
+    let mut init_deadline = Some(tokio::time::Instant::now() + INIT_TIMEOUT);
     loop {
         let current = auth.borrow_and_update().clone();
         let expiry = match &current {
@@ -180,6 +190,15 @@ async fn write(
                 close(CLOSE_TOKEN_EXPIRED, reason)
             }
             Ok(()) = auth.changed() => continue,
+            () = tokio::time::sleep_until(init_deadline.unwrap_or_else(tokio::time::Instant::now)),
+                if init_deadline.is_some() =>
+            {
+                init_deadline = None;
+                if initialised.load(Ordering::SeqCst) {
+                    continue;
+                }
+                close(CLOSE_INIT_TIMEOUT, "no connection_init within 3 s".into())
+            }
         };
         let last = matches!(message, Message::Close(_));
         match tokio::time::timeout(SEND_TIMEOUT, sink.send(message)).await {
