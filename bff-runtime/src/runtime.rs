@@ -138,6 +138,7 @@ impl Runtime {
         let http_addr = http.local_addr()?;
         let metrics_addr = metrics_listener.local_addr()?;
         let app = router(state.clone());
+        let http = crate::serve::listener::StallGuardedListener(http);
         tokio::spawn(async move { axum::serve(http, app).await });
         let metrics_app = metrics_router(metrics);
         tokio::spawn(async move { axum::serve(metrics_listener, metrics_app).await });

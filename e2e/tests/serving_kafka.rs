@@ -506,11 +506,15 @@ fn serving_against_a_real_kafka_broker() {
          {unstalled_growth} without them"
     );
 
-    // The stalled WebSocket and GraphQL connections are closed; the reader is not.
+    // The stalled connections are closed (SSE too); the reader is not.
     wait_for(
         "the stalled connections to be closed",
         Duration::from_secs(60),
-        || connections("websocket") == 1.0 && connections("graphql") == 0.0,
+        || {
+            connections("websocket") == 1.0
+                && connections("graphql") == 0.0
+                && connections("sse") == 0.0
+        },
     );
     drop(stalled);
     drop(reader);

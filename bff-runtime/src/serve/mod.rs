@@ -7,6 +7,7 @@ mod console;
 pub mod graphql;
 mod graphql_ws;
 pub mod jwt;
+pub mod listener;
 pub mod openapi;
 mod rest;
 mod sse;
