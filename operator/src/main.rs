@@ -89,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(namespaces = ?namespaces, image = %args.runtime_image, "starting");
     let build = BuildConfig {
         image: args.runtime_image,
+        json_logs: std::env::var("FACET_LOG_FORMAT").is_ok_and(|f| f == "json"),
     };
     let context = Arc::new(Context::new(
         client.clone(),

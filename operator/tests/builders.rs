@@ -28,6 +28,7 @@ fn build(fx: &FrontendExperience) -> Desired {
         fx,
         &BuildConfig {
             image: "facet-bff:test".into(),
+            json_logs: false,
         },
     )
     .unwrap()
@@ -183,4 +184,30 @@ fn the_config_map_holds_a_manifest_the_runtime_accepts() {
 
 fn probe_path(probe: &Option<k8s_openapi::api::core::v1::Probe>) -> Option<&str> {
     probe.as_ref()?.http_get.as_ref()?.path.as_deref()
+}
+
+#[test]
+fn runtime_pods_log_json_when_the_operator_does() {
+    let runtime_env = |json_logs: bool| -> Vec<(String, Option<String>)> {
+        let config = BuildConfig {
+            image: "facet-bff:test".into(),
+            json_logs,
+        };
+        let desired = desired(&sample("blog-post"), &config).unwrap();
+        let pod = desired.stateful_set.spec.unwrap().template.spec.unwrap();
+        pod.containers[0]
+            .env
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.name, e.value))
+            .collect()
+    };
+    let format = |env: &[(String, Option<String>)]| {
+        env.iter()
+            .find(|(name, _)| name == "FACET_LOG_FORMAT")
+            .map(|(_, value)| value.clone().unwrap_or_default())
+    };
+    assert_eq!(format(&runtime_env(true)).as_deref(), Some("json"));
+    assert_eq!(format(&runtime_env(false)), None, "text is the default");
 }

@@ -124,6 +124,13 @@ fn chart_values_are_checked_by_the_schema() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("replicaCount"), "{stderr}");
+    let output = helm_template(&["--kube-version", "1.35.4", "--set", "logFormat=yaml"]);
+    assert!(!output.status.success(), "logFormat is text or json");
+    let output = helm_template(&["--kube-version", "1.35.4", "--set", "logFormat=json"]);
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("FACET_LOG_FORMAT"),
+        "the format reaches the operator"
+    );
 }
 
 #[test]

@@ -35,6 +35,9 @@ pub const SPEC_HASH_ANNOTATION: &str = "facet.dev/spec-hash";
 pub struct BuildConfig {
     /// The runtime image used unless an experience overrides it.
     pub image: String,
+    /// `json` to have runtime pods log JSON lines (`FACET_LOG_FORMAT`), as the
+    /// operator itself does; text otherwise.
+    pub json_logs: bool,
 }
 
 /// Everything one experience runs as.
@@ -290,6 +293,10 @@ fn stateful_set(
             ..Volume::default()
         });
     }
+    if config.json_logs {
+        env_vars.push(env("FACET_LOG_FORMAT", "json"));
+    }
+    // Last, so an experience's own variables win.
     env_vars.extend(overrides.env.iter().map(|(k, v)| env(k, v)));
 
     let mut requests = BTreeMap::from([
