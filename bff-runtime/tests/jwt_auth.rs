@@ -235,10 +235,7 @@ async fn tokens_are_verified_and_rows_filtered_per_user() {
         let forged = token(&signer("k1"), "k1", claims("alice"));
         let native = |token: &str| tungstenite::connect(format!("ws://{address}/ws?access_token={token}")).unwrap().0;
         let graphql = |token: &str| {
-            use tungstenite::client::IntoClientRequest;
-            let mut request = format!("ws://{address}/graphql/ws").into_client_request().unwrap();
-            request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
-            let (mut socket, _) = tungstenite::connect(request).unwrap();
+            let (mut socket, _) = tungstenite::connect(support::graphql_ws_request(&address)).unwrap();
             let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
             socket.send(tungstenite::Message::text(init.to_string())).unwrap();
             assert_eq!(next_text(&mut socket)["type"], "connection_ack");

@@ -290,11 +290,7 @@ async fn subscription_and_message_size_limits_hold_on_both_websockets() {
         assert!(refused["message"].as_str().unwrap().contains("at most 1 subscriptions"), "{refused}");
         native.send(too_big.clone()).unwrap();
         assert!(ended(&mut native), "a message over maxMessageBytes ends the connection");
-
-        use tungstenite::client::IntoClientRequest;
-        let mut request = format!("ws://{address}/graphql/ws").into_client_request().unwrap();
-        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
-        let (mut graphql, _) = tungstenite::connect(request).unwrap();
+        let (mut graphql, _) = tungstenite::connect(support::graphql_ws_request(&address)).unwrap();
         graphql.send(tungstenite::Message::text(r#"{"type":"connection_init"}"#)).unwrap();
         assert_eq!(read(&mut graphql)["type"], "connection_ack");
         for id in ["1", "2"] {
@@ -318,9 +314,7 @@ async fn subscription_and_message_size_limits_hold_on_both_websockets() {
         assert!(ended(&mut graphql), "a message over maxMessageBytes ends the connection");
 
         // A client that never sends connection_init is closed, as graphql-ws servers do.
-        let mut request = format!("ws://{address}/graphql/ws").into_client_request().unwrap();
-        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
-        let (mut idle, _) = tungstenite::connect(request).unwrap();
+        let (mut idle, _) = tungstenite::connect(support::graphql_ws_request(&address)).unwrap();
         if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = idle.get_ref() {
             tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         }

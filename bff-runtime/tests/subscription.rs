@@ -21,6 +21,12 @@ fn storefront() -> Arc<CompiledExperience> {
     Arc::new(compile(&manifest.spec).unwrap())
 }
 
+fn empty_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&dir.path().join("db"), "h1", 100).unwrap();
+    (dir, store)
+}
+
 fn upsert(key: &str, row: serde_json::Value) -> RowChange {
     RowChange {
         projection: "order".into(),
@@ -52,8 +58,7 @@ fn changed(update: &Update) -> (String, &'static str, Option<Row>, Option<serde_
 fn catching_up_sends_each_row_once_with_deltas_from_what_the_client_has() {
     let experience = storefront();
     let order = experience.projection("order").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(&dir.path().join("db"), "h1", 100).unwrap();
+    let (_dir, store) = empty_store();
     commit(
         &store,
         vec![upsert("o-1", json!({"status": "placed", "total": 5}))],
@@ -114,8 +119,7 @@ fn catching_up_sends_each_row_once_with_deltas_from_what_the_client_has() {
 fn resuming_tells_each_client_only_about_rows_it_saw() {
     let experience = storefront();
     let order = experience.projection("order").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(&dir.path().join("db"), "h1", 100).unwrap();
+    let (_dir, store) = empty_store();
     commit(
         &store,
         vec![upsert("o-1", json!({"customerId": "alice", "total": 5}))],

@@ -57,6 +57,19 @@ pub fn wait_for(what: &str, timeout: std::time::Duration, mut check: impl FnMut(
 pub mod cluster;
 pub mod kubelet;
 
+/// The upgrade request of a graphql-transport-ws connection to `address`.
+pub fn graphql_ws_request(address: &str) -> tungstenite::handshake::client::Request {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{address}/graphql/ws")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    request
+}
+
 /// The workspace links more than one rustls backend; pick one for this process.
 pub fn ensure_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -275,15 +275,8 @@ fn graphql_subscription(
     address: &str,
     query: &str,
 ) -> tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>> {
-    use tungstenite::client::IntoClientRequest;
-    let mut request = format!("ws://{address}/graphql/ws")
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut socket, response) = tungstenite::connect(request).expect("graphql websocket");
+    let (mut socket, response) =
+        tungstenite::connect(facet_e2e::graphql_ws_request(address)).expect("graphql websocket");
     assert_eq!(
         response.headers()["sec-websocket-protocol"],
         "graphql-transport-ws"

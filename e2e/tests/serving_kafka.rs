@@ -273,7 +273,6 @@ fn tiny_window(address: SocketAddr) -> TcpStream {
 
 /// Clients that subscribe and then never read again; returned to be kept open.
 fn stalled_clients(address: SocketAddr, token: &str) -> Vec<Box<dyn std::any::Any>> {
-    use tungstenite::client::IntoClientRequest;
     let (mut native, _) = tungstenite::client(
         format!("ws://{address}/ws?access_token={token}"),
         tiny_window(address),
@@ -284,14 +283,11 @@ fn stalled_clients(address: SocketAddr, token: &str) -> Vec<Box<dyn std::any::An
         .send(tungstenite::Message::text(subscribe.to_string()))
         .unwrap();
 
-    let mut request = format!("ws://{address}/graphql/ws")
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut graphql, _) = tungstenite::client(request, tiny_window(address)).unwrap();
+    let (mut graphql, _) = tungstenite::client(
+        facet_e2e::graphql_ws_request(&address.to_string()),
+        tiny_window(address),
+    )
+    .unwrap();
     let init = json!({"type": "connection_init", "payload": {"token": token}});
     graphql
         .send(tungstenite::Message::text(init.to_string()))

@@ -145,3 +145,16 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> (u16, serde_json::Value) {
     let status = response.status().as_u16();
     (status, response.body_mut().read_json().unwrap_or_default())
 }
+
+/// The upgrade request of a graphql-transport-ws connection to `address`.
+pub fn graphql_ws_request(address: &str) -> tungstenite::handshake::client::Request {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{address}/graphql/ws")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    request
+}
