@@ -143,7 +143,7 @@ impl Ingest {
             .collect();
         let mut partitions = wait_for_partitions(&consumer, &topics, &self.progress, stop)?;
         let stored = self.store.offsets()?;
-        let assignment = self.assignment(&partitions)?;
+        let assignment = assignment(&partitions, &stored)?;
         let mut targets = BTreeMap::new();
         for (topic, partition) in &partitions {
             let position = stored.get(&(topic.clone(), *partition)).copied();
@@ -194,20 +194,6 @@ impl Ingest {
         Ok(())
     }
 
-    /// Every partition at the offset stored with the rows, or from its beginning.
-    fn assignment(&self, partitions: &[(String, i32)]) -> Result<TopicPartitionList, IngestError> {
-        let stored = self.store.offsets()?;
-        let mut assignment = TopicPartitionList::new();
-        for (topic, partition) in partitions {
-            let offset = match stored.get(&(topic.clone(), *partition)) {
-                Some(next) => Offset::Offset(*next),
-                None => Offset::Beginning,
-            };
-            assignment.add_partition_offset(topic, *partition, offset)?;
-        }
-        Ok(assignment)
-    }
-
     /// Partitions added to a source topic after the start are consumed too (from
     /// their beginning), so growing a topic loses no events. Called between batches,
     /// when everything read has been committed to the store: reassigning every
@@ -235,7 +221,7 @@ impl Ingest {
         }
         info!(added = ?added, "source topics grew: consuming the new partitions from the beginning");
         partitions.extend(added);
-        consumer.assign(&self.assignment(partitions)?)?;
+        consumer.assign(&assignment(partitions, &self.store.offsets()?)?)?;
         Ok(())
     }
 
@@ -424,6 +410,22 @@ fn dead_letter_producer(
     config: &IngestConfig,
 ) -> Result<ThreadedProducer<DefaultProducerContext>, IngestError> {
     Ok(client_config(config).create()?)
+}
+
+/// Every partition at its `stored` offset (the next to read), or from its beginning.
+fn assignment(
+    partitions: &[(String, i32)],
+    stored: &BTreeMap<(String, i32), i64>,
+) -> Result<TopicPartitionList, IngestError> {
+    let mut assignment = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        let offset = match stored.get(&(topic.clone(), *partition)) {
+            Some(next) => Offset::Offset(*next),
+            None => Offset::Beginning,
+        };
+        assignment.add_partition_offset(topic, *partition, offset)?;
+    }
+    Ok(assignment)
 }
 
 fn partitions_of(metadata: &rdkafka::metadata::Metadata, topic: &str) -> Vec<i32> {
