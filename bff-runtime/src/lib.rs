@@ -7,7 +7,7 @@
 
 pub mod cli;
 pub mod dev;
-pub mod feed;
+pub mod live;
 pub mod ingest;
 pub mod logging;
 pub mod metrics;

@@ -11,12 +11,12 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::feed::Feed;
+use crate::live::Router;
 use crate::ingest::{group_id, Ingest, IngestConfig, Progress};
 use crate::metrics::Metrics;
 use crate::projection::Engine;
 use crate::serve::access::AuthMode;
-use crate::serve::{metrics_router, router, AppState, DevProducer};
+use crate::serve::{metrics_router, AppState, DevProducer};
 use crate::spec::{compile, ExperienceSpec};
 use crate::store::{Opened, Store};
 
@@ -61,11 +61,7 @@ impl Runtime {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
         let store_path = config.data_dir.join("store.redb");
-        let (store, opened) = Store::open(
-            &store_path,
-            &experience.definition_hash,
-            u64::from(experience.spec.store.change_log_length),
-        )
+        let (store, opened) = Store::open(&store_path, experience.store_layout())
         .with_context(|| format!("opening the store at {}", store_path.display()))?;
         match opened {
             Opened::Empty => {
@@ -79,7 +75,7 @@ impl Runtime {
             }
         }
         let store = Arc::new(store);
-        let feed = Feed::new();
+        let router = Router::new();
         let metrics = Arc::new(Metrics::new());
         let progress = Arc::new(Progress::default());
         let spec = &experience.spec;
@@ -101,7 +97,7 @@ impl Runtime {
         let ingest = Ingest {
             engine: Arc::new(Engine::new(experience.clone())),
             store: store.clone(),
-            feed: feed.clone(),
+            router: router.clone(),
             metrics: metrics.clone(),
             progress: progress.clone(),
         }
@@ -126,8 +122,8 @@ impl Runtime {
             graphql,
             experience_name: format!("{}/{}", config.namespace, config.name),
             experience: experience.clone(),
+            live: crate::live::Engine::new(experience.clone(), store.clone(), router, metrics.clone()),
             store,
-            feed,
             metrics: metrics.clone(),
             progress,
             auth,
@@ -137,7 +133,7 @@ impl Runtime {
 
         let http_addr = http.local_addr()?;
         let metrics_addr = metrics_listener.local_addr()?;
-        let app = router(state.clone());
+        let app = crate::serve::router(state.clone());
         let http = crate::serve::listener::StallGuardedListener(http);
         tokio::spawn(async move { axum::serve(http, app).await });
         let metrics_app = metrics_router(metrics);

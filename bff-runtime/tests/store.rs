@@ -1,129 +1,185 @@
-//! The redb store: versions, change log, offsets, and rebuild on definition change.
+//! The redb store: positions, the change log and where it starts, the index, and
+//! rebuild on definition change.
+
+use std::collections::BTreeMap;
 
 use facet_bff::projection::{Row, RowChange, RowOp};
-use facet_bff::store::{Missed, Opened, Store};
+use facet_bff::store::{Layout, Missed, Opened, Position, Store};
 use serde_json::json;
 
 fn row(value: serde_json::Value) -> Row {
     value.as_object().unwrap().clone()
 }
 
-fn upsert(key: &str, n: i64) -> RowChange {
+fn upsert(key: &str, value: serde_json::Value) -> RowChange {
     RowChange {
         projection: "order".into(),
         key: key.into(),
-        op: RowOp::Upsert(row(json!({"n": n}))),
+        op: RowOp::Upsert(row(value)),
     }
 }
 
+fn layout(hash: &str, log: u64) -> Layout {
+    Layout {
+        definition_hash: hash.into(),
+        topics: vec!["t".into(), "u".into()],
+        indexed: BTreeMap::from([("order".to_string(), vec!["customerId".to_string()])]),
+        change_log_length: log,
+    }
+}
+
+fn open(dir: &tempfile::TempDir, hash: &str, log: u64) -> (Store, Opened) {
+    Store::open(&dir.path().join("db"), layout(hash, log)).unwrap()
+}
+
+/// One record per change, on partition `partition` of topic `t`.
+fn commit(store: &Store, records: &[(i32, i64, RowChange)]) -> Vec<facet_bff::store::Change> {
+    let mut batch = store.batch().unwrap();
+    for (partition, offset, change) in records {
+        batch.read_record("t", *partition, *offset);
+        batch.apply(vec![change.clone()], Some(5)).unwrap();
+    }
+    batch.commit().unwrap()
+}
+
+fn at(offsets: &[(i32, i64)]) -> Position {
+    let mut position = Position::default();
+    for (partition, next) in offsets {
+        position.advance("t", *partition, *next);
+    }
+    position
+}
+
 #[test]
-fn changes_get_consecutive_versions_and_commit_with_offsets() {
+fn changes_carry_their_record_and_the_position_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, opened) = Store::open(&dir.path().join("db"), "h1", 100).unwrap();
+    let (store, opened) = open(&dir, "00aa", 100);
     assert_eq!(opened, Opened::Empty);
     let mut batch = store.batch().unwrap();
-    batch
-        .apply(vec![upsert("a", 1), upsert("b", 1)], Some(5))
-        .unwrap();
-    assert_eq!(
-        batch.row("order", "a").unwrap(),
-        Some(row(json!({"n": 1}))),
-        "reads see the batch"
-    );
-    batch.apply(vec![upsert("a", 2)], None).unwrap();
-    batch.set_offset("t", 0, 3);
+    batch.read_record("t", 0, 0);
+    batch.apply(vec![upsert("a", json!({"n": 1}))], None).unwrap();
+    assert_eq!(batch.row("order", "a").unwrap(), Some(row(json!({"n": 1}))), "reads see the batch");
+    batch.read_record("t", 1, 7);
+    batch.apply(vec![upsert("a", json!({"n": 2})), upsert("b", json!({"n": 1}))], None).unwrap();
+    // A record that changes nothing still moves the position.
+    batch.read_record("u", 0, 3);
     let committed = batch.commit().unwrap();
-    assert_eq!(
-        committed.iter().map(|c| c.version).collect::<Vec<_>>(),
-        [1, 2, 3]
-    );
-    assert_eq!(store.version("order").unwrap(), 3);
-    assert_eq!(store.row("order", "a").unwrap().unwrap().version, 3);
-    assert_eq!(store.offsets().unwrap()[&("t".to_string(), 0)], 3);
-    let (version, rows) = store.rows("order", None, 10, |_| true).unwrap();
-    assert_eq!(version, 3);
-    assert_eq!(
-        rows.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
-        ["a", "b"]
-    );
-    let (_, after_a) = store.rows("order", Some("a"), 10, |_| true).unwrap();
-    assert_eq!(after_a.len(), 1);
+    assert_eq!(committed.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(committed[0].position, "00aa~0.0.1");
+    assert_eq!(committed[1].position, "00aa~0.0.1~0.1.8");
+    assert_eq!(committed[2].position, committed[1].position, "one record, one position");
+    assert_eq!(committed[1].previous, Some(row(json!({"n": 1}))));
+    assert_eq!((committed[1].source.partition, committed[1].source.offset), (1, 7));
+    assert_eq!(store.row("order", "a").unwrap(), Some(row(json!({"n": 2}))));
+    assert_eq!(store.codec().encode(&store.position()), "00aa~0.0.1~0.1.8~1.0.4");
+    let view = store.view().unwrap();
+    assert_eq!(view.seq().unwrap(), 3);
+    let keys: Vec<_> = view.rows("order", None, None, 10, |_, _| true).unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, ["a", "b"]);
+    assert_eq!(view.rows("order", Some("a"), None, 10, |_, _| true).unwrap().len(), 1);
 }
 
 #[test]
 fn an_uncommitted_batch_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(&dir.path().join("db"), "h1", 100).unwrap();
+    let (store, _) = open(&dir, "00aa", 100);
     let mut batch = store.batch().unwrap();
-    batch.apply(vec![upsert("a", 1)], None).unwrap();
-    batch.set_offset("t", 0, 1);
+    batch.read_record("t", 0, 0);
+    batch.apply(vec![upsert("a", json!({"n": 1}))], None).unwrap();
     drop(batch);
     assert_eq!(store.row("order", "a").unwrap(), None);
     assert!(store.offsets().unwrap().is_empty());
 }
 
 #[test]
-fn change_log_is_bounded_and_says_when_it_no_longer_reaches_back() {
+fn missed_changes_are_those_of_records_after_the_position_whatever_the_order() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(&dir.path().join("db"), "h1", 3).unwrap();
-    for n in 0..5 {
-        let mut batch = store.batch().unwrap();
-        batch.apply(vec![upsert("a", n)], None).unwrap();
-        batch.commit().unwrap();
+    let (store, _) = open(&dir, "00aa", 100);
+    // Partition 1 read ahead of partition 0 in this replica's order.
+    commit(&store, &[(1, 0, upsert("x", json!({"n": 1}))), (1, 1, upsert("y", json!({"n": 1})))]);
+    commit(&store, &[(0, 0, upsert("a", json!({"n": 1}))), (0, 1, upsert("b", json!({"n": 1})))]);
+    // A client that came from a replica which read partition 0 first.
+    let since = at(&[(0, 2), (1, 1)]);
+    let view = store.view().unwrap();
+    let Missed::Changes(missed) = view.missed(&since).unwrap() else {
+        panic!("the log reaches back")
+    };
+    assert_eq!(missed.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(), ["y"]);
+    assert_eq!(view.missed(&store.position()).unwrap(), Missed::Changes(vec![]));
+    assert_eq!(view.missed(&at(&[(0, 3)])).unwrap(), Missed::Ahead, "a position this replica has not reached");
+}
+
+#[test]
+fn the_log_is_trimmed_by_batches_and_says_when_it_no_longer_reaches_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(&dir, "00aa", 3);
+    for offset in 0..5 {
+        commit(&store, &[(0, offset, upsert("a", json!({"n": offset})))]);
     }
-    match store.changes_since("order", 2).unwrap() {
-        Missed::Changes(changes) => {
-            assert_eq!(
-                changes.iter().map(|c| c.version).collect::<Vec<_>>(),
-                [3, 4, 5]
-            )
-        }
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(
-        store.changes_since("order", 1).unwrap(),
-        Missed::TooOld { oldest_kept: 3 }
+    let view = store.view().unwrap();
+    let Missed::Changes(missed) = view.missed(&at(&[(0, 2)])).unwrap() else {
+        panic!("the last 3 changes are kept")
+    };
+    assert_eq!(missed.iter().map(|c| c.source.offset).collect::<Vec<_>>(), [2, 3, 4]);
+    assert_eq!(view.missed(&at(&[(0, 1)])).unwrap(), Missed::TooOld);
+    assert_eq!(view.missed(&Position::default()).unwrap(), Missed::TooOld);
+}
+
+#[test]
+fn the_index_follows_rows_and_finds_them_by_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(&dir, "00aa", 100);
+    commit(
+        &store,
+        &[
+            (0, 0, upsert("o-1", json!({"customerId": "alice"}))),
+            (0, 1, upsert("o-2", json!({"customerId": "bob"}))),
+            (0, 2, upsert("o-3", json!({"customerId": "alice"}))),
+        ],
     );
-    assert_eq!(
-        store.changes_since("order", 5).unwrap(),
-        Missed::Changes(vec![])
+    commit(
+        &store,
+        &[
+            (0, 3, upsert("o-3", json!({"customerId": "bob"}))),
+            (0, 4, RowChange { projection: "order".into(), key: "o-2".into(), op: RowOp::Delete }),
+        ],
     );
+    let by = |who: &str| -> Vec<String> {
+        let who = json!(who);
+        let mut read = 0;
+        let rows = store
+            .view()
+            .unwrap()
+            .rows("order", None, Some(("customerId", &who)), 10, |_, _| {
+                read += 1;
+                true
+            })
+            .unwrap();
+        assert_eq!(read, rows.len(), "only the indexed rows are read");
+        rows.into_iter().map(|(k, _)| k).collect()
+    };
+    assert_eq!(by("alice"), ["o-1"]);
+    assert_eq!(by("bob"), ["o-3"]);
+    assert!(by("carol").is_empty());
 }
 
 #[test]
 fn reopening_resumes_and_a_new_definition_rebuilds() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
     {
-        let (store, _) = Store::open(&path, "h1", 10).unwrap();
-        let mut batch = store.batch().unwrap();
-        batch
-            .apply(
-                vec![
-                    upsert("a", 1),
-                    RowChange {
-                        projection: "order".into(),
-                        key: "a".into(),
-                        op: RowOp::Delete,
-                    },
-                ],
-                None,
-            )
-            .unwrap();
-        batch.apply(vec![upsert("b", 1)], None).unwrap();
-        batch.set_offset("t", 0, 2);
-        batch.commit().unwrap();
+        let (store, _) = open(&dir, "00aa", 10);
+        commit(&store, &[(0, 0, upsert("a", json!({"n": 1}))), (0, 1, upsert("b", json!({"n": 1})))]);
     }
     {
-        let (store, opened) = Store::open(&path, "h1", 10).unwrap();
+        let (store, opened) = open(&dir, "00aa", 10);
         assert_eq!(opened, Opened::Resumed);
-        assert_eq!(store.row("order", "a").unwrap(), None, "deleted");
         assert!(store.row("order", "b").unwrap().is_some());
-        assert_eq!(store.offsets().unwrap().len(), 1);
+        assert_eq!(store.position(), at(&[(0, 2)]));
+        assert_eq!(commit(&store, &[(0, 2, upsert("c", json!({})))])[0].seq, 3, "commit numbers go on");
     }
-    let (store, opened) = Store::open(&path, "h2", 10).unwrap();
+    let (store, opened) = open(&dir, "00bb", 10);
     assert_eq!(opened, Opened::Rebuilt);
     assert_eq!(store.row("order", "b").unwrap(), None);
     assert!(store.offsets().unwrap().is_empty());
-    assert_eq!(store.version("order").unwrap(), 0);
+    assert_eq!(store.view().unwrap().seq().unwrap(), 0);
 }

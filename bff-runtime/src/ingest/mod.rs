@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 
 pub use progress::{PartitionProgress, Progress};
 
-use crate::feed::Feed;
+use crate::live::Router;
 use crate::metrics::Metrics;
 use crate::projection::Engine;
 use crate::store::{Store, StoreError};
@@ -104,7 +104,7 @@ impl Drop for IngestHandle {
 pub struct Ingest {
     pub engine: Arc<Engine>,
     pub store: Arc<Store>,
-    pub feed: Feed,
+    pub router: Router,
     pub metrics: Arc<Metrics>,
     pub progress: Arc<Progress>,
 }
@@ -240,13 +240,14 @@ impl Ingest {
         let mut deadline: Option<Instant> = None;
         let mut read = 0;
         while read < config.max_batch_events && !stop.load(Ordering::SeqCst) {
+            // A batch takes what is already there and commits as soon as nothing
+            // more is: changes reach clients without waiting out a window, and
+            // under load batches grow by themselves while the last one commits.
             let wait = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
+                Some(d) if Instant::now() >= d => break,
+                Some(_) => Duration::ZERO,
                 None => Duration::from_millis(100),
             };
-            if deadline.is_some() && wait.is_zero() {
-                break;
-            }
             let message = match consumer.poll(wait) {
                 None if deadline.is_none() => {
                     // Idle: nothing to commit, but readiness may still be due
@@ -270,6 +271,7 @@ impl Ingest {
             let topic = message.topic();
             let source = topics.get(topic).map(String::as_str).unwrap_or_default();
             let payload = message.payload().unwrap_or_default();
+            batch.read_record(topic, message.partition(), message.offset());
             let outcome = self
                 .engine
                 .apply_bytes(source, payload, |projection, key| {
@@ -330,9 +332,7 @@ impl Ingest {
                     }
                 }
             }
-            let next = message.offset() + 1;
-            batch.set_offset(topic, message.partition(), next);
-            reached.insert((topic.to_string(), message.partition()), next);
+            reached.insert((topic.to_string(), message.partition()), message.offset() + 1);
         }
         if read == 0 {
             return Ok(0);
@@ -351,7 +351,7 @@ impl Ingest {
         self.metrics.batches_committed.inc();
         self.metrics.row_changes.inc_by(changes.len() as u64);
         debug!(events = read, changes = changes.len(), "batch committed");
-        self.feed.publish(changes);
+        self.router.publish(changes);
 
         let mut commit = TopicPartitionList::new();
         for ((topic, partition), next) in &reached {

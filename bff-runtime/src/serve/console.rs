@@ -28,7 +28,6 @@ pub async fn info(State(state): State<SharedState>) -> Json<serde_json::Value> {
                 "name": p.name,
                 "fields": p.fields.iter().map(|(name, f)| json!({"name": name, "type": f.field_type.as_str()})).collect::<Vec<_>>(),
                 "access": p.access.as_ref().map(|a| a.source.clone()),
-                "version": state.store.version(&p.name).unwrap_or(0),
             })
         })
         .collect();

@@ -9,18 +9,17 @@ use async_graphql::dynamic::{
     SchemaError, Subscription, SubscriptionField, SubscriptionFieldFuture, TypeRef,
 };
 use async_graphql::http::GraphiQLSource;
-use async_graphql::{Name, Value};
+use async_graphql::{ErrorExtensions, Name, Value};
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse};
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Response};
-use futures::StreamExt;
-use tokio::sync::broadcast::error::RecvError;
+use std::collections::VecDeque;
 
 use super::access::Viewer;
 use super::graphql_ws::{LiveViewer, SubscriptionBudget};
 use super::openapi::type_name;
-use super::subscription::{Selection, Subscription as Watch, Update};
+use crate::live::{Op, Selection, Session, Update};
 use super::{ApiError, AppState, SharedState};
 use crate::spec::{CompiledExperience, CompiledProjection, FieldSpec, FieldType};
 
@@ -70,16 +69,15 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
                             .map(|n| FieldValue::value(Value::String(n))))
                     })
                 }))
-                .field(Field::new(
-                    "version",
-                    TypeRef::named_nn(TypeRef::INT),
-                    |ctx| {
+                .field(
+                    Field::new("position", TypeRef::named_nn(TypeRef::STRING), |ctx| {
                         FieldFuture::new(async move {
                             let page = ctx.parent_value.try_downcast_ref::<Page>()?;
-                            Ok(Some(FieldValue::value(Value::from(page.version))))
+                            Ok(Some(FieldValue::value(Value::from(page.position.clone()))))
                         })
-                    },
-                ))
+                    })
+                    .description("The position this page was read at; subscribe with it as `since`."),
+                )
                 .into(),
         );
         types.push(change_type(&name).into());
@@ -97,8 +95,8 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
                         .row(&projection_name, &key)
                         .map_err(|e| ApiError::internal(e).message)?;
                     Ok(row
-                        .filter(|r| viewer.can_see(projection, &r.row))
-                        .map(|r| FieldValue::owned_any(serde_json::Value::Object(r.row))))
+                        .filter(|row| viewer.can_see(projection, row))
+                        .map(|row| FieldValue::owned_any(serde_json::Value::Object(row))))
                 })
             })
             .argument(InputValue::new("key", TypeRef::named_nn(TypeRef::STRING)))
@@ -116,8 +114,11 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
                     let projection_name = projection_name.clone();
                     FieldFuture::new(async move {
                         let (state, viewer) = context(&ctx)?;
-                        let projection = compiled(state, &projection_name)?;
-                        let filter = filter_argument(&ctx)?;
+                        let selection = Selection {
+                            projection: projection_name.clone(),
+                            filter: filter_argument(&ctx)?,
+                            ..Selection::default()
+                        };
                         let first = match ctx.args.get("first") {
                             Some(n) => usize::try_from(n.i64()?)
                                 .unwrap_or(DEFAULT_PAGE)
@@ -129,24 +130,24 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
                             .get("after")
                             .map(|a| a.string().map(str::to_string))
                             .transpose()?;
-                        let (version, rows) = state
-                            .store
-                            .rows(&projection_name, after.as_deref(), first, |stored| {
-                                filter.iter().all(|(k, v)| stored.row.get(k) == Some(v))
-                                    && viewer.can_see(projection, &stored.row)
-                            })
-                            .map_err(|e| ApiError::internal(e).message)?;
-                        let next = (rows.len() == first)
-                            .then(|| rows.last().map(|(k, _)| k.clone()))
+                        let page = state
+                            .live
+                            .page(&selection, &viewer, after.as_deref(), first)
+                            .map_err(|e| ApiError::internal(e).message)?
+                            .ok_or_else(|| format!("no projection {projection_name}"))?;
+                        let next = (page.rows.len() == first)
+                            .then(|| page.rows.last().map(|(k, _)| k.clone()))
                             .flatten();
-                        let rows = rows
+                        let position = page.position;
+                        let rows = page
+                            .rows
                             .into_iter()
-                            .map(|(_, s)| serde_json::Value::Object(s.row))
+                            .map(|(_, row)| serde_json::Value::Object(row))
                             .collect();
                         Ok(Some(FieldValue::owned_any(Page {
                             rows,
                             next,
-                            version,
+                            position,
                         })))
                     })
                 },
@@ -176,15 +177,15 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
                         filter: filter_argument(&ctx)?,
                         delta: false,
                     };
-                    let since = ctx.args.get("since").map(|s| s.u64()).transpose()?;
-                    changes(state, selection, viewer, since, slot)
+                    let since = ctx.args.get("since").map(|s| s.string().map(str::to_string)).transpose()?;
+                    changes(state, selection, viewer, since, slot).await
                 })
             })
             .argument(InputValue::new("key", TypeRef::named(TypeRef::STRING)))
             .argument(InputValue::new("where", TypeRef::named(format!("{name}Filter"))))
-            .argument(InputValue::new("since", TypeRef::named(TypeRef::INT)))
+            .argument(InputValue::new("since", TypeRef::named(TypeRef::STRING)).description("Resume after this position (from a change or a list page) instead of taking a snapshot."))
             .description(format!(
-                "Every {} row the caller may see as a `snapshot`, then each change: `upsert`, `delete`, or `remove` (no longer visible).",
+                "Every {} row the caller may see as a `snapshot`, then each change: `upsert`, `delete`, or `remove` (no longer visible); `reset` when a resume is not possible, before a new snapshot.",
                 projection.name
             )),
         );
@@ -202,14 +203,14 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
 struct Page {
     rows: Vec<serde_json::Value>,
     next: Option<String>,
-    version: u64,
+    position: String,
 }
 
 /// One message of a subscription.
 struct ChangeEvent {
     op: &'static str,
     key: String,
-    version: u64,
+    position: String,
     row: Option<serde_json::Value>,
 }
 
@@ -241,12 +242,15 @@ fn change_type(name: &str) -> Object {
             },
         ))
         .field(Field::new(
-            "version",
-            TypeRef::named_nn(TypeRef::INT),
+            "position",
+            TypeRef::named_nn(TypeRef::STRING),
             |ctx| {
                 FieldFuture::new(async move {
                     Ok(Some(Value::from(
-                        ctx.parent_value.try_downcast_ref::<ChangeEvent>()?.version,
+                        ctx.parent_value
+                            .try_downcast_ref::<ChangeEvent>()?
+                            .position
+                            .clone(),
                     )))
                 })
             },
@@ -259,93 +263,101 @@ fn change_type(name: &str) -> Object {
         }))
 }
 
-/// The stream behind a subscription: the shared subscription logic of every
-/// transport, so GraphQL clients get exactly what WebSocket and SSE clients get.
-fn changes<'a>(
+/// The stream behind a subscription: one live session, so GraphQL clients get
+/// exactly what WebSocket and SSE clients get, resets and closes included.
+async fn changes<'a>(
     state: SharedState,
     selection: Selection,
     viewer: LiveViewer,
-    since: Option<u64>,
+    since: Option<String>,
     slot: tokio::sync::OwnedSemaphorePermit,
 ) -> async_graphql::Result<impl futures::Stream<Item = async_graphql::Result<FieldValue<'a>>> + 'a>
 {
-    let feed = state.feed.subscribe();
-    let mut watch = Watch::new(selection, viewer.current().ok_or("not authenticated")?);
+    let mut session = Session::new(
+        state.live.clone(),
+        viewer.current().ok_or("not authenticated")?,
+    );
+    let first = session
+        .subscribe("graphql", selection, since.as_deref())
+        .await
+        .map_err(|e| async_graphql::Error::new(e.to_string()))?;
     // Held by the stream: its end lowers the gauge and frees the connection's slot.
     let held = (state.metrics.subscription("graphql"), slot);
-    let first = state
-        .experience
-        .projection(&watch.selection.projection)
-        .map(|p| watch.start(p, &state.store, since))
-        .unwrap_or_else(|| Ok(Vec::new()));
-    let initial: Vec<ChangeEvent> = match first {
-        Ok(updates) => updates.into_iter().flat_map(to_events).collect(),
-        Err(e) => {
-            ApiError::internal(e);
-            Vec::new()
-        }
-    };
-    let head = futures::stream::iter(initial);
-    let tail = futures::stream::unfold(
-        (state, watch, feed, viewer, held),
-        |(state, mut watch, mut feed, mut viewer, held)| async move {
+    let queue: VecDeque<ChangeEvent> = first.into_iter().flat_map(to_events).collect();
+    let stream = futures::stream::unfold(
+        (state, session, viewer, queue, false, held),
+        |(state, mut session, mut viewer, mut queue, mut ended, held)| async move {
             loop {
                 if let Some(refreshed) = viewer.refreshed() {
-                    watch.set_viewer(refreshed);
+                    session.set_viewer(refreshed);
                 }
-                let projection = state.experience.projection(&watch.selection.projection)?;
-                let updates = match feed.recv().await {
-                    Ok(change) => watch.on_change(projection, &change).into_iter().collect(),
-                    Err(RecvError::Lagged(_)) => watch.catch_up(projection, &state.store).ok()?,
-                    Err(RecvError::Closed) => return None,
+                if let Some(event) = queue.pop_front() {
+                    let item = Ok(FieldValue::owned_any(event));
+                    return Some((item, (state, session, viewer, queue, ended, held)));
+                }
+                if ended {
+                    return None;
+                }
+                let drained = tokio::select! {
+                    waited = session.wait() => match waited {
+                        Ok(()) => session.drain().await,
+                        Err(close) => Err(close),
+                    },
+                    refreshed = viewer.next_refresh() => {
+                        if let Some(refreshed) = refreshed {
+                            session.set_viewer(refreshed);
+                        }
+                        continue;
+                    }
                 };
-                for update in &updates {
-                    state
-                        .metrics
-                        .delivered("graphql", update.delivery_latency());
-                }
-                let events: Vec<ChangeEvent> = updates.into_iter().flat_map(to_events).collect();
-                if !events.is_empty() {
-                    return Some((
-                        futures::stream::iter(events),
-                        (state, watch, feed, viewer, held),
-                    ));
+                match drained {
+                    Ok(outs) => {
+                        for out in outs {
+                            if let Update::Change { change, .. } = &out.update {
+                                state.metrics.delivered("graphql", change.delivery_latency());
+                            }
+                            queue.extend(to_events(out.update));
+                        }
+                    }
+                    Err(close) => {
+                        ended = true;
+                        let error = async_graphql::Error::new(close.reason())
+                            .extend_with(|_, e| e.set("code", close.code()));
+                        return Some((Err(error), (state, session, viewer, queue, ended, held)));
+                    }
                 }
             }
         },
-    )
-    .flatten();
-    Ok(head
-        .chain(tail)
-        .map(|event| Ok(FieldValue::owned_any(event))))
+    );
+    Ok(stream)
 }
 
 fn to_events(update: Update) -> Vec<ChangeEvent> {
     match update {
-        Update::Snapshot { rows, .. } => rows
+        Update::Snapshot { rows, position } => rows
             .into_iter()
-            .map(|r| ChangeEvent {
+            .map(|(key, row)| ChangeEvent {
                 op: "snapshot",
-                key: r.key,
-                version: r.version,
-                row: Some(serde_json::Value::Object(r.row)),
+                key,
+                position: position.clone(),
+                row: Some(serde_json::Value::Object(row)),
             })
             .collect(),
-        Update::Change {
-            version,
-            key,
-            op,
-            row,
-            ..
-        } => {
-            vec![ChangeEvent {
-                op,
-                key,
-                version,
-                row: row.map(serde_json::Value::Object),
-            }]
-        }
-        Update::Reset { .. } => Vec::new(),
+        Update::Change { op, change } => vec![ChangeEvent {
+            op: op.as_str(),
+            key: change.key.clone(),
+            position: change.position.clone(),
+            row: match op {
+                Op::Upsert | Op::Patch => change.row.clone().map(serde_json::Value::Object),
+                Op::Delete | Op::Remove => None,
+            },
+        }],
+        Update::Reset { .. } => vec![ChangeEvent {
+            op: "reset",
+            key: String::new(),
+            position: String::new(),
+            row: None,
+        }],
     }
 }
 
@@ -552,6 +564,8 @@ pub async fn subscriptions(
     let max_message = state.experience.spec.api.limits.max_message_bytes as usize;
     Ok(upgrade
         .max_message_size(max_message)
+        .read_buffer_size(super::ws::READ_BUFFER)
+        .write_buffer_size(super::ws::WRITE_BUFFER)
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| async move {
             super::graphql_ws::serve(state, socket, schema, protocol, viewer).await;

@@ -18,7 +18,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::access::Viewer;
-use super::ws::{CLOSE_TOKEN_EXPIRED, CLOSE_TOO_SLOW, SEND_TIMEOUT};
+use crate::live::close::{Close, INIT_WITHIN, SEND_TIMEOUT};
 use super::SharedState;
 
 /// Where a connection's authentication stands.
@@ -44,6 +44,17 @@ impl LiveViewer {
 
     pub fn current(&self) -> Option<Viewer> {
         match &*self.0.borrow() {
+            Auth::Valid(viewer) => Some(viewer.clone()),
+            Auth::Pending | Auth::Refused(_) => None,
+        }
+    }
+
+    /// Waits for a fresh token and gives its viewer (never returns on a fixed one).
+    pub async fn next_refresh(&mut self) -> Option<Viewer> {
+        if self.0.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        match &*self.0.borrow_and_update() {
             Auth::Valid(viewer) => Some(viewer.clone()),
             Auth::Pending | Auth::Refused(_) => None,
         }
@@ -85,12 +96,6 @@ impl SubscriptionBudget {
     }
 }
 
-/// As graphql-ws servers do: a client must send `connection_init` this soon, or be
-/// closed with 4408, so an idle socket does not hold a connection slot.
-const INIT_TIMEOUT: Duration = Duration::from_secs(3);
-const CLOSE_INIT_TIMEOUT: u16 = 4408;
-
-const EXPIRED: &str = "token expired: send a ping with {\"token\": …} before it does, or reconnect";
 
 /// Serves one upgraded connection until either side ends it. `viewer` is the one
 /// from the upgrade request; without it the token comes in `connection_init`.
@@ -169,7 +174,7 @@ async fn write(
     mut auth: watch::Receiver<Auth>,
     initialised: Arc<AtomicBool>,
 ) {
-    let mut init_deadline = Some(tokio::time::Instant::now() + INIT_TIMEOUT);
+    let mut init_deadline = Some(tokio::time::Instant::now() + INIT_WITHIN);
     loop {
         let current = auth.borrow_and_update().clone();
         let expiry = match &current {
@@ -183,11 +188,10 @@ async fn write(
                 None => return,
             },
             () = tokio::time::sleep(expiry.unwrap_or(Duration::MAX)), if expiry.is_some() => {
-                let reason = match current {
-                    Auth::Refused(reason) => reason,
-                    _ => EXPIRED.to_string(),
-                };
-                close(CLOSE_TOKEN_EXPIRED, reason)
+                close(match current {
+                    Auth::Refused(reason) => Close::TokenRefused(reason),
+                    _ => Close::TokenExpired,
+                })
             }
             Ok(()) = auth.changed() => continue,
             () = tokio::time::sleep_until(init_deadline.unwrap_or_else(tokio::time::Instant::now)),
@@ -197,7 +201,7 @@ async fn write(
                 if initialised.load(Ordering::SeqCst) {
                     continue;
                 }
-                close(CLOSE_INIT_TIMEOUT, "no connection_init within 3 s".into())
+                close(Close::InitTimeout)
             }
         };
         let last = matches!(message, Message::Close(_));
@@ -205,7 +209,7 @@ async fn write(
             Ok(Ok(())) if !last => {}
             Ok(_) => return,
             Err(_) => {
-                let too_slow = close(CLOSE_TOO_SLOW, "not reading: closed after 10 s".into());
+                let too_slow = close(Close::NotReading);
                 let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(too_slow)).await;
                 return;
             }
@@ -213,10 +217,10 @@ async fn write(
     }
 }
 
-fn close(code: u16, reason: String) -> Message {
+fn close(close: Close) -> Message {
     Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from(super::ws::truncate(reason)),
+        code: close.code(),
+        reason: Utf8Bytes::from(close.reason()),
     }))
 }
 

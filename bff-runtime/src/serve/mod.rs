@@ -11,7 +11,7 @@ pub mod listener;
 pub mod openapi;
 mod rest;
 mod sse;
-pub mod subscription;
+mod wire;
 mod ws;
 
 use std::sync::Arc;
@@ -22,7 +22,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
-use crate::feed::Feed;
 use crate::ingest::Progress;
 use crate::metrics::Metrics;
 use crate::spec::{CompiledExperience, CompiledProjection};
@@ -35,7 +34,8 @@ pub struct AppState {
     pub experience_name: String,
     pub experience: Arc<CompiledExperience>,
     pub store: Arc<Store>,
-    pub feed: Feed,
+    /// The live core every streaming transport subscribes through.
+    pub live: Arc<crate::live::Engine>,
     pub metrics: Arc<Metrics>,
     pub progress: Arc<Progress>,
     pub auth: AuthMode,
@@ -185,8 +185,7 @@ impl ApiError {
     /// An internal failure: details go to the log with a correlation id, the client
     /// gets only the id.
     pub fn internal(error: impl std::fmt::Display) -> Self {
-        let id = correlation_id();
-        tracing::error!(correlation_id = %id, error = %error, "request failed");
+        let id = log_internal(error);
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal",
@@ -210,6 +209,13 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
         (self.status, Json(body)).into_response()
     }
+}
+
+/// Logs an internal failure; returns the correlation id to give the client.
+pub fn log_internal(error: impl std::fmt::Display) -> String {
+    let id = correlation_id();
+    tracing::error!(correlation_id = %id, error = %error, "request failed");
+    id
 }
 
 /// A short random id that ties a client-visible error to its log line.

@@ -10,7 +10,9 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{ApiError, SharedState};
+use crate::live::Selection;
 use crate::projection::Row;
+use crate::spec::{FieldSpec, FieldType};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -30,23 +32,25 @@ pub async fn one(
         .store
         .row(&projection, &key)
         .map_err(ApiError::internal)?;
-    let Some(stored) = stored.filter(|s| viewer.can_see(compiled, &s.row)) else {
+    let Some(row) = stored.filter(|row| viewer.can_see(compiled, row)) else {
         // A row the client may not see is indistinguishable from a missing one.
         return Err(ApiError::not_found(format!(
             "no {projection} with key `{key}`"
         )));
     };
     count_field_reads(&state, compiled, fields.as_deref());
-    // An ETag names the row version and the fieldset; commas would split it in
-    // `If-None-Match`, so the fieldset is joined with `+`.
+    // An ETag names the row's content and the fieldset, so every replica gives the
+    // same one; commas would split it in `If-None-Match`, so the fieldset is joined
+    // with `+`.
+    let digest = content_digest(&row);
     let etag = match &fields {
-        Some(fields) => format!("\"{}+{}\"", stored.version, fields.join("+")),
-        None => format!("\"{}\"", stored.version),
+        Some(fields) => format!("\"{digest}+{}\"", fields.join("+")),
+        None => format!("\"{digest}\""),
     };
     let mut response = if if_none_match(&headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        Json(project(&stored.row, fields.as_deref())).into_response()
+        Json(project(&row, fields.as_deref())).into_response()
     };
     let response_headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&etag) {
@@ -75,42 +79,39 @@ pub async fn list(
             })?,
         None => DEFAULT_LIMIT,
     };
-    let mut filters = Vec::new();
+    let mut filter = BTreeMap::new();
     for (name, value) in query
         .iter()
         .filter(|(k, _)| !RESERVED.contains(&k.as_str()))
     {
-        if !compiled.fields.contains_key(name) {
+        let Some(spec) = compiled.fields.get(name) else {
             return Err(ApiError::bad_request(format!(
                 "cannot filter on `{name}`: {projection} has no such field"
             )));
-        }
-        filters.push((name.clone(), value.clone()));
+        };
+        filter.insert(name.clone(), filter_value(spec, value));
     }
     count_field_reads(&state, compiled, fields.as_deref());
-    let (version, rows) = state
-        .store
-        .rows(
-            &projection,
-            query.get("after").map(String::as_str),
-            limit,
-            |stored| {
-                filters
-                    .iter()
-                    .all(|(name, value)| field_equals(&stored.row, name, value))
-                    && viewer.can_see(compiled, &stored.row)
-            },
-        )
-        .map_err(ApiError::internal)?;
-    let next = (rows.len() == limit)
-        .then(|| rows.last().map(|(k, _)| k.clone()))
+    let selection = Selection {
+        projection: projection.clone(),
+        filter,
+        ..Selection::default()
+    };
+    let page = state
+        .live
+        .page(&selection, &viewer, query.get("after").map(String::as_str), limit)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("no projection named `{projection}`")))?;
+    let next = (page.rows.len() == limit)
+        .then(|| page.rows.last().map(|(k, _)| k.clone()))
         .flatten();
-    let items: Vec<Value> = rows
+    let items: Vec<Value> = page
+        .rows
         .iter()
-        .map(|(key, stored)| json!({"key": key, "version": stored.version, "row": project(&stored.row, fields.as_deref())}))
+        .map(|(key, row)| json!({"key": key, "row": project(row, fields.as_deref())}))
         .collect();
     let mut response =
-        Json(json!({"version": version, "items": items, "next": next})).into_response();
+        Json(json!({"position": page.position, "items": items, "next": next})).into_response();
     cache_control(&state, response.headers_mut());
     Ok(response)
 }
@@ -167,14 +168,24 @@ fn project(row: &Row, fields: Option<&[String]>) -> Value {
     }
 }
 
-/// A query value equals a field when it is the field's string, or its JSON text
-/// (so `?paid=true` and `?count=2` work).
-fn field_equals(row: &Row, name: &str, value: &str) -> bool {
-    match row.get(name) {
-        Some(Value::String(s)) => s == value,
-        Some(other) => other.to_string() == value,
-        None => false,
+/// A query value as the field's type: `?paid=true` and `?count=2` are JSON, a
+/// string field takes the text as it is.
+fn filter_value(spec: &FieldSpec, text: &str) -> Value {
+    match spec.field_type {
+        FieldType::String => Value::String(text.to_string()),
+        _ => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())),
     }
+}
+
+/// A short hash of a row's content, the same on every replica.
+fn content_digest(row: &Row) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = serde_json::to_vec(row).unwrap_or_default();
+    Sha256::digest(&bytes)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {

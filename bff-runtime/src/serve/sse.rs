@@ -1,5 +1,6 @@
 //! Server-sent events at `/sse/<projection>`: `?key=` for one row, other query
-//! parameters filter on fields, `Last-Event-ID` (or `?since=`) resumes.
+//! parameters filter on fields, `Last-Event-ID` (or `?since=`) resumes. Each event's
+//! id is the position it brings the client to.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -10,13 +11,13 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream};
-use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::subscription::{Selection, Subscription, Update};
+use super::wire::{native_json, position};
 use super::{ApiError, SharedState};
-use crate::store::Change;
+use crate::live::{Close, Selection, Session, SubscribeError, Update};
 
 const RESERVED: &[&str] = &["key", "since", "as", "access_token", "delta"];
+const SUBSCRIPTION: &str = "sse";
 
 pub async fn stream(
     State(state): State<SharedState>,
@@ -26,16 +27,12 @@ pub async fn stream(
 ) -> Result<Response, ApiError> {
     let viewer = state.viewer(&headers, &query).await?;
     let slot = state.connection_slot()?;
-    let compiled = state.projection(&projection)?;
+    state.projection(&projection)?;
     let since = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .or(query.get("since").map(String::as_str))
-        .map(|v| {
-            v.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("`{v}` is not a version")))
-        })
-        .transpose()?;
+        .map(str::to_string);
     let filter = query
         .iter()
         .filter(|(k, _)| !RESERVED.contains(&k.as_str()))
@@ -52,21 +49,21 @@ pub async fn stream(
         filter,
         delta: query.get("delta").is_some_and(|v| v == "true"),
     };
-    // Subscribed before the snapshot is read, so no change can fall in between.
-    let feed = state.feed.subscribe();
-    let expires_at = viewer
-        .expires_in()
-        .map(|left| tokio::time::Instant::now() + left);
-    let mut subscription = Subscription::new(selection, viewer);
-    let first = subscription
-        .start(compiled, &state.store, since)
-        .map_err(ApiError::internal)?;
+    let mut session = Session::new(state.live.clone(), viewer);
+    let first = session
+        .subscribe(SUBSCRIPTION, selection, since.as_deref())
+        .await
+        .map_err(|e| match e {
+            SubscribeError::Failed(close) => ApiError::internal(close.reason()),
+            SubscribeError::UnknownProjection(_) => ApiError::not_found(e.to_string()),
+            other => ApiError::bad_request(other.to_string()),
+        })?;
     let held = Held {
         _connection: state.metrics.connection("sse"),
         _subscription: state.metrics.subscription("sse"),
         _slot: slot,
     };
-    let stream = updates(state, subscription, feed, first.into(), expires_at, held);
+    let stream = events(state, session, first.into(), held);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
@@ -80,96 +77,75 @@ struct Held {
     _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
-struct StreamState {
+struct Streaming {
     state: SharedState,
-    subscription: Subscription,
-    feed: broadcast::Receiver<std::sync::Arc<Change>>,
+    session: Session,
     queue: VecDeque<Update>,
-    /// When the token expires; the stream then sends `expired` and ends.
-    expires_at: Option<tokio::time::Instant>,
     ended: bool,
     _held: Held,
 }
 
-fn updates(
+fn events(
     state: SharedState,
-    subscription: Subscription,
-    feed: broadcast::Receiver<std::sync::Arc<Change>>,
+    session: Session,
     queue: VecDeque<Update>,
-    expires_at: Option<tokio::time::Instant>,
     held: Held,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let initial = StreamState {
+    let initial = Streaming {
         state,
-        subscription,
-        feed,
+        session,
         queue,
-        expires_at,
         ended: false,
         _held: held,
     };
     stream::unfold(initial, |mut s| async move {
-        if s.ended {
-            return None;
-        }
         loop {
             if let Some(update) = s.queue.pop_front() {
-                s.state.metrics.delivered("sse", update.delivery_latency());
+                if let Update::Change { change, .. } = &update {
+                    s.state.metrics.delivered("sse", change.delivery_latency());
+                }
                 return Some((Ok(event(&update)), s));
             }
-            let state = s.state.clone();
-            let projection = state
-                .experience
-                .projection(&s.subscription.selection.projection)?;
-            let received = match s.expires_at {
-                Some(at) => tokio::select! {
-                    received = s.feed.recv() => received,
-                    () = tokio::time::sleep_until(at) => {
-                        s.ended = true;
-                        return Some((Ok(expired()), s));
-                    }
-                },
-                None => s.feed.recv().await,
+            if s.ended {
+                return None;
+            }
+            let drained = match s.session.wait().await {
+                Ok(()) => s.session.drain().await,
+                Err(close) => Err(close),
             };
-            match received {
-                Ok(change) => s
-                    .queue
-                    .extend(s.subscription.on_change(projection, &change)),
-                Err(RecvError::Lagged(_)) => {
-                    match s.subscription.catch_up(projection, &state.store) {
-                        Ok(updates) => s.queue.extend(updates),
-                        Err(e) => {
-                            ApiError::internal(e);
-                            return None;
-                        }
-                    }
+            match drained {
+                Ok(outs) => s.queue.extend(outs.into_iter().map(|o| o.update)),
+                Err(close) => {
+                    s.ended = true;
+                    return Some((Ok(closing(&close)), s));
                 }
-                Err(RecvError::Closed) => return None,
             }
         }
     })
 }
 
-/// The last event of a stream whose token expired. EventSource would reconnect
-/// with the same token and be refused; a client with a fresh token reconnects
-/// with `Last-Event-ID` and misses nothing.
-fn expired() -> Event {
-    Event::default().event("expired").data(
-        serde_json::json!({"type": "expired", "reason": "token expired: reconnect with a fresh token and Last-Event-ID"})
+/// The last event of a stream the server ends. EventSource reconnects by itself
+/// with `Last-Event-ID`; after `expired` it needs a fresh token to be let back in.
+fn closing(close: &Close) -> Event {
+    let name = match close {
+        Close::TokenExpired | Close::TokenRefused(_) => "expired",
+        _ => "close",
+    };
+    Event::default().event(name).data(
+        serde_json::json!({"type": name, "code": close.code(), "reason": close.reason()})
             .to_string(),
     )
 }
 
 fn event(update: &Update) -> Event {
-    let data = serde_json::to_string(update).unwrap_or_default();
-    let (name, version) = match update {
-        Update::Snapshot { version, .. } => ("snapshot", Some(*version)),
-        Update::Change { version, .. } => ("change", Some(*version)),
-        Update::Reset { .. } => ("reset", None),
+    let name = match update {
+        Update::Snapshot { .. } => "snapshot",
+        Update::Change { .. } => "change",
+        Update::Reset { .. } => "reset",
     };
-    let event = Event::default().event(name).data(data);
-    match version {
-        Some(v) => event.id(v.to_string()),
+    let event = Event::default().event(name).data(native_json(None, update));
+    match position(update) {
+        Some(position) => event.id(position),
         None => event,
     }
 }

@@ -4,6 +4,7 @@
 //! condition) and in the runtime at start, so a spec means one thing everywhere.
 //! It collects every problem it finds rather than stopping at the first.
 
+use super::access_plan::AccessPlan;
 use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
@@ -29,6 +30,8 @@ pub struct CompiledProjection {
     pub fields: BTreeMap<String, FieldSpec>,
     pub rules: Vec<CompiledRule>,
     pub access: Option<Expr>,
+    /// What `access` compares, for the store's index and the live router.
+    pub access_plan: AccessPlan,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +72,28 @@ pub fn compile(spec: &ExperienceSpec) -> Result<CompiledExperience, SpecErrors> 
         projections,
         definition_hash: definition_hash(spec),
     })
+}
+
+impl CompiledExperience {
+    /// What the store keeps for this experience.
+    pub fn store_layout(&self) -> crate::store::Layout {
+        let mut topics: Vec<String> = Vec::new();
+        for source in &self.spec.sources {
+            if !topics.contains(&source.topic) {
+                topics.push(source.topic.clone());
+            }
+        }
+        crate::store::Layout {
+            definition_hash: self.definition_hash.clone(),
+            topics,
+            indexed: self
+                .projections
+                .iter()
+                .map(|p| (p.name.clone(), p.access_plan.fields().map(str::to_string).collect()))
+                .collect(),
+            change_log_length: u64::from(self.spec.store.change_log_length),
+        }
+    }
 }
 
 /// The part of a spec that decides what the store holds.
@@ -335,6 +360,7 @@ fn check_projection(
         description: projection.description.clone(),
         fields: fields.clone(),
         rules,
+        access_plan: access.as_ref().map(AccessPlan::of).unwrap_or_default(),
         access,
         // `key` is carried by each rule.
     })

@@ -126,6 +126,11 @@ impl Expr {
         self.program.execute(&context)
     }
 
+    /// The syntax tree, for analyses such as [`super::access_plan`].
+    pub fn ast(&self) -> &Expression {
+        self.program.expression()
+    }
+
     pub fn uses(&self, variable: &str) -> bool {
         self.variables.contains(&variable)
     }
@@ -148,6 +153,11 @@ pub struct Bound(Box<dyn Val>);
 impl Bound {
     pub fn new(value: Value) -> Result<Bound, ExecutionError> {
         Ok(Bound(value.try_into()?))
+    }
+
+    /// A row, without copying it into a JSON value first.
+    pub fn row(row: &serde_json::Map<String, serde_json::Value>) -> Bound {
+        Bound::new(map_to_cel(row)).unwrap_or_else(|_| Bound(Box::new(cel::common::types::CelNull)))
     }
 
     pub fn json(value: &serde_json::Value) -> Bound {
@@ -271,6 +281,7 @@ impl ReferenceCheck<'_> {
 /// plain serde conversion would make them), so that `row.count + 1` works.
 pub fn json_to_cel(value: &serde_json::Value) -> Value {
     match value {
+        serde_json::Value::Object(map) => map_to_cel(map),
         serde_json::Value::Null => Value::Null,
         serde_json::Value::Bool(b) => Value::Bool(*b),
         serde_json::Value::Number(n) => {
@@ -286,21 +297,23 @@ pub fn json_to_cel(value: &serde_json::Value) -> Value {
         serde_json::Value::Array(items) => {
             Value::List(Arc::new(items.iter().map(json_to_cel).collect()))
         }
-        serde_json::Value::Object(map) => {
-            let entries: std::collections::HashMap<cel::objects::Key, Value> = map
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        cel::objects::Key::String(Arc::new(k.clone())),
-                        json_to_cel(v),
-                    )
-                })
-                .collect();
-            Value::Map(cel::objects::Map {
-                map: Arc::new(entries),
-            })
-        }
     }
+}
+
+/// A JSON object (such as a row) as a CEL map.
+pub fn map_to_cel(map: &serde_json::Map<String, serde_json::Value>) -> Value {
+    let entries: std::collections::HashMap<cel::objects::Key, Value> = map
+        .iter()
+        .map(|(k, v)| {
+            (
+                cel::objects::Key::String(Arc::new(k.clone())),
+                json_to_cel(v),
+            )
+        })
+        .collect();
+    Value::Map(cel::objects::Map {
+        map: Arc::new(entries),
+    })
 }
 
 /// Converts a CEL result into JSON, or says which type cannot be stored.

@@ -1,5 +1,6 @@
 //! The experience spec: types, manifest parsing, validation and compilation.
 
+pub mod access_plan;
 pub mod compile;
 pub mod error;
 pub mod expr;

@@ -1,0 +1,109 @@
+//! The live core: which clients a committed change goes to, and what each client's
+//! subscriptions are sent, from the first snapshot to the close. The WebSocket, SSE
+//! and GraphQL transports in `serve/` only encode what a [`Session`] hands them, so
+//! they all behave the same on lag, resets, store errors and token expiry.
+//!
+//! - [`Router`]: the in-process change feed; files subscriptions by a value their
+//!   rows must have, so a change reaches only the clients that may see it.
+//! - [`Session`]: one client's subscriptions, snapshots, resumes and catch-ups.
+//! - [`close::Close`]: every close code and reason.
+
+pub mod change;
+pub mod close;
+mod outbox;
+pub mod router;
+pub mod selector;
+pub mod session;
+
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::metrics::Metrics;
+use crate::spec::CompiledExperience;
+use crate::store::Store;
+
+pub use change::{LiveChange, Op};
+pub use close::Close;
+pub use router::Router;
+pub use selector::Selection;
+pub use session::{Out, Session, SubscribeError, Update};
+
+/// At most this many clients catch up from the store's change log at once, so a
+/// load past capacity levels off instead of every lagging client decoding the log
+/// at the same time.
+const CONCURRENT_CATCH_UPS: usize = 2;
+
+/// What every session works with.
+pub struct Engine {
+    pub experience: Arc<CompiledExperience>,
+    pub store: Arc<Store>,
+    pub router: Router,
+    pub metrics: Arc<Metrics>,
+    catch_ups: Semaphore,
+}
+
+impl Engine {
+    pub fn new(
+        experience: Arc<CompiledExperience>,
+        store: Arc<Store>,
+        router: Router,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Engine> {
+        Arc::new(Engine {
+            experience,
+            store,
+            router,
+            metrics,
+            catch_ups: Semaphore::new(CONCURRENT_CATCH_UPS),
+        })
+    }
+
+    fn max_pending_rows(&self) -> usize {
+        self.experience.spec.api.limits.max_pending_rows as usize
+    }
+
+    fn max_subscriptions(&self) -> usize {
+        self.experience.spec.api.limits.max_subscriptions_per_connection as usize
+    }
+
+    async fn catch_up_slot(&self) -> Option<SemaphorePermit<'_>> {
+        self.catch_ups.acquire().await.ok()
+    }
+}
+
+/// One page of a list read (REST and GraphQL lists).
+pub struct Page {
+    /// The position the page was read at.
+    pub position: String,
+    pub rows: Vec<(String, crate::projection::Row)>,
+}
+
+impl Engine {
+    /// Rows `viewer` sees in `selection`, in key order after `after`: read through
+    /// the store's index when the filter or the access rule allows, and never cut
+    /// before filtering. `None` when there is no such projection.
+    pub fn page(
+        &self,
+        selection: &Selection,
+        viewer: &crate::serve::access::Viewer,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Page>, crate::store::StoreError> {
+        let Some(selector) = selector::Selector::new(&self.experience, selection, viewer) else {
+            return Ok(None);
+        };
+        let view = self.store.view()?;
+        let projection = &selection.projection;
+        let rows = if selector.sees_nothing() {
+            Vec::new()
+        } else {
+            let lookup = selector.lookup(|f| self.store.is_indexed(projection, f));
+            view.rows(projection, after, lookup, limit, |k, r| selector.sees(k, r))?
+        };
+        Ok(Some(Page {
+            position: self.store.codec().encode(&view.position()?),
+            rows,
+        }))
+    }
+}

@@ -1,0 +1,402 @@
+//! One client's live subscriptions, whatever the transport: subscribe → snapshot
+//! or resume → changes → catch-up → reset → close. Transports only encode what a
+//! session hands them.
+//!
+//! No gap, no duplicate: a subscription is registered with the router *before* its
+//! first read of the store, and every change committed up to that read (which the
+//! read already reflects) is dropped when it arrives.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::change::{LiveChange, Op};
+use super::close::Close;
+use super::outbox::Outbox;
+use super::router::{op_for, Registration};
+use super::selector::{Selection, Selector};
+use super::Engine;
+use crate::projection::Row;
+use crate::serve::access::Viewer;
+use crate::store::{Change, Missed, PositionError, View};
+
+/// Most rows one snapshot may hold (after filtering and access).
+pub const SNAPSHOT_LIMIT: usize = 10_000;
+/// How long a resume waits for this replica to reach a client's position (it may
+/// have come from a replica that is a little further on).
+const RESUME_WAIT: Duration = Duration::from_secs(5);
+
+/// What a subscription sends, in order.
+pub enum Update {
+    /// Every visible row at `position`.
+    Snapshot {
+        position: String,
+        rows: Vec<(String, Row)>,
+    },
+    /// A row changed; its position is the change's.
+    Change { op: Op, change: Arc<LiveChange> },
+    /// The client's position cannot be resumed here; a snapshot follows.
+    Reset { reason: String },
+}
+
+/// One update for one subscription.
+pub struct Out {
+    pub id: Arc<str>,
+    pub update: Update,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("no projection named `{0}`")]
+    UnknownProjection(String),
+    #[error("at most {0} subscriptions per connection")]
+    TooMany(usize),
+    #[error(transparent)]
+    BadPosition(PositionError),
+    #[error("more than {SNAPSHOT_LIMIT} rows match: narrow the subscription with key or where")]
+    TooLarge,
+    #[error("{}", .0.reason())]
+    Failed(Close),
+}
+
+struct Sub {
+    id: Arc<str>,
+    selection: Selection,
+    selector: Arc<Selector>,
+    _registration: Registration,
+    /// Changes up to this commit are reflected in what the client has.
+    seen_through: u64,
+    /// The last position the client was given.
+    position: String,
+}
+
+pub struct Session {
+    engine: Arc<Engine>,
+    viewer: Viewer,
+    outbox: Arc<Outbox>,
+    subs: HashMap<u32, Sub>,
+    ids: HashMap<Arc<str>, u32>,
+    next_sub: u32,
+}
+
+impl Session {
+    pub fn new(engine: Arc<Engine>, viewer: Viewer) -> Session {
+        let outbox = Outbox::new(engine.max_pending_rows());
+        Session {
+            engine,
+            viewer,
+            outbox,
+            subs: HashMap::new(),
+            ids: HashMap::new(),
+            next_sub: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.subs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+
+    pub fn viewer(&self) -> &Viewer {
+        &self.viewer
+    }
+
+    /// Starts (or restarts) subscription `id`: its first updates are a snapshot,
+    /// or with `since` what the client missed (or a reset and a snapshot).
+    pub async fn subscribe(
+        &mut self,
+        id: &str,
+        selection: Selection,
+        since: Option<&str>,
+    ) -> Result<Vec<Update>, SubscribeError> {
+        let limit = self.engine.max_subscriptions();
+        if self.subs.len() >= limit && !self.ids.contains_key(id) {
+            return Err(SubscribeError::TooMany(limit));
+        }
+        let since = match since.map(|s| self.engine.store.codec().decode(s)) {
+            None => None,
+            Some(Ok(position)) => Some(Ok(position)),
+            Some(Err(PositionError::OtherEpoch)) => Some(Err(
+                "the projections were rebuilt since that position: here is a fresh snapshot",
+            )),
+            Some(Err(e)) => return Err(SubscribeError::BadPosition(e)),
+        };
+        let selector = Arc::new(
+            Selector::new(&self.engine.experience, &selection, &self.viewer)
+                .ok_or_else(|| SubscribeError::UnknownProjection(selection.projection.clone()))?,
+        );
+        self.unsubscribe(id);
+        let number = self.next_sub;
+        self.next_sub += 1;
+        let registration =
+            self.engine
+                .router
+                .register(selector.clone(), selection.delta, self.outbox.clone(), number);
+        let mut sub = Sub {
+            id: Arc::from(id),
+            selection,
+            selector,
+            _registration: registration,
+            seen_through: 0,
+            position: String::new(),
+        };
+        let updates = match since {
+            Some(Ok(position)) => self.engine.resume(&mut sub, &position).await?,
+            Some(Err(reason)) => {
+                let mut updates = vec![Update::Reset {
+                    reason: reason.into(),
+                }];
+                updates.push(self.engine.snapshot(&mut sub)?);
+                updates
+            }
+            None => vec![self.engine.snapshot(&mut sub)?],
+        };
+        self.ids.insert(sub.id.clone(), number);
+        self.subs.insert(number, sub);
+        Ok(updates)
+    }
+
+    pub fn unsubscribe(&mut self, id: &str) -> bool {
+        match self.ids.remove(id) {
+            Some(number) => self.subs.remove(&number).is_some(),
+            None => false,
+        }
+    }
+
+    /// A refreshed token: what the client may see is judged by its new claims from
+    /// now on.
+    pub fn set_viewer(&mut self, viewer: Viewer) {
+        self.viewer = viewer;
+        for (number, sub) in self.subs.iter_mut() {
+            let Some(selector) = Selector::new(&self.engine.experience, &sub.selection, &self.viewer)
+            else {
+                continue;
+            };
+            let selector = Arc::new(selector);
+            // Registered anew before the old one goes: a change routed to both
+            // arrives twice and the second is dropped by its commit number.
+            let registration = self.engine.router.register(
+                selector.clone(),
+                sub.selection.delta,
+                self.outbox.clone(),
+                *number,
+            );
+            sub.selector = selector;
+            sub._registration = registration;
+        }
+    }
+
+    /// Waits until there is something to [`Session::drain`], or the token expires.
+    /// Cancel-safe, so a transport can wait on its socket at the same time.
+    pub async fn wait(&self) -> Result<(), Close> {
+        match self.viewer.expires_in() {
+            Some(left) => tokio::select! {
+                () = self.outbox.pushed() => Ok(()),
+                () = tokio::time::sleep(left) => Err(Close::TokenExpired),
+            },
+            None => {
+                self.outbox.pushed().await;
+                Ok(())
+            }
+        }
+    }
+
+    /// The updates due now, in order. A client that fell too far behind catches up
+    /// from the store's change log, or is closed when even that is too much.
+    pub async fn drain(&mut self) -> Result<Vec<Out>, Close> {
+        let (deliveries, overflowed) = self.outbox.take();
+        let mut out = Vec::new();
+        if overflowed {
+            out = self.catch_up().await?;
+        }
+        for delivery in deliveries {
+            let Some(sub) = self.subs.get_mut(&delivery.sub) else {
+                continue; // unsubscribed since
+            };
+            if delivery.change.seq <= sub.seen_through {
+                continue;
+            }
+            sub.seen_through = delivery.change.seq;
+            sub.position.clone_from(&delivery.change.position);
+            out.push(Out {
+                id: sub.id.clone(),
+                update: Update::Change {
+                    op: delivery.op,
+                    change: delivery.change,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    async fn catch_up(&mut self) -> Result<Vec<Out>, Close> {
+        let _slot = self.engine.catch_up_slot().await;
+        let mut out = Vec::new();
+        for sub in self.subs.values_mut() {
+            let updates = match self.engine.store.codec().decode(&sub.position) {
+                Ok(position) => self
+                    .engine
+                    .resume(sub, &position)
+                    .await
+                    .map_err(|e| match e {
+                        SubscribeError::Failed(close) => close,
+                        other => Close::internal(other),
+                    })?,
+                Err(e) => return Err(Close::internal(e)),
+            };
+            out.extend(updates.into_iter().map(|update| Out {
+                id: sub.id.clone(),
+                update,
+            }));
+        }
+        if out.len() > self.engine.max_pending_rows() {
+            self.engine.metrics.slow_client_disconnects.inc();
+            return Err(Close::TooSlow);
+        }
+        Ok(out)
+    }
+}
+
+impl Engine {
+    /// Every row the subscription sees, as of one read.
+    fn snapshot(&self, sub: &mut Sub) -> Result<Update, SubscribeError> {
+        let view = self.store.view().map_err(store_failed)?;
+        let selector = &sub.selector;
+        let projection = &selector.projection().name;
+        let rows = match (selector.key(), selector.sees_nothing()) {
+            (_, true) => Vec::new(),
+            (Some(key), _) => view
+                .row(projection, key)
+                .map_err(store_failed)?
+                .filter(|row| selector.sees(key, row))
+                .map(|row| (key.to_string(), row))
+                .into_iter()
+                .collect(),
+            (None, _) => {
+                let lookup = selector.lookup(|f| self.store.is_indexed(projection, f));
+                let rows = view
+                    .rows(projection, None, lookup, SNAPSHOT_LIMIT + 1, |k, r| {
+                        selector.sees(k, r)
+                    })
+                    .map_err(store_failed)?;
+                if rows.len() > SNAPSHOT_LIMIT {
+                    return Err(SubscribeError::TooLarge);
+                }
+                rows
+            }
+        };
+        self.settle(sub, &view)?;
+        Ok(Update::Snapshot {
+            position: sub.position.clone(),
+            rows,
+        })
+    }
+
+    /// What a client at `since` missed, one update per row (where it is now), or a
+    /// reset and a snapshot when this replica cannot tell.
+    async fn resume(
+        &self,
+        sub: &mut Sub,
+        since: &crate::store::Position,
+    ) -> Result<Vec<Update>, SubscribeError> {
+        let deadline = tokio::time::Instant::now() + RESUME_WAIT;
+        let reason = loop {
+            let view = self.store.view().map_err(store_failed)?;
+            match view.missed(since).map_err(store_failed)? {
+                Missed::Changes(changes) => {
+                    let rows = self.missed_rows(sub, &view, &changes)?;
+                    let old = std::mem::take(&mut sub.position);
+                    self.settle(sub, &view)?;
+                    let last = rows.len().saturating_sub(1);
+                    let projection = &sub.selector.projection().name;
+                    return Ok(rows
+                        .into_iter()
+                        .enumerate()
+                        .map(|(n, (key, op, row))| {
+                            // Only the last carries the new position: a client
+                            // that drops out half-way resumes from the old one.
+                            let position = if n == last { sub.position.clone() } else { old.clone() };
+                            Update::Change {
+                                op,
+                                change: Arc::new(LiveChange::catch_up(projection, key, row, position)),
+                            }
+                        })
+                        .collect());
+                }
+                Missed::TooOld => {
+                    break "the change log no longer reaches back to that position: here is a fresh snapshot"
+                }
+                Missed::Ahead if tokio::time::Instant::now() >= deadline => {
+                    break "this replica has not read as far as that position: here is a fresh snapshot"
+                }
+                Missed::Ahead => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        Ok(vec![
+            Update::Reset {
+                reason: reason.into(),
+            },
+            self.snapshot(sub)?,
+        ])
+    }
+
+    /// The rows the missed changes touched, each as the subscription should now
+    /// have it: the current row if visible, else a removal if any state it missed
+    /// was visible to it (so nobody learns of rows it may not see).
+    fn missed_rows(
+        &self,
+        sub: &Sub,
+        view: &View<'_>,
+        changes: &[Change],
+    ) -> Result<Vec<(String, Op, Option<Row>)>, SubscribeError> {
+        let selector = &sub.selector;
+        let projection = &selector.projection().name;
+        let mut touched: Vec<&str> = Vec::new();
+        let mut saw: HashMap<&str, bool> = HashMap::new();
+        for change in changes.iter().filter(|c| &c.projection == projection) {
+            let visible = change
+                .previous
+                .as_ref()
+                .is_some_and(|row| selector.sees(&change.key, row));
+            match saw.get_mut(change.key.as_str()) {
+                Some(seen) => *seen |= visible,
+                None => {
+                    touched.push(&change.key);
+                    saw.insert(&change.key, visible);
+                }
+            }
+        }
+        let mut rows = Vec::new();
+        for key in touched {
+            let current = view.row(projection, key).map_err(store_failed)?;
+            let fake = LiveChange::catch_up(projection, key.to_string(), current, String::new());
+            let op = match op_for(selector, false, &fake) {
+                Some(op) => Some(op),
+                None if saw[key] && fake.row.is_none() => Some(Op::Delete),
+                None if saw[key] => Some(Op::Remove),
+                None => None,
+            };
+            if let Some(op) = op {
+                rows.push((key.to_string(), op, fake.row));
+            }
+        }
+        Ok(rows)
+    }
+
+    /// The subscription now has what `view` reflects.
+    fn settle(&self, sub: &mut Sub, view: &View<'_>) -> Result<(), SubscribeError> {
+        sub.seen_through = view.seq().map_err(store_failed)?;
+        sub.position = self
+            .store
+            .codec()
+            .encode(&view.position().map_err(store_failed)?);
+        Ok(())
+    }
+}
+
+fn store_failed(error: crate::store::StoreError) -> SubscribeError {
+    SubscribeError::Failed(Close::internal(error))
+}
