@@ -36,5 +36,5 @@ fn types_enums_deprecations_and_roots_follow_the_spec() {
         "{sdl}"
     );
     assert!(sdl.contains("type Subscription"), "{sdl}");
-    assert!(sdl.contains("customerSummary(key: String, where: CustomerSummaryFilter, since: Int): CustomerSummaryChange!"), "{sdl}");
+    assert!(sdl.contains("customerSummary(key: String, where: CustomerSummaryFilter, since: String): CustomerSummaryChange!"), "{sdl}");
 }

@@ -183,9 +183,9 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
             })
             .argument(InputValue::new("key", TypeRef::named(TypeRef::STRING)))
             .argument(InputValue::new("where", TypeRef::named(format!("{name}Filter"))))
-            .argument(InputValue::new("since", TypeRef::named(TypeRef::STRING)).description("Resume after this position (from a change or a list page) instead of taking a snapshot."))
+            .argument(InputValue::new("since", TypeRef::named(TypeRef::STRING)))
             .description(format!(
-                "Every {} row the caller may see as a `snapshot`, then each change: `upsert`, `delete`, or `remove` (no longer visible); `reset` when a resume is not possible, before a new snapshot.",
+                "Every {} row the caller may see as a `snapshot`, then each change: `upsert`, `delete`, or `remove` (no longer visible); `reset` when a resume is not possible, before a new snapshot. With `since` (the position of a change or a list page) it resumes instead of taking a snapshot.",
                 projection.name
             )),
         );
