@@ -372,7 +372,7 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
         .unwrap();
     let mut graphql = graphql_subscription(
         &address,
-        "subscription { postPage { op key version row { id title commentCount } } }",
+        "subscription { postPage { op key position row { id title commentCount } } }",
     );
     produce_sample_events(broker, "blog-post");
     // Posts and comments are separate topics with no order between them: wait for

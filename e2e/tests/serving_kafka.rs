@@ -21,14 +21,17 @@ const AUDIENCE: &str = "tasks";
 const TASKS: usize = 40;
 const UPDATES: i64 = 5;
 
-fn spec(jwks_uri: &str) -> String {
+/// The tasks experience over `topic`; `extra` adds a field, which changes the
+/// definition and so rebuilds a store built without it.
+fn spec(jwks_uri: &str, topic: &str, extra: bool) -> String {
+    let extra = if extra { "\n        extra: {type: string}" } else { "" };
     format!(
         r#"apiVersion: facet.dev/v1alpha1
 kind: FrontendExperience
 metadata: {{name: tasks, namespace: e2e}}
 spec:
   kafka: {{bootstrapServers: "unused:9092"}}
-  sources: [{{name: tasks, topic: {TOPIC}}}]
+  sources: [{{name: tasks, topic: {topic}}}]
   projections:
     - name: task
       key: event.id
@@ -40,7 +43,7 @@ spec:
         id: {{type: string}}
         owner: {{type: string}}
         n: {{type: integer}}
-        note: {{type: string}}
+        note: {{type: string}}{extra}
       access: row.owner == auth.sub
   auth:
     jwt: {{issuer: "{ISSUER}", audiences: [{AUDIENCE}], jwksUri: "{jwks_uri}"}}
@@ -55,11 +58,11 @@ fn task(id: &str, owner: &str, n: i64, note: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// One change as every transport reports it: key, version, op and the row's `n`.
+/// One change as every transport reports it: key, position, op and the row's `n`.
 #[derive(Debug, Clone, PartialEq)]
 struct Seen {
     key: String,
-    version: u64,
+    position: String,
     op: String,
     n: Option<i64>,
 }
@@ -67,9 +70,9 @@ struct Seen {
 impl Seen {
     /// From a native WebSocket message or an SSE event's data (the same JSON).
     fn from_update(update: &Value) -> Vec<Seen> {
-        let one = |key: &Value, version: &Value, op: &str, row: &Value| Seen {
-            key: key.as_str().unwrap().to_string(),
-            version: version.as_u64().unwrap(),
+        let one = |key: &Value, position: &Value, op: &str, row: &Value| Seen {
+            key: key.as_str().unwrap_or_default().to_string(),
+            position: position.as_str().unwrap_or_default().to_string(),
             op: op.to_string(),
             n: row["n"].as_i64(),
         };
@@ -78,14 +81,15 @@ impl Seen {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|r| one(&r["key"], &r["version"], "snapshot", &r["row"]))
+                .map(|r| one(&r["key"], &update["position"], "snapshot", &r["row"]))
                 .collect(),
             Some("change") => vec![one(
                 &update["key"],
-                &update["version"],
+                &update["position"],
                 update["op"].as_str().unwrap(),
                 &update["row"],
             )],
+            Some("reset") => vec![one(&Value::Null, &Value::Null, "reset", &Value::Null)],
             _ => Vec::new(),
         }
     }
@@ -152,11 +156,11 @@ impl Client {
         &self.seen
     }
 
-    /// The changes only (no snapshot rows), in arrival order.
+    /// The changes only (no snapshot rows or resets), in arrival order.
     fn changes(&self) -> Vec<Seen> {
         self.seen
             .iter()
-            .filter(|s| s.op != "snapshot")
+            .filter(|s| s.op != "snapshot" && s.op != "reset")
             .cloned()
             .collect()
     }
@@ -172,9 +176,10 @@ fn reached(seen: &[Seen], keys: &[String], n: i64) -> bool {
         .all(|k| latest.get(k.as_str()) == Some(&Some(n)))
 }
 
-fn native(address: SocketAddr, token: &str, since: Option<u64>) -> Client {
+fn native(address: SocketAddr, token: &str, since: Option<&str>) -> Client {
     let url = format!("ws://{address}/ws?access_token={token}");
     let stream = TcpStream::connect(address).unwrap();
+    let since = since.map(str::to_string);
     Client::spawn("websocket", Some(stream.try_clone().unwrap()), move |tx| {
         let (mut socket, _) = tungstenite::client(url, stream).unwrap();
         let mut subscribe = json!({"type": "subscribe", "id": "tasks", "projection": "task"});
@@ -198,7 +203,7 @@ fn native(address: SocketAddr, token: &str, since: Option<u64>) -> Client {
 }
 
 /// An HTTP/1.0 request, so the event stream comes without chunked encoding.
-fn sse_request(stream: &mut TcpStream, token: &str, last_event_id: Option<u64>) {
+fn sse_request(stream: &mut TcpStream, token: &str, last_event_id: Option<&str>) {
     let resume = last_event_id
         .map(|v| format!("Last-Event-ID: {v}\r\n"))
         .unwrap_or_default();
@@ -209,7 +214,7 @@ fn sse_request(stream: &mut TcpStream, token: &str, last_event_id: Option<u64>) 
     .unwrap();
 }
 
-fn sse(address: SocketAddr, token: &str, last_event_id: Option<u64>) -> Client {
+fn sse(address: SocketAddr, token: &str, last_event_id: Option<&str>) -> Client {
     let token = token.to_string();
     let mut stream = TcpStream::connect(address).unwrap();
     sse_request(&mut stream, &token, last_event_id);
@@ -229,10 +234,11 @@ fn sse(address: SocketAddr, token: &str, last_event_id: Option<u64>) -> Client {
 }
 
 /// The npm `graphql-ws` client, as a frontend would run it.
-fn graphql_ws(address: SocketAddr, token: &str, log: &std::path::Path) -> Client {
+fn graphql_ws(address: SocketAddr, token: &str, since: Option<&str>, log: &std::path::Path) -> Client {
+    let arguments = since.map(|s| format!("(since: {})", json!(s))).unwrap_or_default();
     let mut child = facet_e2e::node::script("graphql-ws-subscriber.mjs")
         .arg(format!("ws://{address}/graphql/ws"))
-        .arg("subscription { task { op key version row { n } } }")
+        .arg(format!("subscription {{ task{arguments} {{ op key position row {{ n }} }} }}"))
         .arg(token)
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(log).unwrap())
@@ -249,7 +255,7 @@ fn graphql_ws(address: SocketAddr, token: &str, log: &std::path::Path) -> Client
             }
             let seen = Seen {
                 key: change["key"].as_str().unwrap().to_string(),
-                version: change["version"].as_u64().unwrap(),
+                position: change["position"].as_str().unwrap().to_string(),
                 op: change["op"].as_str().unwrap().to_string(),
                 n: change["row"]["n"].as_i64(),
             };
@@ -293,7 +299,7 @@ fn stalled_clients(address: SocketAddr, token: &str) -> Vec<Box<dyn std::any::An
         .send(tungstenite::Message::text(init.to_string()))
         .unwrap();
     let subscribe = json!({"id": "1", "type": "subscribe",
-        "payload": {"query": "subscription { task { op key version row { n note } } }"}});
+        "payload": {"query": "subscription { task { op key position row { n note } } }"}});
     graphql
         .send(tungstenite::Message::text(subscribe.to_string()))
         .unwrap();
@@ -318,7 +324,7 @@ fn serving_against_a_real_kafka_broker() {
     let identity = IdentityProvider::start();
     let work = tempfile::tempdir().unwrap();
     let spec_path = work.path().join("tasks.yaml");
-    std::fs::write(&spec_path, spec(&identity.jwks_uri)).unwrap();
+    std::fs::write(&spec_path, spec(&identity.jwks_uri, TOPIC, false)).unwrap();
     let mut runtime = Runtime::start(
         &spec_path,
         &work.path().join("data"),
@@ -344,7 +350,7 @@ fn serving_against_a_real_kafka_broker() {
         clients.push((user, native(address, &token, None)));
         clients.push((user, sse(address, &token, None)));
         let log = logs.join(format!("graphql-ws-{sub}.log"));
-        clients.push((user, graphql_ws(address, &token, &log)));
+        clients.push((user, graphql_ws(address, &token, None, &log)));
     }
     let alice = identity.token("alice", AUDIENCE);
     let mut dropping_out = [native(address, &alice, None), sse(address, &alice, None)];
@@ -367,11 +373,11 @@ fn serving_against_a_real_kafka_broker() {
         }),
     );
     let half = TASKS * UPDATES as usize / 4;
-    let resume_from: Vec<u64> = dropping_out
+    let resume_from: Vec<(usize, String)> = dropping_out
         .iter_mut()
         .map(|client| {
             client.until("half of alice's changes", |seen| seen.len() >= half);
-            client.seen.last().unwrap().version
+            (client.changes().len(), client.seen.last().unwrap().position.clone())
         })
         .collect();
     drop(dropping_out);
@@ -414,26 +420,30 @@ fn serving_against_a_real_kafka_broker() {
         }
     }
 
-    // Back with the last version seen: the rest, from the change log, nothing lost.
-    for (client, since) in [
-        native(address, &alice, Some(resume_from[0])),
-        sse(address, &alice, Some(resume_from[1])),
+    // Back with the last position seen: the rest, from the change log, one update
+    // per row where it is now (latest wins), nothing lost and nothing twice.
+    for (client, (received, _)) in [
+        native(address, &alice, Some(&resume_from[0].1)),
+        sse(address, &alice, Some(&resume_from[1].1)),
     ]
     .iter_mut()
     .zip(&resume_from)
     {
-        let rest = expected[0].len() - half;
-        client.until("the rest of alice's changes", |seen| seen.len() >= rest);
+        let mut missed: Vec<String> = expected[0][*received..].iter().map(|s| s.key.clone()).collect();
+        missed.sort();
+        missed.dedup();
+        client.until("the rest of alice's changes", |seen| seen.len() >= missed.len());
+        std::thread::sleep(Duration::from_millis(500));
+        while let Ok(more) = client.updates.try_recv() {
+            client.seen.push(more);
+        }
         let resumed = client.changes();
+        let mut keys: Vec<String> = resumed.iter().map(|s| s.key.clone()).collect();
+        keys.sort();
+        assert_eq!(keys, missed, "{}: each row it missed, once", client.name);
         assert!(
-            resumed.iter().all(|s| s.version > *since),
-            "{}: nothing twice",
-            client.name
-        );
-        assert_eq!(
-            resumed,
-            expected[0][half..],
-            "{} resumed after version {since} without a gap",
+            resumed.iter().all(|s| s.op == "upsert" && s.n == Some(UPDATES)),
+            "{}: every row where it is now: {resumed:?}",
             client.name
         );
     }
@@ -514,4 +524,111 @@ fn serving_against_a_real_kafka_broker() {
     );
     drop(stalled);
     drop(reader);
+    drop(runtime);
+
+    replicas_give_the_same_answers(&broker, &identity, &logs);
+}
+
+const REPLICATED: &str = "e2e.replicated";
+const REPLICATED_EVENTS: usize = 240;
+
+/// Two replicas of one experience behind no sticky session: a client of each
+/// transport hops from one to the other every few changes, resuming from its last
+/// position, while events arrive on three partitions. Each event makes a new row,
+/// so "every change exactly once" is exact. Then one replica is rebuilt under a new
+/// definition: a resume there gets a reset and a snapshot, never silence.
+fn replicas_give_the_same_answers(broker: &Broker, identity: &IdentityProvider, logs: &std::path::Path) {
+    broker.create_topic(REPLICATED, 3);
+    let work = tempfile::tempdir().unwrap();
+    let spec_path = work.path().join("tasks.yaml");
+    std::fs::write(&spec_path, spec(&identity.jwks_uri, REPLICATED, false)).unwrap();
+    let start = |ordinal: usize| {
+        Runtime::start(
+            &spec_path,
+            &work.path().join(format!("data-{ordinal}")),
+            &broker.bootstrap(),
+            &format!("tasks-{ordinal}"),
+            &logs.join(format!("replica-{ordinal}.log")),
+        )
+    };
+    let mut replicas = [start(0), start(1)];
+    for replica in &mut replicas {
+        replica.wait_ready(Duration::from_secs(120));
+    }
+    let addresses: Vec<SocketAddr> = replicas
+        .iter()
+        .map(|r| format!("127.0.0.1:{}", r.http).parse().unwrap())
+        .collect();
+    let alice = identity.token("alice", AUDIENCE);
+    let producer = broker.producer();
+    let keys: Vec<String> = (0..REPLICATED_EVENTS).map(|n| format!("r-{n:03}")).collect();
+    let feeding = {
+        let keys = keys.clone();
+        std::thread::spawn(move || {
+            for (n, key) in keys.iter().enumerate() {
+                producer.send(REPLICATED, key, &task(key, "alice", n as i64, "hop"));
+                if n % 10 == 9 {
+                    producer.flush();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            producer.flush();
+        })
+    };
+    let transports: [(&str, fn(SocketAddr, &str, Option<&str>, &std::path::Path) -> Client); 3] = [
+        ("websocket", |a, t, s, _| native(a, t, s)),
+        ("sse", |a, t, s, _| sse(a, t, s)),
+        ("graphql-ws", graphql_ws),
+    ];
+    let hoppers: Vec<_> = transports
+        .into_iter()
+        .map(|(name, connect)| {
+            let (addresses, alice, keys) = (addresses.clone(), alice.clone(), keys.clone());
+            let log = logs.join(format!("hop-{name}.log"));
+            std::thread::spawn(move || {
+                let mut seen: Vec<Seen> = Vec::new();
+                let mut since: Option<String> = None;
+                let mut hops = 0;
+                while seen.iter().filter(|s| s.op != "reset").count() < keys.len() {
+                    let mut client = connect(addresses[hops % 2], &alice, since.as_deref(), &log);
+                    let before = seen.len();
+                    client.until("a few more rows", |got| {
+                        before + got.len() >= keys.len().min(before + 25)
+                    });
+                    seen.extend(client.seen.drain(..));
+                    since = seen.last().map(|s| s.position.clone()).filter(|p| !p.is_empty());
+                    hops += 1;
+                }
+                (name, hops, seen)
+            })
+        })
+        .collect();
+    feeding.join().unwrap();
+    let mut last_positions = Vec::new();
+    for hopper in hoppers {
+        let (name, hops, seen) = hopper.join().unwrap();
+        assert!(hops >= 4, "{name} hopped between the replicas ({hops} connections)");
+        assert!(!seen.iter().any(|s| s.op == "reset"), "{name}: no resets while the replicas agree");
+        let mut got: Vec<&str> = seen.iter().map(|s| s.key.as_str()).collect();
+        got.sort();
+        assert_eq!(got, keys.iter().map(String::as_str).collect::<Vec<_>>(), "{name}: every row exactly once");
+        last_positions.push((name, seen.last().unwrap().position.clone()));
+    }
+
+    // A new definition on replica 1: its store is rebuilt, its positions are of a
+    // new epoch, and a client resuming there with an old one is told so.
+    replicas[1].terminate();
+    std::fs::write(&spec_path, spec(&identity.jwks_uri, REPLICATED, true)).unwrap();
+    replicas[1] = start(1);
+    replicas[1].wait_ready(Duration::from_secs(120));
+    let address = format!("127.0.0.1:{}", replicas[1].http).parse().unwrap();
+    for (name, position) in &last_positions[..2] {
+        let mut client = match *name {
+            "websocket" => native(address, &alice, Some(position)),
+            _ => sse(address, &alice, Some(position)),
+        };
+        let seen = client.until("a reset and a snapshot", |seen| seen.len() > REPLICATED_EVENTS);
+        assert_eq!(seen[0].op, "reset", "{name}: {:?}", seen[0]);
+        assert!(seen[1..].iter().all(|s| s.op == "snapshot"), "{name}");
+    }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::change::{LiveChange, Op};
 use super::close::Close;
 use super::outbox::Outbox;
-use super::router::{op_for, Registration};
+use super::router::Registration;
 use super::selector::{Selection, Selector};
 use super::Engine;
 use crate::projection::Row;
@@ -308,17 +308,14 @@ impl Engine {
             match view.missed(since).map_err(store_failed)? {
                 Missed::Changes(changes) => {
                     let rows = self.missed_rows(sub, &view, &changes)?;
-                    let old = std::mem::take(&mut sub.position);
                     self.settle(sub, &view)?;
                     let last = rows.len().saturating_sub(1);
                     let projection = &sub.selector.projection().name;
                     return Ok(rows
                         .into_iter()
                         .enumerate()
-                        .map(|(n, (key, op, row))| {
-                            // Only the last carries the new position: a client
-                            // that drops out half-way resumes from the old one.
-                            let position = if n == last { sub.position.clone() } else { old.clone() };
+                        .map(|(n, (key, op, row, position))| {
+                            let position = if n == last { sub.position.clone() } else { position };
                             Update::Change {
                                 op,
                                 change: Arc::new(LiveChange::catch_up(projection, key, row, position)),
@@ -346,41 +343,46 @@ impl Engine {
     /// The rows the missed changes touched, each as the subscription should now
     /// have it: the current row if visible, else a removal if any state it missed
     /// was visible to it (so nobody learns of rows it may not see).
+    ///
+    /// They come in the order of each row's last missed change, each with the
+    /// position after that change: every row whose last change is before it has
+    /// been sent, and every other row changes again after it, so a client that
+    /// drops out half-way and resumes from there misses nothing.
     fn missed_rows(
         &self,
         sub: &Sub,
         view: &View<'_>,
         changes: &[Change],
-    ) -> Result<Vec<(String, Op, Option<Row>)>, SubscribeError> {
+    ) -> Result<Vec<(String, Op, Option<Row>, String)>, SubscribeError> {
         let selector = &sub.selector;
         let projection = &selector.projection().name;
-        let mut touched: Vec<&str> = Vec::new();
-        let mut saw: HashMap<&str, bool> = HashMap::new();
-        for change in changes.iter().filter(|c| &c.projection == projection) {
+        // key → (index of its last missed change, whether it saw any missed state)
+        let mut touched: HashMap<&str, (usize, bool)> = HashMap::new();
+        for (n, change) in changes.iter().enumerate() {
+            if &change.projection != projection {
+                continue;
+            }
             let visible = change
                 .previous
                 .as_ref()
                 .is_some_and(|row| selector.sees(&change.key, row));
-            match saw.get_mut(change.key.as_str()) {
-                Some(seen) => *seen |= visible,
-                None => {
-                    touched.push(&change.key);
-                    saw.insert(&change.key, visible);
-                }
-            }
+            let entry = touched.entry(&change.key).or_insert((n, false));
+            entry.0 = n;
+            entry.1 |= visible;
         }
+        let mut order: Vec<(&str, usize, bool)> = touched.into_iter().map(|(k, (n, saw))| (k, n, saw)).collect();
+        order.sort_by_key(|(_, n, _)| *n);
         let mut rows = Vec::new();
-        for key in touched {
+        for (key, last, saw) in order {
             let current = view.row(projection, key).map_err(store_failed)?;
-            let fake = LiveChange::catch_up(projection, key.to_string(), current, String::new());
-            let op = match op_for(selector, false, &fake) {
-                Some(op) => Some(op),
-                None if saw[key] && fake.row.is_none() => Some(Op::Delete),
-                None if saw[key] => Some(Op::Remove),
-                None => None,
+            let op = match &current {
+                Some(row) if selector.sees(key, row) => Some(Op::Upsert),
+                None if saw => Some(Op::Delete),
+                Some(_) if saw => Some(Op::Remove),
+                _ => None,
             };
             if let Some(op) = op {
-                rows.push((key.to_string(), op, fake.row));
+                rows.push((key.to_string(), op, current, changes[last].position.clone()));
             }
         }
         Ok(rows)
