@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use facet_bff::feed::Feed;
+use facet_bff::live::Router;
 use facet_bff::ingest::{Ingest, IngestConfig, Progress};
 use facet_bff::metrics::Metrics;
 use facet_bff::projection::Engine;
@@ -135,18 +135,13 @@ fn facet_ingest(bootstrap: &str, events: usize) {
     let spec = parse_manifests(&text).remove(0).unwrap().spec;
     let experience = Arc::new(compile(&spec).unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(
-        &dir.path().join("store.redb"),
-        &experience.definition_hash,
-        10_000,
-    )
-    .unwrap();
+    let (store, _) = Store::open(&dir.path().join("store.redb"), experience.store_layout()).unwrap();
     let metrics = Arc::new(Metrics::new());
     let progress = Arc::new(Progress::default());
     let handle = Ingest {
         engine: Arc::new(Engine::new(experience.clone())),
         store: Arc::new(store),
-        feed: Feed::new(),
+        router: Router::new(),
         metrics: metrics.clone(),
         progress,
     }

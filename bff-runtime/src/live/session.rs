@@ -149,10 +149,10 @@ impl Session {
                 let mut updates = vec![Update::Reset {
                     reason: reason.into(),
                 }];
-                updates.push(self.engine.snapshot(&mut sub)?);
+                updates.push(self.engine.snapshot(&mut sub).await?);
                 updates
             }
-            None => vec![self.engine.snapshot(&mut sub)?],
+            None => vec![self.engine.snapshot(&mut sub).await?],
         };
         self.ids.insert(sub.id.clone(), number);
         self.subs.insert(number, sub);
@@ -260,11 +260,50 @@ impl Session {
     }
 }
 
+/// What one read of the store gave a subscription.
+struct Read {
+    updates: Vec<Update>,
+    /// The last commit the read reflects, and its position.
+    seen_through: u64,
+    position: String,
+}
+
+enum Attempt {
+    Read(Read),
+    TooOld,
+    Ahead,
+}
+
+impl Sub {
+    fn settle(&mut self, read: Read) -> Vec<Update> {
+        self.seen_through = read.seen_through;
+        self.position = read.position;
+        read.updates
+    }
+}
+
+/// Runs a store read on a blocking thread: a large snapshot or catch-up must not
+/// hold up the connections that share an async worker.
+async fn off_the_workers<T: Send + 'static>(
+    engine: &Arc<Engine>,
+    selector: &Arc<Selector>,
+    read: impl FnOnce(&Engine, &Selector) -> T + Send + 'static,
+) -> T {
+    let (engine, selector) = (engine.clone(), selector.clone());
+    tokio::task::spawn_blocking(move || read(&engine, &selector))
+        .await
+        .expect("a store read panicked")
+}
+
 impl Engine {
     /// Every row the subscription sees, as of one read.
-    fn snapshot(&self, sub: &mut Sub) -> Result<Update, SubscribeError> {
+    async fn snapshot(self: &Arc<Self>, sub: &mut Sub) -> Result<Update, SubscribeError> {
+        let read = off_the_workers(self, &sub.selector, |engine, selector| engine.read_snapshot(selector)).await?;
+        Ok(sub.settle(read).remove(0))
+    }
+
+    fn read_snapshot(&self, selector: &Selector) -> Result<Read, SubscribeError> {
         let view = self.store.view().map_err(store_failed)?;
-        let selector = &sub.selector;
         let projection = &selector.projection().name;
         let rows = match (selector.key(), selector.sees_nothing()) {
             (_, true) => Vec::new(),
@@ -288,115 +327,136 @@ impl Engine {
                 rows
             }
         };
-        self.settle(sub, &view)?;
-        Ok(Update::Snapshot {
-            position: sub.position.clone(),
-            rows,
+        let (seen_through, position) = self.reflected(&view)?;
+        Ok(Read {
+            updates: vec![Update::Snapshot {
+                position: position.clone(),
+                rows,
+            }],
+            seen_through,
+            position,
         })
     }
 
     /// What a client at `since` missed, one update per row (where it is now), or a
     /// reset and a snapshot when this replica cannot tell.
     async fn resume(
-        &self,
+        self: &Arc<Self>,
         sub: &mut Sub,
         since: &crate::store::Position,
     ) -> Result<Vec<Update>, SubscribeError> {
         let deadline = tokio::time::Instant::now() + RESUME_WAIT;
         let reason = loop {
-            let view = self.store.view().map_err(store_failed)?;
-            match view.missed(since).map_err(store_failed)? {
-                Missed::Changes(changes) => {
-                    let rows = self.missed_rows(sub, &view, &changes)?;
-                    self.settle(sub, &view)?;
-                    let last = rows.len().saturating_sub(1);
-                    let projection = &sub.selector.projection().name;
-                    return Ok(rows
-                        .into_iter()
-                        .enumerate()
-                        .map(|(n, (key, op, row, position))| {
-                            let position = if n == last { sub.position.clone() } else { position };
-                            Update::Change {
-                                op,
-                                change: Arc::new(LiveChange::catch_up(projection, key, row, position)),
-                            }
-                        })
-                        .collect());
-                }
-                Missed::TooOld => {
+            let since = since.clone();
+            let attempt = off_the_workers(self, &sub.selector, move |engine, selector| {
+                engine.read_missed(selector, &since)
+            })
+            .await?;
+            match attempt {
+                Attempt::Read(read) => return Ok(sub.settle(read)),
+                Attempt::TooOld => {
                     break "the change log no longer reaches back to that position: here is a fresh snapshot"
                 }
-                Missed::Ahead if tokio::time::Instant::now() >= deadline => {
+                Attempt::Ahead if tokio::time::Instant::now() >= deadline => {
                     break "this replica has not read as far as that position: here is a fresh snapshot"
                 }
-                Missed::Ahead => tokio::time::sleep(Duration::from_millis(20)).await,
+                Attempt::Ahead => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         };
         Ok(vec![
             Update::Reset {
                 reason: reason.into(),
             },
-            self.snapshot(sub)?,
+            self.snapshot(sub).await?,
         ])
     }
 
-    /// The rows the missed changes touched, each as the subscription should now
-    /// have it: the current row if visible, else a removal if any state it missed
-    /// was visible to it (so nobody learns of rows it may not see).
-    ///
-    /// They come in the order of each row's last missed change, each with the
-    /// position after that change: every row whose last change is before it has
-    /// been sent, and every other row changes again after it, so a client that
-    /// drops out half-way and resumes from there misses nothing.
-    fn missed_rows(
+    fn read_missed(
         &self,
-        sub: &Sub,
-        view: &View<'_>,
-        changes: &[Change],
-    ) -> Result<Vec<(String, Op, Option<Row>, String)>, SubscribeError> {
-        let selector = &sub.selector;
+        selector: &Selector,
+        since: &crate::store::Position,
+    ) -> Result<Attempt, SubscribeError> {
+        let view = self.store.view().map_err(store_failed)?;
+        let changes = match view.missed(since).map_err(store_failed)? {
+            Missed::Changes(changes) => changes,
+            Missed::TooOld => return Ok(Attempt::TooOld),
+            Missed::Ahead => return Ok(Attempt::Ahead),
+        };
+        let rows = missed_rows(selector, &view, &changes)?;
+        let (seen_through, position) = self.reflected(&view)?;
+        let last = rows.len().saturating_sub(1);
         let projection = &selector.projection().name;
-        // key → (index of its last missed change, whether it saw any missed state)
-        let mut touched: HashMap<&str, (usize, bool)> = HashMap::new();
-        for (n, change) in changes.iter().enumerate() {
-            if &change.projection != projection {
-                continue;
-            }
-            let visible = change
-                .previous
-                .as_ref()
-                .is_some_and(|row| selector.sees(&change.key, row));
-            let entry = touched.entry(&change.key).or_insert((n, false));
-            entry.0 = n;
-            entry.1 |= visible;
-        }
-        let mut order: Vec<(&str, usize, bool)> = touched.into_iter().map(|(k, (n, saw))| (k, n, saw)).collect();
-        order.sort_by_key(|(_, n, _)| *n);
-        let mut rows = Vec::new();
-        for (key, last, saw) in order {
-            let current = view.row(projection, key).map_err(store_failed)?;
-            let op = match &current {
-                Some(row) if selector.sees(key, row) => Some(Op::Upsert),
-                None if saw => Some(Op::Delete),
-                Some(_) if saw => Some(Op::Remove),
-                _ => None,
-            };
-            if let Some(op) = op {
-                rows.push((key.to_string(), op, current, changes[last].position.clone()));
-            }
-        }
-        Ok(rows)
+        let updates = rows
+            .into_iter()
+            .enumerate()
+            .map(|(n, (key, op, row, after))| {
+                let after = if n == last { position.clone() } else { after };
+                Update::Change {
+                    op,
+                    change: Arc::new(LiveChange::catch_up(projection, key, row, after)),
+                }
+            })
+            .collect();
+        Ok(Attempt::Read(Read {
+            updates,
+            seen_through,
+            position,
+        }))
     }
 
-    /// The subscription now has what `view` reflects.
-    fn settle(&self, sub: &mut Sub, view: &View<'_>) -> Result<(), SubscribeError> {
-        sub.seen_through = view.seq().map_err(store_failed)?;
-        sub.position = self
-            .store
-            .codec()
-            .encode(&view.position().map_err(store_failed)?);
-        Ok(())
+    /// The last commit a view reflects, and its position as clients see it.
+    fn reflected(&self, view: &View<'_>) -> Result<(u64, String), SubscribeError> {
+        let seq = view.seq().map_err(store_failed)?;
+        let position = view.position().map_err(store_failed)?;
+        Ok((seq, self.store.codec().encode(&position)))
     }
+}
+
+/// The rows the missed changes touched, each as the subscription should now have
+/// it: the current row if visible, else a removal if any state it missed was
+/// visible to it (so nobody learns of rows it may not see).
+///
+/// They come in the order of each row's last missed change, each with the position
+/// after that change: every row whose last change is before it has been sent, and
+/// every other row changes again after it, so a client that drops out half-way and
+/// resumes from there misses nothing.
+fn missed_rows(
+    selector: &Selector,
+    view: &View<'_>,
+    changes: &[Change],
+) -> Result<Vec<(String, Op, Option<Row>, String)>, SubscribeError> {
+    let projection = &selector.projection().name;
+    // key → (index of its last missed change, whether it saw any missed state)
+    let mut touched: HashMap<&str, (usize, bool)> = HashMap::new();
+    for (n, change) in changes.iter().enumerate() {
+        if &change.projection != projection {
+            continue;
+        }
+        let visible = change
+            .previous
+            .as_ref()
+            .is_some_and(|row| selector.sees(&change.key, row));
+        let entry = touched.entry(&change.key).or_insert((n, false));
+        entry.0 = n;
+        entry.1 |= visible;
+    }
+    let mut order: Vec<(&str, usize, bool)> =
+        touched.into_iter().map(|(k, (n, saw))| (k, n, saw)).collect();
+    order.sort_by_key(|(_, n, _)| *n);
+    let mut rows = Vec::new();
+    for (key, last, saw) in order {
+        let current = view.row(projection, key).map_err(store_failed)?;
+        let op = match &current {
+            Some(row) if selector.sees(key, row) => Some(Op::Upsert),
+            None if saw => Some(Op::Delete),
+            Some(_) if saw => Some(Op::Remove),
+            _ => None,
+        };
+        if let Some(op) = op {
+            rows.push((key.to_string(), op, current, changes[last].position.clone()));
+        }
+    }
+    Ok(rows)
 }
 
 fn store_failed(error: crate::store::StoreError) -> SubscribeError {

@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::spec::{CompiledExperience, CompiledProjection};
 use crate::store::Store;
 use access::AuthMode;
+pub use ws::{READ_BUFFER, WRITE_BUFFER};
 
 /// What every handler reads.
 pub struct AppState {
