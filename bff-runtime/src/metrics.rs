@@ -203,6 +203,20 @@ impl Metrics {
         }
     }
 
+    /// Counts a batch of deliveries with one label lookup (a hot path under load).
+    pub fn delivered_all(&self, transport: &str, latencies: impl Iterator<Item = Option<f64>>) {
+        let label = transport_label(transport);
+        let histogram = self.delivery_latency.get_or_create(&label).clone();
+        let mut count = 0;
+        for latency in latencies {
+            count += 1;
+            if let Some(seconds) = latency {
+                histogram.observe(seconds);
+            }
+        }
+        self.deliveries.get_or_create(&label).inc_by(count);
+    }
+
     pub fn field_read(&self, api: &str, projection: &str, field: &str) {
         self.field_usage
             .get_or_create(&FieldLabel {

@@ -184,13 +184,11 @@ async fn send_updates(
         texts.push(native_json(Some(&id_json.1), &out.update));
     }
     send(socket, texts).await?;
-    for out in &outs {
-        if let Update::Change { change, .. } = &out.update {
-            state
-                .metrics
-                .delivered("websocket", change.delivery_latency());
-        }
-    }
+    let changes = outs.iter().filter_map(|out| match &out.update {
+        Update::Change { change, .. } => Some(change.delivery_latency()),
+        _ => None,
+    });
+    state.metrics.delivered_all("websocket", changes);
     Ok(())
 }
 
