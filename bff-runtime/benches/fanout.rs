@@ -39,6 +39,15 @@ fn now_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
 }
 
+/// Every process here (driver and servers) gets the same two async workers.
+fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn raise_fd_limit() {
     unsafe {
         let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -80,11 +89,7 @@ fn driver() {
     let secs: u64 = env_or("FANOUT_SECS", 10);
     let rate: u64 = env_or("FANOUT_RATE", 1000);
     let broadcast_rate: u64 = env_or("FANOUT_BROADCAST_RATE", 1000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = two_workers();
     let mut results: BTreeMap<(String, String), Measured> = BTreeMap::new();
     for role in ["baseline", "facet"] {
         for &c in &connections {
@@ -424,11 +429,7 @@ spec:
         use rdkafka::mocking::MockCluster;
         use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = two_workers();
         runtime.block_on(async {
             let mock = MockCluster::new(1).unwrap();
             mock.create_topic(TOPIC, 3, 1).unwrap();
@@ -474,15 +475,13 @@ spec:
                     }
                 }),
             );
-            // The control port doubles as the metrics port for the probes.
-            let metrics = running.metrics_addr;
+            // The control port also serves the metrics, for the probes.
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let control_addr = listener.local_addr().unwrap();
             let metrics_app = facet_bff::serve::metrics_router(running.state.metrics.clone());
             tokio::spawn(async move {
                 axum::serve(listener, control.merge(metrics_app)).await.unwrap()
             });
-            let _ = metrics;
             announce(running.http_addr, control_addr);
             std::future::pending::<()>().await;
             drop(data);
@@ -493,11 +492,7 @@ spec:
     type Sockets = Arc<Mutex<HashMap<Option<String>, Vec<tokio::sync::mpsc::Sender<axum::extract::ws::Utf8Bytes>>>>>;
 
     pub fn baseline() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = two_workers();
         runtime.block_on(async {
             let sockets: Sockets = Arc::default();
             let app = Router::new()

@@ -142,29 +142,25 @@ impl Selector {
         if let Some(key) = &self.key {
             return RouteKey::Key(key.clone());
         }
+        self.equalities()
+            .find_map(|(f, v)| Some(RouteKey::Field(f.clone(), index_value(v)?)))
+            .unwrap_or(RouteKey::Scan)
+    }
+
+    /// Every (field, value) a visible row must have: `where` first, then access.
+    fn equalities(&self) -> impl Iterator<Item = &(String, Value)> {
         let narrowed: &[(String, Value)] = match &self.access {
             Access::Equal(values) => values,
             Access::Rule { narrowed, .. } => narrowed,
             Access::All | Access::Nothing => &[],
         };
-        self.filter
-            .iter()
-            .chain(narrowed)
-            .find_map(|(f, v)| Some(RouteKey::Field(f.clone(), index_value(v)?)))
-            .unwrap_or(RouteKey::Scan)
+        self.filter.iter().chain(narrowed)
     }
 
     /// A field and the value every visible row has, for reading from the store's
     /// index: a `where` equality on an indexed field, else an access equality.
     pub fn lookup(&self, is_indexed: impl Fn(&str) -> bool) -> Option<(&str, &Value)> {
-        let narrowed: &[(String, Value)] = match &self.access {
-            Access::Equal(values) => values,
-            Access::Rule { narrowed, .. } => narrowed,
-            Access::All | Access::Nothing => &[],
-        };
-        self.filter
-            .iter()
-            .chain(narrowed)
+        self.equalities()
             .find(|(f, _)| is_indexed(f))
             .map(|(f, v)| (f.as_str(), v))
     }
