@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use facet_bff::live::Router;
 use facet_bff::ingest::{Ingest, IngestConfig, Progress};
+use facet_bff::live::Router;
 use facet_bff::metrics::Metrics;
 use facet_bff::projection::Engine;
 use facet_bff::spec::{compile, parse_manifests};
@@ -135,7 +135,8 @@ fn facet_ingest(bootstrap: &str, events: usize) {
     let spec = parse_manifests(&text).remove(0).unwrap().spec;
     let experience = Arc::new(compile(&spec).unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(&dir.path().join("store.redb"), experience.store_layout()).unwrap();
+    let (store, _) =
+        Store::open(&dir.path().join("store.redb"), experience.store_layout()).unwrap();
     let metrics = Arc::new(Metrics::new());
     let progress = Arc::new(Progress::default());
     let handle = Ingest {

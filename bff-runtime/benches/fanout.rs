@@ -32,11 +32,17 @@ const TOPIC: &str = "bench.orders";
 const BROADCAST_CONNECTIONS: usize = 1_000;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn now_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
 }
 
 /// Every process here (driver and servers) gets the same two async workers.
@@ -50,7 +56,10 @@ fn two_workers() -> tokio::runtime::Runtime {
 
 fn raise_fd_limit() {
     unsafe {
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
@@ -112,7 +121,11 @@ fn driver() {
         );
     }
     println!();
-    for scenario in results.keys().map(|(s, _)| s.clone()).collect::<std::collections::BTreeSet<_>>() {
+    for scenario in results
+        .keys()
+        .map(|(s, _)| s.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         let (Some(base), Some(facet)) = (
             results.get(&(scenario.clone(), "baseline".into())),
             results.get(&(scenario.clone(), "facet".into())),
@@ -157,7 +170,11 @@ impl Server {
         let mut parts = line.split_whitespace();
         let http = parts.next().expect("server address").parse().unwrap();
         let control = parts.next().expect("control address").parse().unwrap();
-        Server { child, http, control }
+        Server {
+            child,
+            http,
+            control,
+        }
     }
 
     fn rss(&self) -> u64 {
@@ -172,7 +189,10 @@ impl Server {
 
     /// Asks the server to produce events: `users` 0 means one event for everyone.
     async fn generate(&self, rate: u64, secs: u64, users: usize) {
-        let url = format!("http://{}/generate?rate={rate}&secs={secs}&users={users}", self.control);
+        let url = format!(
+            "http://{}/generate?rate={rate}&secs={secs}&users={users}",
+            self.control
+        );
         tokio::task::spawn_blocking(move || ureq::post(&url).send_empty().unwrap())
             .await
             .unwrap();
@@ -197,8 +217,16 @@ struct Tally {
 /// Opens a subscribed connection (as `user`, or seeing everything) that counts what
 /// it receives. Connections come from many loopback addresses, so that thousands of
 /// them, run after run, never run out of ports.
-async fn client(server: SocketAddr, user: Option<String>, n: usize, tally: Arc<Tally>, parse: bool) {
-    let source: SocketAddr = format!("127.0.{}.{}:0", 1 + (n / 250) % 200, 2 + n % 250).parse().unwrap();
+async fn client(
+    server: SocketAddr,
+    user: Option<String>,
+    n: usize,
+    tally: Arc<Tally>,
+    parse: bool,
+) {
+    let source: SocketAddr = format!("127.0.{}.{}:0", 1 + (n / 250) % 200, 2 + n % 250)
+        .parse()
+        .unwrap();
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(source).unwrap();
     let stream = socket.connect(server).await.unwrap();
@@ -212,9 +240,11 @@ async fn client(server: SocketAddr, user: Option<String>, n: usize, tally: Arc<T
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
         .await
         .unwrap();
-    ws.send(Message::text(r#"{"type":"subscribe","id":"o","projection":"order"}"#))
-        .await
-        .unwrap();
+    ws.send(Message::text(
+        r#"{"type":"subscribe","id":"o","projection":"order"}"#,
+    ))
+    .await
+    .unwrap();
     while let Some(message) = ws.next().await {
         let Ok(Message::Text(text)) = message else {
             if matches!(message, Ok(Message::Close(_)) | Err(_)) {
@@ -261,7 +291,10 @@ async fn connect_all(server: &Server, count: usize, per_user: bool, tally: &Arc<
         });
     }
     while (tally.subscribed.load(Ordering::Relaxed) as usize) < count {
-        assert!(started.elapsed() < Duration::from_secs(300), "connections did not all subscribe");
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "connections did not all subscribe"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -316,14 +349,21 @@ async fn broadcast(role: &str, rate: u64, secs: u64) -> Measured {
         tokio::task::spawn_blocking(move || {
             let mut slowest = Duration::ZERO;
             while !done.load(Ordering::Relaxed) {
-                for url in [format!("http://{http}/healthz"), format!("http://{metrics}/metrics")] {
+                for url in [
+                    format!("http://{http}/healthz"),
+                    format!("http://{metrics}/metrics"),
+                ] {
                     let start = Instant::now();
                     let agent: ureq::Agent = ureq::Agent::config_builder()
                         .timeout_global(Some(Duration::from_secs(10)))
                         .build()
                         .into();
                     let ok = agent.get(&url).call().is_ok();
-                    slowest = slowest.max(if ok { start.elapsed() } else { Duration::from_secs(10) });
+                    slowest = slowest.max(if ok {
+                        start.elapsed()
+                    } else {
+                        Duration::from_secs(10)
+                    });
                 }
                 std::thread::sleep(Duration::from_millis(250));
             }
@@ -388,7 +428,9 @@ mod server {
     }
 
     fn event(n: u64, user: Option<usize>) -> serde_json::Value {
-        let customer = user.map(|u| format!("u-{u}")).unwrap_or_else(|| "everyone".into());
+        let customer = user
+            .map(|u| format!("u-{u}"))
+            .unwrap_or_else(|| "everyone".into());
         serde_json::json!({"id": format!("e-{n}"), "customerId": customer, "status": "placed", "sentAt": now_micros()})
     }
 
@@ -434,7 +476,10 @@ spec:
             let mock = MockCluster::new(1).unwrap();
             mock.create_topic(TOPIC, 3, 1).unwrap();
             let bootstrap = mock.bootstrap_servers();
-            let spec = facet_bff::spec::parse_manifests(SPEC).remove(0).unwrap().spec;
+            let spec = facet_bff::spec::parse_manifests(SPEC)
+                .remove(0)
+                .unwrap()
+                .spec;
             let data = tempfile::tempdir().unwrap();
             let running = Runtime::start(RuntimeConfig {
                 name: "fanout".into(),
@@ -469,7 +514,8 @@ spec:
                             pace(&g, |n, user| {
                                 let value = event(n, user).to_string();
                                 let key = format!("e-{n}");
-                                let _ = producer.send(BaseRecord::to(TOPIC).key(&key).payload(&value));
+                                let _ =
+                                    producer.send(BaseRecord::to(TOPIC).key(&key).payload(&value));
                             })
                         });
                     }
@@ -480,7 +526,9 @@ spec:
             let control_addr = listener.local_addr().unwrap();
             let metrics_app = facet_bff::serve::metrics_router(running.state.metrics.clone());
             tokio::spawn(async move {
-                axum::serve(listener, control.merge(metrics_app)).await.unwrap()
+                axum::serve(listener, control.merge(metrics_app))
+                    .await
+                    .unwrap()
             });
             announce(running.http_addr, control_addr);
             std::future::pending::<()>().await;
@@ -489,7 +537,11 @@ spec:
     }
 
     /// user → the senders of its connections; `None` holds the see-everything ones.
-    type Sockets = Arc<Mutex<HashMap<Option<String>, Vec<tokio::sync::mpsc::Sender<axum::extract::ws::Utf8Bytes>>>>>;
+    type Sockets = Arc<
+        Mutex<
+            HashMap<Option<String>, Vec<tokio::sync::mpsc::Sender<axum::extract::ws::Utf8Bytes>>>,
+        >,
+    >;
 
     pub fn baseline() {
         let runtime = two_workers();
@@ -546,9 +598,16 @@ spec:
     async fn serve(mut socket: WebSocket, user: Option<String>, sockets: Sockets) {
         // Like a subscription: the client says what it wants, gets a snapshot.
         let _ = socket.recv().await;
-        let _ = socket.send(AxumMessage::Text(r#"{"type":"snapshot","rows":[]}"#.into())).await;
+        let _ = socket
+            .send(AxumMessage::Text(r#"{"type":"snapshot","rows":[]}"#.into()))
+            .await;
         let (sender, mut receiver) = tokio::sync::mpsc::channel(1000);
-        sockets.lock().unwrap().entry(user).or_default().push(sender);
+        sockets
+            .lock()
+            .unwrap()
+            .entry(user)
+            .or_default()
+            .push(sender);
         while let Some(text) = receiver.recv().await {
             if socket.feed(AxumMessage::Text(text)).await.is_err() {
                 return;

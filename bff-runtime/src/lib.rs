@@ -7,8 +7,8 @@
 
 pub mod cli;
 pub mod dev;
-pub mod live;
 pub mod ingest;
+pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod projection;

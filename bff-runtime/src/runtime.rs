@@ -11,8 +11,8 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::live::Router;
 use crate::ingest::{group_id, Ingest, IngestConfig, Progress};
+use crate::live::Router;
 use crate::metrics::Metrics;
 use crate::projection::Engine;
 use crate::serve::access::AuthMode;
@@ -62,7 +62,7 @@ impl Runtime {
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
         let store_path = config.data_dir.join("store.redb");
         let (store, opened) = Store::open(&store_path, experience.store_layout())
-        .with_context(|| format!("opening the store at {}", store_path.display()))?;
+            .with_context(|| format!("opening the store at {}", store_path.display()))?;
         match opened {
             Opened::Empty => {
                 info!(path = %store_path.display(), "new store: reading every source from the earliest offset")
@@ -122,7 +122,12 @@ impl Runtime {
             graphql,
             experience_name: format!("{}/{}", config.namespace, config.name),
             experience: experience.clone(),
-            live: crate::live::Engine::new(experience.clone(), store.clone(), router, metrics.clone()),
+            live: crate::live::Engine::new(
+                experience.clone(),
+                store.clone(),
+                router,
+                metrics.clone(),
+            ),
             store,
             metrics: metrics.clone(),
             progress,

@@ -15,7 +15,10 @@ use serde_json::json;
 const ORDERS: &str = "shop.orders.v1";
 
 fn storefront_spec() -> ExperienceSpec {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/samples/storefront.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/samples/storefront.yaml"
+    );
     parse_manifests(&std::fs::read_to_string(path).unwrap())
         .remove(0)
         .unwrap()
@@ -31,7 +34,12 @@ fn replica_of(spec: &ExperienceSpec) -> Replica {
     let experience: Arc<CompiledExperience> = Arc::new(compile(spec).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(&dir.path().join("db"), experience.store_layout()).unwrap();
-    let engine = Engine::new(experience, Arc::new(store), Router::new(), Arc::new(Metrics::new()));
+    let engine = Engine::new(
+        experience,
+        Arc::new(store),
+        Router::new(),
+        Arc::new(Metrics::new()),
+    );
     Replica { _dir: dir, engine }
 }
 
@@ -43,7 +51,12 @@ fn order(key: &str, customer: &str, total: i64) -> RowChange {
     RowChange {
         projection: "order".into(),
         key: key.into(),
-        op: RowOp::Upsert(json!({"id": key, "customerId": customer, "total": total}).as_object().unwrap().clone()),
+        op: RowOp::Upsert(
+            json!({"id": key, "customerId": customer, "total": total})
+                .as_object()
+                .unwrap()
+                .clone(),
+        ),
     }
 }
 
@@ -82,10 +95,15 @@ fn describe(updates: &[Update]) -> Vec<String> {
         .iter()
         .map(|u| match u {
             Update::Snapshot { rows, .. } => {
-                format!("snapshot {:?}", rows.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+                format!(
+                    "snapshot {:?}",
+                    rows.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>()
+                )
             }
             Update::Change { op, change } => match &change.row {
-                Some(row) if op.as_str() == "upsert" => format!("upsert {} {}", change.key, row["total"]),
+                Some(row) if op.as_str() == "upsert" => {
+                    format!("upsert {} {}", change.key, row["total"])
+                }
                 _ => format!("{} {}", op.as_str(), change.key),
             },
             Update::Reset { .. } => "reset".into(),
@@ -106,20 +124,40 @@ fn position_of(updates: &[Update]) -> String {
 }
 
 async fn drain(session: &mut Session) -> Vec<Update> {
-    session.drain().await.unwrap().into_iter().map(|o| o.update).collect()
+    session
+        .drain()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.update)
+        .collect()
 }
 
 #[tokio::test]
 async fn a_subscription_gets_its_rows_then_each_change_once() {
     let r = replica();
-    r.read(&[(0, 0, order("o-1", "alice", 1)), (0, 1, order("o-2", "bob", 2))]);
+    r.read(&[
+        (0, 0, order("o-1", "alice", 1)),
+        (0, 1, order("o-2", "bob", 2)),
+    ]);
     let mut alice = r.session(user("alice"));
     let first = alice.subscribe("s", orders(), None).await.unwrap();
     assert_eq!(describe(&first), ["snapshot [\"o-1\"]"]);
-    r.read(&[(0, 2, order("o-1", "alice", 10)), (0, 3, order("o-3", "bob", 3)), (0, 4, order("o-2", "alice", 20))]);
-    assert_eq!(describe(&drain(&mut alice).await), ["upsert o-1 10", "upsert o-2 20"]);
+    r.read(&[
+        (0, 2, order("o-1", "alice", 10)),
+        (0, 3, order("o-3", "bob", 3)),
+        (0, 4, order("o-2", "alice", 20)),
+    ]);
+    assert_eq!(
+        describe(&drain(&mut alice).await),
+        ["upsert o-1 10", "upsert o-2 20"]
+    );
     r.read(&[(0, 5, order("o-1", "bob", 10))]);
-    assert_eq!(describe(&drain(&mut alice).await), ["remove o-1"], "a row that leaves her is removed");
+    assert_eq!(
+        describe(&drain(&mut alice).await),
+        ["remove o-1"],
+        "a row that leaves her is removed"
+    );
     assert!(drain(&mut alice).await.is_empty());
 }
 
@@ -134,13 +172,19 @@ async fn a_change_committed_before_the_snapshot_but_routed_after_it_is_not_sent_
     let first = alice.subscribe("s", orders(), None).await.unwrap();
     assert_eq!(describe(&first), ["snapshot [\"o-1\"]"]);
     r.engine.router.publish(committed);
-    assert!(drain(&mut alice).await.is_empty(), "the snapshot already had it");
+    assert!(
+        drain(&mut alice).await.is_empty(),
+        "the snapshot already had it"
+    );
 }
 
 #[tokio::test]
 async fn resuming_on_another_replica_gets_exactly_what_was_missed() {
     let (a, b) = (replica(), replica());
-    let early = [(0, 0, order("o-1", "alice", 1)), (1, 0, order("o-2", "alice", 2))];
+    let early = [
+        (0, 0, order("o-1", "alice", 1)),
+        (1, 0, order("o-2", "alice", 2)),
+    ];
     a.read(&early);
     // Replica b reads the same records, partition 1 first.
     b.read(&[early[1].clone(), early[0].clone()]);
@@ -158,28 +202,55 @@ async fn resuming_on_another_replica_gets_exactly_what_was_missed() {
     let resumed = on_b.subscribe("s", orders(), Some(&since)).await.unwrap();
     let mut seen = describe(&resumed);
     seen.sort();
-    assert_eq!(seen, ["upsert o-2 20", "upsert o-4 4"], "no snapshot, nothing twice, nothing of bob's");
+    assert_eq!(
+        seen,
+        ["upsert o-2 20", "upsert o-4 4"],
+        "no snapshot, nothing twice, nothing of bob's"
+    );
     // From its last position, a third resume (back on a) has nothing left to send.
     let mut again = a.session(user("alice"));
-    let nothing = again.subscribe("s", orders(), Some(&position_of(&resumed))).await.unwrap();
+    let nothing = again
+        .subscribe("s", orders(), Some(&position_of(&resumed)))
+        .await
+        .unwrap();
     assert!(describe(&nothing).is_empty(), "{:?}", describe(&nothing));
 }
 
 #[tokio::test]
 async fn resuming_tells_each_client_only_about_rows_it_saw() {
     let r = replica();
-    r.read(&[(0, 0, order("o-1", "alice", 5)), (0, 1, order("o-2", "bob", 7))]);
+    r.read(&[
+        (0, 0, order("o-1", "alice", 5)),
+        (0, 1, order("o-2", "bob", 7)),
+    ]);
     let since = r.engine.store.codec().encode(&r.engine.store.position());
     // While everyone is away: bob's order changes, and alice's order moves to bob.
-    r.read(&[(0, 2, order("o-2", "bob", 8)), (0, 3, order("o-1", "bob", 5))]);
+    r.read(&[
+        (0, 2, order("o-2", "bob", 8)),
+        (0, 3, order("o-1", "bob", 5)),
+    ]);
     let resume = |who: &'static str| {
         let since = since.clone();
         let mut session = r.session(user(who));
-        async move { describe(&session.subscribe("s", orders(), Some(&since)).await.unwrap()) }
+        async move {
+            describe(
+                &session
+                    .subscribe("s", orders(), Some(&since))
+                    .await
+                    .unwrap(),
+            )
+        }
     };
-    assert_eq!(resume("alice").await, ["remove o-1"], "alice hears of her order leaving, and nothing of bob's");
+    assert_eq!(
+        resume("alice").await,
+        ["remove o-1"],
+        "alice hears of her order leaving, and nothing of bob's"
+    );
     assert_eq!(resume("bob").await, ["upsert o-2 8", "upsert o-1 5"]);
-    assert!(resume("carol").await.is_empty(), "carol never saw either row");
+    assert!(
+        resume("carol").await.is_empty(),
+        "carol never saw either row"
+    );
 }
 
 #[tokio::test]
@@ -195,8 +266,15 @@ async fn a_position_that_cannot_be_proven_gets_a_reset_and_a_snapshot() {
     });
     let other = replica_of(&rebuilt);
     other.read(&[(0, 0, order("o-1", "alice", 1))]);
-    let foreign = other.engine.store.codec().encode(&other.engine.store.position());
-    let updates = session.subscribe("s", orders(), Some(&foreign)).await.unwrap();
+    let foreign = other
+        .engine
+        .store
+        .codec()
+        .encode(&other.engine.store.position());
+    let updates = session
+        .subscribe("s", orders(), Some(&foreign))
+        .await
+        .unwrap();
     assert_eq!(describe(&updates), ["reset", "snapshot [\"o-1\"]"]);
     // A position further on than this replica gets (after a wait) a reset too.
     let ahead = r.engine.store.codec().encode(&{
@@ -205,10 +283,19 @@ async fn a_position_that_cannot_be_proven_gets_a_reset_and_a_snapshot() {
         p
     });
     let started = std::time::Instant::now();
-    let updates = session.subscribe("s", orders(), Some(&ahead)).await.unwrap();
+    let updates = session
+        .subscribe("s", orders(), Some(&ahead))
+        .await
+        .unwrap();
     assert_eq!(describe(&updates), ["reset", "snapshot [\"o-1\"]"]);
-    assert!(started.elapsed() >= std::time::Duration::from_secs(4), "it waited for this replica to catch up first");
-    assert!(session.subscribe("s", orders(), Some("not-a-position")).await.is_err());
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(4),
+        "it waited for this replica to catch up first"
+    );
+    assert!(session
+        .subscribe("s", orders(), Some("not-a-position"))
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -216,14 +303,20 @@ async fn a_user_with_twenty_rows_among_fifty_thousand_gets_all_twenty() {
     let r = replica();
     let records: Vec<_> = (0..50_000i64)
         .map(|n| {
-            let customer = if n % 2_500 == 7 { "alice".to_string() } else { format!("c-{}", n % 997) };
+            let customer = if n % 2_500 == 7 {
+                "alice".to_string()
+            } else {
+                format!("c-{}", n % 997)
+            };
             (0, n, order(&format!("o-{n:05}"), &customer, n))
         })
         .collect();
     r.read(&records);
     let mut alice = r.session(user("alice"));
     let first = alice.subscribe("s", orders(), None).await.unwrap();
-    let Update::Snapshot { rows, .. } = &first[0] else { panic!() };
+    let Update::Snapshot { rows, .. } = &first[0] else {
+        panic!()
+    };
     assert_eq!(rows.len(), 20);
     assert!(rows.iter().all(|(_, row)| row["customerId"] == "alice"));
 }
@@ -236,19 +329,45 @@ async fn a_client_that_falls_behind_catches_up_once_per_row_or_is_closed() {
     let mut whole = r.session(Viewer::Console);
     let mut deltas = r.session(Viewer::Console);
     whole.subscribe("s", orders(), None).await.unwrap();
-    deltas.subscribe("s", Selection { delta: true, ..orders() }, None).await.unwrap();
+    deltas
+        .subscribe(
+            "s",
+            Selection {
+                delta: true,
+                ..orders()
+            },
+            None,
+        )
+        .await
+        .unwrap();
     // 30 changes to 3 rows: more than the outbox holds, fewer rows than the limit.
-    let records: Vec<_> = (0..30i64).map(|n| (0, n, order(&format!("o-{}", n % 3), "alice", n))).collect();
+    let records: Vec<_> = (0..30i64)
+        .map(|n| (0, n, order(&format!("o-{}", n % 3), "alice", n)))
+        .collect();
     r.read(&records);
     let mut caught_up = describe(&drain(&mut whole).await);
     caught_up.sort();
-    assert_eq!(caught_up, ["upsert o-0 27", "upsert o-1 28", "upsert o-2 29"]);
+    assert_eq!(
+        caught_up,
+        ["upsert o-0 27", "upsert o-1 28", "upsert o-2 29"]
+    );
     let updates = drain(&mut deltas).await;
-    assert!(updates.iter().all(|u| matches!(u, Update::Change { op, .. } if op.as_str() == "upsert")), "after a catch-up a delta client gets whole rows");
+    assert!(
+        updates
+            .iter()
+            .all(|u| matches!(u, Update::Change { op, .. } if op.as_str() == "upsert")),
+        "after a catch-up a delta client gets whole rows"
+    );
     r.read(&[(0, 30, order("o-0", "alice", 30))]);
-    assert_eq!(describe(&drain(&mut deltas).await), ["patch o-0"], "then patches again");
+    assert_eq!(
+        describe(&drain(&mut deltas).await),
+        ["patch o-0"],
+        "then patches again"
+    );
     // 30 changes to 30 rows: too many to catch up with.
-    let records: Vec<_> = (31..61i64).map(|n| (0, n, order(&format!("n-{n}"), "alice", n))).collect();
+    let records: Vec<_> = (31..61i64)
+        .map(|n| (0, n, order(&format!("n-{n}"), "alice", n)))
+        .collect();
     r.read(&records);
     assert!(matches!(whole.drain().await, Err(Close::TooSlow)));
 }

@@ -57,26 +57,59 @@ fn changes_carry_their_record_and_the_position_after_it() {
     assert_eq!(opened, Opened::Empty);
     let mut batch = store.batch().unwrap();
     batch.read_record("t", 0, 0);
-    batch.apply(vec![upsert("a", json!({"n": 1}))], None).unwrap();
-    assert_eq!(batch.row("order", "a").unwrap(), Some(row(json!({"n": 1}))), "reads see the batch");
+    batch
+        .apply(vec![upsert("a", json!({"n": 1}))], None)
+        .unwrap();
+    assert_eq!(
+        batch.row("order", "a").unwrap(),
+        Some(row(json!({"n": 1}))),
+        "reads see the batch"
+    );
     batch.read_record("t", 1, 7);
-    batch.apply(vec![upsert("a", json!({"n": 2})), upsert("b", json!({"n": 1}))], None).unwrap();
+    batch
+        .apply(
+            vec![upsert("a", json!({"n": 2})), upsert("b", json!({"n": 1}))],
+            None,
+        )
+        .unwrap();
     // A record that changes nothing still moves the position.
     batch.read_record("u", 0, 3);
     let committed = batch.commit().unwrap();
-    assert_eq!(committed.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        committed.iter().map(|c| c.seq).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
     assert_eq!(committed[0].position, "00aa~0.0.1");
     assert_eq!(committed[1].position, "00aa~0.0.1~0.1.8");
-    assert_eq!(committed[2].position, committed[1].position, "one record, one position");
+    assert_eq!(
+        committed[2].position, committed[1].position,
+        "one record, one position"
+    );
     assert_eq!(committed[1].previous, Some(row(json!({"n": 1}))));
-    assert_eq!((committed[1].source.partition, committed[1].source.offset), (1, 7));
+    assert_eq!(
+        (committed[1].source.partition, committed[1].source.offset),
+        (1, 7)
+    );
     assert_eq!(store.row("order", "a").unwrap(), Some(row(json!({"n": 2}))));
-    assert_eq!(store.codec().encode(&store.position()), "00aa~0.0.1~0.1.8~1.0.4");
+    assert_eq!(
+        store.codec().encode(&store.position()),
+        "00aa~0.0.1~0.1.8~1.0.4"
+    );
     let view = store.view().unwrap();
     assert_eq!(view.seq().unwrap(), 3);
-    let keys: Vec<_> = view.rows("order", None, None, 10, |_, _| true).unwrap().into_iter().map(|(k, _)| k).collect();
+    let keys: Vec<_> = view
+        .rows("order", None, None, 10, |_, _| true)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     assert_eq!(keys, ["a", "b"]);
-    assert_eq!(view.rows("order", Some("a"), None, 10, |_, _| true).unwrap().len(), 1);
+    assert_eq!(
+        view.rows("order", Some("a"), None, 10, |_, _| true)
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -85,7 +118,9 @@ fn an_uncommitted_batch_leaves_nothing() {
     let (store, _) = open(&dir, "00aa", 100);
     let mut batch = store.batch().unwrap();
     batch.read_record("t", 0, 0);
-    batch.apply(vec![upsert("a", json!({"n": 1}))], None).unwrap();
+    batch
+        .apply(vec![upsert("a", json!({"n": 1}))], None)
+        .unwrap();
     drop(batch);
     assert_eq!(store.row("order", "a").unwrap(), None);
     assert!(store.offsets().unwrap().is_empty());
@@ -96,17 +131,39 @@ fn missed_changes_are_those_of_records_after_the_position_whatever_the_order() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(&dir, "00aa", 100);
     // Partition 1 read ahead of partition 0 in this replica's order.
-    commit(&store, &[(1, 0, upsert("x", json!({"n": 1}))), (1, 1, upsert("y", json!({"n": 1})))]);
-    commit(&store, &[(0, 0, upsert("a", json!({"n": 1}))), (0, 1, upsert("b", json!({"n": 1})))]);
+    commit(
+        &store,
+        &[
+            (1, 0, upsert("x", json!({"n": 1}))),
+            (1, 1, upsert("y", json!({"n": 1}))),
+        ],
+    );
+    commit(
+        &store,
+        &[
+            (0, 0, upsert("a", json!({"n": 1}))),
+            (0, 1, upsert("b", json!({"n": 1}))),
+        ],
+    );
     // A client that came from a replica which read partition 0 first.
     let since = at(&[(0, 2), (1, 1)]);
     let view = store.view().unwrap();
     let Missed::Changes(missed) = view.missed(&since).unwrap() else {
         panic!("the log reaches back")
     };
-    assert_eq!(missed.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(), ["y"]);
-    assert_eq!(view.missed(&store.position()).unwrap(), Missed::Changes(vec![]));
-    assert_eq!(view.missed(&at(&[(0, 3)])).unwrap(), Missed::Ahead, "a position this replica has not reached");
+    assert_eq!(
+        missed.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(),
+        ["y"]
+    );
+    assert_eq!(
+        view.missed(&store.position()).unwrap(),
+        Missed::Changes(vec![])
+    );
+    assert_eq!(
+        view.missed(&at(&[(0, 3)])).unwrap(),
+        Missed::Ahead,
+        "a position this replica has not reached"
+    );
 }
 
 #[test]
@@ -120,7 +177,10 @@ fn the_log_is_trimmed_by_batches_and_says_when_it_no_longer_reaches_back() {
     let Missed::Changes(missed) = view.missed(&at(&[(0, 2)])).unwrap() else {
         panic!("the last 3 changes are kept")
     };
-    assert_eq!(missed.iter().map(|c| c.source.offset).collect::<Vec<_>>(), [2, 3, 4]);
+    assert_eq!(
+        missed.iter().map(|c| c.source.offset).collect::<Vec<_>>(),
+        [2, 3, 4]
+    );
     assert_eq!(view.missed(&at(&[(0, 1)])).unwrap(), Missed::TooOld);
     assert_eq!(view.missed(&Position::default()).unwrap(), Missed::TooOld);
 }
@@ -141,7 +201,15 @@ fn the_index_follows_rows_and_finds_them_by_value() {
         &store,
         &[
             (0, 3, upsert("o-3", json!({"customerId": "bob"}))),
-            (0, 4, RowChange { projection: "order".into(), key: "o-2".into(), op: RowOp::Delete }),
+            (
+                0,
+                4,
+                RowChange {
+                    projection: "order".into(),
+                    key: "o-2".into(),
+                    op: RowOp::Delete,
+                },
+            ),
         ],
     );
     let by = |who: &str| -> Vec<String> {
@@ -168,14 +236,24 @@ fn reopening_resumes_and_a_new_definition_rebuilds() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (store, _) = open(&dir, "00aa", 10);
-        commit(&store, &[(0, 0, upsert("a", json!({"n": 1}))), (0, 1, upsert("b", json!({"n": 1})))]);
+        commit(
+            &store,
+            &[
+                (0, 0, upsert("a", json!({"n": 1}))),
+                (0, 1, upsert("b", json!({"n": 1}))),
+            ],
+        );
     }
     {
         let (store, opened) = open(&dir, "00aa", 10);
         assert_eq!(opened, Opened::Resumed);
         assert!(store.row("order", "b").unwrap().is_some());
         assert_eq!(store.position(), at(&[(0, 2)]));
-        assert_eq!(commit(&store, &[(0, 2, upsert("c", json!({})))])[0].seq, 3, "commit numbers go on");
+        assert_eq!(
+            commit(&store, &[(0, 2, upsert("c", json!({})))])[0].seq,
+            3,
+            "commit numbers go on"
+        );
     }
     let (store, opened) = open(&dir, "00bb", 10);
     assert_eq!(opened, Opened::Rebuilt);

@@ -69,7 +69,11 @@ async fn sse_sends_a_snapshot_then_changes_and_resumes_from_last_event_id() {
     let events = reader.await.unwrap();
     assert_eq!(events[0].0, "snapshot");
     let snapshot_position = events[0].1.clone().unwrap();
-    assert_eq!(events[0].2["position"], snapshot_position.as_str(), "the event id is the position");
+    assert_eq!(
+        events[0].2["position"],
+        snapshot_position.as_str(),
+        "the event id is the position"
+    );
     assert_eq!(events[0].2["rows"][0]["row"]["commentCount"], 3);
     assert_eq!(events[1].0, "change");
     assert_eq!(events[1].2["row"]["commentCount"], 4);
@@ -77,11 +81,10 @@ async fn sse_sends_a_snapshot_then_changes_and_resumes_from_last_event_id() {
     assert_ne!(events[1].1, Some(snapshot_position.clone()));
 
     // A client that saw the snapshot resumes: it gets the change, and no snapshot.
-    let resumed = tokio::task::spawn_blocking(move || {
-        sse_events(&url, Some(&snapshot_position), 1)
-    })
-    .await
-    .unwrap();
+    let resumed =
+        tokio::task::spawn_blocking(move || sse_events(&url, Some(&snapshot_position), 1))
+            .await
+            .unwrap();
     assert_eq!(resumed[0].0, "change", "{resumed:?}");
     assert_eq!(resumed[0].2["row"]["commentCount"], 4);
 
@@ -144,7 +147,10 @@ async fn websocket_resumes_with_since_or_resets_when_the_log_is_too_short() {
             .unwrap();
         let first = read(&mut socket);
         assert_eq!(first["type"], "change", "{first}");
-        assert_eq!((first["key"].as_str(), first["op"].as_str()), (Some("p-2"), Some("upsert")));
+        assert_eq!(
+            (first["key"].as_str(), first["op"].as_str()),
+            (Some("p-2"), Some("upsert"))
+        );
         assert_eq!(first["row"]["commentCount"], 2);
         assert_ne!(first["position"].as_str(), Some(position.as_str()));
 

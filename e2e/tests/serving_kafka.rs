@@ -24,7 +24,11 @@ const UPDATES: i64 = 5;
 /// The tasks experience over `topic`; `extra` adds a field, which changes the
 /// definition and so rebuilds a store built without it.
 fn spec(jwks_uri: &str, topic: &str, extra: bool) -> String {
-    let extra = if extra { "\n        extra: {type: string}" } else { "" };
+    let extra = if extra {
+        "\n        extra: {type: string}"
+    } else {
+        ""
+    };
     format!(
         r#"apiVersion: facet.dev/v1alpha1
 kind: FrontendExperience
@@ -234,11 +238,20 @@ fn sse(address: SocketAddr, token: &str, last_event_id: Option<&str>) -> Client 
 }
 
 /// The npm `graphql-ws` client, as a frontend would run it.
-fn graphql_ws(address: SocketAddr, token: &str, since: Option<&str>, log: &std::path::Path) -> Client {
-    let arguments = since.map(|s| format!("(since: {})", json!(s))).unwrap_or_default();
+fn graphql_ws(
+    address: SocketAddr,
+    token: &str,
+    since: Option<&str>,
+    log: &std::path::Path,
+) -> Client {
+    let arguments = since
+        .map(|s| format!("(since: {})", json!(s)))
+        .unwrap_or_default();
     let mut child = facet_e2e::node::script("graphql-ws-subscriber.mjs")
         .arg(format!("ws://{address}/graphql/ws"))
-        .arg(format!("subscription {{ task{arguments} {{ op key position row {{ n }} }} }}"))
+        .arg(format!(
+            "subscription {{ task{arguments} {{ op key position row {{ n }} }} }}"
+        ))
         .arg(token)
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(log).unwrap())
@@ -377,7 +390,10 @@ fn serving_against_a_real_kafka_broker() {
         .iter_mut()
         .map(|client| {
             client.until("half of alice's changes", |seen| seen.len() >= half);
-            (client.changes().len(), client.seen.last().unwrap().position.clone())
+            (
+                client.changes().len(),
+                client.seen.last().unwrap().position.clone(),
+            )
         })
         .collect();
     drop(dropping_out);
@@ -429,10 +445,15 @@ fn serving_against_a_real_kafka_broker() {
     .iter_mut()
     .zip(&resume_from)
     {
-        let mut missed: Vec<String> = expected[0][*received..].iter().map(|s| s.key.clone()).collect();
+        let mut missed: Vec<String> = expected[0][*received..]
+            .iter()
+            .map(|s| s.key.clone())
+            .collect();
         missed.sort();
         missed.dedup();
-        client.until("the rest of alice's changes", |seen| seen.len() >= missed.len());
+        client.until("the rest of alice's changes", |seen| {
+            seen.len() >= missed.len()
+        });
         std::thread::sleep(Duration::from_millis(500));
         while let Ok(more) = client.updates.try_recv() {
             client.seen.push(more);
@@ -442,7 +463,9 @@ fn serving_against_a_real_kafka_broker() {
         keys.sort();
         assert_eq!(keys, missed, "{}: each row it missed, once", client.name);
         assert!(
-            resumed.iter().all(|s| s.op == "upsert" && s.n == Some(UPDATES)),
+            resumed
+                .iter()
+                .all(|s| s.op == "upsert" && s.n == Some(UPDATES)),
             "{}: every row where it is now: {resumed:?}",
             client.name
         );
@@ -541,7 +564,11 @@ const REPLICATED_EVENTS: usize = 240;
 /// position, while events arrive on three partitions. Each event makes a new row,
 /// so "every change exactly once" is exact. Then one replica is rebuilt under a new
 /// definition: a resume there gets a reset and a snapshot, never silence.
-fn replicas_give_the_same_answers(broker: &Broker, identity: &IdentityProvider, logs: &std::path::Path) {
+fn replicas_give_the_same_answers(
+    broker: &Broker,
+    identity: &IdentityProvider,
+    logs: &std::path::Path,
+) {
     broker.create_topic(REPLICATED, 3);
     let work = tempfile::tempdir().unwrap();
     let spec_path = work.path().join("tasks.yaml");
@@ -565,7 +592,9 @@ fn replicas_give_the_same_answers(broker: &Broker, identity: &IdentityProvider, 
         .collect();
     let alice = identity.token("alice", AUDIENCE);
     let producer = broker.producer();
-    let keys: Vec<String> = (0..REPLICATED_EVENTS).map(|n| format!("r-{n:03}")).collect();
+    let keys: Vec<String> = (0..REPLICATED_EVENTS)
+        .map(|n| format!("r-{n:03}"))
+        .collect();
     let feeding = {
         let keys = keys.clone();
         std::thread::spawn(move || {
@@ -579,7 +608,10 @@ fn replicas_give_the_same_answers(broker: &Broker, identity: &IdentityProvider, 
             producer.flush();
         })
     };
-    let transports: [(&str, fn(SocketAddr, &str, Option<&str>, &std::path::Path) -> Client); 3] = [
+    let transports: [(
+        &str,
+        fn(SocketAddr, &str, Option<&str>, &std::path::Path) -> Client,
+    ); 3] = [
         ("websocket", |a, t, s, _| native(a, t, s)),
         ("sse", |a, t, s, _| sse(a, t, s)),
         ("graphql-ws", graphql_ws),
@@ -600,7 +632,10 @@ fn replicas_give_the_same_answers(broker: &Broker, identity: &IdentityProvider, 
                         before + got.len() >= keys.len().min(before + 25)
                     });
                     seen.extend(client.seen.drain(..));
-                    since = seen.last().map(|s| s.position.clone()).filter(|p| !p.is_empty());
+                    since = seen
+                        .last()
+                        .map(|s| s.position.clone())
+                        .filter(|p| !p.is_empty());
                     hops += 1;
                 }
                 (name, hops, seen)
@@ -611,11 +646,21 @@ fn replicas_give_the_same_answers(broker: &Broker, identity: &IdentityProvider, 
     let mut last_positions = Vec::new();
     for hopper in hoppers {
         let (name, hops, seen) = hopper.join().unwrap();
-        assert!(hops >= 4, "{name} hopped between the replicas ({hops} connections)");
-        assert!(!seen.iter().any(|s| s.op == "reset"), "{name}: no resets while the replicas agree");
+        assert!(
+            hops >= 4,
+            "{name} hopped between the replicas ({hops} connections)"
+        );
+        assert!(
+            !seen.iter().any(|s| s.op == "reset"),
+            "{name}: no resets while the replicas agree"
+        );
         let mut got: Vec<&str> = seen.iter().map(|s| s.key.as_str()).collect();
         got.sort();
-        assert_eq!(got, keys.iter().map(String::as_str).collect::<Vec<_>>(), "{name}: every row exactly once");
+        assert_eq!(
+            got,
+            keys.iter().map(String::as_str).collect::<Vec<_>>(),
+            "{name}: every row exactly once"
+        );
         last_positions.push((name, seen.last().unwrap().position.clone()));
     }
 
@@ -631,7 +676,9 @@ fn replicas_give_the_same_answers(broker: &Broker, identity: &IdentityProvider, 
             "websocket" => native(address, &alice, Some(position)),
             _ => sse(address, &alice, Some(position)),
         };
-        let seen = client.until("a reset and a snapshot", |seen| seen.len() > REPLICATED_EVENTS);
+        let seen = client.until("a reset and a snapshot", |seen| {
+            seen.len() > REPLICATED_EVENTS
+        });
         assert_eq!(seen[0].op, "reset", "{name}: {:?}", seen[0]);
         assert!(seen[1..].iter().all(|s| s.op == "snapshot"), "{name}");
     }

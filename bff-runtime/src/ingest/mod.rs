@@ -332,7 +332,10 @@ impl Ingest {
                     }
                 }
             }
-            reached.insert((topic.to_string(), message.partition()), message.offset() + 1);
+            reached.insert(
+                (topic.to_string(), message.partition()),
+                message.offset() + 1,
+            );
         }
         if read == 0 {
             return Ok(0);

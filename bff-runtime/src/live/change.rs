@@ -90,14 +90,16 @@ impl LiveChange {
     }
 
     pub fn position_json(&self) -> &str {
-        self.json.position.get_or_init(|| json_string(&self.position))
+        self.json
+            .position
+            .get_or_init(|| json_string(&self.position))
     }
 
     /// The row as JSON (`null` when deleted).
     pub fn row_json(&self) -> &str {
-        self.json.row.get_or_init(|| {
-            serde_json::to_string(&self.row).unwrap_or_else(|_| "null".into())
-        })
+        self.json
+            .row
+            .get_or_init(|| serde_json::to_string(&self.row).unwrap_or_else(|_| "null".into()))
     }
 
     /// The merge patch from the previous row to this one.

@@ -64,7 +64,11 @@ impl Engine {
     }
 
     fn max_subscriptions(&self) -> usize {
-        self.experience.spec.api.limits.max_subscriptions_per_connection as usize
+        self.experience
+            .spec
+            .api
+            .limits
+            .max_subscriptions_per_connection as usize
     }
 
     async fn catch_up_slot(&self) -> Option<SemaphorePermit<'_>> {

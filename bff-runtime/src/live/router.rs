@@ -156,7 +156,11 @@ impl Router {
                 bucket.iter().for_each(deliver);
             }
             for (field, values) in &routes.by_field {
-                let now = change.row.as_ref().and_then(|r| r.get(field)).and_then(index_value);
+                let now = change
+                    .row
+                    .as_ref()
+                    .and_then(|r| r.get(field))
+                    .and_then(index_value);
                 let before = change
                     .previous
                     .as_ref()
@@ -215,5 +219,119 @@ pub fn op_for(selector: &Selector, delta: bool, change: &LiveChange) -> Option<O
         (false, true) if change.row.is_none() => Some(Op::Delete),
         (false, true) => Some(Op::Remove),
         (false, false) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::selector::Selection;
+    use crate::projection::RowOp;
+    use crate::serve::access::Viewer;
+    use crate::spec::{compile, parse_manifests, CompiledExperience};
+    use crate::store::Source;
+
+    fn storefront(access: &str) -> Arc<CompiledExperience> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/samples/storefront.yaml"
+        );
+        let mut spec = parse_manifests(&std::fs::read_to_string(path).unwrap())
+            .remove(0)
+            .unwrap()
+            .spec;
+        spec.projections[0].access = Some(access.to_string());
+        Arc::new(compile(&spec).unwrap())
+    }
+
+    fn change(key: &str, customer: &str, previous: Option<&str>) -> Change {
+        let row = |c: &str| {
+            serde_json::json!({"id": key, "customerId": c})
+                .as_object()
+                .unwrap()
+                .clone()
+        };
+        Change {
+            seq: 1,
+            projection: "order".into(),
+            key: key.into(),
+            op: RowOp::Upsert(row(customer)),
+            previous: previous.map(row),
+            source: Source {
+                topic: "shop.orders.v1".into(),
+                partition: 0,
+                offset: 0,
+            },
+            position: String::new(),
+            event_time_ms: None,
+        }
+    }
+
+    /// One subscription per user, plus the console; returns each one's outbox.
+    fn subscribe_all(
+        router: &Router,
+        experience: &Arc<CompiledExperience>,
+        users: usize,
+    ) -> (Vec<Registration>, Vec<Arc<Outbox>>) {
+        let selection = Selection {
+            projection: "order".into(),
+            ..Selection::default()
+        };
+        let mut registrations = Vec::new();
+        let mut outboxes = Vec::new();
+        let viewers = (0..users)
+            .map(|u| Viewer::Claims(serde_json::json!({ "sub": format!("u-{u}") })))
+            .chain([Viewer::Console]);
+        for (n, viewer) in viewers.enumerate() {
+            let outbox = Outbox::new(10);
+            let selector = Arc::new(Selector::new(experience, &selection, &viewer).unwrap());
+            registrations.push(router.register(selector, false, outbox.clone(), n as u32));
+            outboxes.push(outbox);
+        }
+        (registrations, outboxes)
+    }
+
+    fn received(outboxes: &[Arc<Outbox>]) -> Vec<(usize, &'static str)> {
+        outboxes
+            .iter()
+            .enumerate()
+            .flat_map(|(n, o)| o.take().0.into_iter().map(move |d| (n, d.op.as_str())))
+            .collect()
+    }
+
+    #[test]
+    fn a_change_reaches_only_who_sees_it_now_or_saw_it_before() {
+        for access in [
+            "row.customerId == auth.sub",
+            "row.customerId == auth.sub && auth.sub != \"\"",
+        ] {
+            let experience = storefront(access);
+            let router = Router::new();
+            let (registrations, outboxes) = subscribe_all(&router, &experience, 1000);
+            assert_eq!(router.len(), 1001);
+            router.publish(vec![change("o-1", "u-5", None)]);
+            assert_eq!(
+                received(&outboxes),
+                [(5, "upsert"), (1000, "upsert")],
+                "{access}"
+            );
+            router.publish(vec![change("o-1", "u-7", Some("u-5"))]);
+            assert_eq!(
+                received(&outboxes),
+                [(5, "remove"), (7, "upsert"), (1000, "upsert")],
+                "{access}"
+            );
+            drop(registrations);
+            assert!(router.is_empty(), "dropping a registration removes it");
+        }
+    }
+
+    #[test]
+    fn rules_without_equalities_are_checked_against_every_change() {
+        let experience = storefront("row.customerId == auth.sub || auth.sub == \"admin\"");
+        let router = Router::new();
+        let (_registrations, outboxes) = subscribe_all(&router, &experience, 3);
+        router.publish(vec![change("o-1", "u-2", None)]);
+        assert_eq!(received(&outboxes), [(2, "upsert"), (3, "upsert")]);
     }
 }

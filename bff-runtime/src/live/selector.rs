@@ -178,5 +178,7 @@ impl Selector {
 
 /// Equality as the index and CEL see it: numbers by value.
 fn same(field: Option<&Value>, expected: &Value) -> bool {
-    field.is_some_and(|v| v == expected || (index_value(v).is_some() && index_value(v) == index_value(expected)))
+    field.is_some_and(|v| {
+        v == expected || (index_value(v).is_some() && index_value(v) == index_value(expected))
+    })
 }

@@ -131,10 +131,12 @@ impl Session {
         self.unsubscribe(id);
         let number = self.next_sub;
         self.next_sub += 1;
-        let registration =
-            self.engine
-                .router
-                .register(selector.clone(), selection.delta, self.outbox.clone(), number);
+        let registration = self.engine.router.register(
+            selector.clone(),
+            selection.delta,
+            self.outbox.clone(),
+            number,
+        );
         let mut sub = Sub {
             id: Arc::from(id),
             selection,
@@ -171,7 +173,8 @@ impl Session {
     pub fn set_viewer(&mut self, viewer: Viewer) {
         self.viewer = viewer;
         for (number, sub) in self.subs.iter_mut() {
-            let Some(selector) = Selector::new(&self.engine.experience, &sub.selection, &self.viewer)
+            let Some(selector) =
+                Selector::new(&self.engine.experience, &sub.selection, &self.viewer)
             else {
                 continue;
             };
@@ -298,7 +301,10 @@ async fn off_the_workers<T: Send + 'static>(
 impl Engine {
     /// Every row the subscription sees, as of one read.
     async fn snapshot(self: &Arc<Self>, sub: &mut Sub) -> Result<Update, SubscribeError> {
-        let read = off_the_workers(self, &sub.selector, |engine, selector| engine.read_snapshot(selector)).await?;
+        let read = off_the_workers(self, &sub.selector, |engine, selector| {
+            engine.read_snapshot(selector)
+        })
+        .await?;
         Ok(sub.settle(read).remove(0))
     }
 
@@ -440,8 +446,10 @@ fn missed_rows(
         entry.0 = n;
         entry.1 |= visible;
     }
-    let mut order: Vec<(&str, usize, bool)> =
-        touched.into_iter().map(|(k, (n, saw))| (k, n, saw)).collect();
+    let mut order: Vec<(&str, usize, bool)> = touched
+        .into_iter()
+        .map(|(k, (n, saw))| (k, n, saw))
+        .collect();
     order.sort_by_key(|(_, n, _)| *n);
     let mut rows = Vec::new();
     for (key, last, saw) in order {

@@ -19,8 +19,8 @@ use std::collections::VecDeque;
 use super::access::Viewer;
 use super::graphql_ws::{LiveViewer, SubscriptionBudget};
 use super::openapi::type_name;
-use crate::live::{Op, Selection, Session, Update};
 use super::{ApiError, AppState, SharedState};
+use crate::live::{Op, Selection, Session, Update};
 use crate::spec::{CompiledExperience, CompiledProjection, FieldSpec, FieldType};
 
 const DEFAULT_PAGE: usize = 100;
@@ -76,7 +76,9 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
                             Ok(Some(FieldValue::value(Value::from(page.position.clone()))))
                         })
                     })
-                    .description("The position this page was read at; subscribe with it as `since`."),
+                    .description(
+                        "The position this page was read at; subscribe with it as `since`.",
+                    ),
                 )
                 .into(),
         );
@@ -314,7 +316,9 @@ async fn changes<'a>(
                     Ok(outs) => {
                         for out in outs {
                             if let Update::Change { change, .. } = &out.update {
-                                state.metrics.delivered("graphql", change.delivery_latency());
+                                state
+                                    .metrics
+                                    .delivered("graphql", change.delivery_latency());
                             }
                             queue.extend(to_events(out.update));
                         }

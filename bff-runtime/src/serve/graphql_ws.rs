@@ -18,8 +18,8 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::access::Viewer;
-use crate::live::close::{Close, INIT_WITHIN, SEND_TIMEOUT};
 use super::SharedState;
+use crate::live::close::{Close, INIT_WITHIN, SEND_TIMEOUT};
 
 /// Where a connection's authentication stands.
 #[derive(Debug, Clone)]
@@ -95,7 +95,6 @@ impl SubscriptionBudget {
             .map_err(|_| format!("at most {} subscriptions per connection", self.limit).into())
     }
 }
-
 
 /// Serves one upgraded connection until either side ends it. `viewer` is the one
 /// from the upgrade request; without it the token comes in `connection_init`.

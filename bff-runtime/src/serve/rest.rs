@@ -99,7 +99,12 @@ pub async fn list(
     };
     let page = state
         .live
-        .page(&selection, &viewer, query.get("after").map(String::as_str), limit)
+        .page(
+            &selection,
+            &viewer,
+            query.get("after").map(String::as_str),
+            limit,
+        )
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("no projection named `{projection}`")))?;
     let next = (page.rows.len() == limit)

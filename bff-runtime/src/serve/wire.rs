@@ -43,7 +43,8 @@ pub fn native_json(id_json: Option<&str>, update: &Update) -> String {
                 .iter()
                 .map(|(key, row)| serde_json::json!({"key": key, "row": row}))
                 .collect();
-            let mut value = serde_json::json!({"type": "snapshot", "position": position, "rows": rows});
+            let mut value =
+                serde_json::json!({"type": "snapshot", "position": position, "rows": rows});
             with_id(&mut value, id_json);
             value.to_string()
         }

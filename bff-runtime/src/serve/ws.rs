@@ -115,7 +115,8 @@ async fn on_message(
     let message: ClientMessage = match serde_json::from_str(text) {
         Ok(message) => message,
         Err(e) => {
-            let error = serde_json::json!({"type": "error", "message": format!("unreadable message: {e}")});
+            let error =
+                serde_json::json!({"type": "error", "message": format!("unreadable message: {e}")});
             return send(socket, vec![error.to_string()]).await;
         }
     };
@@ -162,7 +163,8 @@ async fn on_message(
                 }
                 Err(SubscribeError::Failed(close)) => Err(close),
                 Err(e) => {
-                    let error = serde_json::json!({"type": "error", "id": id, "message": e.to_string()});
+                    let error =
+                        serde_json::json!({"type": "error", "id": id, "message": e.to_string()});
                     send(socket, vec![error.to_string()]).await
                 }
             }

@@ -111,7 +111,12 @@ mod tests {
     fn plan(source: &str) -> AccessPlan {
         let fields: BTreeMap<String, FieldSpec> = ["customerId", "region", "public"]
             .iter()
-            .map(|f| (f.to_string(), serde_json::from_value(serde_json::json!({"type": "string"})).unwrap()))
+            .map(|f| {
+                (
+                    f.to_string(),
+                    serde_json::from_value(serde_json::json!({"type": "string"})).unwrap(),
+                )
+            })
             .collect();
         AccessPlan::of(&Expr::compile("access", source, Scope::Access, &fields).unwrap())
     }
@@ -129,7 +134,10 @@ mod tests {
         assert_eq!(p.equalities, [eq("customerId", &["sub"])]);
         assert!(p.exact);
         let p = plan("auth.org.region == row.region && row.customerId == auth.sub");
-        assert_eq!(p.equalities, [eq("region", &["org", "region"]), eq("customerId", &["sub"])]);
+        assert_eq!(
+            p.equalities,
+            [eq("region", &["org", "region"]), eq("customerId", &["sub"])]
+        );
         assert!(p.exact);
     }
 

@@ -89,7 +89,12 @@ impl CompiledExperience {
             indexed: self
                 .projections
                 .iter()
-                .map(|p| (p.name.clone(), p.access_plan.fields().map(str::to_string).collect()))
+                .map(|p| {
+                    (
+                        p.name.clone(),
+                        p.access_plan.fields().map(str::to_string).collect(),
+                    )
+                })
                 .collect(),
             change_log_length: u64::from(self.spec.store.change_log_length),
         }

@@ -239,7 +239,9 @@ impl Store {
     }
 }
 
-fn offsets_in(table: &impl ReadableTable<(&'static str, i32), i64>) -> Result<Position, StoreError> {
+fn offsets_in(
+    table: &impl ReadableTable<(&'static str, i32), i64>,
+) -> Result<Position, StoreError> {
     let mut offsets = BTreeMap::new();
     for entry in table.iter()? {
         let (key, value) = entry?;
@@ -338,7 +340,12 @@ impl View<'_> {
         match indexed {
             Some((field, value)) => {
                 let index = self.txn.open_table(INDEX)?;
-                let from = (projection, field.as_str(), value.as_str(), after.unwrap_or(""));
+                let from = (
+                    projection,
+                    field.as_str(),
+                    value.as_str(),
+                    after.unwrap_or(""),
+                );
                 for entry in index.range(from..)? {
                     let (entry, _) = entry?;
                     let (p, f, v, key) = entry.value();
@@ -513,15 +520,31 @@ impl Batch<'_> {
                     .and_then(Option::as_ref);
                 for field in fields {
                     let old = before.and_then(|r| r.get(field)).and_then(index_value);
-                    let new = row.as_ref().and_then(|r| r.get(field)).and_then(index_value);
+                    let new = row
+                        .as_ref()
+                        .and_then(|r| r.get(field))
+                        .and_then(index_value);
                     if old == new {
                         continue;
                     }
                     if let Some(old) = old {
-                        index.remove((projection.as_str(), field.as_str(), old.as_str(), key.as_str()))?;
+                        index.remove((
+                            projection.as_str(),
+                            field.as_str(),
+                            old.as_str(),
+                            key.as_str(),
+                        ))?;
                     }
                     if let Some(new) = new {
-                        index.insert((projection.as_str(), field.as_str(), new.as_str(), key.as_str()), ())?;
+                        index.insert(
+                            (
+                                projection.as_str(),
+                                field.as_str(),
+                                new.as_str(),
+                                key.as_str(),
+                            ),
+                            (),
+                        )?;
                     }
                 }
             }
@@ -553,7 +576,9 @@ impl Batch<'_> {
             }
             if let Some(position) = log_start {
                 let text = String::from_utf8(position).unwrap_or_default();
-                self.txn.open_table(META)?.insert(LOG_START, text.as_str())?;
+                self.txn
+                    .open_table(META)?
+                    .insert(LOG_START, text.as_str())?;
             }
         }
         self.txn.commit()?;

@@ -163,7 +163,14 @@ mod tests {
             codec().decode("ffffffff~0.0.1"),
             Err(PositionError::OtherEpoch)
         );
-        for bad in ["", "12", "0123abcd~9.0.1", "0123abcd~0.0", "0123abcd~0.x.1", "0123abcd~0.0.-1"] {
+        for bad in [
+            "",
+            "12",
+            "0123abcd~9.0.1",
+            "0123abcd~0.0",
+            "0123abcd~0.x.1",
+            "0123abcd~0.0.-1",
+        ] {
             assert!(
                 matches!(codec().decode(bad), Err(PositionError::Malformed(_))),
                 "{bad}"
