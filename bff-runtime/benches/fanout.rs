@@ -445,7 +445,12 @@ apiVersion: facet.dev/v1alpha1
 kind: FrontendExperience
 metadata: {name: fanout, namespace: bench}
 spec:
-  kafka: {bootstrapServers: "unused:9092"}
+  kafka:
+    bootstrapServers: "unused:9092"
+    # librdkafka's mock cluster answers a fetch only when this runs out, even with
+    # data waiting (a real broker answers at once): without it, every event would
+    # wait up to 500 ms in the mock, not in Facet.
+    properties: {fetch.wait.max.ms: "5"}
   sources: [{name: orders, topic: bench.orders}]
   projections:
     - name: order
