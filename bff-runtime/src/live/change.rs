@@ -1,7 +1,9 @@
 //! A change on its way to clients: shared by every subscription that receives it,
 //! so its JSON is written once, however many clients it goes to.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+
+use bytes::Bytes;
 
 use crate::projection::{Row, RowOp};
 use crate::store::Change;
@@ -43,7 +45,14 @@ pub struct LiveChange {
     pub position: String,
     pub event_time_ms: Option<i64>,
     json: Encoded,
+    /// Whole messages, for clients whose message for this change is the same bytes
+    /// (the same subscription id and op): written once, sent to all of them.
+    frames: Mutex<Vec<(Op, String, Bytes)>>,
 }
+
+/// How many distinct whole messages a change keeps; past that they are written per
+/// client (the fragments are still shared).
+const FRAMES_KEPT: usize = 4;
 
 /// JSON fragments, each written the first time a client needs it.
 #[derive(Default)]
@@ -68,6 +77,7 @@ impl LiveChange {
             position: change.position,
             event_time_ms: change.event_time_ms,
             json: Encoded::default(),
+            frames: Mutex::default(),
         }
     }
 
@@ -82,6 +92,7 @@ impl LiveChange {
             position,
             event_time_ms: None,
             json: Encoded::default(),
+            frames: Mutex::default(),
         }
     }
 
@@ -112,6 +123,20 @@ impl LiveChange {
             );
             patch.to_string()
         })
+    }
+
+    /// The whole message for `op` on subscription `id` (a transport's encoding),
+    /// written by `write` the first time and shared after that.
+    pub fn frame(&self, op: Op, id: &str, write: impl FnOnce() -> String) -> Bytes {
+        let mut frames = self.frames.lock().expect("frame cache lock");
+        if let Some((_, _, bytes)) = frames.iter().find(|(o, i, _)| *o == op && i == id) {
+            return bytes.clone();
+        }
+        let bytes = Bytes::from(write());
+        if frames.len() < FRAMES_KEPT {
+            frames.push((op, id.to_string(), bytes.clone()));
+        }
+        bytes
     }
 
     /// Seconds from the event's production to now, if known.

@@ -69,9 +69,13 @@ async fn run(state: SharedState, viewer: Viewer, mut socket: WebSocket) {
     let mut session = Session::new(state.live.clone(), viewer);
     let result = loop {
         tokio::select! {
+            // The work after a wake-up is boxed: an idle connection then keeps only
+            // the small waiting state, not room for the largest step (memory per
+            // connection is what thousands of idle clients cost).
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    if let Err(close) = on_message(&state, &mut session, &mut socket, text.as_str()).await {
+                    let handled = Box::pin(on_message(&state, &mut session, &mut socket, text.as_str()));
+                    if let Err(close) = handled.await {
                         break Err(close);
                     }
                 }
@@ -80,10 +84,10 @@ async fn run(state: SharedState, viewer: Viewer, mut socket: WebSocket) {
             },
             waited = session.wait() => {
                 let sent = match waited {
-                    Ok(()) => match session.drain().await {
-                        Ok(outs) => send_updates(&state, &mut socket, outs).await,
-                        Err(close) => Err(close),
-                    },
+                    Ok(()) => Box::pin(async {
+                        let outs = session.drain().await?;
+                        send_updates(&state, &mut socket, outs).await
+                    }).await,
                     Err(close) => Err(close),
                 };
                 if let Err(close) = sent {
@@ -117,11 +121,13 @@ async fn on_message(
         Err(e) => {
             let error =
                 serde_json::json!({"type": "error", "message": format!("unreadable message: {e}")});
-            return send(socket, vec![error.to_string()]).await;
+            return send(socket, vec![error.to_string().into()]).await;
         }
     };
     match message {
-        ClientMessage::Ping => send(socket, vec![r#"{"type":"pong"}"#.into()]).await,
+        ClientMessage::Ping => {
+            send(socket, vec![Utf8Bytes::from_static(r#"{"type":"pong"}"#)]).await
+        }
         ClientMessage::Auth { token } => {
             let mut headers = HeaderMap::new();
             if let Ok(value) = format!("Bearer {token}").parse() {
@@ -130,7 +136,11 @@ async fn on_message(
             match state.viewer(&headers, &BTreeMap::new()).await {
                 Ok(viewer) => {
                     session.set_viewer(viewer);
-                    send(socket, vec![r#"{"type":"auth_ok"}"#.into()]).await
+                    send(
+                        socket,
+                        vec![Utf8Bytes::from_static(r#"{"type":"auth_ok"}"#)],
+                    )
+                    .await
                 }
                 Err(e) => Err(Close::TokenRefused(e.message)),
             }
@@ -165,7 +175,7 @@ async fn on_message(
                 Err(e) => {
                     let error =
                         serde_json::json!({"type": "error", "id": id, "message": e.to_string()});
-                    send(socket, vec![error.to_string()]).await
+                    send(socket, vec![error.to_string().into()]).await
                 }
             }
         }
@@ -183,7 +193,16 @@ async fn send_updates(
         if out.id != id_json.0 {
             id_json = (out.id.clone(), json_string(&out.id));
         }
-        texts.push(native_json(Some(&id_json.1), &out.update));
+        texts.push(match &out.update {
+            // Every client with this subscription id gets the same bytes.
+            Update::Change { op, change } => {
+                let frame = change.frame(*op, &id_json.1, || {
+                    native_json(Some(&id_json.1), &out.update)
+                });
+                Utf8Bytes::try_from(frame).unwrap_or_default()
+            }
+            update => native_json(Some(&id_json.1), update).into(),
+        });
     }
     send(socket, texts).await?;
     let changes = outs.iter().filter_map(|out| match &out.update {
@@ -196,10 +215,10 @@ async fn send_updates(
 
 /// Writes messages and flushes once; a client that does not take them within
 /// [`close::SEND_TIMEOUT`] is too slow to keep.
-async fn send(socket: &mut WebSocket, texts: Vec<String>) -> Result<(), Close> {
+async fn send(socket: &mut WebSocket, texts: Vec<Utf8Bytes>) -> Result<(), Close> {
     let write = async {
         for text in texts {
-            socket.feed(Message::Text(text.into())).await?;
+            socket.feed(Message::Text(text)).await?;
         }
         socket.flush().await
     };
