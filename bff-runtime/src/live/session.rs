@@ -74,8 +74,9 @@ pub struct Session {
     engine: Arc<Engine>,
     viewer: Viewer,
     outbox: Arc<Outbox>,
-    subs: HashMap<u32, Sub>,
-    ids: HashMap<Arc<str>, u32>,
+    /// (number, subscription): a connection has few, and a list costs less per
+    /// idle connection than maps.
+    subs: Vec<(u32, Sub)>,
     next_sub: u32,
 }
 
@@ -86,8 +87,7 @@ impl Session {
             engine,
             viewer,
             outbox,
-            subs: HashMap::new(),
-            ids: HashMap::new(),
+            subs: Vec::new(),
             next_sub: 0,
         }
     }
@@ -113,7 +113,7 @@ impl Session {
         since: Option<&str>,
     ) -> Result<Vec<Update>, SubscribeError> {
         let limit = self.engine.max_subscriptions();
-        if self.subs.len() >= limit && !self.ids.contains_key(id) {
+        if self.subs.len() >= limit && !self.subs.iter().any(|(_, s)| &*s.id == id) {
             return Err(SubscribeError::TooMany(limit));
         }
         let since = match since.map(|s| self.engine.store.codec().decode(s)) {
@@ -156,16 +156,14 @@ impl Session {
             }
             None => vec![self.engine.snapshot(&mut sub).await?],
         };
-        self.ids.insert(sub.id.clone(), number);
-        self.subs.insert(number, sub);
+        self.subs.push((number, sub));
         Ok(updates)
     }
 
     pub fn unsubscribe(&mut self, id: &str) -> bool {
-        match self.ids.remove(id) {
-            Some(number) => self.subs.remove(&number).is_some(),
-            None => false,
-        }
+        let before = self.subs.len();
+        self.subs.retain(|(_, s)| &*s.id != id);
+        self.subs.len() < before
     }
 
     /// A refreshed token: what the client may see is judged by its new claims from
@@ -216,7 +214,7 @@ impl Session {
             out = self.catch_up().await?;
         }
         for delivery in deliveries {
-            let Some(sub) = self.subs.get_mut(&delivery.sub) else {
+            let Some((_, sub)) = self.subs.iter_mut().find(|(n, _)| *n == delivery.sub) else {
                 continue; // unsubscribed since
             };
             if delivery.change.seq <= sub.seen_through {
@@ -238,7 +236,7 @@ impl Session {
     async fn catch_up(&mut self) -> Result<Vec<Out>, Close> {
         let _slot = self.engine.catch_up_slot().await;
         let mut out = Vec::new();
-        for sub in self.subs.values_mut() {
+        for (_, sub) in self.subs.iter_mut() {
             let updates = match self.engine.store.codec().decode(&sub.position) {
                 Ok(position) => self
                     .engine
