@@ -1,10 +1,10 @@
 # The README's commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: test unit e2e crds fmt-check lint-dockerfiles dev
+.PHONY: test unit e2e crds fmt-check clippy lint-dockerfiles dev
 
-## Run every test: formatting, generated files, unit and integration tests.
-test: fmt-check lint-dockerfiles unit
+## Run every test: formatting, lints, generated files, unit and integration tests.
+test: fmt-check clippy lint-dockerfiles unit
 
 # The e2e tests start the facet-bff binary: build every binary first.
 unit:
@@ -23,6 +23,10 @@ lint-dockerfiles:
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
+
+## Lints on every crate and target (benches and tests too); a warning fails.
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 ## Regenerate the CRD into crds/, the chart and the kustomize base.
 crds:

@@ -308,7 +308,7 @@ impl State {
             .map(|p| p.container_port)
             .unwrap_or(8080);
         let log = self.logs.join(format!("pod-{namespace}-{name}.log"));
-        let child = spawn_logged(&mut command, &log);
+        let mut child = spawn_logged(&mut command, &log);
         let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
         let status = json!({"status": {
             "phase": "Running",
@@ -317,8 +317,15 @@ impl State {
             "podIPs": [{"ip": ip}],
             "startTime": k8s_openapi::jiff::Timestamp::now().to_string(),
         }});
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-            .await?;
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+        {
+            // The pod is not ours to run after all: stop what was started.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
         self.pods.lock().unwrap().insert(
             uid,
             RunningPod {

@@ -557,6 +557,9 @@ fn serving_against_a_real_kafka_broker() {
 }
 
 const REPLICATED: &str = "e2e.replicated";
+
+/// Opens a client of one transport: address, token, `since`, a log file.
+type Connect = fn(SocketAddr, &str, Option<&str>, &std::path::Path) -> Client;
 const REPLICATED_EVENTS: usize = 240;
 
 /// Two replicas of one experience behind no sticky session: a client of each
@@ -608,10 +611,7 @@ fn replicas_give_the_same_answers(
             producer.flush();
         })
     };
-    let transports: [(
-        &str,
-        fn(SocketAddr, &str, Option<&str>, &std::path::Path) -> Client,
-    ); 3] = [
+    let transports: [(&str, Connect); 3] = [
         ("websocket", |a, t, s, _| native(a, t, s)),
         ("sse", |a, t, s, _| sse(a, t, s)),
         ("graphql-ws", graphql_ws),
@@ -631,7 +631,7 @@ fn replicas_give_the_same_answers(
                     client.until("a few more rows", |got| {
                         before + got.len() >= keys.len().min(before + 25)
                     });
-                    seen.extend(client.seen.drain(..));
+                    seen.append(&mut client.seen);
                     since = seen
                         .last()
                         .map(|s| s.position.clone())

@@ -261,6 +261,10 @@ impl Session {
     }
 }
 
+/// A row a resuming client missed: key, what to send, the row now, and the
+/// position after the row's last missed change.
+type MissedRow = (String, Op, Option<Row>, String);
+
 /// What one read of the store gave a subscription.
 struct Read {
     updates: Vec<Update>,
@@ -428,7 +432,7 @@ fn missed_rows(
     selector: &Selector,
     view: &View<'_>,
     changes: &[Change],
-) -> Result<Vec<(String, Op, Option<Row>, String)>, SubscribeError> {
+) -> Result<Vec<MissedRow>, SubscribeError> {
     let projection = &selector.projection().name;
     // key → (index of its last missed change, whether it saw any missed state)
     let mut touched: HashMap<&str, (usize, bool)> = HashMap::new();

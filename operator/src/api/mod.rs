@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 /// A Backend-for-Frontend for one user experience: the Kafka topics it reads, the
 /// projections it keeps, who may see which rows, and the APIs it serves.
+// Each `printcolumn(...)` names `type_` and `json_path`; clippy reads them as one
+// attribute repeated.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "facet.dev",
