@@ -158,4 +158,9 @@ fn facet_ingest(bootstrap: &str, events: usize) {
         std::thread::sleep(Duration::from_millis(10));
     }
     handle.stop().unwrap();
+    let batches = metrics.batches_committed.get();
+    println!(
+        "store transactions: {batches} ({:.0} events each)",
+        events as f64 / batches.max(1) as f64
+    );
 }
