@@ -114,8 +114,20 @@ fn driver() {
     println!("| scenario | server | delivered / sent | p50 | p99 | deliveries/s | idle RSS per connection | slowest health/metrics answer | closed by server |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     // A scenario measures some columns only; the others are left blank.
-    let ms = |v: f64| if v.is_nan() { "–".to_string() } else { format!("{v:.1} ms") };
-    let kb = |v: f64| if v > 0.0 { format!("{:.1} KB", v / 1000.0) } else { "–".into() };
+    let ms = |v: f64| {
+        if v.is_nan() {
+            "–".to_string()
+        } else {
+            format!("{v:.1} ms")
+        }
+    };
+    let kb = |v: f64| {
+        if v > 0.0 {
+            format!("{:.1} KB", v / 1000.0)
+        } else {
+            "–".into()
+        }
+    };
     for ((scenario, role), m) in &results {
         println!(
             "| {scenario} | {role} | {} / {} | {} | {} | {:.0} | {} | {:.0} ms | {} |",

@@ -100,10 +100,6 @@ impl Session {
         self.subs.is_empty()
     }
 
-    pub fn viewer(&self) -> &Viewer {
-        &self.viewer
-    }
-
     /// Starts (or restarts) subscription `id`: its first updates are a snapshot,
     /// or with `since` what the client missed (or a reset and a snapshot).
     pub async fn subscribe(
