@@ -339,3 +339,52 @@ async fn subscription_and_message_size_limits_hold_on_both_websockets() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_subscriptions_resume_and_reset_like_the_other_transports() {
+    let running = support::start("blog-post", |spec| {
+        spec.store.change_log_length = 3;
+    })
+    .await;
+    let base = running.base();
+    let address = running.runtime.http_addr.to_string();
+    running.wait_ready().await;
+    let (_, list) =
+        tokio::task::spawn_blocking(move || support::get(&format!("{base}/v1/postPage"), &[]))
+            .await
+            .unwrap();
+    let position = list["position"].as_str().unwrap().to_string();
+    let beginning = position.split('~').next().unwrap().to_string();
+    running.send("comments", "p-2", &comment("p-2", "c-g"));
+    running.flush();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    tokio::task::spawn_blocking(move || {
+        // Every `next` payload's change, until `count` have arrived.
+        let changes = |since: &str, count: usize| -> Vec<serde_json::Value> {
+            let (mut socket, _) = tungstenite::connect(support::graphql_ws_request(&address)).unwrap();
+            socket.send(tungstenite::Message::text(r#"{"type":"connection_init"}"#)).unwrap();
+            let query = format!("subscription {{ postPage(since: {}) {{ op key position row {{ commentCount }} }} }}", json!(since));
+            let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": query}});
+            socket.send(tungstenite::Message::text(subscribe.to_string())).unwrap();
+            let mut changes = Vec::new();
+            while changes.len() < count {
+                let message: serde_json::Value = serde_json::from_str(&socket_read(&mut socket)).unwrap();
+                if message["type"] == "next" {
+                    changes.push(message["payload"]["data"]["postPage"].clone());
+                }
+            }
+            changes
+        };
+        // From the list's position: the one row that changed since, as it is now.
+        let resumed = changes(&position, 1);
+        assert_eq!((resumed[0]["op"].as_str(), resumed[0]["key"].as_str()), (Some("upsert"), Some("p-2")));
+        assert_eq!(resumed[0]["row"]["commentCount"], 1);
+        // From before a log of three changes reaches: a reset, then the snapshot.
+        let reset = changes(&beginning, 3);
+        assert_eq!(reset[0]["op"], "reset", "{reset:?}");
+        assert!(reset[1..].iter().all(|c| c["op"] == "snapshot"), "{reset:?}");
+    })
+    .await
+    .unwrap();
+}
