@@ -568,6 +568,8 @@ pub async fn subscriptions(
     let max_message = state.experience.spec.api.limits.max_message_bytes as usize;
     Ok(upgrade
         .max_message_size(max_message)
+        // A frame is refused by its header, before any of it is buffered.
+        .max_frame_size(max_message)
         .read_buffer_size(super::ws::READ_BUFFER)
         .write_buffer_size(super::ws::WRITE_BUFFER)
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)

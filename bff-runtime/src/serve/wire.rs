@@ -2,22 +2,23 @@
 //! A change's row, patch, key and position are written once per change and shared
 //! by every client it goes to; only the subscription id is per client.
 
+use crate::live::change::json_string;
 use crate::live::{Op, Update};
 
-/// The JSON of one update; `id_json` (a JSON string) names the subscription on a
-/// WebSocket, where one connection carries many.
-pub fn native_json(id_json: Option<&str>, update: &Update) -> String {
-    let id = |text: &mut String| {
-        if let Some(id) = id_json {
+/// The JSON of one update; `id` names the subscription on a WebSocket, where one
+/// connection carries many.
+pub fn native_json(id: Option<&str>, update: &Update) -> String {
+    let write_id = |text: &mut String| {
+        if let Some(id) = id {
             text.push_str(",\"id\":");
-            text.push_str(id);
+            text.push_str(&json_string(id));
         }
     };
     match update {
         Update::Change { op, change } => {
             let mut text = String::with_capacity(96 + change.row_json().len());
             text.push_str("{\"type\":\"change\"");
-            id(&mut text);
+            write_id(&mut text);
             text.push_str(",\"op\":\"");
             text.push_str(op.as_str());
             text.push_str("\",\"key\":");
@@ -45,20 +46,20 @@ pub fn native_json(id_json: Option<&str>, update: &Update) -> String {
                 .collect();
             let mut value =
                 serde_json::json!({"type": "snapshot", "position": position, "rows": rows});
-            with_id(&mut value, id_json);
+            with_id(&mut value, id);
             value.to_string()
         }
         Update::Reset { reason } => {
             let mut value = serde_json::json!({"type": "reset", "reason": reason});
-            with_id(&mut value, id_json);
+            with_id(&mut value, id);
             value.to_string()
         }
     }
 }
 
-fn with_id(value: &mut serde_json::Value, id_json: Option<&str>) {
-    if let Some(id) = id_json.and_then(|id| serde_json::from_str::<serde_json::Value>(id).ok()) {
-        value["id"] = id;
+fn with_id(value: &mut serde_json::Value, id: Option<&str>) {
+    if let Some(id) = id {
+        value["id"] = id.into();
     }
 }
 

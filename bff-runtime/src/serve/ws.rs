@@ -13,7 +13,6 @@ use serde::Deserialize;
 use super::access::Viewer;
 use super::wire::native_json;
 use super::{ApiError, SharedState};
-use crate::live::change::json_string;
 use crate::live::close::{self, Close};
 use crate::live::{Out, Selection, Session, SubscribeError, Update};
 use crate::metrics::TransportLabel;
@@ -56,6 +55,8 @@ pub async fn upgrade(
     let max = state.experience.spec.api.limits.max_message_bytes as usize;
     Ok(ws
         .max_message_size(max)
+        // A frame is refused by its header, before any of it is buffered.
+        .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
@@ -187,23 +188,17 @@ async fn send_updates(
     socket: &mut WebSocket,
     outs: Vec<Out>,
 ) -> Result<(), Close> {
-    let mut texts = Vec::with_capacity(outs.len());
-    let mut id_json = (std::sync::Arc::<str>::from(""), String::new());
-    for out in &outs {
-        if out.id != id_json.0 {
-            id_json = (out.id.clone(), json_string(&out.id));
-        }
-        texts.push(match &out.update {
+    let texts = outs
+        .iter()
+        .map(|out| match &out.update {
             // Every client with this subscription id gets the same bytes.
             Update::Change { op, change } => {
-                let frame = change.frame(*op, &id_json.1, || {
-                    native_json(Some(&id_json.1), &out.update)
-                });
+                let frame = change.frame(*op, &out.id, || native_json(Some(&out.id), &out.update));
                 Utf8Bytes::try_from(frame).unwrap_or_default()
             }
-            update => native_json(Some(&id_json.1), update).into(),
-        });
-    }
+            update => native_json(Some(&out.id), update).into(),
+        })
+        .collect();
     send(socket, texts).await?;
     let changes = outs.iter().filter_map(|out| match &out.update {
         Update::Change { change, .. } => Some(change.delivery_latency()),
