@@ -63,6 +63,7 @@ pub struct Metrics {
     pub field_usage: Family<FieldLabel, Counter>,
     pub slow_client_disconnects: Counter,
     pub auth_failures: Family<ReasonLabel, Counter>,
+    pub graphql_planned: Counter,
 }
 
 impl Default for Metrics {
@@ -150,6 +151,12 @@ impl Metrics {
             "Refused tokens, by reason",
             auth_failures.clone(),
         );
+        let graphql_planned = Counter::default();
+        registry.register(
+            "graphql_planned_subscriptions",
+            "GraphQL subscriptions the live core answers itself, one encoding per change for all alike (the rest go through the GraphQL executor per client)",
+            graphql_planned.clone(),
+        );
         Metrics {
             registry,
             events_applied,
@@ -165,6 +172,7 @@ impl Metrics {
             field_usage,
             slow_client_disconnects,
             auth_failures,
+            graphql_planned,
         }
     }
 

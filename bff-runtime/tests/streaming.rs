@@ -360,11 +360,12 @@ async fn graphql_subscriptions_resume_and_reset_like_the_other_transports() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     tokio::task::spawn_blocking(move || {
-        // Every `next` payload's change, until `count` have arrived.
-        let changes = |since: &str, count: usize| -> Vec<serde_json::Value> {
+        // Every `next` payload's change, until `count` have arrived; `extra` is
+        // more to select.
+        let changes_with = |since: &str, count: usize, extra: &str| -> Vec<serde_json::Value> {
             let (mut socket, _) = tungstenite::connect(support::graphql_ws_request(&address)).unwrap();
             socket.send(tungstenite::Message::text(r#"{"type":"connection_init"}"#)).unwrap();
-            let query = format!("subscription {{ postPage(since: {}) {{ op key position row {{ commentCount }} }} }}", json!(since));
+            let query = format!("subscription {{ postPage(since: {}) {{ {extra} op key position row {{ commentCount }} }} }}", json!(since));
             let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": query}});
             socket.send(tungstenite::Message::text(subscribe.to_string())).unwrap();
             let mut changes = Vec::new();
@@ -376,6 +377,7 @@ async fn graphql_subscriptions_resume_and_reset_like_the_other_transports() {
             }
             changes
         };
+        let changes = |since: &str, count: usize| changes_with(since, count, "");
         // From the list's position: the one row that changed since, as it is now.
         let resumed = changes(&position, 1);
         assert_eq!((resumed[0]["op"].as_str(), resumed[0]["key"].as_str()), (Some("upsert"), Some("p-2")));
@@ -384,7 +386,20 @@ async fn graphql_subscriptions_resume_and_reset_like_the_other_transports() {
         let reset = changes(&beginning, 3);
         assert_eq!(reset[0]["op"], "reset", "{reset:?}");
         assert!(reset[1..].iter().all(|c| c["op"] == "snapshot"), "{reset:?}");
+        // Those were answered by the live core; a selection it does not plan
+        // (`__typename`) goes through the GraphQL executor, with the same result.
+        let mut executed = changes_with(&beginning, 3, "__typename");
+        for change in &mut executed {
+            assert_eq!(change["__typename"], "PostPageChange");
+            change.as_object_mut().unwrap().remove("__typename");
+        }
+        assert_eq!(executed, reset);
     })
     .await
     .unwrap();
+    let metrics = running.runtime.state.metrics.encode();
+    assert!(
+        metrics.contains("facet_graphql_planned_subscriptions_total 2"),
+        "{metrics}"
+    );
 }

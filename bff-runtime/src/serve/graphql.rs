@@ -566,6 +566,10 @@ pub async fn subscriptions(
         .clone()
         .ok_or_else(|| ApiError::not_found("GraphQL is off".into()))?;
     let max_message = state.experience.spec.api.limits.max_message_bytes as usize;
+    let transport_ws = headers
+        .get(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').next().map(str::trim) == Some("graphql-transport-ws"));
     Ok(upgrade
         .max_message_size(max_message)
         // A frame is refused by its header, before any of it is buffered.
@@ -574,7 +578,7 @@ pub async fn subscriptions(
         .write_buffer_size(super::ws::WRITE_BUFFER)
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| async move {
-            super::graphql_ws::serve(state, socket, schema, protocol, viewer).await;
+            super::graphql_ws::serve(state, socket, schema, protocol, transport_ws, viewer).await;
             drop(slot);
         })
         .into_response())

@@ -103,6 +103,7 @@ pub async fn serve(
     socket: WebSocket,
     schema: Schema,
     protocol: GraphQLProtocol,
+    transport_ws: bool,
     viewer: Option<Viewer>,
 ) {
     let _connection = state.metrics.connection("graphql");
@@ -112,9 +113,8 @@ pub async fn serve(
     data.insert(state.clone());
     data.insert(LiveViewer(auth_changes.clone()));
     let limits = &state.experience.spec.api.limits;
-    data.insert(SubscriptionBudget::new(
-        limits.max_subscriptions_per_connection as usize,
-    ));
+    let budget = SubscriptionBudget::new(limits.max_subscriptions_per_connection as usize);
+    data.insert(budget.clone());
 
     // async-graphql writes into a bounded channel; `write` owns the socket's sink,
     // so it alone decides when a stalled client or an expired token ends things.
@@ -126,7 +126,21 @@ pub async fn serve(
     let ping_state = state.clone();
     let initialised = Arc::new(AtomicBool::new(false));
     let init_seen = initialised.clone();
-    let graphql = GraphQLWebSocket::new_with_pair(outgoing, stream, schema, protocol)
+    // Subscriptions the live core can answer alone are taken out of the stream
+    // before async-graphql sees them (graphql-transport-ws only).
+    let live = super::graphql_live_ws::Live::new(
+        state.clone(),
+        LiveViewer(auth_changes.clone()),
+        budget,
+        outgoing.clone(),
+        initialised.clone(),
+        transport_ws,
+    );
+    let stream = stream.filter_map(move |message| {
+        let live = live.clone();
+        async move { live.intercept(message).await }
+    });
+    let graphql = GraphQLWebSocket::new_with_pair(outgoing, Box::pin(stream), schema, protocol)
         .with_data(data)
         .on_connection_init(move |payload| async move {
             init_seen.store(true, Ordering::SeqCst);

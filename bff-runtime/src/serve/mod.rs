@@ -5,6 +5,8 @@
 pub mod access;
 mod console;
 pub mod graphql;
+mod graphql_live;
+mod graphql_live_ws;
 mod graphql_ws;
 pub mod jwt;
 pub mod listener;

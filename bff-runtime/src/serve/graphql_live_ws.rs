@@ -1,0 +1,233 @@
+//! Runs the graphql-transport-ws subscriptions that [`super::graphql_live`] can
+//! plan, beside async-graphql on the same connection: their `subscribe` and
+//! `complete` messages are taken out of the incoming stream, and their `next`
+//! messages go into the same outgoing queue, so the connection's writer (expiry,
+//! stalled clients) governs them too.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use axum::extract::ws::Message;
+use futures::channel::mpsc::Sender;
+use futures::SinkExt;
+
+use super::graphql_live::{plan, Plan};
+use super::graphql_ws::{LiveViewer, SubscriptionBudget};
+use super::SharedState;
+use crate::live::change::json_string;
+use crate::live::{Close, Session, Update};
+
+type Running = Mutex<HashMap<String, tokio::task::AbortHandle>>;
+
+/// The planned subscriptions of one connection; dropped with the connection, it
+/// stops them all.
+struct Tasks(Arc<Running>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for (_, task) in self.0.lock().expect("tasks lock").drain() {
+            task.abort();
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Live {
+    state: SharedState,
+    viewer: LiveViewer,
+    budget: SubscriptionBudget,
+    outgoing: Sender<Message>,
+    initialised: Arc<AtomicBool>,
+    enabled: bool,
+    tasks: Arc<Tasks>,
+}
+
+impl Live {
+    pub fn new(
+        state: SharedState,
+        viewer: LiveViewer,
+        budget: SubscriptionBudget,
+        outgoing: Sender<Message>,
+        initialised: Arc<AtomicBool>,
+        enabled: bool,
+    ) -> Live {
+        Live {
+            state,
+            viewer,
+            budget,
+            outgoing,
+            initialised,
+            enabled,
+            tasks: Arc::new(Tasks(Arc::default())),
+        }
+    }
+
+    /// Takes a client message that is ours (`None`), or passes it on.
+    pub async fn intercept(
+        &self,
+        message: Result<Message, axum::Error>,
+    ) -> Option<Result<Message, axum::Error>> {
+        let Ok(Message::Text(text)) = &message else {
+            return Some(message);
+        };
+        if !self.enabled || !self.initialised.load(Ordering::SeqCst) {
+            return Some(message);
+        }
+        let Ok(parsed) = serde_json::from_str::<serde_json::Value>(text.as_str()) else {
+            return Some(message);
+        };
+        let id = parsed["id"].as_str().unwrap_or_default().to_string();
+        match parsed["type"].as_str() {
+            Some("complete") => {
+                let task = self.tasks.0.lock().expect("tasks lock").remove(&id);
+                match task {
+                    Some(task) => {
+                        task.abort();
+                        None
+                    }
+                    None => Some(message),
+                }
+            }
+            Some("subscribe") => {
+                let Some(plan) = plan(&self.state.experience, &parsed["payload"]) else {
+                    return Some(message);
+                };
+                if self.viewer.current().is_none() || !self.start(id, plan) {
+                    return Some(message);
+                }
+                None
+            }
+            _ => Some(message),
+        }
+    }
+
+    /// Starts a planned subscription; `false` leaves it to async-graphql.
+    fn start(&self, id: String, plan: Plan) -> bool {
+        let mut tasks = self.tasks.0.lock().expect("tasks lock");
+        if tasks.contains_key(&id) {
+            return false; // async-graphql answers a duplicate id as the protocol says
+        }
+        let run = Subscription {
+            state: self.state.clone(),
+            viewer: self.viewer.clone(),
+            budget: self.budget.clone(),
+            outgoing: self.outgoing.clone(),
+            id_json: json_string(&id),
+            plan,
+            tasks: Arc::downgrade(&self.tasks.0),
+            id: id.clone(),
+        };
+        self.state.metrics.graphql_planned.inc();
+        let task = tokio::spawn(run.run());
+        tasks.insert(id, task.abort_handle());
+        true
+    }
+}
+
+struct Subscription {
+    state: SharedState,
+    viewer: LiveViewer,
+    budget: SubscriptionBudget,
+    outgoing: Sender<Message>,
+    id: String,
+    id_json: String,
+    plan: Plan,
+    tasks: Weak<Running>,
+}
+
+impl Subscription {
+    async fn run(mut self) {
+        if let Err(message) = self.serve().await {
+            let payload = serde_json::json!({"data": null, "errors": [message]}).to_string();
+            let _ = self.send(&payload).await;
+        }
+        let complete = format!(r#"{{"id":{},"type":"complete"}}"#, self.id_json);
+        let _ = self.outgoing.send(Message::Text(complete.into())).await;
+        if let Some(tasks) = self.tasks.upgrade() {
+            tasks.lock().expect("tasks lock").remove(&self.id);
+        }
+    }
+
+    /// Streams the subscription until the client goes or the server ends it (an
+    /// error object for the client).
+    async fn serve(&mut self) -> Result<(), serde_json::Value> {
+        let error = |message: String| serde_json::json!({"message": message});
+        let _permit = self.budget.take().map_err(|e| error(e.message))?;
+        let _held = self.state.metrics.subscription("graphql");
+        let viewer = self
+            .viewer
+            .current()
+            .ok_or_else(|| error("not authenticated".into()))?;
+        let mut session = Session::new(self.state.live.clone(), viewer);
+        let first = session
+            .subscribe(
+                "graphql",
+                self.plan.selection.clone(),
+                self.plan.since.as_deref(),
+            )
+            .await
+            .map_err(|e| error(e.to_string()))?;
+        for update in first {
+            for payload in self.plan.payloads(&update) {
+                self.send(&payload)
+                    .await
+                    .map_err(|()| error("gone".into()))?;
+            }
+        }
+        loop {
+            let drained = tokio::select! {
+                waited = session.wait() => match waited {
+                    Ok(()) => session.drain().await,
+                    Err(close) => Err(close),
+                },
+                refreshed = self.viewer.next_refresh() => {
+                    if let Some(viewer) = refreshed {
+                        session.set_viewer(viewer);
+                    }
+                    continue;
+                }
+            };
+            let outs = drained.map_err(|close: Close| {
+                serde_json::json!({"message": close.reason(), "extensions": {"code": close.code()}})
+            })?;
+            let mut latencies = Vec::with_capacity(outs.len());
+            for out in outs {
+                match &out.update {
+                    // One payload per change for every client with this plan.
+                    Update::Change { op, change } => {
+                        latencies.push(change.delivery_latency());
+                        let payload = change.frame(*op, &self.plan.shape, || {
+                            self.plan.payloads(&out.update).remove(0)
+                        });
+                        let payload = std::str::from_utf8(&payload).unwrap_or("null");
+                        self.send(payload)
+                            .await
+                            .map_err(|()| error("gone".into()))?;
+                    }
+                    update => {
+                        for payload in self.plan.payloads(update) {
+                            self.send(&payload)
+                                .await
+                                .map_err(|()| error("gone".into()))?;
+                        }
+                    }
+                }
+            }
+            self.state
+                .metrics
+                .delivered_all("graphql", latencies.into_iter());
+        }
+    }
+
+    async fn send(&mut self, payload: &str) -> Result<(), ()> {
+        let text = format!(
+            r#"{{"id":{},"type":"next","payload":{payload}}}"#,
+            self.id_json
+        );
+        self.outgoing
+            .send(Message::Text(text.into()))
+            .await
+            .map_err(|_| ())
+    }
+}
