@@ -106,10 +106,15 @@ fn driver() {
             report(role, &format!("per-user {c}"), &measured);
             results.insert((format!("per-user {c}"), role.into()), measured);
         }
-        let measured = runtime.block_on(broadcast(role, broadcast_rate, secs));
+        let measured = runtime.block_on(broadcast(role, broadcast_rate, secs, Wire::Native));
         report(role, "broadcast 1000", &measured);
         results.insert(("broadcast 1000".into(), role.into()), measured);
     }
+    // The same broadcast to stock graphql-transport-ws subscriptions (the baseline
+    // speaks only its own protocol, so it is compared with its broadcast above).
+    let measured = runtime.block_on(broadcast("facet", broadcast_rate, secs, Wire::Graphql));
+    report("facet", "broadcast 1000 graphql", &measured);
+    results.insert(("broadcast 1000 graphql".into(), "facet".into()), measured);
     println!();
     println!("| scenario | server | delivered / sent | p50 | p99 | deliveries/s | idle RSS per connection | slowest health/metrics answer | closed by server |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
@@ -147,8 +152,9 @@ fn driver() {
         .map(|(s, _)| s.clone())
         .collect::<std::collections::BTreeSet<_>>()
     {
+        let floor = scenario.trim_end_matches(" graphql").to_string();
         let (Some(base), Some(facet)) = (
-            results.get(&(scenario.clone(), "baseline".into())),
+            results.get(&(floor, "baseline".into())),
             results.get(&(scenario.clone(), "facet".into())),
         ) else {
             continue;
@@ -233,6 +239,17 @@ struct Tally {
     subscribed: AtomicU64,
 }
 
+/// Which protocol a client speaks.
+#[derive(Clone, Copy, PartialEq)]
+enum Wire {
+    /// Facet's own `/ws` (and the baseline's imitation of it).
+    Native,
+    /// graphql-transport-ws on `/graphql/ws`, as the npm `graphql-ws` client speaks it.
+    Graphql,
+}
+
+const GRAPHQL_SUBSCRIPTION: &str = r#"{"id":"1","type":"subscribe","payload":{"query":"subscription { order { op key row { id customerId status sentAt } } }"}}"#;
+
 /// Opens a subscribed connection (as `user`, or seeing everything) that counts what
 /// it receives. Connections come from many loopback addresses, so that thousands of
 /// them, run after run, never run out of ports.
@@ -242,6 +259,7 @@ async fn client(
     n: usize,
     tally: Arc<Tally>,
     parse: bool,
+    wire: Wire,
 ) {
     let source: SocketAddr = format!("127.0.{}.{}:0", 1 + (n / 250) % 200, 2 + n % 250)
         .parse()
@@ -249,21 +267,51 @@ async fn client(
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(source).unwrap();
     let stream = socket.connect(server).await.unwrap();
-    let url = match &user {
-        Some(user) => format!("ws://{server}/ws?as={user}"),
-        None => format!("ws://{server}/ws"),
+    let path = match wire {
+        Wire::Native => "ws",
+        Wire::Graphql => "graphql/ws",
     };
+    let url = match &user {
+        Some(user) => format!("ws://{server}/{path}?as={user}"),
+        None => format!("ws://{server}/{path}"),
+    };
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .unwrap();
+    if wire == Wire::Graphql {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+    }
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
         .await
         .unwrap();
-    ws.send(Message::text(
-        r#"{"type":"subscribe","id":"o","projection":"order"}"#,
-    ))
-    .await
-    .unwrap();
+    match wire {
+        Wire::Native => {
+            ws.send(Message::text(
+                r#"{"type":"subscribe","id":"o","projection":"order"}"#,
+            ))
+            .await
+            .unwrap();
+        }
+        Wire::Graphql => {
+            ws.send(Message::text(r#"{"type":"connection_init"}"#))
+                .await
+                .unwrap();
+            while let Some(Ok(message)) = ws.next().await {
+                if matches!(&message, Message::Text(t) if t.contains("connection_ack")) {
+                    break;
+                }
+            }
+            ws.send(Message::text(GRAPHQL_SUBSCRIPTION)).await.unwrap();
+            // An empty store sends no snapshot rows: subscribed once asked.
+            tally.subscribed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     while let Some(message) = ws.next().await {
         let Ok(Message::Text(text)) = message else {
             if matches!(message, Ok(Message::Close(_)) | Err(_)) {
@@ -289,10 +337,18 @@ async fn client(
 
 fn sent_at(text: &str) -> Option<u64> {
     let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    value["row"]["sentAt"].as_u64()
+    value["row"]["sentAt"]
+        .as_u64()
+        .or_else(|| value["payload"]["data"]["order"]["row"]["sentAt"].as_u64())
 }
 
-async fn connect_all(server: &Server, count: usize, per_user: bool, tally: &Arc<Tally>) {
+async fn connect_all(
+    server: &Server,
+    count: usize,
+    per_user: bool,
+    tally: &Arc<Tally>,
+    wire: Wire,
+) {
     let started = Instant::now();
     let slots = Arc::new(tokio::sync::Semaphore::new(100));
     for n in 0..count {
@@ -301,7 +357,7 @@ async fn connect_all(server: &Server, count: usize, per_user: bool, tally: &Arc<
         let user = per_user.then(|| format!("u-{n}"));
         tokio::spawn(async move {
             let waiting = tally.subscribed.load(Ordering::Relaxed);
-            let task = tokio::spawn(client(http, user, n, tally.clone(), per_user));
+            let task = tokio::spawn(client(http, user, n, tally.clone(), per_user, wire));
             // Hold the permit until this one is subscribed, so handshakes are paced.
             while tally.subscribed.load(Ordering::Relaxed) <= waiting && !task.is_finished() {
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -331,7 +387,7 @@ async fn per_user(role: &str, connections: usize, rate: u64, secs: u64) -> Measu
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = server.rss();
     let tally = Arc::new(Tally::default());
-    connect_all(&server, connections, true, &tally).await;
+    connect_all(&server, connections, true, &tally, Wire::Native).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = server.rss().saturating_sub(before) as f64 / connections as f64;
     let started = Instant::now();
@@ -357,10 +413,10 @@ async fn per_user(role: &str, connections: usize, rate: u64, secs: u64) -> Measu
     }
 }
 
-async fn broadcast(role: &str, rate: u64, secs: u64) -> Measured {
+async fn broadcast(role: &str, rate: u64, secs: u64, wire: Wire) -> Measured {
     let server = Server::start(role);
     let tally = Arc::new(Tally::default());
-    connect_all(&server, BROADCAST_CONNECTIONS, false, &tally).await;
+    connect_all(&server, BROADCAST_CONNECTIONS, false, &tally, wire).await;
     let done = Arc::new(AtomicBool::new(false));
     // Health and metrics probes while the server is overloaded.
     let probes = {
