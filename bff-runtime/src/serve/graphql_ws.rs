@@ -119,7 +119,7 @@ pub async fn serve(
     // async-graphql writes into a bounded channel; `write` owns the socket's sink,
     // so it alone decides when a stalled client or an expired token ends things.
     let (sink, stream) = socket.split();
-    let (outgoing, to_send) = futures::channel::mpsc::channel::<Message>(16);
+    let (outgoing, to_send) = futures::channel::mpsc::channel::<Message>(256);
     let auth_on_init = auth.clone();
     let init_state = state.clone();
     let auth_on_ping = auth.clone();
@@ -217,8 +217,20 @@ async fn write(
                 close(Close::InitTimeout)
             }
         };
-        let last = matches!(message, Message::Close(_));
-        match tokio::time::timeout(SEND_TIMEOUT, sink.send(message)).await {
+        // Whatever else is already queued goes out with it, in one flush.
+        let mut last = matches!(message, Message::Close(_));
+        let write = async {
+            sink.feed(message).await?;
+            while !last {
+                let Ok(more) = to_send.try_recv() else {
+                    break;
+                };
+                last = matches!(more, Message::Close(_));
+                sink.feed(more).await?;
+            }
+            sink.flush().await
+        };
+        match tokio::time::timeout(SEND_TIMEOUT, write).await {
             Ok(Ok(())) if !last => {}
             Ok(_) => return,
             Err(_) => {
