@@ -228,18 +228,11 @@ mod tests {
     use crate::live::selector::Selection;
     use crate::projection::RowOp;
     use crate::serve::access::Viewer;
-    use crate::spec::{compile, parse_manifests, CompiledExperience};
+    use crate::spec::{compile, CompiledExperience};
     use crate::store::Source;
 
     fn storefront(access: &str) -> Arc<CompiledExperience> {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../config/samples/storefront.yaml"
-        );
-        let mut spec = parse_manifests(&std::fs::read_to_string(path).unwrap())
-            .remove(0)
-            .unwrap()
-            .spec;
+        let mut spec = crate::spec::sample("storefront");
         spec.projections[0].access = Some(access.to_string());
         Arc::new(compile(&spec).unwrap())
     }

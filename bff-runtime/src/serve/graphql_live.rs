@@ -348,20 +348,12 @@ fn shaped(value: &Value, nested: &[RowPart], text: &mut String) {
 mod tests {
     use super::*;
     use crate::live::LiveChange;
-    use crate::spec::{compile, parse_manifests};
+    use crate::spec::compile;
     use serde_json::json;
     use std::sync::Arc;
 
     fn storefront() -> CompiledExperience {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../config/samples/storefront.yaml"
-        );
-        let spec = parse_manifests(&std::fs::read_to_string(path).unwrap())
-            .remove(0)
-            .unwrap()
-            .spec;
-        compile(&spec).unwrap()
+        compile(&crate::spec::sample("storefront")).unwrap()
     }
 
     fn planned(query: &str, variables: Value) -> Option<Plan> {

@@ -12,3 +12,16 @@ pub use compile::{compile, CompiledExperience, CompiledProjection, CompiledRule,
 pub use error::{SpecError, SpecErrors};
 pub use manifest::{parse_manifests, spec_from_value, DocumentError, Manifest};
 pub use types::*;
+
+/// A sample from `config/samples/`, compiled: the specs unit tests work with.
+#[cfg(test)]
+pub fn sample(name: &str) -> ExperienceSpec {
+    let path = format!(
+        "{}/../config/samples/{name}.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    parse_manifests(&std::fs::read_to_string(path).expect("a sample"))
+        .remove(0)
+        .expect("a valid sample")
+        .spec
+}
