@@ -184,6 +184,11 @@ async fn tokens_are_verified_and_rows_filtered_per_user() {
                 "k1",
                 json!({"sub": "alice", "iss": "https://evil.test", "aud": "storefront", "exp": now() + 600}),
             );
+            let not_yet = token(
+                &good,
+                "k1",
+                json!({"sub": "alice", "iss": ISSUER, "aud": "storefront", "exp": now() + 7200, "nbf": now() + 3600}),
+            );
             let b64 = |v: serde_json::Value| {
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
             };
@@ -206,6 +211,7 @@ async fn tokens_are_verified_and_rows_filtered_per_user() {
                 ("expired", Some(&expired)),
                 ("audience", Some(&wrong_audience)),
                 ("issuer", Some(&wrong_issuer)),
+                ("not before", Some(&not_yet)),
                 ("alg none", Some(&none)),
                 ("hmac", Some(&hmac)),
             ] {

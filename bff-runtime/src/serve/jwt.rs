@@ -84,6 +84,8 @@ impl JwtVerifier {
         validation.set_issuer(&[&self.spec.issuer]);
         validation.set_audience(&self.spec.audiences);
         validation.leeway = LEEWAY_SECONDS;
+        // A token is not good before its `nbf` (jsonwebtoken leaves it unchecked).
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &decoding_key, &validation)
             .map_err(|e| {
