@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use facet_bff::live::{Close, Engine, Router, Selection, Session, Update};
+use facet_bff::live::{Close, Engine, Router, Selection, Session, SubscribeError, Update};
 use facet_bff::metrics::Metrics;
 use facet_bff::projection::{RowChange, RowOp};
 use facet_bff::serve::access::Viewer;
@@ -319,6 +319,14 @@ async fn a_user_with_twenty_rows_among_fifty_thousand_gets_all_twenty() {
     };
     assert_eq!(rows.len(), 20);
     assert!(rows.iter().all(|(_, row)| row["customerId"] == "alice"));
+    // Everyone's 50,000 rows are more than one snapshot holds: refused, not cut.
+    let mut console = r.session(Viewer::Console);
+    let refused = console.subscribe("s", orders(), None).await;
+    assert!(
+        matches!(refused, Err(SubscribeError::TooLarge)),
+        "{:?}",
+        refused.err()
+    );
 }
 
 #[tokio::test]
