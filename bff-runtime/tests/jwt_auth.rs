@@ -282,6 +282,15 @@ async fn tokens_are_verified_and_rows_filtered_per_user() {
         refreshed.send(tungstenite::Message::text(r#"{"type":"ping"}"#)).unwrap();
         assert_eq!(next_text(&mut refreshed)["type"], "pong", "the refreshed connection is still open");
 
+        // An `exp` at the integer limit streams like any other token.
+        let forever = token(&good, "k1", json!({"sub": "alice", "iss": ISSUER, "aud": "storefront", "exp": i64::MAX}));
+        let mut sse_forever = std::net::TcpStream::connect(&address).unwrap();
+        write!(sse_forever, "GET /sse/order HTTP/1.0\r\nAuthorization: Bearer {forever}\r\n\r\n").unwrap();
+        let first = std::io::BufRead::lines(std::io::BufReader::new(sse_forever))
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("event: "));
+        assert_eq!(first.as_deref(), Some("event: snapshot"));
+
         // The refreshed GraphQL connection outlived its first token and still serves.
         let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { order { op key } }"}});
         graphql_refreshed.send(tungstenite::Message::text(subscribe.to_string())).unwrap();
