@@ -98,16 +98,36 @@ impl Engine {
             return Ok(None);
         };
         let view = self.store.view()?;
-        let projection = &selection.projection;
-        let rows = if selector.sees_nothing() {
-            Vec::new()
-        } else {
-            let lookup = selector.lookup(|f| self.store.is_indexed(projection, f));
-            view.rows(projection, after, lookup, limit, |k, r| selector.sees(k, r))?
-        };
+        let rows = self.visible_rows(&view, &selector, after, limit)?;
         Ok(Some(Page {
             position: self.store.codec().encode(&view.position()?),
             rows,
         }))
+    }
+
+    /// The rows a selector sees in one read, in key order after `after`, at most
+    /// `limit`: its key's row, or the rows the store's index finds by a value they
+    /// must have (else every row), filtered before the limit counts.
+    fn visible_rows(
+        &self,
+        view: &crate::store::View<'_>,
+        selector: &selector::Selector,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, crate::projection::Row)>, crate::store::StoreError> {
+        let projection = &selector.projection().name;
+        if selector.sees_nothing() {
+            return Ok(Vec::new());
+        }
+        if let Some(key) = selector.key() {
+            let row = view.row(projection, key)?;
+            return Ok(row
+                .filter(|row| after.is_none_or(|a| key > a) && selector.sees(key, row))
+                .map(|row| (key.to_string(), row))
+                .into_iter()
+                .collect());
+        }
+        let lookup = selector.lookup(|f| self.store.is_indexed(projection, f));
+        view.rows(projection, after, lookup, limit, |k, r| selector.sees(k, r))
     }
 }

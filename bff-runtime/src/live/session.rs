@@ -201,6 +201,12 @@ impl Session {
         }
     }
 
+    /// Waits for the next updates: [`Session::wait`], then [`Session::drain`].
+    pub async fn next(&mut self) -> Result<Vec<Out>, Close> {
+        self.wait().await?;
+        self.drain().await
+    }
+
     /// The updates due now, in order. A client that fell too far behind catches up
     /// from the store's change log, or is closed when even that is too much.
     pub async fn drain(&mut self) -> Result<Vec<Out>, Close> {
@@ -308,29 +314,12 @@ impl Engine {
 
     fn read_snapshot(&self, selector: &Selector) -> Result<Read, SubscribeError> {
         let view = self.store.view().map_err(store_failed)?;
-        let projection = &selector.projection().name;
-        let rows = match (selector.key(), selector.sees_nothing()) {
-            (_, true) => Vec::new(),
-            (Some(key), _) => view
-                .row(projection, key)
-                .map_err(store_failed)?
-                .filter(|row| selector.sees(key, row))
-                .map(|row| (key.to_string(), row))
-                .into_iter()
-                .collect(),
-            (None, _) => {
-                let lookup = selector.lookup(|f| self.store.is_indexed(projection, f));
-                let rows = view
-                    .rows(projection, None, lookup, SNAPSHOT_LIMIT + 1, |k, r| {
-                        selector.sees(k, r)
-                    })
-                    .map_err(store_failed)?;
-                if rows.len() > SNAPSHOT_LIMIT {
-                    return Err(SubscribeError::TooLarge);
-                }
-                rows
-            }
-        };
+        let rows = self
+            .visible_rows(&view, selector, None, SNAPSHOT_LIMIT + 1)
+            .map_err(store_failed)?;
+        if rows.len() > SNAPSHOT_LIMIT {
+            return Err(SubscribeError::TooLarge);
+        }
         let (seen_through, position) = self.reflected(&view)?;
         Ok(Read {
             updates: vec![Update::Snapshot {

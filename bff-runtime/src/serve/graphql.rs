@@ -17,7 +17,7 @@ use axum::response::{Html, IntoResponse, Response};
 use std::collections::VecDeque;
 
 use super::access::Viewer;
-use super::graphql_ws::{LiveViewer, SubscriptionBudget};
+use super::graphql_ws::{next_updates, LiveViewer, SubscriptionBudget};
 use super::openapi::type_name;
 use super::{ApiError, AppState, SharedState};
 use crate::live::{Op, Selection, Session, Update};
@@ -300,19 +300,7 @@ async fn changes<'a>(
                 if ended {
                     return None;
                 }
-                let drained = tokio::select! {
-                    waited = session.wait() => match waited {
-                        Ok(()) => session.drain().await,
-                        Err(close) => Err(close),
-                    },
-                    refreshed = viewer.next_refresh() => {
-                        if let Some(refreshed) = refreshed {
-                            session.set_viewer(refreshed);
-                        }
-                        continue;
-                    }
-                };
-                match drained {
+                match next_updates(&mut session, &mut viewer).await {
                     Ok(outs) => {
                         for out in outs {
                             if let Update::Change { change, .. } = &out.update {

@@ -13,7 +13,7 @@ use futures::channel::mpsc::Sender;
 use futures::SinkExt;
 
 use super::graphql_live::{plan, Plan};
-use super::graphql_ws::{LiveViewer, SubscriptionBudget};
+use super::graphql_ws::{next_updates, LiveViewer, SubscriptionBudget};
 use super::SharedState;
 use crate::live::change::json_string;
 use crate::live::{Close, Session, Update};
@@ -176,19 +176,7 @@ impl Subscription {
             }
         }
         loop {
-            let drained = tokio::select! {
-                waited = session.wait() => match waited {
-                    Ok(()) => session.drain().await,
-                    Err(close) => Err(close),
-                },
-                refreshed = self.viewer.next_refresh() => {
-                    if let Some(viewer) = refreshed {
-                        session.set_viewer(viewer);
-                    }
-                    continue;
-                }
-            };
-            let outs = drained.map_err(|close: Close| {
+            let outs = next_updates(&mut session, &mut self.viewer).await.map_err(|close: Close| {
                 serde_json::json!({"message": close.reason(), "extensions": {"code": close.code()}})
             })?;
             let mut latencies = Vec::with_capacity(outs.len());

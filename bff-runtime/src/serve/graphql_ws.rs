@@ -20,6 +20,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use super::access::Viewer;
 use super::SharedState;
 use crate::live::close::{Close, INIT_WITHIN, SEND_TIMEOUT};
+use crate::live::{Out, Session};
 
 /// Where a connection's authentication stands.
 #[derive(Debug, Clone)]
@@ -68,6 +69,27 @@ impl LiveViewer {
         match &*self.0.borrow_and_update() {
             Auth::Valid(viewer) => Some(viewer.clone()),
             Auth::Pending | Auth::Refused(_) => None,
+        }
+    }
+}
+
+/// The next updates of a GraphQL subscription's session; a fresh token that
+/// arrives meanwhile is applied to it (both GraphQL paths serve this way).
+pub async fn next_updates(
+    session: &mut Session,
+    viewer: &mut LiveViewer,
+) -> Result<Vec<Out>, Close> {
+    loop {
+        tokio::select! {
+            waited = session.wait() => {
+                waited?;
+                return session.drain().await;
+            }
+            refreshed = viewer.next_refresh() => {
+                if let Some(refreshed) = refreshed {
+                    session.set_viewer(refreshed);
+                }
+            }
         }
     }
 }

@@ -109,11 +109,7 @@ fn events(
             if s.ended {
                 return None;
             }
-            let drained = match s.session.wait().await {
-                Ok(()) => s.session.drain().await,
-                Err(close) => Err(close),
-            };
-            match drained {
+            match s.session.next().await {
                 Ok(outs) => s.queue.extend(outs.into_iter().map(|o| o.update)),
                 Err(close) => {
                     s.ended = true;
