@@ -29,15 +29,21 @@ impl Position {
     /// The next offset to read from a partition (0 when nothing was read).
     pub fn next(&self, topic: &str, partition: i32) -> i64 {
         self.0
-            .get(&(topic.to_string(), partition))
-            .copied()
-            .unwrap_or(0)
+            .iter()
+            .find(|((t, p), _)| t == topic && *p == partition)
+            .map_or(0, |(_, next)| *next)
     }
 
     /// Records that everything before `next` in the partition has been read.
+    /// Called for every record ingested: a known partition is found without
+    /// allocating its key (a position has few partitions).
     pub fn advance(&mut self, topic: &str, partition: i32, next: i64) {
-        match self.0.get_mut(&(topic.to_string(), partition)) {
-            Some(current) => *current = (*current).max(next),
+        match self
+            .0
+            .iter_mut()
+            .find(|((t, p), _)| t == topic && *p == partition)
+        {
+            Some((_, current)) => *current = (*current).max(next),
             None => {
                 self.0.insert((topic.to_string(), partition), next);
             }
