@@ -179,6 +179,6 @@ impl Selector {
 /// Equality as the index and CEL see it: numbers by value.
 fn same(field: Option<&Value>, expected: &Value) -> bool {
     field.is_some_and(|v| {
-        v == expected || (index_value(v).is_some() && index_value(v) == index_value(expected))
+        v == expected || index_value(v).is_some_and(|value| Some(value) == index_value(expected))
     })
 }

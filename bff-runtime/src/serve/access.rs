@@ -110,7 +110,7 @@ impl Viewer {
         let (Viewer::Claims(claims), Some(access)) = (self, &projection.access) else {
             return true;
         };
-        let row = Bound::json(&serde_json::Value::Object(row.clone()));
+        let row = Bound::row(row);
         let auth = Bound::json(claims);
         matches!(
             access.eval(&[("row", &row), ("auth", &auth)]),
