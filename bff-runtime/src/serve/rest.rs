@@ -184,13 +184,7 @@ fn filter_value(spec: &FieldSpec, text: &str) -> Value {
 
 /// A short hash of a row's content, the same on every replica.
 fn content_digest(row: &Row) -> String {
-    use sha2::{Digest, Sha256};
-    let bytes = serde_json::to_vec(row).unwrap_or_default();
-    Sha256::digest(&bytes)
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::spec::compile::short_digest(&serde_json::to_vec(row).unwrap_or_default())
 }
 
 fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {

@@ -104,8 +104,16 @@ impl CompiledExperience {
 /// The part of a spec that decides what the store holds.
 pub fn definition_hash(spec: &ExperienceSpec) -> String {
     let definition = serde_json::json!({"sources": spec.sources, "projections": spec.projections});
-    let digest = Sha256::digest(definition.to_string().as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    short_digest(definition.to_string().as_bytes())
+}
+
+/// The first 8 bytes of a SHA-256, in hex: names for content (definitions, ETags).
+pub fn short_digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn check_general(spec: &ExperienceSpec, errors: &mut Vec<SpecError>) {
