@@ -502,6 +502,19 @@ mod server {
         }
     }
 
+    /// `POST /generate`: each request paces `emit` on a thread of its own.
+    fn generate_route(emit: impl Fn(u64, Option<usize>) + Clone + Send + Sync + 'static) -> Router {
+        Router::new().route(
+            "/generate",
+            post(move |Query(g): Query<Generate>| {
+                let emit = emit.clone();
+                async move {
+                    std::thread::spawn(move || pace(&g, emit));
+                }
+            }),
+        )
+    }
+
     fn event(n: u64, user: Option<usize>) -> serde_json::Value {
         let customer = user
             .map(|u| format!("u-{u}"))
@@ -585,22 +598,11 @@ spec:
                     .create()
                     .unwrap(),
             );
-            let control = Router::new().route(
-                "/generate",
-                post(move |Query(g): Query<Generate>| {
-                    let producer = producer.clone();
-                    async move {
-                        std::thread::spawn(move || {
-                            pace(&g, |n, user| {
-                                let value = event(n, user).to_string();
-                                let key = format!("e-{n}");
-                                let _ =
-                                    producer.send(BaseRecord::to(TOPIC).key(&key).payload(&value));
-                            })
-                        });
-                    }
-                }),
-            );
+            let control = generate_route(move |n, user| {
+                let value = event(n, user).to_string();
+                let key = format!("e-{n}");
+                let _ = producer.send(BaseRecord::to(TOPIC).key(&key).payload(&value));
+            });
             // The control port also serves the metrics, for the probes.
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let control_addr = listener.local_addr().unwrap();
@@ -634,28 +636,16 @@ spec:
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let http = listener.local_addr().unwrap();
             tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-            let control = Router::new()
-                .route(
-                    "/generate",
-                    post(move |Query(g): Query<Generate>| {
-                        let sockets = sockets.clone();
-                        async move {
-                            std::thread::spawn(move || {
-                                pace(&g, |n, user| {
-                                    let row = event(n, user);
-                                    let text: axum::extract::ws::Utf8Bytes = serde_json::json!({"type": "change", "id": "o", "op": "upsert", "key": row["id"], "row": row}).to_string().into();
-                                    let sockets = sockets.lock().unwrap();
-                                    let target = user.map(|u| format!("u-{u}"));
-                                    let targets = sockets.get(&target).into_iter().flatten();
-                                    for sender in targets {
-                                        let _ = sender.try_send(text.clone());
-                                    }
-                                })
-                            });
-                        }
-                    }),
-                )
-                .route("/metrics", get(|| async { "# baseline\n" }));
+            let control = generate_route(move |n, user| {
+                let row = event(n, user);
+                let text: axum::extract::ws::Utf8Bytes = serde_json::json!({"type": "change", "id": "o", "op": "upsert", "key": row["id"], "row": row}).to_string().into();
+                let sockets = sockets.lock().unwrap();
+                let target = user.map(|u| format!("u-{u}"));
+                for sender in sockets.get(&target).into_iter().flatten() {
+                    let _ = sender.try_send(text.clone());
+                }
+            })
+            .route("/metrics", get(|| async { "# baseline\n" }));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let control_addr = listener.local_addr().unwrap();
             tokio::spawn(async move { axum::serve(listener, control).await.unwrap() });
