@@ -430,3 +430,105 @@ fn definition_hash_changes_with_rules_only() {
     assert_eq!(hash(&base), hash(&scaled));
     assert_ne!(hash(&base), hash(&changed));
 }
+
+/// The first line of the one error setting `path` to the expression gives.
+fn expression_error(path: &str, expression: &str) -> String {
+    let yaml = serde_yaml::to_string(expression).unwrap();
+    let errors = errors_of(spec_with(path, &yaml));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    errors[0].lines().next().unwrap().to_string()
+}
+
+#[test]
+fn expressions_are_bounded_in_length_depth_and_macro_nesting() {
+    use facet_bff::spec::expr_bounds::{MAX_DEPTH, MAX_EXPRESSION_BYTES, MAX_NESTED_MACROS};
+    // 10,000 chained selects used to overflow the parser's stack and abort the process.
+    let chained = format!("event{}", ".a".repeat(10_000));
+    assert_eq!(
+        expression_error("projections.0.key", &chained),
+        format!("spec.projections[0].key: expression is 20005 bytes; at most {MAX_EXPRESSION_BYTES} are allowed")
+    );
+    let deep = format!("event{}", ".a".repeat(MAX_DEPTH));
+    assert_eq!(
+        expression_error("projections.0.key", &deep),
+        format!("spec.projections[0].key: expression nests deeper than {MAX_DEPTH} levels; split it or simplify it")
+    );
+    let mut nested = "x0 == auth.sub".to_string();
+    for i in 0..=MAX_NESTED_MACROS {
+        nested = format!("auth.groups.all(x{i}, {nested})");
+    }
+    assert_eq!(
+        expression_error("projections.0.access", &nested),
+        format!("spec.projections[0].access: expression nests more than {MAX_NESTED_MACROS} list macros (all, exists, map, filter)")
+    );
+    // The bounds themselves are accepted.
+    let just_deep_enough = format!("event{}", ".a".repeat(MAX_DEPTH - 2));
+    assert_eq!(
+        errors_of(spec_with(
+            "projections.0.key",
+            &serde_yaml::to_string(&just_deep_enough).unwrap()
+        )),
+        Vec::<String>::new()
+    );
+}
+
+/// Every shape the parser recurses on, at the longest length allowed, is parsed
+/// (and refused for its depth) on the parser's own thread whatever the caller's
+/// stack: this test runs on a 256 KiB thread.
+#[test]
+fn the_longest_expressions_of_every_shape_compile_on_a_small_stack() {
+    use facet_bff::spec::expr::{Expr, Scope};
+    use facet_bff::spec::expr_bounds::MAX_EXPRESSION_BYTES;
+    let n = MAX_EXPRESSION_BYTES;
+    let shapes = [
+        format!("event{}", ".a".repeat((n - 5) / 2)),
+        format!("event{}", "[0]".repeat((n - 5) / 3)),
+        vec!["1"; n / 2].join("+"),
+        vec!["1"; n / 3].join("||"),
+        vec!["1"; n / 5].join(" in "),
+        vec!["1"; n / 8].join(" ? 1 : "),
+        format!("{}1{}", "(".repeat(n / 2 - 1), ")".repeat(n / 2 - 1)),
+        format!("{}1{}", "[".repeat(n / 2 - 1), "]".repeat(n / 2 - 1)),
+        format!("{}1", "-".repeat(n - 1)),
+        format!("{}true", "!".repeat(n - 4)),
+        format!("{}1{}", "size(".repeat(n / 6 - 1), ")".repeat(n / 6 - 1)),
+    ];
+    std::thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn(move || {
+            for shape in shapes {
+                assert!(shape.len() <= n);
+                // `||` and `&&` chains are balanced by the parser and compile;
+                // every other shape is too deep.
+                if let Err(errors) = Expr::compile("p", &shape, Scope::Key, &Default::default()) {
+                    let message = &errors[0].message;
+                    assert!(
+                        message.contains("nests deeper") || message.contains("Recursion limit"),
+                        "{:.20}: {message}",
+                        shape
+                    );
+                }
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+/// The interpreter recurses over the tree too: an expression at the depth bound
+/// runs on a thread with tokio's default stack (2 MiB), unoptimised.
+#[test]
+fn an_expression_at_the_depth_bound_evaluates_on_a_small_stack() {
+    use facet_bff::spec::expr::{Bound, Expr, Scope};
+    use facet_bff::spec::expr_bounds::MAX_DEPTH;
+    let source = vec!["event.a"; MAX_DEPTH / 2].join(" + ");
+    let expr = Expr::compile("p", &source, Scope::Key, &Default::default()).unwrap();
+    let event = Bound::json(&serde_json::json!({"a": 1}));
+    let result = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || expr.eval(&[("event", &event)]).unwrap())
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(result, cel::Value::Int((MAX_DEPTH / 2) as i64));
+}

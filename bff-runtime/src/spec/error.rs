@@ -29,9 +29,20 @@ impl SpecError {
     ) -> Self {
         SpecError {
             path: path.into(),
-            expression: Some(expression.to_string()),
+            expression: Some(excerpt(expression)),
             message: message.into(),
         }
+    }
+}
+
+/// How much of an expression an error quotes: enough to find it, and a status
+/// condition stays small even when the expression is refused for its length.
+const QUOTED_CHARS: usize = 160;
+
+fn excerpt(expression: &str) -> String {
+    match expression.char_indices().nth(QUOTED_CHARS) {
+        Some((end, _)) => format!("{}…", &expression[..end]),
+        None => expression.to_string(),
     }
 }
 

@@ -11,6 +11,7 @@ use cel::parser::Expression;
 use cel::{Context, Env, ExecutionError, Program, Value};
 
 use super::error::SpecError;
+use super::expr_bounds;
 use super::types::FieldSpec;
 
 /// Which variables an expression may use, by where it stands in the spec.
@@ -71,18 +72,12 @@ fn shared_env() -> Arc<Env> {
     ENV.get_or_init(|| Arc::new(Env::stdlib())).clone()
 }
 
-impl Expr {
-    /// Parses `source` and checks what it refers to. `row_fields` are the declared
-    /// fields of the projection, so that `row.totl` is caught when the spec loads.
-    pub fn compile(
-        path: &str,
-        source: &str,
-        scope: Scope,
-        row_fields: &BTreeMap<String, FieldSpec>,
-    ) -> Result<Expr, Vec<SpecError>> {
-        if source.trim().is_empty() {
-            return Err(vec![SpecError::new(path, "expression is empty")]);
-        }
+/// Parses on a thread of its own whose stack fits the longest expression allowed:
+/// the parser recurses, and the caller's stack (a tokio worker's, say) may be small.
+/// The shape is checked there too, so that a tree refused for its depth is also
+/// dropped (recursively) on that stack.
+fn parse(path: &str, source: &str) -> Result<Program, Vec<SpecError>> {
+    let parse_and_check = || {
         let program = shared_env().compile(source).map_err(|errors| {
             errors
                 .errors
@@ -96,6 +91,36 @@ impl Expr {
                 })
                 .collect::<Vec<_>>()
         })?;
+        expr_bounds::check_shape(program.expression())
+            .map_err(|message| vec![SpecError::in_expression(path, source, message)])?;
+        Ok(program)
+    };
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("cel-parse".into())
+            .stack_size(expr_bounds::parse_stack_bytes())
+            .spawn_scoped(scope, parse_and_check)
+            .expect("a thread for the CEL parser")
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+impl Expr {
+    /// Parses `source` and checks what it refers to. `row_fields` are the declared
+    /// fields of the projection, so that `row.totl` is caught when the spec loads.
+    pub fn compile(
+        path: &str,
+        source: &str,
+        scope: Scope,
+        row_fields: &BTreeMap<String, FieldSpec>,
+    ) -> Result<Expr, Vec<SpecError>> {
+        if source.trim().is_empty() {
+            return Err(vec![SpecError::new(path, "expression is empty")]);
+        }
+        expr_bounds::check_length(source)
+            .map_err(|message| vec![SpecError::in_expression(path, source, message)])?;
+        let program = parse(path, source)?;
 
         let mut check = ReferenceCheck {
             path,

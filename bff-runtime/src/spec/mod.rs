@@ -4,6 +4,7 @@ pub mod access_plan;
 pub mod compile;
 pub mod error;
 pub mod expr;
+pub mod expr_bounds;
 pub mod fields;
 pub mod manifest;
 pub mod types;
