@@ -532,3 +532,62 @@ fn an_expression_at_the_depth_bound_evaluates_on_a_small_stack() {
         .unwrap();
     assert_eq!(result, cel::Value::Int((MAX_DEPTH / 2) as i64));
 }
+
+/// The base spec with a second projection named `name` gives `expected`.
+#[track_caller]
+fn assert_second_projection_error(name: &str, expected: &str) {
+    let mut spec: serde_yaml::Value = serde_yaml::from_str(BASE).unwrap();
+    let second = format!(
+        "{{name: {name}, key: event.id, rules: [{{source: orders, upsert: {{id: event.id}}}}], \
+         fields: {{id: {{type: string}}}}, access: 'true'}}"
+    );
+    spec["projections"]
+        .as_sequence_mut()
+        .unwrap()
+        .push(serde_yaml::from_str(&second).unwrap());
+    let errors = errors_of(spec);
+    assert!(errors.iter().any(|e| e == expected), "{errors:#?}");
+}
+
+/// Names that two declarations would share in the generated GraphQL or OpenAPI
+/// used to pass here and stop the runtime at start; each is now refused where
+/// the second declaration is.
+#[test]
+fn generated_api_names_never_collide() {
+    assert_error(
+        "projections.0.fields.filter",
+        "{type: object, fields: {a: {type: string}}}",
+        "spec.projections[0].fields.filter: gives the generated type `OrderFilter` (the object type of this field), \
+         already the filter input of this projection at spec.projections[0].name: rename one of them",
+    );
+    assert_second_projection_error(
+        "orderStatus",
+        "spec.projections[1].name: gives the generated type `OrderStatus` (the row type of this projection), \
+         already the enum type of this field at spec.projections[0].fields.status: rename one of them",
+    );
+    assert_second_projection_error(
+        "orderList",
+        "spec.projections[1].name: gives the GraphQL query field `orderList`, already generated for spec.projections[0].name: rename one of them",
+    );
+    assert_error(
+        "projections.0.name",
+        "error",
+        "spec.projections[0].name: gives the generated type `Error` (the row type of this projection), \
+         already the OpenAPI error schema: rename one of them",
+    );
+    assert_error(
+        "projections.0.name",
+        "query",
+        "spec.projections[0].name: gives the generated type `Query` (the row type of this projection), \
+         already a built-in GraphQL type: rename one of them",
+    );
+    assert_error(
+        "projections.0.fields.status.enum",
+        "[placed, 'true']",
+        "spec.projections[0].fields.status.enum: `true` cannot be a GraphQL enum value",
+    );
+    // Without GraphQL only the OpenAPI names count.
+    let mut spec = spec_with("projections.0.fields.filter", "{type: object}");
+    spec["api"] = serde_yaml::from_str("{graphql: false}").unwrap();
+    assert_eq!(errors_of(spec), Vec::<String>::new());
+}

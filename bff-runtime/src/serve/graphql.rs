@@ -18,9 +18,9 @@ use std::collections::VecDeque;
 
 use super::access::Viewer;
 use super::graphql_ws::{next_updates, LiveViewer, SubscriptionBudget};
-use super::openapi::type_name;
 use super::{ApiError, AppState, SharedState};
 use crate::live::{Op, Selection, Session, Update};
+use crate::spec::api_names;
 use crate::spec::{CompiledExperience, CompiledProjection, FieldSpec, FieldType};
 
 const DEFAULT_PAGE: usize = 100;
@@ -32,14 +32,14 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
     let mut subscription = Subscription::new("Subscription");
     let mut types: Vec<async_graphql::dynamic::Type> = Vec::new();
     for projection in &experience.projections {
-        let name = type_name(&projection.name);
+        let name = api_names::row_type(&projection.name);
         object_types(
             &name,
             &projection.fields,
             projection.description.as_deref(),
             &mut types,
         );
-        let mut filter = InputObject::new(format!("{name}Filter"));
+        let mut filter = InputObject::new(api_names::filter_type(&name));
         for (field, spec) in &projection.fields {
             if let Some(scalar) = filter_type(&name, field, spec) {
                 filter = filter.field(InputValue::new(field, TypeRef::named(scalar)));
@@ -47,7 +47,7 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
         }
         types.push(filter.into());
         types.push(
-            Object::new(format!("{name}Page"))
+            Object::new(api_names::page_type(&name))
                 .field(Field::new(
                     "items",
                     TypeRef::named_nn_list_nn(&name),
@@ -110,8 +110,8 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
         let projection_name = projection.name.clone();
         query = query.field(
             Field::new(
-                format!("{}List", projection.name),
-                TypeRef::named_nn(format!("{name}Page")),
+                api_names::list_field(&projection.name),
+                TypeRef::named_nn(api_names::page_type(&name)),
                 move |ctx| {
                     let projection_name = projection_name.clone();
                     FieldFuture::new(async move {
@@ -156,7 +156,7 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
             )
             .argument(InputValue::new(
                 "where",
-                TypeRef::named(format!("{name}Filter")),
+                TypeRef::named(api_names::filter_type(&name)),
             ))
             .argument(InputValue::new("first", TypeRef::named(TypeRef::INT)))
             .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)))
@@ -167,7 +167,7 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
         );
         let projection_name = projection.name.clone();
         subscription = subscription.field(
-            SubscriptionField::new(&projection.name, TypeRef::named_nn(format!("{name}Change")), move |ctx| {
+            SubscriptionField::new(&projection.name, TypeRef::named_nn(api_names::change_type(&name)), move |ctx| {
                 let projection_name = projection_name.clone();
                 SubscriptionFieldFuture::new(async move {
                     let state = ctx.data::<SharedState>()?.clone();
@@ -184,7 +184,7 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
                 })
             })
             .argument(InputValue::new("key", TypeRef::named(TypeRef::STRING)))
-            .argument(InputValue::new("where", TypeRef::named(format!("{name}Filter"))))
+            .argument(InputValue::new("where", TypeRef::named(api_names::filter_type(&name))))
             .argument(InputValue::new("since", TypeRef::named(TypeRef::STRING)))
             .description(format!(
                 "Every {} row the caller may see as a `snapshot`, then each change: `upsert`, `delete`, or `remove` (no longer visible); `reset` when a resume is not possible, before a new snapshot. With `since` (the position of a change or a list page) it resumes instead of taking a snapshot.",
@@ -217,7 +217,7 @@ struct ChangeEvent {
 }
 
 fn change_type(name: &str) -> Object {
-    Object::new(format!("{name}Change"))
+    Object::new(api_names::change_type(name))
         .field(Field::new(
             "op",
             TypeRef::named_nn(TypeRef::STRING),
@@ -389,17 +389,13 @@ fn filter_argument(
 /// The GraphQL type of a scalar or enum field, as used in filters.
 fn filter_type(parent: &str, field: &str, spec: &FieldSpec) -> Option<String> {
     match spec.field_type {
-        FieldType::String if spec.enum_values.is_some() => Some(enum_name(parent, field)),
+        FieldType::String if spec.enum_values.is_some() => Some(api_names::field_type(parent, field)),
         FieldType::String => Some(TypeRef::STRING.into()),
         FieldType::Integer => Some(TypeRef::INT.into()),
         FieldType::Number => Some(TypeRef::FLOAT.into()),
         FieldType::Boolean => Some(TypeRef::BOOLEAN.into()),
         FieldType::Array | FieldType::Object => None,
     }
-}
-
-fn enum_name(parent: &str, field: &str) -> String {
-    format!("{parent}{}", type_name(field))
 }
 
 /// Registers the object type `name` for `fields`, and the types its fields need.
@@ -451,7 +447,7 @@ fn field_type(
 ) -> TypeRef {
     match (spec.field_type, &spec.enum_values) {
         (FieldType::String, Some(values)) => {
-            let name = enum_name(parent, field);
+            let name = api_names::field_type(parent, field);
             types.push(
                 Enum::new(&name)
                     .items(values.iter().map(|v| v.as_str()))
@@ -468,11 +464,11 @@ fn field_type(
                 items: None,
                 fields: None,
             });
-            let inner = field_type(parent, &format!("{field}Item"), &item, types);
+            let inner = field_type(parent, &api_names::item_field(field), &item, types);
             TypeRef::List(Box::new(inner))
         }
         (FieldType::Object, _) => {
-            let name = format!("{parent}{}", type_name(field));
+            let name = api_names::field_type(parent, field);
             object_types(
                 &name,
                 spec.fields.as_ref().unwrap_or(&BTreeMap::new()),

@@ -4,17 +4,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-use crate::spec::{CompiledExperience, FieldSpec, FieldType};
+use crate::spec::{api_names, CompiledExperience, FieldSpec, FieldType};
 
 /// `customerSummary` → `CustomerSummary`.
-pub fn type_name(projection: &str) -> String {
-    let mut chars = projection.chars();
-    match chars.next() {
-        Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
-        None => String::new(),
-    }
-}
-
 fn field_schema(field: &FieldSpec) -> Value {
     let mut schema = Map::new();
     schema.insert("type".into(), field.field_type.as_str().into());
@@ -70,7 +62,7 @@ pub fn document(experience: &CompiledExperience, title: &str) -> Value {
             "code": {"type": "string"}, "message": {"type": "string"}}}}}),
     );
     for projection in &experience.projections {
-        let name = type_name(&projection.name);
+        let name = api_names::row_type(&projection.name);
         let mut schema = json!({"type": "object", "properties": properties(&projection.fields)});
         if let Some(description) = &projection.description {
             schema["description"] = description.clone().into();

@@ -64,6 +64,10 @@ pub fn compile(spec: &ExperienceSpec) -> Result<CompiledExperience, SpecErrors> 
     check_general(spec, &mut errors);
     let source_names = check_sources(spec, &mut errors);
     let projections = check_projections(spec, &source_names, &mut errors);
+    if errors.is_empty() {
+        // Only once every name is valid and unique, or each bad one is reported twice.
+        errors.extend(super::api_names::check(spec));
+    }
     if !errors.is_empty() {
         return Err(SpecErrors(errors));
     }

@@ -1,6 +1,7 @@
 //! The experience spec: types, manifest parsing, validation and compilation.
 
 pub mod access_plan;
+pub mod api_names;
 pub mod compile;
 pub mod error;
 pub mod expr;

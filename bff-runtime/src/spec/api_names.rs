@@ -1,0 +1,178 @@
+//! The names the generated APIs give to what a spec declares: GraphQL types and
+//! root fields, OpenAPI schemas. The schema builders take their names from here,
+//! and the compiler checks here that no two declarations end up with one name, so
+//! that a spec the compiler accepts always gives a schema the runtime can build.
+
+use std::collections::BTreeMap;
+
+use super::error::SpecError;
+use super::types::{ExperienceSpec, FieldSpec, FieldType};
+
+/// The type of a projection's rows: `order` → `Order`.
+pub fn row_type(projection: &str) -> String {
+    let mut chars = projection.chars();
+    match chars.next() {
+        Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+        None => String::new(),
+    }
+}
+
+pub fn filter_type(row_type: &str) -> String {
+    format!("{row_type}Filter")
+}
+
+pub fn page_type(row_type: &str) -> String {
+    format!("{row_type}Page")
+}
+
+pub fn change_type(row_type: &str) -> String {
+    format!("{row_type}Change")
+}
+
+/// The type of a field that needs one (an enum or an object): `Order` + `status`
+/// → `OrderStatus`.
+pub fn field_type(parent: &str, field: &str) -> String {
+    format!("{parent}{}", row_type(field))
+}
+
+/// What an array's items are called when they need a type: `tags` → `tagsItem`.
+pub fn item_field(field: &str) -> String {
+    format!("{field}Item")
+}
+
+/// The query field listing a projection's rows.
+pub fn list_field(projection: &str) -> String {
+    format!("{projection}List")
+}
+
+/// Names the GraphQL schema defines whatever the spec says.
+const GRAPHQL_RESERVED: &[&str] = &[
+    "Query",
+    "Mutation",
+    "Subscription",
+    "String",
+    "Int",
+    "Float",
+    "Boolean",
+    "ID",
+];
+
+/// The OpenAPI schema every document has beside the projections'.
+const OPENAPI_RESERVED: &[&str] = &["Error"];
+
+/// Enum values GraphQL forbids.
+const GRAPHQL_RESERVED_VALUES: &[&str] = &["true", "false", "null"];
+
+/// Every name that two declarations of `spec` would share in a generated API,
+/// each as an error at the second declaration.
+pub fn check(spec: &ExperienceSpec) -> Vec<SpecError> {
+    let mut names = Names {
+        graphql: spec.api.graphql,
+        ..Names::default()
+    };
+    for reserved in OPENAPI_RESERVED {
+        names.claim(reserved, "the OpenAPI error schema", "");
+    }
+    if names.graphql {
+        for reserved in GRAPHQL_RESERVED {
+            names.claim(reserved, "a built-in GraphQL type", "");
+        }
+    }
+    for (i, projection) in spec.projections.iter().enumerate() {
+        let path = format!("spec.projections[{i}]");
+        let name_path = format!("{path}.name");
+        let row = row_type(&projection.name);
+        names.claim(&row, "the row type of this projection", &name_path);
+        if !names.graphql {
+            continue;
+        }
+        names.claim(&filter_type(&row), "the filter input of this projection", &name_path);
+        names.claim(&page_type(&row), "the page type of this projection", &name_path);
+        names.claim(&change_type(&row), "the change type of this projection", &name_path);
+        names.claim_root(&projection.name, &name_path);
+        names.claim_root(&list_field(&projection.name), &name_path);
+        field_types(&row, &format!("{path}.fields"), &projection.fields, &mut names);
+    }
+    names.errors
+}
+
+/// Claims the types the schema builder makes for `fields` of the type `parent`.
+fn field_types(
+    parent: &str,
+    path: &str,
+    fields: &BTreeMap<String, FieldSpec>,
+    names: &mut Names,
+) {
+    for (field, spec) in fields {
+        field_type_of(parent, field, &format!("{path}.{field}"), spec, names);
+    }
+}
+
+fn field_type_of(parent: &str, field: &str, path: &str, spec: &FieldSpec, names: &mut Names) {
+    match (spec.field_type, &spec.enum_values) {
+        (FieldType::String, Some(values)) => {
+            names.claim(&field_type(parent, field), "the enum type of this field", path);
+            for value in values {
+                if names.graphql && GRAPHQL_RESERVED_VALUES.contains(&value.as_str()) {
+                    names.errors.push(SpecError::new(
+                        format!("{path}.enum"),
+                        format!("`{value}` cannot be a GraphQL enum value"),
+                    ));
+                }
+            }
+        }
+        (FieldType::Array, _) => {
+            if let Some(items) = &spec.items {
+                field_type_of(parent, &item_field(field), &format!("{path}.items"), items, names);
+            }
+        }
+        (FieldType::Object, _) => {
+            let name = field_type(parent, field);
+            names.claim(&name, "the object type of this field", path);
+            if let Some(nested) = &spec.fields {
+                field_types(&name, &format!("{path}.fields"), nested, names);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[derive(Default)]
+struct Names {
+    /// Each name taken, with what took it and where.
+    types: BTreeMap<String, (String, String)>,
+    roots: BTreeMap<String, String>,
+    /// Whether a GraphQL schema is generated (else only OpenAPI names count).
+    graphql: bool,
+    errors: Vec<SpecError>,
+}
+
+impl Names {
+    fn claim(&mut self, name: &str, what: &str, path: &str) {
+        if let Some((first_what, first_path)) = self.types.get(name) {
+            let first = match first_path.as_str() {
+                "" => first_what.clone(),
+                _ => format!("{first_what} at {first_path}"),
+            };
+            self.errors.push(SpecError::new(
+                path,
+                format!("gives the generated type `{name}` ({what}), already {first}: rename one of them"),
+            ));
+        } else {
+            self.types
+                .insert(name.to_string(), (what.to_string(), path.to_string()));
+        }
+    }
+
+    fn claim_root(&mut self, field: &str, path: &str) {
+        match self.roots.get(field) {
+            Some(first) => self.errors.push(SpecError::new(
+                path,
+                format!("gives the GraphQL query field `{field}`, already generated for {first}: rename one of them"),
+            )),
+            None => {
+                self.roots.insert(field.to_string(), path.to_string());
+            }
+        }
+    }
+}
