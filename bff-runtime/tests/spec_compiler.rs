@@ -586,6 +586,11 @@ fn generated_api_names_never_collide() {
         "[placed, 'true']",
         "spec.projections[0].fields.status.enum: `true` cannot be a GraphQL enum value",
     );
+    assert_error(
+        "projections.0.fields.extra",
+        "{type: object}",
+        "spec.projections[0].fields.extra.fields: an object field must declare its fields: its GraphQL type needs at least one",
+    );
     // Without GraphQL only the OpenAPI names count.
     let mut spec = spec_with("projections.0.fields.filter", "{type: object}");
     spec["api"] = serde_yaml::from_str("{graphql: false}").unwrap();

@@ -389,7 +389,9 @@ fn filter_argument(
 /// The GraphQL type of a scalar or enum field, as used in filters.
 fn filter_type(parent: &str, field: &str, spec: &FieldSpec) -> Option<String> {
     match spec.field_type {
-        FieldType::String if spec.enum_values.is_some() => Some(api_names::field_type(parent, field)),
+        FieldType::String if spec.enum_values.is_some() => {
+            Some(api_names::field_type(parent, field))
+        }
         FieldType::String => Some(TypeRef::STRING.into()),
         FieldType::Integer => Some(TypeRef::INT.into()),
         FieldType::Number => Some(TypeRef::FLOAT.into()),

@@ -86,23 +86,35 @@ pub fn check(spec: &ExperienceSpec) -> Vec<SpecError> {
         if !names.graphql {
             continue;
         }
-        names.claim(&filter_type(&row), "the filter input of this projection", &name_path);
-        names.claim(&page_type(&row), "the page type of this projection", &name_path);
-        names.claim(&change_type(&row), "the change type of this projection", &name_path);
+        names.claim(
+            &filter_type(&row),
+            "the filter input of this projection",
+            &name_path,
+        );
+        names.claim(
+            &page_type(&row),
+            "the page type of this projection",
+            &name_path,
+        );
+        names.claim(
+            &change_type(&row),
+            "the change type of this projection",
+            &name_path,
+        );
         names.claim_root(&projection.name, &name_path);
         names.claim_root(&list_field(&projection.name), &name_path);
-        field_types(&row, &format!("{path}.fields"), &projection.fields, &mut names);
+        field_types(
+            &row,
+            &format!("{path}.fields"),
+            &projection.fields,
+            &mut names,
+        );
     }
     names.errors
 }
 
 /// Claims the types the schema builder makes for `fields` of the type `parent`.
-fn field_types(
-    parent: &str,
-    path: &str,
-    fields: &BTreeMap<String, FieldSpec>,
-    names: &mut Names,
-) {
+fn field_types(parent: &str, path: &str, fields: &BTreeMap<String, FieldSpec>, names: &mut Names) {
     for (field, spec) in fields {
         field_type_of(parent, field, &format!("{path}.{field}"), spec, names);
     }
@@ -111,7 +123,11 @@ fn field_types(
 fn field_type_of(parent: &str, field: &str, path: &str, spec: &FieldSpec, names: &mut Names) {
     match (spec.field_type, &spec.enum_values) {
         (FieldType::String, Some(values)) => {
-            names.claim(&field_type(parent, field), "the enum type of this field", path);
+            names.claim(
+                &field_type(parent, field),
+                "the enum type of this field",
+                path,
+            );
             for value in values {
                 if names.graphql && GRAPHQL_RESERVED_VALUES.contains(&value.as_str()) {
                     names.errors.push(SpecError::new(
@@ -123,14 +139,27 @@ fn field_type_of(parent: &str, field: &str, path: &str, spec: &FieldSpec, names:
         }
         (FieldType::Array, _) => {
             if let Some(items) = &spec.items {
-                field_type_of(parent, &item_field(field), &format!("{path}.items"), items, names);
+                field_type_of(
+                    parent,
+                    &item_field(field),
+                    &format!("{path}.items"),
+                    items,
+                    names,
+                );
             }
         }
         (FieldType::Object, _) => {
             let name = field_type(parent, field);
             names.claim(&name, "the object type of this field", path);
-            if let Some(nested) = &spec.fields {
-                field_types(&name, &format!("{path}.fields"), nested, names);
+            match &spec.fields {
+                Some(nested) if !nested.is_empty() => {
+                    field_types(&name, &format!("{path}.fields"), nested, names)
+                }
+                _ if names.graphql => names.errors.push(SpecError::new(
+                    format!("{path}.fields"),
+                    "an object field must declare its fields: its GraphQL type needs at least one",
+                )),
+                _ => {}
             }
         }
         _ => {}
