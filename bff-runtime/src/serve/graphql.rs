@@ -10,7 +10,7 @@ use async_graphql::dynamic::{
 };
 use async_graphql::http::GraphiQLSource;
 use async_graphql::{ErrorExtensions, Name, Value};
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::{GraphQLProtocol, GraphQLResponse};
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Response};
@@ -502,23 +502,78 @@ fn to_field_value(spec: &FieldSpec, value: &serde_json::Value) -> Option<FieldVa
     }
 }
 
-/// POST/GET `/graphql`: queries.
+/// POST `/graphql`: queries, as JSON (`application/json`). The caller is known
+/// before the body is read, the body is bounded by `maxMessageBytes`, and every
+/// operation passes [`graphql_admit::admit`] before async-graphql sees it.
+/// Multipart uploads are not served: nothing in Facet takes files.
 pub async fn execute(
     State(state): State<SharedState>,
     Query(query): Query<BTreeMap<String, String>>,
-    headers: HeaderMap,
-    request: GraphQLRequest,
-) -> Result<GraphQLResponse, ApiError> {
-    let viewer = state.viewer(&headers, &query).await?;
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let viewer = state.viewer(request.headers(), &query).await?;
     let schema = state
         .graphql
         .as_ref()
         .ok_or_else(|| ApiError::not_found("GraphQL is off".into()))?;
-    let request = request
-        .into_inner()
-        .data(state.clone())
-        .data(LiveViewer::fixed(viewer));
-    Ok(schema.execute(request).await.into())
+    let json = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().map(str::trim) == Some("application/json"));
+    if !json {
+        return Err(ApiError {
+            status: axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "unsupported_media_type",
+            message: "send GraphQL requests as application/json".into(),
+        });
+    }
+    let limits = &state.experience.spec.api;
+    let max_body = limits.limits.max_message_bytes as usize;
+    let body = axum::body::to_bytes(request.into_body(), max_body)
+        .await
+        .map_err(|_| ApiError {
+            status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            code: "too_large",
+            message: format!("the request body is larger than {max_body} bytes (maxMessageBytes)"),
+        })?;
+    let batch: async_graphql::BatchRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("unreadable GraphQL request: {e}")))?;
+    let max_batch = limits.graphql_limits.max_batch as usize;
+    if let async_graphql::BatchRequest::Batch(requests) = &batch {
+        if requests.len() > max_batch {
+            return Err(ApiError::bad_request(match max_batch {
+                1 => "batched requests are not accepted (graphqlLimits.maxBatch is 1)".into(),
+                n => format!(
+                    "{} operations in one request; at most {n} (graphqlLimits.maxBatch)",
+                    requests.len()
+                ),
+            }));
+        }
+    }
+    let (requests, batched) = match batch {
+        async_graphql::BatchRequest::Single(request) => (vec![request], false),
+        async_graphql::BatchRequest::Batch(requests) => (requests, true),
+    };
+    let mut responses = Vec::with_capacity(requests.len());
+    for mut request in requests {
+        responses.push(
+            match super::graphql_admit::admit(&state.experience, &mut request) {
+                Ok(()) => {
+                    let request = request
+                        .data(state.clone())
+                        .data(LiveViewer::fixed(viewer.clone()));
+                    schema.execute(request).await
+                }
+                Err(refused) => async_graphql::Response::from_errors(vec![refused]),
+            },
+        );
+    }
+    let response = match batched {
+        true => async_graphql::BatchResponse::Batch(responses),
+        false => async_graphql::BatchResponse::Single(responses.remove(0)),
+    };
+    Ok(GraphQLResponse::from(response).into_response())
 }
 
 /// GET `/graphql` in a browser: GraphiQL.

@@ -12,6 +12,7 @@ use axum::extract::ws::Message;
 use futures::channel::mpsc::Sender;
 use futures::SinkExt;
 
+use super::graphql_admit::admit_payload;
 use super::graphql_live::{plan, Plan};
 use super::graphql_ws::{next_updates, LiveViewer, SubscriptionBudget};
 use super::SharedState;
@@ -71,15 +72,35 @@ impl Live {
         let Ok(Message::Text(text)) = &message else {
             return Some(message);
         };
-        if !self.enabled || !self.initialised.load(Ordering::SeqCst) {
+        // Before `connection_init`, async-graphql refuses operations itself.
+        if !self.initialised.load(Ordering::SeqCst) {
             return Some(message);
         }
-        let Ok(parsed) = serde_json::from_str::<serde_json::Value>(text.as_str()) else {
+        let Ok(mut parsed) = serde_json::from_str::<serde_json::Value>(text.as_str()) else {
             return Some(message);
         };
         let id = parsed["id"].as_str().unwrap_or_default().to_string();
-        match parsed["type"].as_str() {
-            Some("complete") => {
+        let kind = parsed["type"].as_str().unwrap_or_default().to_string();
+        let mut message = message;
+        // Every operation, ours or async-graphql's, on either protocol, is admitted first.
+        if kind == "subscribe" || kind == "start" {
+            match admit_payload(&self.state.experience, &parsed["payload"]) {
+                Ok(None) => {}
+                Ok(Some(payload)) => {
+                    parsed["payload"] = payload;
+                    message = Ok(Message::Text(parsed.to_string().into()));
+                }
+                Err(refused) => {
+                    self.refuse(&id, refused).await;
+                    return None;
+                }
+            }
+        }
+        if !self.enabled {
+            return Some(message);
+        }
+        match kind.as_str() {
+            "complete" => {
                 let task = self.tasks.0.lock().expect("tasks lock").remove(&id);
                 match task {
                     Some(task) => {
@@ -89,7 +110,7 @@ impl Live {
                     None => Some(message),
                 }
             }
-            Some("subscribe") => {
+            "subscribe" => {
                 let Some(plan) = plan(&self.state.experience, &parsed["payload"]) else {
                     return Some(message);
                 };
@@ -100,6 +121,22 @@ impl Live {
             }
             _ => Some(message),
         }
+    }
+
+    /// Answers a refused operation with the protocol's `error` message: a list of
+    /// errors on graphql-transport-ws, one error on the older graphql-ws.
+    async fn refuse(&self, id: &str, refused: async_graphql::ServerError) {
+        let error = serde_json::to_value(&refused).unwrap_or_default();
+        let payload = match self.enabled {
+            true => serde_json::json!([error]),
+            false => error,
+        };
+        let message = serde_json::json!({"type": "error", "id": id, "payload": payload});
+        let _ = self
+            .outgoing
+            .clone()
+            .send(Message::Text(message.to_string().into()))
+            .await;
     }
 
     /// Starts a planned subscription; `false` leaves it to async-graphql.

@@ -5,6 +5,7 @@
 pub mod access;
 mod console;
 pub mod graphql;
+mod graphql_admit;
 mod graphql_live;
 mod graphql_live_ws;
 mod graphql_ws;

@@ -21,6 +21,8 @@ pub struct CompiledExperience {
     pub projections: Vec<CompiledProjection>,
     /// Hash of the sources and projections: when it changes, the store is rebuilt.
     pub definition_hash: String,
+    /// The safelisted GraphQL documents by their SHA-256 (empty: any document).
+    pub graphql_safelist: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +77,13 @@ pub fn compile(spec: &ExperienceSpec) -> Result<CompiledExperience, SpecErrors> 
         spec: spec.clone(),
         projections,
         definition_hash: definition_hash(spec),
+        graphql_safelist: spec
+            .api
+            .graphql_limits
+            .safelist
+            .iter()
+            .map(|document| (sha256_hex(document.as_bytes()), document.clone()))
+            .collect(),
     })
 }
 
@@ -109,6 +118,14 @@ impl CompiledExperience {
 pub fn definition_hash(spec: &ExperienceSpec) -> String {
     let definition = serde_json::json!({"sources": spec.sources, "projections": spec.projections});
     short_digest(definition.to_string().as_bytes())
+}
+
+/// A SHA-256 in hex, as clients name persisted queries.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The first 8 bytes of a SHA-256, in hex: names for content (definitions, ETags).
@@ -179,11 +196,68 @@ fn check_api(api: &ApiSpec, errors: &mut Vec<SpecError>) {
         ("maxMessageBytes", api.limits.max_message_bytes),
         ("maxPendingRows", api.limits.max_pending_rows),
     ];
-    for (name, value) in limits {
+    let graphql = &api.graphql_limits;
+    let graphql_limits = [
+        ("maxDepth", graphql.max_depth),
+        ("maxComplexity", graphql.max_complexity),
+        ("maxAliases", graphql.max_aliases),
+        ("maxDocumentBytes", graphql.max_document_bytes),
+        ("maxBatch", graphql.max_batch),
+    ];
+    let named = limits
+        .iter()
+        .map(|(name, value)| (format!("spec.api.limits.{name}"), *value))
+        .chain(
+            graphql_limits
+                .iter()
+                .map(|(name, value)| (format!("spec.api.graphqlLimits.{name}"), *value)),
+        );
+    for (path, value) in named {
         if value == 0 {
+            errors.push(SpecError::new(path, "must be at least 1"));
+        }
+    }
+    // A safelisted document that the limits refuse could never be served.
+    for (i, document) in graphql.safelist.iter().enumerate() {
+        if let Err(refused) = super::graphql_query::check(document, graphql) {
             errors.push(SpecError::new(
-                format!("spec.api.limits.{name}"),
-                "must be at least 1",
+                format!("spec.api.graphqlLimits.safelist[{i}]"),
+                refused.0,
+            ));
+        }
+    }
+    if let Some(cors) = &api.cors {
+        check_cors(cors, errors);
+    }
+}
+
+fn check_cors(cors: &CorsSpec, errors: &mut Vec<SpecError>) {
+    let path = "spec.api.cors.allowedOrigins";
+    if cors.allowed_origins.is_empty() {
+        errors.push(SpecError::new(
+            path,
+            "is empty: list the origins, or remove cors",
+        ));
+    }
+    for origin in &cors.allowed_origins {
+        if origin == "*" {
+            if cors.allow_credentials {
+                errors.push(SpecError::new(
+                    path,
+                    "`*` cannot be used with allowCredentials: list the origins",
+                ));
+            }
+            continue;
+        }
+        let valid = origin.split_once("://").is_some_and(|(scheme, host)| {
+            matches!(scheme, "http" | "https")
+                && !host.is_empty()
+                && !host.contains(['/', ' ', '*'])
+        });
+        if !valid {
+            errors.push(SpecError::new(
+                path,
+                format!("`{origin}` is not an origin (scheme://host[:port], no path)"),
             ));
         }
     }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod expr;
 pub mod expr_bounds;
 pub mod fields;
+pub mod graphql_query;
 pub mod manifest;
 pub mod types;
 

@@ -257,6 +257,85 @@ pub struct ApiSpec {
     /// Limits that protect the runtime from greedy or slow clients.
     #[serde(default)]
     pub limits: ApiLimits,
+    /// What one GraphQL request may ask for.
+    #[serde(default)]
+    pub graphql_limits: GraphqlLimits,
+    /// Browsers on these origins may call the APIs (CORS). None by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsSpec>,
+}
+
+/// What one GraphQL request may ask for. Fragments count each time they are spread.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GraphqlLimits {
+    /// Deepest nesting of selections (`{ orderList { items { id } } }` is 3).
+    #[serde(default = "default_max_depth")]
+    pub max_depth: u32,
+    /// Most fields one operation selects.
+    #[serde(default = "default_max_complexity")]
+    pub max_complexity: u32,
+    /// Most aliased fields in one operation.
+    #[serde(default = "default_max_aliases")]
+    pub max_aliases: u32,
+    /// Longest document, in bytes.
+    #[serde(default = "default_max_document_bytes")]
+    pub max_document_bytes: u32,
+    /// Most operations in one HTTP request; 1 (the default) refuses batches.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: u32,
+    /// When not empty, the only documents served (persisted queries). A client
+    /// may send the document or just its SHA-256 as
+    /// `extensions.persistedQuery.sha256Hash`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub safelist: Vec<String>,
+}
+
+fn default_max_depth() -> u32 {
+    10
+}
+fn default_max_complexity() -> u32 {
+    500
+}
+fn default_max_aliases() -> u32 {
+    30
+}
+fn default_max_document_bytes() -> u32 {
+    16 * 1024
+}
+fn default_max_batch() -> u32 {
+    1
+}
+
+impl Default for GraphqlLimits {
+    fn default() -> Self {
+        GraphqlLimits {
+            max_depth: default_max_depth(),
+            max_complexity: default_max_complexity(),
+            max_aliases: default_max_aliases(),
+            max_document_bytes: default_max_document_bytes(),
+            max_batch: default_max_batch(),
+            safelist: Vec::new(),
+        }
+    }
+}
+
+/// Cross-origin access from browsers.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CorsSpec {
+    /// Origins allowed, e.g. `https://shop.example.com`; `*` allows any (without credentials).
+    pub allowed_origins: Vec<String>,
+    /// Whether browsers may send cookies and `Authorization` along.
+    #[serde(default)]
+    pub allow_credentials: bool,
+    /// How long browsers may cache a preflight answer, in seconds.
+    #[serde(default = "default_cors_max_age")]
+    pub max_age_seconds: u32,
+}
+
+fn default_cors_max_age() -> u32 {
+    600
 }
 
 fn on() -> bool {
@@ -272,6 +351,8 @@ impl Default for ApiSpec {
             sse: true,
             cache_control: None,
             limits: ApiLimits::default(),
+            graphql_limits: GraphqlLimits::default(),
+            cors: None,
         }
     }
 }
