@@ -64,12 +64,24 @@ fn claims(sub: &str) -> serde_json::Value {
 }
 
 async fn serve_jwks(keys: serde_json::Value, hits: Arc<AtomicUsize>) -> SocketAddr {
+    serve_changing_jwks(Arc::new(std::sync::Mutex::new(keys)), hits).await
+}
+
+/// A JWKS endpoint whose answer the test changes as it goes.
+async fn serve_changing_jwks(
+    keys: Arc<std::sync::Mutex<serde_json::Value>>,
+    hits: Arc<AtomicUsize>,
+) -> SocketAddr {
     let app = axum::Router::new().route(
         "/jwks.json",
         axum::routing::get(move || {
             hits.fetch_add(1, Ordering::SeqCst);
-            let keys = keys.clone();
-            async move { axum::Json(keys) }
+            let keys = keys.lock().unwrap().clone();
+            async move {
+                // Slow enough that concurrent callers overlap one fetch.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                axum::Json(keys)
+            }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -311,4 +323,80 @@ async fn tokens_are_verified_and_rows_filtered_per_user() {
         metrics.contains("facet_auth_failures_total{reason=\"expired\"}"),
         "{metrics}"
     );
+}
+
+/// How the key set is kept: one fetch for a burst of unknown key ids, the keys
+/// already known kept through an empty answer, a removed key distrusted after
+/// the next refresh, and the JWK's `alg` honoured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_set_is_refreshed_single_flight_and_kept_through_errors() {
+    use facet_bff::serve::jwt::JwtVerifier;
+    let first = signer("k1");
+    let second = signer("k2");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let keys = Arc::new(std::sync::Mutex::new(json!({"keys": [first.jwk]})));
+    let jwks = serve_changing_jwks(keys.clone(), hits.clone()).await;
+    let verifier = Arc::new(JwtVerifier::new(facet_bff::spec::JwtSpec {
+        issuer: ISSUER.into(),
+        audiences: vec!["storefront".into()],
+        jwks_uri: format!("http://{jwks}/jwks.json"),
+        jwks_refresh_seconds: 1,
+    }));
+    // 100 tokens with made-up key ids at once, before any key is known: one
+    // fetch between them all (and none more for 10 s, however many come).
+    let strangers = (0..100).map(|i| {
+        let verifier = verifier.clone();
+        let stranger = token(&second, &format!("made-up-{i}"), claims("mallory"));
+        tokio::spawn(async move { verifier.verify(&stranger).await })
+    });
+    for refused in futures::future::join_all(strangers).await {
+        assert_eq!(refused.unwrap().unwrap_err().reason, "unknown_key");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "one fetch for the burst");
+    let good = token(&first, "k1", claims("alice"));
+    assert_eq!(verifier.verify(&good).await.unwrap()["sub"], "alice");
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "k1 came with that fetch");
+
+    // An empty answer: good tokens keep working on the keys already known.
+    *keys.lock().unwrap() = json!({"keys": []});
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..5 {
+        assert_eq!(verifier.verify(&good).await.unwrap()["sub"], "alice");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        hits.load(Ordering::SeqCst) >= 2,
+        "the stale set was fetched again"
+    );
+
+    // The issuer rotates: k1 removed, k2 added. After the next refresh k1 is
+    // no longer trusted, without a restart.
+    *keys.lock().unwrap() = json!({"keys": [second.jwk]});
+    let rotated = token(&second, "k2", claims("bob"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let old = verifier.verify(&good).await;
+        if old.as_ref().is_err_and(|e| e.reason == "unknown_key") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "k1 still trusted: {old:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(verifier.verify(&rotated).await.unwrap()["sub"], "bob");
+
+    // A JWK that declares another algorithm than the token's is not used for it.
+    let mut declared = second.jwk.clone();
+    declared["kid"] = "k3".into();
+    declared["alg"] = "ES384".into();
+    *keys.lock().unwrap() = json!({"keys": [second.jwk, declared]});
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The set is stale: this use refreshes it in the background.
+    assert_eq!(verifier.verify(&rotated).await.unwrap()["sub"], "bob");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mismatched = token(&second, "k3", claims("bob"));
+    let refused = verifier.verify(&mismatched).await.unwrap_err();
+    assert_eq!(refused.reason, "algorithm", "{refused:?}");
 }

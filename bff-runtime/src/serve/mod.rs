@@ -9,6 +9,7 @@ mod graphql_admit;
 mod graphql_live;
 mod graphql_live_ws;
 mod graphql_ws;
+pub mod jwks;
 pub mod jwt;
 pub mod listener;
 pub mod openapi;

@@ -426,6 +426,14 @@ pub struct JwtSpec {
     pub audiences: Vec<String>,
     /// URL of the issuer's JSON Web Key Set.
     pub jwks_uri: String,
+    /// How old the cached key set may grow before it is fetched again: a key the
+    /// issuer removes stops being trusted within this time.
+    #[serde(default = "default_jwks_refresh_seconds")]
+    pub jwks_refresh_seconds: u32,
+}
+
+fn default_jwks_refresh_seconds() -> u32 {
+    300
 }
 
 /// Where projections are kept.
