@@ -588,6 +588,7 @@ spec:
                 auth: Some(AuthMode::Dev),
                 dev_producer: None,
                 sample_events: Vec::new(),
+                console: false,
             })
             .await
             .unwrap();

@@ -57,6 +57,10 @@ pub struct RunArgs {
     /// A directory of files whose names are librdkafka properties (a mounted Secret).
     #[arg(long, env = "FACET_KAFKA_SECRET_DIR")]
     pub kafka_secret_dir: Option<PathBuf>,
+    /// Serve the web console at `/`. It shows the spec (sources, projections,
+    /// access rules) to anyone who can reach the port, so it is off by default.
+    #[arg(long, env = "FACET_CONSOLE")]
+    pub console: bool,
 }
 
 #[derive(Parser, Debug)]

@@ -100,6 +100,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         auth: None,
         dev_producer: None,
         sample_events: Vec::new(),
+        console: args.console,
     })
     .await?;
     runtime.run_until_shutdown().await

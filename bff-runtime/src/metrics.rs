@@ -17,6 +17,20 @@ pub struct TransportLabel {
     pub transport: String,
 }
 
+/// An HTTP request by the route it matched (never the raw path: that would let
+/// clients create label values), its method and its status code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabel {
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
 /// A field read through an API, to learn what can be deprecated.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FieldLabel {
@@ -64,6 +78,8 @@ pub struct Metrics {
     pub slow_client_disconnects: Counter,
     pub auth_failures: Family<ReasonLabel, Counter>,
     pub graphql_planned: Counter,
+    pub http_requests: Family<RequestLabel, Counter>,
+    pub http_duration: Family<RouteLabel, Histogram>,
 }
 
 impl Default for Metrics {
@@ -157,6 +173,20 @@ impl Metrics {
             "GraphQL subscriptions the live core answers itself, one encoding per change for all alike (the rest go through the GraphQL executor per client)",
             graphql_planned.clone(),
         );
+        let http_requests = Family::<RequestLabel, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route, method and status (streams count when they start)",
+            http_requests.clone(),
+        );
+        let http_duration = Family::<RouteLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))) as fn() -> Histogram,
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request's head, by route",
+            http_duration.clone(),
+        );
         Metrics {
             registry,
             events_applied,
@@ -173,6 +203,8 @@ impl Metrics {
             slow_client_disconnects,
             auth_failures,
             graphql_planned,
+            http_requests,
+            http_duration,
         }
     }
 

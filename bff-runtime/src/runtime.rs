@@ -37,6 +37,9 @@ pub struct RuntimeConfig {
     pub auth: Option<AuthMode>,
     pub dev_producer: Option<Arc<dyn DevProducer>>,
     pub sample_events: Vec<crate::dev::events::SampleEvent>,
+    /// Serve the web console (`/` and `/console/info`, which shows the sources,
+    /// projections and access rules) without a token: dev mode, or `run --console`.
+    pub console: bool,
 }
 
 /// A started runtime.
@@ -119,6 +122,9 @@ impl Runtime {
             connection_slots: Arc::new(tokio::sync::Semaphore::new(
                 spec.api.limits.max_connections as usize,
             )),
+            unauthenticated_slots: Arc::new(tokio::sync::Semaphore::new(
+                spec.api.limits.max_unauthenticated_connections as usize,
+            )),
             graphql,
             experience_name: format!("{}/{}", config.namespace, config.name),
             experience: experience.clone(),
@@ -134,13 +140,15 @@ impl Runtime {
             auth,
             dev_producer: config.dev_producer,
             sample_events: config.sample_events,
+            console: config.console,
         });
 
         let http_addr = http.local_addr()?;
         let metrics_addr = metrics_listener.local_addr()?;
         let app = crate::serve::router(state.clone());
         let http = crate::serve::listener::StallGuardedListener(http);
-        tokio::spawn(async move { axum::serve(http, app).await });
+        let header_timeout = Duration::from_secs(u64::from(spec.api.limits.header_timeout_seconds));
+        tokio::spawn(crate::serve::server::serve(http, app, header_timeout));
         let metrics_app = metrics_router(metrics);
         tokio::spawn(async move { axum::serve(metrics_listener, metrics_app).await });
         info!(%http_addr, %metrics_addr, "serving");

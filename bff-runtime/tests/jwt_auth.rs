@@ -400,3 +400,68 @@ async fn the_key_set_is_refreshed_single_flight_and_kept_through_errors() {
     let refused = verifier.verify(&mismatched).await.unwrap_err();
     assert_eq!(refused.reason, "algorithm", "{refused:?}");
 }
+
+/// Clients without a token cannot hold what authenticated clients need: GraphQL
+/// WebSockets waiting for `connection_init` have their own slots, and a GraphQL
+/// POST is refused (401) before its body is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_clients_cannot_take_the_slots_of_users() {
+    let good = Arc::new(signer("k1"));
+    let jwks = serve_jwks(json!({"keys": [good.jwk]}), Arc::default()).await;
+    let running = support::start("storefront", |spec| {
+        let jwt = spec.auth.jwt.as_mut().unwrap();
+        jwt.issuer = ISSUER.into();
+        jwt.jwks_uri = format!("http://{jwks}/jwks.json");
+        spec.api.limits.max_connections = 2;
+        spec.api.limits.max_unauthenticated_connections = 3;
+    })
+    .await;
+    running.wait_ready().await;
+    let address = running.runtime.http_addr.to_string();
+    let alice = token(&good, "k1", claims("alice"));
+    tokio::task::spawn_blocking(move || {
+        // Three upgrades without a token fill the unauthenticated slots; a fourth
+        // is refused, and users still get in.
+        let mut waiting: Vec<_> = (0..3)
+            .map(|_| tungstenite::connect(support::graphql_ws_request(&address)).unwrap().0)
+            .collect();
+        match tungstenite::connect(support::graphql_ws_request(&address)) {
+            Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+            other => panic!("a fourth unauthenticated upgrade: {:?}", other.map(|_| ())),
+        }
+        let native = tungstenite::connect(format!("ws://{address}/ws?access_token={alice}"));
+        let _native = native.expect("a user gets a slot").0;
+
+        // One of the waiting ones authenticates: it takes the last ordinary slot.
+        let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {alice}")}});
+        waiting[0].send(tungstenite::Message::text(init.to_string())).unwrap();
+        assert_eq!(next_text(&mut waiting[0])["type"], "connection_ack");
+        // Now both ordinary slots are taken: the next authentication is refused,
+        // as any connection over maxConnections is.
+        waiting[1].send(tungstenite::Message::text(init.to_string())).unwrap();
+        let close = close_frame(&mut waiting[1]);
+        assert!(close.reason.contains("connection limit"), "{close:?}");
+        // The unauthenticated slot it held is free again.
+        let again = tungstenite::connect(support::graphql_ws_request(&address));
+        assert!(again.is_ok(), "a freed unauthenticated slot");
+
+        // A 500 MB GraphQL POST without a token is answered at once, unread.
+        let mut post = std::net::TcpStream::connect(&address).unwrap();
+        use std::io::{Read, Write};
+        write!(
+            post,
+            "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x\r\nContent-Length: 524288000\r\n\r\n--x\r\n"
+        )
+        .unwrap();
+        post.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = [0u8; 64];
+        let n = post.read(&mut answer).unwrap();
+        assert!(
+            String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 401"),
+            "{}",
+            String::from_utf8_lossy(&answer[..n])
+        );
+    })
+    .await
+    .unwrap();
+}

@@ -43,6 +43,9 @@ fn spec_with(path: &str, yaml: &str) -> serde_yaml::Value {
         let next = match segment.parse::<usize>() {
             Ok(index) => &mut node.as_sequence_mut().unwrap()[index],
             Err(_) => {
+                if node.is_null() {
+                    *node = serde_yaml::Value::Mapping(Default::default());
+                }
                 let map = node.as_mapping_mut().unwrap();
                 map.entry(serde_yaml::Value::from(*segment))
                     .or_insert(serde_yaml::Value::Null)
@@ -595,4 +598,39 @@ fn generated_api_names_never_collide() {
     let mut spec = spec_with("projections.0.fields.filter", "{type: object}");
     spec["api"] = serde_yaml::from_str("{graphql: false}").unwrap();
     assert_eq!(errors_of(spec), Vec::<String>::new());
+}
+
+#[test]
+fn cors_origins_are_checked() {
+    assert_error(
+        "api.cors",
+        "{allowedOrigins: ['*'], allowCredentials: true}",
+        "spec.api.cors.allowedOrigins: `*` cannot be used with allowCredentials: list the origins",
+    );
+    assert_error(
+        "api.cors",
+        "{allowedOrigins: ['https://shop.example/app']}",
+        "spec.api.cors.allowedOrigins: `https://shop.example/app` is not an origin (scheme://host[:port], no path)",
+    );
+    assert_eq!(
+        errors_of(spec_with(
+            "api.cors",
+            "{allowedOrigins: ['https://shop.example:8443', '*']}"
+        )),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn graphql_limits_are_checked() {
+    assert_error(
+        "api.graphqlLimits",
+        "{maxDepth: 0}",
+        "spec.api.graphqlLimits.maxDepth: must be at least 1",
+    );
+    assert_error(
+        "api.graphqlLimits",
+        "{maxAliases: 1, safelist: ['{ a: orderList { next } b: orderList { next } }']}",
+        "spec.api.graphqlLimits.safelist[0]: the query has 2 aliases; at most 1 are allowed",
+    );
 }

@@ -135,6 +135,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         auth: Some(AuthMode::Dev),
         dev_producer: Some(producer.clone()),
         sample_events: first_event_per_source(&events),
+        console: true,
     })
     .await?;
 

@@ -601,7 +601,12 @@ pub async fn subscriptions(
         Err(e) if e.code == "missing" => None,
         Err(e) => return Err(e),
     };
-    let slot = state.connection_slot()?;
+    // Until it authenticates, a connection holds a slot of its own kind, so
+    // clients that never do cannot take the slots of those who have.
+    let slot = match viewer {
+        Some(_) => super::graphql_ws::Slot::Authenticated(state.connection_slot()?),
+        None => super::graphql_ws::Slot::Unauthenticated(state.unauthenticated_slot()?),
+    };
     let schema = state
         .graphql
         .clone()
@@ -619,8 +624,8 @@ pub async fn subscriptions(
         .write_buffer_size(super::ws::WRITE_BUFFER)
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| async move {
-            super::graphql_ws::serve(state, socket, schema, protocol, transport_ws, viewer).await;
-            drop(slot);
+            super::graphql_ws::serve(state, socket, schema, protocol, transport_ws, viewer, slot)
+                .await;
         })
         .into_response())
 }

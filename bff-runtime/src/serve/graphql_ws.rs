@@ -118,6 +118,14 @@ impl SubscriptionBudget {
     }
 }
 
+/// The connection slot a GraphQL WebSocket holds: of the unauthenticated kind
+/// until `connection_init` brings a good token, then an ordinary one.
+#[allow(dead_code)] // the permits are held, not read: dropping one frees its slot
+pub enum Slot {
+    Unauthenticated(OwnedSemaphorePermit),
+    Authenticated(OwnedSemaphorePermit),
+}
+
 /// Serves one upgraded connection until either side ends it. `viewer` is the one
 /// from the upgrade request; without it the token comes in `connection_init`.
 pub async fn serve(
@@ -127,7 +135,11 @@ pub async fn serve(
     protocol: GraphQLProtocol,
     transport_ws: bool,
     viewer: Option<Viewer>,
+    slot: Slot,
 ) {
+    // Held until the connection ends; `connection_init` may swap its kind.
+    let slot = Arc::new(std::sync::Mutex::new(slot));
+    let init_slot = slot.clone();
     let _connection = state.metrics.connection("graphql");
     let authenticated = viewer.is_some();
     let (auth, auth_changes) = watch::channel(viewer.map_or(Auth::Pending, Auth::Valid));
@@ -177,6 +189,14 @@ pub async fn serve(
                         "a bearer token is required in the connection_init payload",
                     )
                 })?;
+            let mut slot = init_slot.lock().expect("slot lock");
+            if let Slot::Unauthenticated(_) = &*slot {
+                let granted = init_state
+                    .connection_slot()
+                    .map_err(|e| async_graphql::Error::new(e.message))?;
+                *slot = Slot::Authenticated(granted);
+            }
+            drop(slot);
             auth_on_init.send_replace(Auth::Valid(viewer));
             Ok(Data::default())
         })
@@ -195,10 +215,17 @@ pub async fn serve(
             })
         })
         .serve();
+    let writer = write(sink, to_send, auth_changes, initialised);
+    tokio::pin!(writer);
     tokio::select! {
-        () = graphql => {}
-        () = write(sink, to_send, auth_changes, initialised) => {}
+        // async-graphql may end by queueing a close frame (a refused
+        // connection_init, say): the writer gets a moment to send it.
+        () = graphql => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
+        }
+        () = &mut writer => {}
     }
+    drop(slot);
 }
 
 /// Sends what async-graphql produces, and closes the connection when the token

@@ -9,11 +9,13 @@ mod graphql_admit;
 mod graphql_live;
 mod graphql_live_ws;
 mod graphql_ws;
+mod http_layers;
 pub mod jwks;
 pub mod jwt;
 pub mod listener;
 pub mod openapi;
 mod rest;
+pub mod server;
 mod sse;
 mod wire;
 mod ws;
@@ -48,10 +50,15 @@ pub struct AppState {
     pub dev_producer: Option<Arc<dyn DevProducer>>,
     /// One permit per open streaming connection (`spec.api.limits.maxConnections`).
     pub connection_slots: Arc<tokio::sync::Semaphore>,
+    /// One permit per streaming connection still waiting to authenticate
+    /// (`spec.api.limits.maxUnauthenticatedConnections`).
+    pub unauthenticated_slots: Arc<tokio::sync::Semaphore>,
     /// The GraphQL schema, when the spec turns GraphQL on.
     pub graphql: Option<async_graphql::dynamic::Schema>,
     /// Dev mode: the sample's events, to prefill the console's event form.
     pub sample_events: Vec<crate::dev::events::SampleEvent>,
+    /// Whether the web console is served.
+    pub console: bool,
 }
 
 /// Sends an event to a source topic (the console's "send a test event").
@@ -91,6 +98,19 @@ impl AppState {
             })
     }
 
+    /// A slot for a connection that has yet to authenticate; it takes a
+    /// [`Self::connection_slot`] once it has.
+    pub fn unauthenticated_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.unauthenticated_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "too_many_connections",
+                message: "too many connections are waiting to authenticate; retry later".into(),
+            })
+    }
+
     pub fn projection(&self, name: &str) -> Result<&CompiledProjection, ApiError> {
         self.experience
             .projection(name)
@@ -103,9 +123,12 @@ pub fn router(state: SharedState) -> Router {
     let api = &state.experience.spec.api;
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/console/info", get(console::info))
-        .route("/", get(console::page));
+        .route("/readyz", get(readyz));
+    if state.console {
+        router = router
+            .route("/console/info", get(console::info))
+            .route("/", get(console::page));
+    }
     if api.rest {
         router = router
             .route("/openapi.json", get(openapi_document))
@@ -126,7 +149,7 @@ pub fn router(state: SharedState) -> Router {
     if state.dev_producer.is_some() {
         router = router.route("/console/events", axum::routing::post(console::send_event));
     }
-    router.with_state(state)
+    http_layers::wrap(router.with_state(state.clone()), state)
 }
 
 /// Metrics on their own port, so they are never exposed with the API.

@@ -195,6 +195,11 @@ fn check_api(api: &ApiSpec, errors: &mut Vec<SpecError>) {
         ),
         ("maxMessageBytes", api.limits.max_message_bytes),
         ("maxPendingRows", api.limits.max_pending_rows),
+        (
+            "maxUnauthenticatedConnections",
+            api.limits.max_unauthenticated_connections,
+        ),
+        ("headerTimeoutSeconds", api.limits.header_timeout_seconds),
     ];
     let graphql = &api.graphql_limits;
     let graphql_limits = [

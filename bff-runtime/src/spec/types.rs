@@ -374,6 +374,22 @@ pub struct ApiLimits {
     /// (changes to the same row are coalesced, latest wins).
     #[serde(default = "default_client_backlog")]
     pub max_pending_rows: u32,
+    /// Streaming connections that have not authenticated yet (a GraphQL WebSocket
+    /// waiting for its `connection_init`). They have their own slots, so they cannot
+    /// take those of authenticated clients.
+    #[serde(default = "default_max_unauthenticated")]
+    pub max_unauthenticated_connections: u32,
+    /// Time a client has to send a request's head (line and headers), in seconds;
+    /// also how long an idle connection stays open.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_seconds: u32,
+}
+
+fn default_max_unauthenticated() -> u32 {
+    100
+}
+fn default_header_timeout() -> u32 {
+    10
 }
 
 fn default_max_connections() -> u32 {
@@ -396,6 +412,8 @@ impl Default for ApiLimits {
             max_subscriptions_per_connection: default_max_subscriptions(),
             max_message_bytes: default_max_message_bytes(),
             max_pending_rows: default_client_backlog(),
+            max_unauthenticated_connections: default_max_unauthenticated(),
+            header_timeout_seconds: default_header_timeout(),
         }
     }
 }

@@ -71,6 +71,7 @@ pub async fn start(sample: &str, adjust: impl FnOnce(&mut ExperienceSpec)) -> Ru
         auth: None,
         dev_producer: None,
         sample_events: vec![],
+        console: false,
     })
     .await
     .unwrap();
