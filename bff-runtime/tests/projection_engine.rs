@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use facet_bff::dev::events::{events_file_for, read_events};
-use facet_bff::projection::{ApplyError, Engine, Row, RowOp};
+use facet_bff::projection::{ApplyError, Engine, Record, Row, RowOp};
 use facet_bff::spec::{compile, parse_manifests};
 use serde_json::{json, Value};
 
@@ -32,7 +32,7 @@ fn apply(
     event: &Value,
 ) -> Result<(), ApplyError> {
     let changes = engine
-        .apply(source, event, |p, k| {
+        .apply(source, event, &Record::default(), |p, k| {
             Ok::<_, Infallible>(tables.get(&(p.to_string(), k.to_string())).cloned())
         })
         .unwrap()?;
@@ -176,7 +176,9 @@ fn events_without_a_key_are_rejected_only_when_a_rule_wants_them() {
 fn undecodable_payload() {
     let engine = engine_for("storefront");
     let result = engine
-        .apply_bytes("orders", b"{not json", |_, _| Ok::<_, Infallible>(None))
+        .apply_bytes("orders", Some(b"{not json"), &Record::default(), |_, _| {
+            Ok::<_, Infallible>(None)
+        })
         .unwrap();
     assert_eq!(result.unwrap_err().reason(), "undecodable");
 }
@@ -188,4 +190,147 @@ fn patch_of_a_missing_row_changes_nothing() {
     let payment = json!({"type": "PaymentCaptured", "orderId": "o-404"});
     apply(&engine, &mut tables, "payments", &payment).unwrap();
     assert!(tables.is_empty());
+}
+
+/// A small experience for the record tests: rows keyed by the record key, with
+/// the record's metadata, deleted by a tombstone.
+fn record_engine() -> Engine {
+    let spec = facet_bff::spec::spec_from_value(
+        serde_yaml::from_str(
+            r#"
+kafka: {bootstrapServers: "localhost:9092"}
+sources: [{name: users, topic: users.v1}]
+projections:
+  - name: user
+    key: record.key
+    rules:
+      - source: users
+        when: event != null
+        upsert: {name: event.name, topic: record.topic, offset: record.offset,
+                 at: record.timestamp, trace: 'has(record.headers.trace) ? record.headers.trace : ""'}
+      - source: users
+        when: event == null
+        delete: true
+    fields:
+      name: {type: string}
+      topic: {type: string}
+      offset: {type: integer}
+      at: {type: integer}
+      trace: {type: string}
+    access: "true"
+auth: {anonymous: true}
+"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    Engine::new(Arc::new(compile(&spec).unwrap()))
+}
+
+fn apply_record(
+    engine: &Engine,
+    tables: &mut Tables,
+    payload: Option<&[u8]>,
+    record: &Record,
+) -> Result<(), ApplyError> {
+    let changes = engine
+        .apply_bytes("users", payload, record, |p, k| {
+            Ok::<_, Infallible>(tables.get(&(p.to_string(), k.to_string())).cloned())
+        })
+        .unwrap()?;
+    for change in changes {
+        let id = (change.projection, change.key);
+        match change.op {
+            RowOp::Upsert(row) => {
+                tables.insert(id, row);
+            }
+            RowOp::Delete => {
+                tables.remove(&id);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn rules_read_the_record_and_a_tombstone_deletes() {
+    let engine = record_engine();
+    let mut tables = Tables::new();
+    let record = Record {
+        key: Some("u-1".into()),
+        topic: "users.v1".into(),
+        partition: 2,
+        offset: 41,
+        timestamp: Some(1_700_000_000_000),
+        headers: vec![("trace".into(), "t-9".into())],
+    };
+    apply_record(&engine, &mut tables, Some(br#"{"name": "Ada"}"#), &record).unwrap();
+    assert_eq!(
+        row(&tables, "user", "u-1"),
+        json!({"name": "Ada", "topic": "users.v1", "offset": 41, "at": 1_700_000_000_000i64, "trace": "t-9"})
+    );
+    // The tombstone for the same key removes the row.
+    apply_record(
+        &engine,
+        &mut tables,
+        None,
+        &Record {
+            offset: 42,
+            ..record.clone()
+        },
+    )
+    .unwrap();
+    assert!(tables.is_empty());
+}
+
+#[test]
+fn a_tombstone_passes_over_rules_not_written_for_one() {
+    // The storefront's rules all read `event.type`: a tombstone on its topic
+    // changes nothing and is not an error.
+    let engine = engine_for("storefront");
+    let result = engine
+        .apply_bytes("orders", None, &Record::default(), |_, _| {
+            Ok::<_, Infallible>(None)
+        })
+        .unwrap();
+    assert_eq!(result, Ok(vec![]));
+}
+
+#[test]
+fn a_numeric_key_is_refused_not_turned_into_text() {
+    let engine = engine_for("storefront");
+    let error = apply(
+        &engine,
+        &mut Tables::new(),
+        "orders",
+        &json!({"type": "OrderPlaced", "orderId": 1001, "customerId": "alice", "total": 1.0, "at": "x"}),
+    )
+    .unwrap_err();
+    assert_eq!(error.reason(), "no_key");
+    assert_eq!(
+        error.to_string(),
+        "spec.projections[0].key: no row key: the key is the number 1001, not a string: \
+         write string(...) around it to key rows by number"
+    );
+}
+
+#[test]
+fn oversized_and_too_deep_events_are_refused_by_reason() {
+    let engine = engine_for("storefront");
+    let reason = |payload: &[u8]| {
+        engine
+            .apply_bytes("orders", Some(payload), &Record::default(), |_, _| {
+                Ok::<_, Infallible>(None)
+            })
+            .unwrap()
+            .unwrap_err()
+            .reason()
+    };
+    let big = format!(
+        r#"{{"pad": "{}"}}"#,
+        "x".repeat(facet_bff::projection::MAX_EVENT_BYTES)
+    );
+    assert_eq!(reason(big.as_bytes()), "too_large");
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    assert_eq!(reason(deep.as_bytes()), "too_deep");
 }

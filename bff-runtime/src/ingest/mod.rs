@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
@@ -25,7 +25,7 @@ pub use progress::{PartitionProgress, Progress};
 
 use crate::live::Router;
 use crate::metrics::Metrics;
-use crate::projection::Engine;
+use crate::projection::{Engine, Record};
 use crate::store::{Store, StoreError};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -225,6 +225,28 @@ impl Ingest {
         Ok(())
     }
 
+    /// A transactional producer ends each transaction with a commit marker: a
+    /// record that takes an offset but is never delivered. A partition whose last
+    /// records are markers would stay short of its high watermark for ever; the
+    /// consumer's position moves past them, so when idle, progress follows it.
+    fn advance_past_control_records(&self, consumer: &KafkaConsumer) {
+        if self.progress.is_ready() {
+            return;
+        }
+        let Ok(positions) = consumer.position() else {
+            return;
+        };
+        for element in positions.elements() {
+            if let Offset::Offset(next) = element.offset() {
+                self.progress
+                    .advance(element.topic(), element.partition(), next);
+            }
+        }
+        self.metrics
+            .partitions_behind
+            .set(self.progress.behind() as i64);
+    }
+
     /// Reads up to one batch, applies it in one store transaction, publishes the
     /// committed changes and commits the offsets to Kafka. Returns the messages read.
     fn run_batch(
@@ -252,6 +274,7 @@ impl Ingest {
                 None if deadline.is_none() => {
                     // Idle: nothing to commit, but readiness may still be due
                     // (an empty topic is caught up from the start).
+                    self.advance_past_control_records(consumer);
                     self.progress.touch();
                     return Ok(0);
                 }
@@ -270,13 +293,14 @@ impl Ingest {
             read += 1;
             let topic = message.topic();
             let source = topics.get(topic).map(String::as_str).unwrap_or_default();
-            let payload = message.payload().unwrap_or_default();
+            let payload = message.payload();
             batch.read_record(topic, message.partition(), message.offset());
-            let outcome = self
-                .engine
-                .apply_bytes(source, payload, |projection, key| {
-                    batch.row(projection, key)
-                })?;
+            let outcome = self.engine.apply_bytes(
+                source,
+                payload,
+                &record_of(&message),
+                |projection, key| batch.row(projection, key),
+            )?;
             match outcome {
                 Ok(changes) => {
                     self.metrics.events_applied.inc();
@@ -315,9 +339,10 @@ impl Ingest {
                                 key: "facet-offset",
                                 value: Some(&message.offset().to_string()),
                             });
-                        let mut record = BaseRecord::<[u8], [u8]>::to(dlq)
-                            .payload(payload)
-                            .headers(headers);
+                        let mut record = BaseRecord::<[u8], [u8]>::to(dlq).headers(headers);
+                        if let Some(payload) = payload {
+                            record = record.payload(payload);
+                        }
                         if let Some(key) = message.key() {
                             record = record.key(key);
                         }
@@ -368,6 +393,35 @@ impl Ingest {
             debug!(error = %e, "committing offsets to kafka (informational only)");
         }
         Ok(read)
+    }
+}
+
+/// What rules see of a Kafka record besides its value.
+fn record_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+    let headers = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .filter_map(|h| {
+                    Some((
+                        h.key.to_string(),
+                        std::str::from_utf8(h.value?).ok()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Record {
+        key: message
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .map(str::to_string),
+        topic: message.topic().to_string(),
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp: message.timestamp().to_millis(),
+        headers,
     }
 }
 

@@ -91,7 +91,7 @@ impl Progress {
     pub fn advance(&self, topic: &str, partition: i32, position: i64) {
         let mut state = self.state();
         if let Some(p) = state.partitions.get_mut(&(topic.to_string(), partition)) {
-            p.position = position;
+            p.position = p.position.max(position);
         }
         if state.caught_up() {
             state.ready = true;

@@ -33,11 +33,52 @@ pub struct RowChange {
     pub op: RowOp,
 }
 
+/// The largest event value decoded, in bytes (Kafka's default largest message).
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+/// The deepest nesting of objects and arrays decoded (serde_json's own bound).
+pub const MAX_EVENT_DEPTH: usize = 128;
+
+/// The Kafka record an event came in, as rules see it (`record.key`, ...).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Record {
+    /// The record key as text; `None` without a key (or when it is not UTF-8).
+    pub key: Option<String>,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the epoch, when the record has a timestamp.
+    pub timestamp: Option<i64>,
+    /// Headers whose values are UTF-8 (the last one wins for a repeated name).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Record {
+    fn bound(&self) -> Bound {
+        let headers: serde_json::Map<String, Value> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        Bound::json(&serde_json::json!({
+            "key": self.key,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "timestamp": self.timestamp,
+            "headers": headers,
+        }))
+    }
+}
+
 /// Why an event could not be applied. The event is skipped as a whole.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApplyError {
     #[error("event is not valid JSON: {0}")]
     Undecodable(String),
+    #[error("event is {0} bytes; at most {MAX_EVENT_BYTES} are decoded")]
+    TooLarge(usize),
+    #[error("event nests deeper than {MAX_EVENT_DEPTH} levels")]
+    TooDeep,
     #[error("{path}: no row key: {message}")]
     NoKey { path: String, message: String },
     #[error("{path}: {message}")]
@@ -49,6 +90,8 @@ impl ApplyError {
     pub fn reason(&self) -> &'static str {
         match self {
             ApplyError::Undecodable(_) => "undecodable",
+            ApplyError::TooLarge(_) => "too_large",
+            ApplyError::TooDeep => "too_deep",
             ApplyError::NoKey { .. } => "no_key",
             ApplyError::Rule { .. } => "rule_error",
         }
@@ -60,6 +103,8 @@ pub struct Engine {
     experience: Arc<CompiledExperience>,
     /// For each source, the (projection, rule) pairs that read it, in spec order.
     rules_by_source: HashMap<String, Vec<(usize, usize)>>,
+    /// Whether any expression reads `record`; if none does, it is not built per event.
+    uses_record: bool,
 }
 
 /// A row as the rules of one event have left it so far (`None`: deleted).
@@ -80,9 +125,22 @@ impl Engine {
                     .push((p, r));
             }
         }
+        let uses_record = experience.projections.iter().any(|p| {
+            p.rules.iter().any(|rule| {
+                rule.key.uses("record")
+                    || rule.when.as_ref().is_some_and(|w| w.uses("record"))
+                    || match &rule.action {
+                        RuleAction::Upsert(a) | RuleAction::Patch(a) => {
+                            a.iter().any(|(_, e)| e.uses("record"))
+                        }
+                        RuleAction::Delete => false,
+                    }
+            })
+        });
         Engine {
             experience,
             rules_by_source,
+            uses_record,
         }
     }
 
@@ -90,15 +148,26 @@ impl Engine {
         &self.experience
     }
 
-    /// Decodes a message value and applies it. See [`Engine::apply`].
+    /// Decodes a message value and applies it. See [`Engine::apply`]. A record
+    /// without a value (a tombstone) is the event `null`.
     pub fn apply_bytes<E>(
         &self,
         source: &str,
-        payload: &[u8],
+        payload: Option<&[u8]>,
+        record: &Record,
         read_row: impl FnMut(&str, &str) -> Result<Option<Row>, E>,
     ) -> Result<Result<Vec<RowChange>, ApplyError>, E> {
+        let Some(payload) = payload else {
+            return self.apply(source, &Value::Null, record, read_row);
+        };
+        if payload.len() > MAX_EVENT_BYTES {
+            return Ok(Err(ApplyError::TooLarge(payload.len())));
+        }
         match serde_json::from_slice::<Value>(payload) {
-            Ok(event) => self.apply(source, &event, read_row),
+            Ok(event) => self.apply(source, &event, record, read_row),
+            Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
+                Ok(Err(ApplyError::TooDeep))
+            }
             Err(e) => Ok(Err(ApplyError::Undecodable(e.to_string()))),
         }
     }
@@ -106,16 +175,29 @@ impl Engine {
     /// Applies one event from `source`. Rules run in spec order and each sees the
     /// row as the rules before it left it. `read_row` reads the stored row; its own
     /// errors (the store's) are passed through as the outer `Err`.
+    ///
+    /// A tombstone (`event` is `null`) goes only to the rules written for one:
+    /// a rule whose filter or key cannot be evaluated on `null` is passed over
+    /// instead of failing, so specs that never mention tombstones skip them.
     pub fn apply<E>(
         &self,
         source: &str,
         event: &Value,
+        record: &Record,
         mut read_row: impl FnMut(&str, &str) -> Result<Option<Row>, E>,
     ) -> Result<Result<Vec<RowChange>, ApplyError>, E> {
         let Some(rules) = self.rules_by_source.get(source) else {
             return Ok(Ok(Vec::new()));
         };
-        let event = Bound::json(event);
+        let tombstone = event.is_null();
+        let record = match self.uses_record {
+            true => record.bound(),
+            false => Bound::json(&Value::Null),
+        };
+        let event = Event {
+            value: Bound::json(event),
+            record,
+        };
         let mut pending: Vec<Pending> = Vec::new();
         for &(p, r) in rules {
             let projection = &self.experience.projections[p];
@@ -127,6 +209,7 @@ impl Engine {
                     match eval_filter(when, &event, &Bound::json(&Value::Null)) {
                         Ok(true) => true,
                         Ok(false) => continue,
+                        Err(_) if tombstone => continue,
                         Err(error) => return Ok(Err(error)),
                     }
                 }
@@ -134,6 +217,7 @@ impl Engine {
             };
             let key = match key_of(&rule.key, &event) {
                 Ok(key) => key,
+                Err(_) if tombstone && !filter_decided => continue,
                 Err(error) => {
                     // An event of another kind may lack this rule's key: only an
                     // event the rule is meant for must have one.
@@ -154,6 +238,7 @@ impl Engine {
             let next = match result {
                 Ok(Some(next)) => next,
                 Ok(None) => continue,
+                Err(_) if tombstone && !filter_decided => continue,
                 Err(error) => return Ok(Err(error)),
             };
             match pending
@@ -187,7 +272,7 @@ impl Engine {
 fn apply_rule(
     projection: &CompiledProjection,
     rule: &CompiledRule,
-    event: &Bound,
+    event: &Event,
     current: Option<&Row>,
     filter_decided: bool,
 ) -> Result<Option<Option<Row>>, ApplyError> {
@@ -205,7 +290,7 @@ fn apply_rule(
     };
     let mut next = base;
     for (field, expr) in assignments {
-        let value = eval(expr, &[("event", event), ("row", &row)])?;
+        let value = eval(expr, &event.with_row(&row))?;
         let json = cel_to_json(&value).map_err(|message| rule_error(expr, message))?;
         let spec = &projection.fields[field];
         let json = conform(spec, json).map_err(|message| rule_error(expr, message))?;
@@ -214,15 +299,15 @@ fn apply_rule(
     Ok(Some(Some(next)))
 }
 
-fn rule_matches(rule: &CompiledRule, event: &Bound, row: &Bound) -> Result<bool, ApplyError> {
+fn rule_matches(rule: &CompiledRule, event: &Event, row: &Bound) -> Result<bool, ApplyError> {
     match &rule.when {
         Some(when) => eval_filter(when, event, row),
         None => Ok(true),
     }
 }
 
-fn eval_filter(when: &Expr, event: &Bound, row: &Bound) -> Result<bool, ApplyError> {
-    match eval(when, &[("event", event), ("row", row)])? {
+fn eval_filter(when: &Expr, event: &Event, row: &Bound) -> Result<bool, ApplyError> {
+    match eval(when, &event.with_row(row))? {
         CelValue::Bool(b) => Ok(b),
         other => Err(rule_error(
             when,
@@ -231,22 +316,45 @@ fn eval_filter(when: &Expr, event: &Bound, row: &Bound) -> Result<bool, ApplyErr
     }
 }
 
-fn key_of(key: &Expr, event: &Bound) -> Result<String, ApplyError> {
+/// An event and its record, bound once for every expression that reads them.
+struct Event {
+    value: Bound,
+    record: Bound,
+}
+
+impl Event {
+    fn with_row<'a>(&'a self, row: &'a Bound) -> [(&'static str, &'a Bound); 3] {
+        [
+            ("event", &self.value),
+            ("record", &self.record),
+            ("row", row),
+        ]
+    }
+}
+
+/// The row key: a non-empty string. A number is refused rather than turned
+/// into text, so that `123` and `"123"` never meet in one row by accident; a
+/// spec that means it writes `string(event.id)`.
+fn key_of(key: &Expr, event: &Event) -> Result<String, ApplyError> {
     let no_key = |message: String| ApplyError::NoKey {
         path: key.path.clone(),
         message,
     };
-    match key.eval(&[("event", event)]) {
+    match key.eval(&[("event", &event.value), ("record", &event.record)]) {
         Ok(CelValue::String(s)) if !s.is_empty() => Ok(s.to_string()),
-        Ok(CelValue::Int(i)) => Ok(i.to_string()),
-        Ok(CelValue::UInt(u)) => Ok(u.to_string()),
         Ok(CelValue::String(_)) => Err(no_key("the key is an empty string".into())),
+        Ok(CelValue::Int(n)) => Err(no_key(number_key(n))),
+        Ok(CelValue::UInt(n)) => Err(no_key(number_key(n))),
         Ok(other) => Err(no_key(format!(
-            "the key must be a string or an integer, got a {}",
+            "the key must be a string, got a {}",
             cel_type_name(&other)
         ))),
         Err(e) => Err(no_key(e.to_string())),
     }
+}
+
+fn number_key(n: impl std::fmt::Display) -> String {
+    format!("the key is the number {n}, not a string: write string(...) around it to key rows by number")
 }
 
 fn eval(expr: &Expr, variables: &[(&str, &Bound)]) -> Result<CelValue, ApplyError> {

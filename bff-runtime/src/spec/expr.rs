@@ -17,9 +17,9 @@ use super::types::FieldSpec;
 /// Which variables an expression may use, by where it stands in the spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
-    /// A row key: only the event, since the row is found by the key.
+    /// A row key: only the event and its Kafka record, since the row is found by the key.
     Key,
-    /// A rule's `when` and the values it writes: the event and the current row.
+    /// A rule's `when` and the values it writes: the event, its record and the current row.
     Rule,
     /// An `access` rule: the row and the client's verified claims.
     Access,
@@ -28,8 +28,8 @@ pub enum Scope {
 impl Scope {
     fn variables(self) -> &'static [&'static str] {
         match self {
-            Scope::Key => &["event"],
-            Scope::Rule => &["event", "row"],
+            Scope::Key => &["event", "record"],
+            Scope::Rule => &["event", "row", "record"],
             Scope::Access => &["row", "auth"],
         }
     }
