@@ -269,13 +269,13 @@ async fn write(
         // Whatever else is already queued goes out with it, in one flush.
         let mut last = matches!(message, Message::Close(_));
         let write = async {
-            sink.feed(message).await?;
+            sink.feed(fit_close_reason(message)).await?;
             while !last {
                 let Ok(more) = to_send.try_recv() else {
                     break;
                 };
                 last = matches!(more, Message::Close(_));
-                sink.feed(more).await?;
+                sink.feed(fit_close_reason(more)).await?;
             }
             sink.flush().await
         };
@@ -288,6 +288,21 @@ async fn write(
                 return;
             }
         }
+    }
+}
+
+/// async-graphql closes with its error text as the reason, which can be longer
+/// than a close frame holds (123 bytes): a frame that long is a protocol error
+/// the client would see instead of the code.
+fn fit_close_reason(message: Message) -> Message {
+    match message {
+        Message::Close(Some(frame)) if frame.reason.len() > 120 => {
+            Message::Close(Some(CloseFrame {
+                code: frame.code,
+                reason: Utf8Bytes::from(crate::live::close::truncate(frame.reason.to_string())),
+            }))
+        }
+        other => other,
     }
 }
 
