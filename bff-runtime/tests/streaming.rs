@@ -403,3 +403,47 @@ async fn graphql_subscriptions_resume_and_reset_like_the_other_transports() {
         "{metrics}"
     );
 }
+
+/// SSE reads `?field=value` filters as REST does, by the field's declared type:
+/// `?id=123` on a string field matches the row whose id is the text "123".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_and_rest_read_query_filters_alike() {
+    let running = support::start("blog-post", |_| {}).await;
+    running.send(
+        "posts",
+        "123",
+        &json!({"type": "PostPublished", "postId": "123", "title": "Numbers", "body": "b",
+                "author": {"name": "N", "avatarUrl": "https://a/n.png"}, "at": "2026-11-02T00:00:00Z"}),
+    );
+    running.flush();
+    running.wait_ready().await;
+    let base = running.base();
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let rest = loop {
+            let (status, body) = support::get(&format!("{base}/v1/postPage?id=123"), &[]);
+            assert_eq!(status, 200, "{body}");
+            if body["items"].as_array().unwrap().len() == 1 || std::time::Instant::now() > deadline
+            {
+                break body;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(rest["items"][0]["key"], "123", "{rest}");
+        let sse = sse_events(&format!("{base}/sse/postPage?id=123"), None, 1);
+        let rows = sse[0].2["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "{sse:?}");
+        assert_eq!(rows[0]["key"], "123");
+        // A field the projection does not have is refused by both.
+        assert_eq!(
+            support::get(&format!("{base}/sse/postPage?nope=1"), &[]).0,
+            400
+        );
+        assert_eq!(
+            support::get(&format!("{base}/v1/postPage?nope=1"), &[]).0,
+            400
+        );
+    })
+    .await
+    .unwrap();
+}

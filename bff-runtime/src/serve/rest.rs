@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::{ApiError, SharedState};
 use crate::live::Selection;
 use crate::projection::Row;
-use crate::spec::{FieldSpec, FieldType};
+use crate::spec::{CompiledProjection, FieldSpec, FieldType};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -79,18 +79,7 @@ pub async fn list(
             })?,
         None => DEFAULT_LIMIT,
     };
-    let mut filter = BTreeMap::new();
-    for (name, value) in query
-        .iter()
-        .filter(|(k, _)| !RESERVED.contains(&k.as_str()))
-    {
-        let Some(spec) = compiled.fields.get(name) else {
-            return Err(ApiError::bad_request(format!(
-                "cannot filter on `{name}`: {projection} has no such field"
-            )));
-        };
-        filter.insert(name.clone(), filter_value(spec, value));
-    }
+    let filter = query_filter(compiled, &query, RESERVED)?;
     count_field_reads(&state, compiled, fields.as_deref());
     let selection = Selection {
         projection: projection.clone(),
@@ -171,6 +160,29 @@ fn project(row: &Row, fields: Option<&[String]>) -> Value {
                 .collect(),
         ),
     }
+}
+
+/// The `?field=value` filters of a query string, every parameter not in
+/// `reserved` naming a declared field (REST lists and SSE read them alike).
+pub(super) fn query_filter(
+    projection: &CompiledProjection,
+    query: &BTreeMap<String, String>,
+    reserved: &[&str],
+) -> Result<BTreeMap<String, Value>, ApiError> {
+    let mut filter = BTreeMap::new();
+    for (name, value) in query
+        .iter()
+        .filter(|(k, _)| !reserved.contains(&k.as_str()))
+    {
+        let Some(spec) = projection.fields.get(name) else {
+            return Err(ApiError::bad_request(format!(
+                "cannot filter on `{name}`: {} has no such field",
+                projection.name
+            )));
+        };
+        filter.insert(name.clone(), filter_value(spec, value));
+    }
+    Ok(filter)
 }
 
 /// A query value as the field's type: `?paid=true` and `?count=2` are JSON, a

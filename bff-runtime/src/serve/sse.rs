@@ -27,22 +27,13 @@ pub async fn stream(
 ) -> Result<Response, ApiError> {
     let viewer = state.viewer(&headers, &query).await?;
     let slot = state.connection_slot()?;
-    state.projection(&projection)?;
+    let compiled = state.projection(&projection)?;
     let since = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .or(query.get("since").map(String::as_str))
         .map(str::to_string);
-    let filter = query
-        .iter()
-        .filter(|(k, _)| !RESERVED.contains(&k.as_str()))
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.clone())),
-            )
-        })
-        .collect();
+    let filter = super::rest::query_filter(compiled, &query, RESERVED)?;
     let selection = Selection {
         projection,
         key: query.get("key").cloned(),
