@@ -254,3 +254,84 @@ proptest! {
         }
     }
 }
+
+/// The property end to end: drawn specs that the compiler accepts start a real
+/// runtime (on librdkafka's mock cluster), which serves their GraphQL schema and
+/// OpenAPI document over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_specs_start_a_runtime_that_serves_their_schema() {
+    use proptest::strategy::ValueTree;
+    use rdkafka::mocking::MockCluster;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("t", 1, 1).unwrap();
+    let mut started = 0;
+    while started < 12 {
+        let drawn = spec().new_tree(&mut runner).unwrap().current();
+        let yaml: serde_yaml::Value = serde_yaml::to_value(&drawn).unwrap();
+        let Ok(spec) = spec_from_value(yaml) else {
+            continue;
+        };
+        if compile(&spec).is_err() || !spec.api.graphql {
+            continue;
+        }
+        let data = tempfile::tempdir().unwrap();
+        let runtime = facet_bff::runtime::Runtime::start(facet_bff::runtime::RuntimeConfig {
+            name: "drawn".into(),
+            namespace: "fuzz".into(),
+            ordinal: "0".into(),
+            spec,
+            data_dir: data.path().to_path_buf(),
+            http: "127.0.0.1:0".parse().unwrap(),
+            metrics: "127.0.0.1:0".parse().unwrap(),
+            bootstrap_servers: Some(cluster.bootstrap_servers()),
+            extra_kafka_properties: vec![],
+            auth: None,
+            dev_producer: None,
+            sample_events: vec![],
+            console: false,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("an accepted spec did not start: {e:#}\n{drawn:#}"));
+        let base = format!("http://{}", runtime.http_addr);
+        let (schema, openapi) = tokio::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let schema: Value = agent
+                .post(format!("{base}/graphql"))
+                .header("Content-Type", "application/json")
+                .send(
+                    json!({"query": "{ __schema { queryType { fields { name } } } }"}).to_string(),
+                )
+                .unwrap()
+                .body_mut()
+                .read_json()
+                .unwrap();
+            let openapi: Value = agent
+                .get(format!("{base}/openapi.json"))
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_json()
+                .unwrap();
+            (schema, openapi)
+        })
+        .await
+        .unwrap();
+        let fields = schema["data"]["__schema"]["queryType"]["fields"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no schema served: {schema}\n{drawn:#}"));
+        for projection in drawn["projections"].as_array().unwrap() {
+            let name = projection["name"].as_str().unwrap();
+            assert!(
+                fields.iter().any(|f| f["name"] == name),
+                "{name} missing: {schema}"
+            );
+        }
+        assert!(openapi["paths"].is_object(), "{openapi}");
+        runtime.stop().unwrap();
+        started += 1;
+    }
+}

@@ -71,15 +71,20 @@ pub struct Jwks {
 
 impl Jwks {
     pub fn new(uri: String, max_age: Duration) -> Arc<Jwks> {
+        // The provider is named, not left to the process default: another crate
+        // in the same binary may compile in a second one, and rustls then refuses
+        // to guess.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
+            .with_provider_and_native_roots(provider.clone())
             .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "no system CA certificates: HTTPS JWKS URIs will fail");
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
-                    rustls::ClientConfig::builder()
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth(),
-                )
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .expect("ring supports the default protocol versions")
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth();
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
             })
             .https_or_http()
             .enable_http1()
