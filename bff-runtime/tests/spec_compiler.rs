@@ -134,7 +134,7 @@ fn unknown_variable_in_when() {
     assert_error(
         "projections.0.rules.0.when",
         r#"'evnt.type == "OrderPlaced"'"#,
-        "spec.projections[0].rules[0].when: unknown variable `evnt`: this expression may use event, row\n    in expression: evnt.type == \"OrderPlaced\"",
+        "spec.projections[0].rules[0].when: unknown variable `evnt`: this expression may use event, row, record\n    in expression: evnt.type == \"OrderPlaced\"",
     );
 }
 
@@ -143,7 +143,7 @@ fn key_may_not_use_row() {
     assert_error(
         "projections.0.key",
         "row.id",
-        "spec.projections[0].key: unknown variable `row`: this expression may use event\n    in expression: row.id",
+        "spec.projections[0].key: unknown variable `row`: this expression may use event, record\n    in expression: row.id",
     );
 }
 

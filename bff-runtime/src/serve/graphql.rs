@@ -516,45 +516,8 @@ pub async fn execute(
         .graphql
         .as_ref()
         .ok_or_else(|| ApiError::not_found("GraphQL is off".into()))?;
-    let json = request
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().map(str::trim) == Some("application/json"));
-    if !json {
-        return Err(ApiError {
-            status: axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            code: "unsupported_media_type",
-            message: "send GraphQL requests as application/json".into(),
-        });
-    }
-    let limits = &state.experience.spec.api;
-    let max_body = limits.limits.max_message_bytes as usize;
-    let body = axum::body::to_bytes(request.into_body(), max_body)
-        .await
-        .map_err(|_| ApiError {
-            status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            code: "too_large",
-            message: format!("the request body is larger than {max_body} bytes (maxMessageBytes)"),
-        })?;
-    let batch: async_graphql::BatchRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("unreadable GraphQL request: {e}")))?;
-    let max_batch = limits.graphql_limits.max_batch as usize;
-    if let async_graphql::BatchRequest::Batch(requests) = &batch {
-        if requests.len() > max_batch {
-            return Err(ApiError::bad_request(match max_batch {
-                1 => "batched requests are not accepted (graphqlLimits.maxBatch is 1)".into(),
-                n => format!(
-                    "{} operations in one request; at most {n} (graphqlLimits.maxBatch)",
-                    requests.len()
-                ),
-            }));
-        }
-    }
-    let (requests, batched) = match batch {
-        async_graphql::BatchRequest::Single(request) => (vec![request], false),
-        async_graphql::BatchRequest::Batch(requests) => (requests, true),
-    };
+    let (requests, batched) =
+        super::graphql_admit::read_requests(request, &state.experience.spec.api).await?;
     let mut responses = Vec::with_capacity(requests.len());
     for mut request in requests {
         responses.push(

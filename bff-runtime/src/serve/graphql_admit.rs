@@ -2,10 +2,12 @@
 //! the safelist (persisted queries) and the limits of `api.graphqlLimits`, applied
 //! before async-graphql parses, validates or runs anything.
 
-use async_graphql::{ErrorExtensions, Pos, Request, ServerError};
+use async_graphql::{BatchRequest, ErrorExtensions, Pos, Request, ServerError};
+use axum::http::{header, StatusCode};
 
+use super::ApiError;
 use crate::spec::graphql_query;
-use crate::spec::CompiledExperience;
+use crate::spec::{ApiSpec, CompiledExperience};
 
 /// Refused because the document costs more than the limits allow.
 pub const LIMIT_CODE: &str = "QUERY_LIMIT";
@@ -68,4 +70,51 @@ pub fn admit_payload(
     let mut payload = payload.clone();
     payload["query"] = request.query.into();
     Ok(Some(payload))
+}
+
+/// Reads the operations of a `POST /graphql`: JSON only, at most
+/// `maxMessageBytes`, at most `maxBatch` operations. Gives them and whether
+/// they came as a batch (the answer then is a list).
+pub async fn read_requests(
+    request: axum::extract::Request,
+    api: &ApiSpec,
+) -> Result<(Vec<Request>, bool), ApiError> {
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().map(str::trim) == Some("application/json"));
+    if !json {
+        return Err(ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "unsupported_media_type",
+            message: "send GraphQL requests as application/json".into(),
+        });
+    }
+    let max_body = api.limits.max_message_bytes as usize;
+    let body = axum::body::to_bytes(request.into_body(), max_body)
+        .await
+        .map_err(|_| ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "too_large",
+            message: format!("the request body is larger than {max_body} bytes (maxMessageBytes)"),
+        })?;
+    let batch: BatchRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("unreadable GraphQL request: {e}")))?;
+    match batch {
+        BatchRequest::Single(request) => Ok((vec![request], false)),
+        BatchRequest::Batch(requests) => {
+            let max_batch = api.graphql_limits.max_batch as usize;
+            if requests.len() > max_batch {
+                return Err(ApiError::bad_request(match max_batch {
+                    1 => "batched requests are not accepted (graphqlLimits.maxBatch is 1)".into(),
+                    n => format!(
+                        "{} operations in one request; at most {n} (graphqlLimits.maxBatch)",
+                        requests.len()
+                    ),
+                }));
+            }
+            Ok((requests, true))
+        }
+    }
 }
