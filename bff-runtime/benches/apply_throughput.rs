@@ -145,6 +145,7 @@ fn facet_ingest(bootstrap: &str, events: usize) {
         router: Router::new(),
         metrics: metrics.clone(),
         progress,
+        correlations: Default::default(),
     }
     .spawn(IngestConfig {
         bootstrap_servers: bootstrap.to_string(),

@@ -6,6 +6,7 @@
 //! very specs the runtime will run.
 
 pub mod cli;
+pub mod command;
 pub mod dev;
 pub mod ingest;
 pub mod live;

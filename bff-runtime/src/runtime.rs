@@ -97,7 +97,19 @@ impl Runtime {
             dead_letter_topic: spec.kafka.dead_letter_topic.clone(),
         };
         info!(group = %ingest_config.group_id, bootstrap = %ingest_config.bootstrap_servers, "starting ingest");
+        let correlations = Arc::new(crate::command::correlate::Correlations::default());
+        let commands = match experience.commands.is_empty() {
+            true => None,
+            false => Some(Arc::new(crate::command::Commands::new(
+                experience.clone(),
+                format!("{}/{}", config.namespace, config.name),
+                store.clone(),
+                command_producer(&ingest_config)?,
+                correlations.clone(),
+            ))),
+        };
         let ingest = Ingest {
+            correlations,
             engine: Arc::new(Engine::new(experience.clone())),
             store: store.clone(),
             router: router.clone(),
@@ -141,6 +153,7 @@ impl Runtime {
             dev_producer: config.dev_producer,
             sample_events: config.sample_events,
             console: config.console,
+            commands,
         });
 
         let http_addr = http.local_addr()?;
@@ -184,6 +197,24 @@ impl Runtime {
     pub fn stop(self) -> anyhow::Result<()> {
         self.ingest.stop().map_err(Into::into)
     }
+}
+
+/// The producer of command records: acknowledged by every in-sync replica and
+/// idempotent, so a record is written once or the command is refused.
+fn command_producer(config: &IngestConfig) -> anyhow::Result<rdkafka::producer::FutureProducer> {
+    let mut client = rdkafka::config::ClientConfig::new();
+    client.set("bootstrap.servers", &config.bootstrap_servers);
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    client
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set(
+            "message.timeout.ms",
+            crate::command::PRODUCE_TIMEOUT.as_millis().to_string(),
+        );
+    client.create().context("creating the command producer")
 }
 
 async fn shutdown_signal() {

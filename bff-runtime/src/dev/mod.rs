@@ -76,12 +76,18 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         tracing::warn!(path = %events_path.display(), "no events file: starting with empty topics");
         Vec::new()
     };
-    let topics: Vec<String> = manifest
+    // Source topics, and the topics commands are sent to.
+    let mut topics: Vec<String> = manifest
         .spec
         .sources
         .iter()
         .map(|s| s.topic.clone())
         .collect();
+    for command in &manifest.spec.commands {
+        if !topics.contains(&command.topic) {
+            topics.push(command.topic.clone());
+        }
+    }
 
     // The mock cluster lives as long as this function: the whole dev session.
     let mock;

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 pub use progress::{PartitionProgress, Progress};
 
+use crate::command::correlate::{Correlations, COMMAND_ID_HEADER};
 use crate::live::Router;
 use crate::metrics::Metrics;
 use crate::projection::{Engine, Record};
@@ -107,6 +108,8 @@ pub struct Ingest {
     pub router: Router,
     pub metrics: Arc<Metrics>,
     pub progress: Arc<Progress>,
+    /// Told which commands' effects each committed batch made visible.
+    pub correlations: Arc<Correlations>,
 }
 
 impl Ingest {
@@ -261,6 +264,7 @@ impl Ingest {
         let mut reached: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut deadline: Option<Instant> = None;
         let mut read = 0;
+        let mut commands_seen = Vec::new();
         while read < config.max_batch_events && !stop.load(Ordering::SeqCst) {
             // A batch takes what is already there and commits as soon as nothing
             // more is: changes reach clients without waiting out a window, and
@@ -295,12 +299,15 @@ impl Ingest {
             let source = topics.get(topic).map(String::as_str).unwrap_or_default();
             let payload = message.payload();
             batch.read_record(topic, message.partition(), message.offset());
-            let outcome = self.engine.apply_bytes(
-                source,
-                payload,
-                &record_of(&message),
-                |projection, key| batch.row(projection, key),
-            )?;
+            let record = record_of(&message);
+            let outcome =
+                self.engine
+                    .apply_bytes(source, payload, &record, |projection, key| {
+                        batch.row(projection, key)
+                    })?;
+            if let Some((_, id)) = record.headers.iter().find(|(k, _)| k == COMMAND_ID_HEADER) {
+                commands_seen.push(id.clone());
+            }
             match outcome {
                 Ok(changes) => {
                     self.metrics.events_applied.inc();
@@ -380,6 +387,8 @@ impl Ingest {
         self.metrics.row_changes.inc_by(changes.len() as u64);
         debug!(events = read, changes = changes.len(), "batch committed");
         self.router.publish(changes);
+        let position = self.store.codec().encode(&self.store.position());
+        self.correlations.visible(commands_seen, &position);
 
         let mut commit = TopicPartitionList::new();
         for ((topic, partition), next) in &reached {

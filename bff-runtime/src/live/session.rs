@@ -162,6 +162,11 @@ impl Session {
         self.subs.len() < before
     }
 
+    /// Whom the session serves.
+    pub fn viewer(&self) -> &Viewer {
+        &self.viewer
+    }
+
     /// A refreshed token: what the client may see is judged by its new claims from
     /// now on.
     pub fn set_viewer(&mut self, viewer: Viewer) {

@@ -192,9 +192,17 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
             )),
         );
     }
-    let mut builder = Schema::build("Query", None, Some("Subscription"))
-        .register(query)
-        .register(subscription);
+    let mutation = super::graphql_commands::mutation(&experience.commands, &mut types);
+    let mut builder = Schema::build(
+        "Query",
+        mutation.as_ref().map(|_| "Mutation"),
+        Some("Subscription"),
+    )
+    .register(query)
+    .register(subscription);
+    if let Some(mutation) = mutation {
+        builder = builder.register(mutation);
+    }
     for ty in types {
         builder = builder.register(ty);
     }

@@ -3,9 +3,11 @@
 //! generated from the spec; every row passes the projection's access rule.
 
 pub mod access;
+mod commands;
 mod console;
 pub mod graphql;
 mod graphql_admit;
+mod graphql_commands;
 mod graphql_live;
 mod graphql_live_ws;
 mod graphql_ws;
@@ -59,6 +61,8 @@ pub struct AppState {
     pub sample_events: Vec<crate::dev::events::SampleEvent>,
     /// Whether the web console is served.
     pub console: bool,
+    /// The write path, when the spec declares commands.
+    pub commands: Option<Arc<crate::command::Commands>>,
 }
 
 /// Sends an event to a source topic (the console's "send a test event").
@@ -134,6 +138,9 @@ pub fn router(state: SharedState) -> Router {
             .route("/openapi.json", get(openapi_document))
             .route("/v1/{projection}", get(rest::list))
             .route("/v1/{projection}/{key}", get(rest::one));
+    }
+    if api.rest && state.commands.is_some() {
+        router = router.route("/v1/commands/{name}", axum::routing::post(commands::send));
     }
     if api.graphql {
         router = router

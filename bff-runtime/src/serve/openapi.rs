@@ -151,6 +151,12 @@ pub fn document(experience: &CompiledExperience, title: &str) -> Value {
             }}),
         );
     }
+    for command in &experience.commands {
+        paths.insert(
+            format!("/v1/commands/{}", command.name),
+            command_path(command),
+        );
+    }
     let mut document = json!({
         "openapi": "3.1.0",
         "info": {"title": title, "version": experience.definition_hash},
@@ -163,4 +169,38 @@ pub fn document(experience: &CompiledExperience, title: &str) -> Value {
         document["security"] = json!([{"bearer": []}]);
     }
     document
+}
+
+/// `POST /v1/commands/<name>`: the input as the body, the outcome as the answer.
+fn command_path(command: &crate::spec::command::CompiledCommand) -> Value {
+    let required: Vec<&String> = command
+        .input
+        .keys()
+        .filter(|name| command.is_required(name))
+        .collect();
+    let outcome = json!({"type": "object", "properties": {
+        "commandId": {"type": "string"},
+        "status": {"type": "string", "enum": ["accepted", "visible"]},
+        "position": {"type": "string", "description": "Read from here (`since`) to see the command's effect."}}});
+    let error = json!({"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    json!({"post": {
+        "operationId": command.name,
+        "summary": command.description.clone().unwrap_or_else(|| format!("Send {}", command.name)),
+        "parameters": [
+            parameter("Idempotency-Key", "header", json!({"type": "string"}), "A retry with the same key returns the first result without sending again."),
+            parameter("Prefer", "header", json!({"type": "string"}), "`wait=<seconds>` bounds the wait for the effect; `respond-async` does not wait."),
+        ],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {
+            "type": "object", "properties": properties(&command.input), "required": required,
+            "additionalProperties": false}}}},
+        "responses": {
+            "200": {"description": "Sent, and its effect is visible at `position`", "content": {"application/json": {"schema": outcome.clone()}}},
+            "202": {"description": "Sent; its effect was not seen within the wait", "content": {"application/json": {"schema": outcome}}},
+            "400": error.clone(),
+            "401": error.clone(),
+            "403": error.clone(),
+            "404": error.clone(),
+            "503": error,
+        }
+    }})
 }

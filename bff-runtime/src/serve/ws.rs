@@ -7,7 +7,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use futures::SinkExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 
 use super::access::Viewer;
@@ -42,6 +44,27 @@ enum ClientMessage {
         token: String,
     },
     Ping,
+    /// A command; answered by an `ack` once produced, and another once visible.
+    Command {
+        id: String,
+        name: String,
+        input: serde_json::Value,
+        #[serde(default, rename = "idempotencyKey")]
+        idempotency_key: Option<String>,
+    },
+}
+
+/// Acknowledgements of commands still waiting for their effect, as ready messages.
+type Acks = FuturesUnordered<BoxFuture<'static, Utf8Bytes>>;
+
+fn ack(id: &str, outcome: &crate::command::Outcome) -> Utf8Bytes {
+    let mut message = serde_json::json!({"type": "ack", "id": id});
+    if let (Some(target), Ok(serde_json::Value::Object(fields))) =
+        (message.as_object_mut(), serde_json::to_value(outcome))
+    {
+        target.extend(fields);
+    }
+    message.to_string().into()
 }
 
 pub async fn upgrade(
@@ -68,14 +91,20 @@ pub async fn upgrade(
 async fn run(state: SharedState, viewer: Viewer, mut socket: WebSocket) {
     let _connection = state.metrics.connection("websocket");
     let mut session = Session::new(state.live.clone(), viewer);
+    let mut acks = Acks::new();
     let result = loop {
         tokio::select! {
+            Some(ack) = acks.next(), if !acks.is_empty() => {
+                if let Err(close) = send(&mut socket, vec![ack]).await {
+                    break Err(close);
+                }
+            }
             // The work after a wake-up is boxed: an idle connection then keeps only
             // the small waiting state, not room for the largest step (memory per
             // connection is what thousands of idle clients cost).
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    let handled = Box::pin(on_message(&state, &mut session, &mut socket, text.as_str()));
+                    let handled = Box::pin(on_message(&state, &mut session, &mut socket, &mut acks, text.as_str()));
                     if let Err(close) = handled.await {
                         break Err(close);
                     }
@@ -115,6 +144,7 @@ async fn on_message(
     state: &SharedState,
     session: &mut Session,
     socket: &mut WebSocket,
+    acks: &mut Acks,
     text: &str,
 ) -> Result<(), Close> {
     let message: ClientMessage = match serde_json::from_str(text) {
@@ -126,6 +156,51 @@ async fn on_message(
         }
     };
     match message {
+        ClientMessage::Command {
+            id,
+            name,
+            input,
+            idempotency_key,
+        } => {
+            let Some(commands) = state.commands.clone() else {
+                let error = serde_json::json!({"type": "error", "id": id, "message": "this experience declares no commands"});
+                return send(socket, vec![error.to_string().into()]).await;
+            };
+            let sent = commands
+                .send(crate::command::CommandRequest {
+                    name: name.clone(),
+                    input,
+                    claims: super::commands::claims_of(session.viewer()),
+                    idempotency_key,
+                    wait: std::time::Duration::ZERO,
+                    traceparent: None,
+                })
+                .await;
+            let outcome = match sent {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    let mut error = serde_json::json!({"type": "error", "id": id, "code": e.code(), "message": e.to_string()});
+                    if let crate::command::CommandError::Invalid {
+                        field: Some(field), ..
+                    } = &e
+                    {
+                        error["field"] = field.clone().into();
+                    }
+                    return send(socket, vec![error.to_string().into()]).await;
+                }
+            };
+            if outcome.status == crate::command::Status::Accepted {
+                let wait = state
+                    .experience
+                    .command(&name)
+                    .map_or(std::time::Duration::ZERO, |c| c.max_wait);
+                let (id, command_id) = (id.clone(), outcome.command_id.clone());
+                acks.push(Box::pin(async move {
+                    ack(&id, &commands.follow(&command_id, wait).await)
+                }));
+            }
+            send(socket, vec![ack(&id, &outcome)]).await
+        }
         ClientMessage::Ping => {
             send(socket, vec![Utf8Bytes::from_static(r#"{"type":"pong"}"#)]).await
         }

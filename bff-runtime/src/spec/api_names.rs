@@ -40,6 +40,15 @@ pub fn item_field(field: &str) -> String {
     format!("{field}Item")
 }
 
+/// The input type of a command's mutation: `cancelOrder` → `CancelOrderInput`.
+pub fn command_input_type(command: &str) -> String {
+    format!("{}Input", row_type(command))
+}
+
+/// What every command's mutation returns, and its status enum.
+pub const COMMAND_RESULT_TYPE: &str = "CommandResult";
+pub const COMMAND_STATUS_TYPE: &str = "CommandStatus";
+
 /// The query field listing a projection's rows.
 pub fn list_field(projection: &str) -> String {
     format!("{projection}List")
@@ -109,6 +118,29 @@ pub fn check(spec: &ExperienceSpec) -> Vec<SpecError> {
             &projection.fields,
             &mut names,
         );
+    }
+    if !spec.commands.is_empty() {
+        // `/v1/commands/<name>` would shadow the rows of a projection named so.
+        if let Some(i) = spec.projections.iter().position(|p| p.name == "commands") {
+            names.errors.push(SpecError::new(
+                format!("spec.projections[{i}].name"),
+                "`commands` names the REST path of the commands: rename the projection",
+            ));
+        }
+    }
+    if names.graphql && !spec.commands.is_empty() {
+        names.claim(COMMAND_RESULT_TYPE, "the result type of commands", "");
+        names.claim(COMMAND_STATUS_TYPE, "the status of a command", "");
+        for (i, command) in spec.commands.iter().enumerate() {
+            let path = format!("spec.commands[{i}]");
+            let input = command_input_type(&command.name);
+            names.claim(
+                &input,
+                "the input type of this command",
+                &format!("{path}.name"),
+            );
+            field_types(&input, &format!("{path}.input"), &command.input, &mut names);
+        }
     }
     names.errors
 }

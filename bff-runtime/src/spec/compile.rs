@@ -19,6 +19,7 @@ use super::types::*;
 pub struct CompiledExperience {
     pub spec: ExperienceSpec,
     pub projections: Vec<CompiledProjection>,
+    pub commands: Vec<super::command::CompiledCommand>,
     /// Hash of the sources and projections: when it changes, the store is rebuilt.
     pub definition_hash: String,
     /// The safelisted GraphQL documents by their SHA-256 (empty: any document).
@@ -58,6 +59,10 @@ impl CompiledExperience {
     pub fn projection(&self, name: &str) -> Option<&CompiledProjection> {
         self.projections.iter().find(|p| p.name == name)
     }
+
+    pub fn command(&self, name: &str) -> Option<&super::command::CompiledCommand> {
+        self.commands.iter().find(|c| c.name == name)
+    }
 }
 
 /// Validates `spec` and compiles its expressions, or returns every problem found.
@@ -66,6 +71,7 @@ pub fn compile(spec: &ExperienceSpec) -> Result<CompiledExperience, SpecErrors> 
     check_general(spec, &mut errors);
     let source_names = check_sources(spec, &mut errors);
     let projections = check_projections(spec, &source_names, &mut errors);
+    let commands = super::command::check_commands(spec, &mut errors);
     if errors.is_empty() {
         // Only once every name is valid and unique, or each bad one is reported twice.
         errors.extend(super::api_names::check(spec));
@@ -76,6 +82,7 @@ pub fn compile(spec: &ExperienceSpec) -> Result<CompiledExperience, SpecErrors> 
     Ok(CompiledExperience {
         spec: spec.clone(),
         projections,
+        commands,
         definition_hash: definition_hash(spec),
         graphql_safelist: spec
             .api
@@ -608,7 +615,11 @@ fn check_constant_type(expr: &Expr, field: &FieldSpec, errors: &mut Vec<SpecErro
     }
 }
 
-fn check_fields(path: &str, fields: &BTreeMap<String, FieldSpec>, errors: &mut Vec<SpecError>) {
+pub(super) fn check_fields(
+    path: &str,
+    fields: &BTreeMap<String, FieldSpec>,
+    errors: &mut Vec<SpecError>,
+) {
     for (name, field) in fields {
         let field_path = format!("{path}.{name}");
         if !is_identifier(name) {
@@ -683,7 +694,7 @@ fn check_field(path: &str, field: &FieldSpec, errors: &mut Vec<SpecError>) {
 }
 
 /// GraphQL names: a letter or `_`, then letters, digits or `_`.
-fn is_identifier(name: &str) -> bool {
+pub(super) fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -697,7 +708,7 @@ fn is_source_name(name: &str) -> bool {
 }
 
 /// Kafka's own rule for topic names.
-fn check_topic_name(topic: &str) -> Result<(), String> {
+pub(super) fn check_topic_name(topic: &str) -> Result<(), String> {
     if topic.is_empty() {
         return Err("is empty".into());
     }

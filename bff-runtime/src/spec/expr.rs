@@ -23,6 +23,10 @@ pub enum Scope {
     Rule,
     /// An `access` rule: the row and the client's verified claims.
     Access,
+    /// A command's checks, key, value and headers: its input, the caller, the rows it looked up.
+    Command,
+    /// A command's lookup key: its input and the caller.
+    Lookup,
 }
 
 impl Scope {
@@ -31,6 +35,8 @@ impl Scope {
             Scope::Key => &["event", "record"],
             Scope::Rule => &["event", "row", "record"],
             Scope::Access => &["row", "auth"],
+            Scope::Command => &["input", "auth", "lookup"],
+            Scope::Lookup => &["input", "auth"],
         }
     }
 }

@@ -31,6 +31,11 @@ pub struct ExperienceSpec {
     #[schemars(length(min = 1, max = 64), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub projections: Vec<ProjectionSpec>,
 
+    /// Writes the frontend may send: each is checked, then produced to a Kafka topic.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub commands: Vec<CommandSpec>,
+
     /// Which APIs the runtime serves. All are on unless turned off.
     #[serde(default)]
     pub api: ApiSpec,
@@ -168,6 +173,72 @@ pub struct RuleSpec {
     /// Remove the row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete: Option<bool>,
+}
+
+/// A command: a write a client sends (a GraphQL mutation, `POST /v1/commands/<name>`),
+/// checked against its input, the caller and current rows, then produced to Kafka
+/// for a domain service to act on.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandSpec {
+    /// The mutation's name, e.g. `cancelOrder`.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The input fields; each is required unless listed in `optional`.
+    #[schemars(schema_with = "nested_field_schema")]
+    pub input: BTreeMap<String, FieldSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub optional: Vec<String>,
+    /// Current rows the checks may read, by name: `{order: {projection: order, key: input.orderId}}`
+    /// is `lookup.order` (null when there is no such row).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lookups: BTreeMap<String, LookupSpec>,
+    /// CEL over `input`, `auth` and `lookup`: who may send it (refused with 403 when false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<String>,
+    /// Checks of the input, each a CEL rule and the message a client gets when it is false.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validate: Vec<ValidationSpec>,
+    /// The topic the command is produced to.
+    pub topic: String,
+    /// CEL over `input`, `auth` and `lookup`: the record key (a string).
+    pub key: String,
+    /// CEL over `input`, `auth` and `lookup`: the record value (an object, sent as JSON).
+    pub value: String,
+    /// Extra headers, each a CEL string. Facet adds `facet-command-id`,
+    /// `facet-command`, `facet-user` and `traceparent` to every record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Longest a caller may wait for the command's effect to be visible, in milliseconds.
+    #[serde(default = "default_command_wait")]
+    pub max_wait_ms: u32,
+}
+
+fn default_command_wait() -> u32 {
+    5000
+}
+
+/// A row a command's checks read.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LookupSpec {
+    pub projection: String,
+    /// CEL over `input` and `auth`: the row key.
+    pub key: String,
+}
+
+/// One check of a command's input.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidationSpec {
+    /// CEL over `input`, `auth` and `lookup`; the command is refused when it is false.
+    pub rule: String,
+    /// What the client is told, e.g. `reason is at most 200 characters`.
+    pub message: String,
+    /// The input field the message is about, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 /// The declared type of one row field.

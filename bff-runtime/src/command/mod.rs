@@ -1,0 +1,431 @@
+//! Commands: the write path. A command is checked (its input, then its
+//! `validate` rules, then `allow`, over the input, the caller and the rows it
+//! looks up), produced to its Kafka topic as one record with the command id,
+//! the user and a trace context as headers, and, when the caller waits, followed
+//! until an event carrying its id has been applied ([`correlate`]).
+
+pub mod correlate;
+pub mod input;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::spec::command::CompiledCommand;
+use crate::spec::expr::{cel_to_json, Bound, Expr};
+use crate::spec::CompiledExperience;
+use crate::store::Store;
+use correlate::{Correlations, COMMAND_ID_HEADER};
+
+/// How long producing may take before the command is refused as unavailable.
+pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many first results are kept for retries with an idempotency key.
+const REMEMBERED: usize = 10_000;
+
+/// What a client sends.
+pub struct CommandRequest {
+    pub name: String,
+    pub input: Value,
+    /// The caller's verified claims (`{}` when anonymous).
+    pub claims: Value,
+    /// A retry with the same key returns the first result without producing again.
+    pub idempotency_key: Option<String>,
+    /// How long the caller waits for the effect (capped by the command's `maxWaitMs`).
+    pub wait: Duration,
+    /// The caller's W3C `traceparent`, continued in the record.
+    pub traceparent: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Produced; its effect was not seen within the wait (or the caller did not wait).
+    Accepted,
+    /// An event carrying the command id has been applied: read from `position`.
+    Visible,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub command_id: String,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CommandError {
+    #[error("no command named `{0}`")]
+    Unknown(String),
+    #[error("{message}")]
+    Invalid {
+        field: Option<String>,
+        message: String,
+    },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("Kafka is unavailable, nothing was sent: {0}")]
+    Unavailable(String),
+    /// An expression of the spec failed on this input (e.g. a value that is not an object).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CommandError {
+    /// A short label, for API error codes and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CommandError::Unknown(_) => "not_found",
+            CommandError::Invalid { .. } => "invalid_input",
+            CommandError::Forbidden(_) => "forbidden",
+            CommandError::Unavailable(_) => "unavailable",
+            CommandError::Failed(_) => "command_failed",
+        }
+    }
+}
+
+pub struct Commands {
+    experience: Arc<CompiledExperience>,
+    /// `namespace/name`, so equal idempotency keys of two experiences never meet.
+    experience_name: String,
+    store: Arc<Store>,
+    producer: FutureProducer,
+    correlations: Arc<Correlations>,
+    sent: Mutex<Sent>,
+}
+
+#[derive(Default)]
+struct Sent {
+    by_id: HashMap<String, Outcome>,
+    order: VecDeque<String>,
+}
+
+impl Commands {
+    pub fn new(
+        experience: Arc<CompiledExperience>,
+        experience_name: String,
+        store: Arc<Store>,
+        producer: FutureProducer,
+        correlations: Arc<Correlations>,
+    ) -> Self {
+        Commands {
+            experience,
+            experience_name,
+            store,
+            producer,
+            correlations,
+            sent: Mutex::default(),
+        }
+    }
+
+    pub async fn send(&self, request: CommandRequest) -> Result<Outcome, CommandError> {
+        let command = self
+            .experience
+            .command(&request.name)
+            .ok_or_else(|| CommandError::Unknown(request.name.clone()))?;
+        let input = Value::Object(input::check(command, request.input)?);
+        let user = request.claims["sub"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let command_id = match &request.idempotency_key {
+            Some(key) => idempotent_id(&self.experience_name, &command.name, &user, key),
+            None => random_id(),
+        };
+        if let Some(first) = self.first_result(&command_id) {
+            return Ok(first);
+        }
+        let bound = self.bind(command, &input, &request.claims).await?;
+        self.check(command, &bound)?;
+        let key = string_of(&command.key, &bound)?;
+        let value =
+            cel_to_json(&eval(&command.value, &bound)?).map_err(|e| failed(&command.value, e))?;
+        if !value.is_object() {
+            return Err(failed(&command.value, "must give an object".into()));
+        }
+        let traceparent = request
+            .traceparent
+            .filter(|t| is_traceparent(t))
+            .unwrap_or_else(new_traceparent);
+        let mut headers = OwnedHeaders::new()
+            .insert(Header {
+                key: COMMAND_ID_HEADER,
+                value: Some(&command_id),
+            })
+            .insert(Header {
+                key: "facet-command",
+                value: Some(&command.name),
+            })
+            .insert(Header {
+                key: "facet-user",
+                value: Some(&user),
+            })
+            .insert(Header {
+                key: "traceparent",
+                value: Some(&traceparent),
+            });
+        for (name, expr) in &command.headers {
+            let text = string_of(expr, &bound)?;
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(&text),
+            });
+        }
+        let payload = value.to_string();
+        let record = FutureRecord::to(&command.topic)
+            .key(&key)
+            .payload(&payload)
+            .headers(headers);
+        self.producer
+            .send(record, PRODUCE_TIMEOUT)
+            .await
+            .map_err(|(e, _)| CommandError::Unavailable(e.to_string()))?;
+        let outcome = self
+            .follow(&command_id, request.wait.min(command.max_wait))
+            .await;
+        self.remember(outcome.clone());
+        Ok(outcome)
+    }
+
+    /// The result of the first send of this id, brought up to date.
+    fn first_result(&self, command_id: &str) -> Option<Outcome> {
+        let first = self
+            .sent
+            .lock()
+            .expect("sent lock")
+            .by_id
+            .get(command_id)
+            .cloned()?;
+        Some(match self.correlations.watch(command_id) {
+            Ok(position) => Outcome {
+                status: Status::Visible,
+                position: Some(position),
+                ..first
+            },
+            Err(_) => {
+                self.correlations.forget_closed(command_id);
+                first
+            }
+        })
+    }
+
+    fn remember(&self, outcome: Outcome) {
+        let mut sent = self.sent.lock().expect("sent lock");
+        if sent
+            .by_id
+            .insert(outcome.command_id.clone(), outcome.clone())
+            .is_none()
+        {
+            sent.order.push_back(outcome.command_id);
+            if sent.order.len() > REMEMBERED {
+                if let Some(oldest) = sent.order.pop_front() {
+                    sent.by_id.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    /// Waits up to `wait` for the command's effect.
+    pub async fn follow(&self, command_id: &str, wait: Duration) -> Outcome {
+        let accepted = Outcome {
+            command_id: command_id.to_string(),
+            status: Status::Accepted,
+            position: None,
+        };
+        let visible = |position| Outcome {
+            status: Status::Visible,
+            position: Some(position),
+            ..accepted.clone()
+        };
+        match self.correlations.watch(command_id) {
+            Ok(position) => visible(position),
+            Err(_) if wait.is_zero() => {
+                self.correlations.forget_closed(command_id);
+                accepted
+            }
+            Err(receiver) => match tokio::time::timeout(wait, receiver).await {
+                Ok(Ok(position)) => visible(position),
+                _ => {
+                    self.correlations.forget_closed(command_id);
+                    accepted
+                }
+            },
+        }
+    }
+
+    /// `input`, `auth` and `lookup` as the command's expressions see them.
+    async fn bind(
+        &self,
+        command: &CompiledCommand,
+        input: &Value,
+        claims: &Value,
+    ) -> Result<Bindings, CommandError> {
+        let lookup_scope = [("input", Bound::json(input)), ("auth", Bound::json(claims))];
+        let mut found = serde_json::Map::new();
+        for lookup in &command.lookups {
+            let variables: Vec<(&str, &Bound)> =
+                lookup_scope.iter().map(|(n, b)| (*n, b)).collect();
+            let key = match lookup.key.eval(&variables) {
+                Ok(cel::Value::String(key)) => key.to_string(),
+                Ok(_) | Err(_) => {
+                    found.insert(lookup.name.clone(), Value::Null);
+                    continue;
+                }
+            };
+            let store = self.store.clone();
+            let projection = lookup.projection.clone();
+            let row = tokio::task::spawn_blocking(move || store.row(&projection, &key))
+                .await
+                .map_err(|e| CommandError::Failed(e.to_string()))?
+                .map_err(|e| CommandError::Failed(crate::serve::log_internal(e)))?;
+            found.insert(lookup.name.clone(), row.map_or(Value::Null, Value::Object));
+        }
+        let [(_, input), (_, auth)] = lookup_scope;
+        Ok(Bindings {
+            input,
+            auth,
+            lookup: Bound::json(&Value::Object(found)),
+        })
+    }
+
+    /// The `validate` rules (400 with their message), then `allow` (403).
+    fn check(&self, command: &CompiledCommand, bound: &Bindings) -> Result<(), CommandError> {
+        for validation in &command.validate {
+            if !holds(&validation.rule, bound) {
+                return Err(CommandError::Invalid {
+                    field: validation.field.clone(),
+                    message: validation.message.clone(),
+                });
+            }
+        }
+        match &command.allow {
+            Some(allow) if !holds(allow, bound) => Err(CommandError::Forbidden(format!(
+                "not allowed to {}",
+                command.name
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+struct Bindings {
+    input: Bound,
+    auth: Bound,
+    lookup: Bound,
+}
+
+impl Bindings {
+    fn variables(&self) -> [(&'static str, &Bound); 3] {
+        [
+            ("input", &self.input),
+            ("auth", &self.auth),
+            ("lookup", &self.lookup),
+        ]
+    }
+}
+
+fn eval(expr: &Expr, bound: &Bindings) -> Result<cel::Value, CommandError> {
+    expr.eval(&bound.variables())
+        .map_err(|e| failed(expr, e.to_string()))
+}
+
+/// A check that fails to evaluate (a lookup that found nothing, say) does not hold.
+fn holds(expr: &Expr, bound: &Bindings) -> bool {
+    matches!(expr.eval(&bound.variables()), Ok(cel::Value::Bool(true)))
+}
+
+fn string_of(expr: &Expr, bound: &Bindings) -> Result<String, CommandError> {
+    match eval(expr, bound)? {
+        cel::Value::String(s) => Ok(s.to_string()),
+        other => Err(failed(
+            expr,
+            format!(
+                "must give a string, gave a {}",
+                crate::spec::expr::cel_type_name(&other)
+            ),
+        )),
+    }
+}
+
+fn failed(expr: &Expr, message: String) -> CommandError {
+    CommandError::Failed(format!("{}: {message}", expr.path))
+}
+
+/// The same experience, command, user and idempotency key give the same id, on
+/// every replica: a domain service that keeps the ids it has handled sees a
+/// retry that reached another pod as the command it already ran.
+fn idempotent_id(experience: &str, command: &str, user: &str, key: &str) -> String {
+    let digest = crate::spec::compile::sha256_hex(
+        format!("{experience}\n{command}\n{user}\n{key}").as_bytes(),
+    );
+    uuid_form(&digest[..32])
+}
+
+fn random_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn uuid_form(hex: &str) -> String {
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, not all zero.
+fn is_traceparent(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && parts[1].bytes().any(|b| b != b'0')
+        && hex(parts[2], 16)
+        && parts[2].bytes().any(|b| b != b'0')
+        && hex(parts[3], 2)
+}
+
+fn new_traceparent() -> String {
+    let trace = uuid::Uuid::new_v4().simple().to_string();
+    let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    format!("00-{trace}-{span}-01")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotent_ids_are_stable_and_distinct() {
+        let a = idempotent_id("shop/web", "cancelOrder", "alice", "k-1");
+        assert_eq!(a, idempotent_id("shop/web", "cancelOrder", "alice", "k-1"));
+        assert_ne!(a, idempotent_id("shop/web", "cancelOrder", "bob", "k-1"));
+        assert_eq!(a.len(), 36);
+    }
+
+    #[test]
+    fn traceparents_are_checked_and_made() {
+        assert!(is_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!is_traceparent(
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
+        ));
+        assert!(!is_traceparent("garbage"));
+        assert!(is_traceparent(&new_traceparent()));
+    }
+}

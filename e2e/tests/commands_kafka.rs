@@ -1,0 +1,352 @@
+//! Commands against a real Kafka broker, with a small domain service in the test
+//! that consumes the command topic and emits the events it leads to, copying the
+//! `facet-command-id` header. A command that waits answers once the projection
+//! shows its effect, with the position to read from, and subscribers get the
+//! change; a retry with the same idempotency key produces once; refused commands
+//! produce nothing; the stock graphql-ws client and plain HTTP send mutations;
+//! the native WebSocket acknowledges twice; without Kafka a command gets 503.
+
+use std::io::{BufRead, BufReader};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use facet_e2e::identity::{IdentityProvider, ISSUER};
+use facet_e2e::kafka::Broker;
+use facet_e2e::process::Runtime;
+use facet_e2e::{log_dir, wait_for};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use serde_json::{json, Value};
+
+const COMMANDS: &str = "shop.commands.v1";
+const ORDERS: &str = "shop.orders.v1";
+
+/// The storefront sample on this broker and identity provider.
+fn spec(jwks_uri: &str) -> String {
+    let sample =
+        std::fs::read_to_string(facet_e2e::repo_root().join("config/samples/storefront.yaml"))
+            .unwrap();
+    sample
+        .replace("https://id.example.com/.well-known/jwks.json", jwks_uri)
+        .replace(
+            "issuer: https://id.example.com",
+            &format!("issuer: {ISSUER}"),
+        )
+}
+
+/// The order service: for each CancelOrder it emits OrderCancelled with the
+/// command's id, as a service following the contract does.
+fn domain_service(bootstrap: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "order-service")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[COMMANDS]).unwrap();
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            rdkafka::config::ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .create()
+                .unwrap();
+        let mut handled = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let command: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+            let id = message
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "facet-command-id"))
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8(v.to_vec()).unwrap())
+                .expect("every command carries its id");
+            assert_eq!(command["type"], "CancelOrder");
+            let event = json!({"type": "OrderCancelled", "orderId": command["orderId"], "customerId": command["by"], "total": 10.0});
+            let payload = event.to_string();
+            let key = command["orderId"].as_str().unwrap().to_string();
+            producer
+                .send(BaseRecord::to(ORDERS).key(&key).payload(&payload).headers(
+                    OwnedHeaders::new().insert(Header {
+                        key: "facet-command-id",
+                        value: Some(&id),
+                    }),
+                ))
+                .unwrap();
+            producer.flush(Duration::from_secs(10)).unwrap();
+            handled += 1;
+        }
+        handled
+    })
+}
+
+fn produced(broker: &Broker) -> i64 {
+    let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    let (low, high) = consumer
+        .fetch_watermarks(COMMANDS, 0, Duration::from_secs(10))
+        .unwrap();
+    high - low
+}
+
+fn post(
+    runtime: &Runtime,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut request = agent
+        .post(runtime.url(path))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut response = request.send(body.to_string()).unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_json().unwrap_or_default())
+}
+
+fn next_text<S: std::io::Read + std::io::Write>(socket: &mut tungstenite::WebSocket<S>) -> Value {
+    loop {
+        if let tungstenite::Message::Text(text) = socket.read().unwrap() {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+#[test]
+fn commands_through_a_real_broker_with_read_your_writes() {
+    let logs = log_dir("commands_kafka");
+    let mut broker = Broker::start(&logs);
+    for topic in [ORDERS, "shop.payments.v1", COMMANDS] {
+        broker.create_topic(topic, 1);
+    }
+    let producer = broker.producer();
+    for (order, customer) in [
+        ("o-1", "alice"),
+        ("o-2", "bob"),
+        ("o-3", "alice"),
+        ("o-4", "alice"),
+        ("o-5", "alice"),
+    ] {
+        let placed = json!({"type": "OrderPlaced", "orderId": order, "customerId": customer, "items": [], "total": 10.0, "at": "2026-12-01T10:00:00Z"});
+        producer.send(ORDERS, order, placed.to_string().as_bytes());
+    }
+    producer.flush();
+    let identity = IdentityProvider::start();
+    let (alice, bob) = (
+        identity.token("alice", "storefront"),
+        identity.token("bob", "storefront"),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let spec_path = work.path().join("storefront.yaml");
+    std::fs::write(&spec_path, spec(&identity.jwks_uri)).unwrap();
+    let mut runtime = Runtime::start(
+        &spec_path,
+        &work.path().join("data"),
+        &broker.bootstrap(),
+        "storefront-web-0",
+        &logs.join("runtime.log"),
+    );
+    runtime.wait_ready(Duration::from_secs(60));
+    let stop = Arc::new(AtomicBool::new(false));
+    let service = domain_service(broker.bootstrap(), stop.clone());
+
+    // Alice watches her orders.
+    let address = runtime.url("").trim_start_matches("http://").to_string();
+    let (mut watcher, _) =
+        tungstenite::connect(format!("ws://{address}/ws?access_token={alice}")).unwrap();
+    watcher
+        .send(tungstenite::Message::text(
+            json!({"type": "subscribe", "id": "mine", "projection": "order"}).to_string(),
+        ))
+        .unwrap();
+    assert_eq!(next_text(&mut watcher)["type"], "snapshot");
+
+    // A command that waits answers once the order shows it, with the position.
+    let cancel = json!({"orderId": "o-1", "reason": "changed my mind"});
+    let (status, first) = post(
+        &runtime,
+        "/v1/commands/cancelOrder",
+        &alice,
+        &[("Idempotency-Key", "k-1")],
+        cancel.clone(),
+    );
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["status"], "visible");
+    let position = first["position"].as_str().unwrap().to_string();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let order: Value = agent
+        .get(runtime.url("/v1/order/o-1"))
+        .header("Authorization", format!("Bearer {alice}"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(order["status"], "cancelled", "read-your-writes: {order}");
+    let change = next_text(&mut watcher);
+    assert_eq!(
+        (change["type"].as_str(), change["key"].as_str()),
+        (Some("change"), Some("o-1")),
+        "{change}"
+    );
+    assert_eq!(change["row"]["status"], "cancelled");
+    // The position the command answered with covers the change the watcher got.
+    assert_eq!(change["position"].as_str(), Some(position.as_str()));
+    assert_eq!(produced(&broker), 1);
+
+    // A retry with the same key: the first result, nothing produced again.
+    let (status, retry) = post(
+        &runtime,
+        "/v1/commands/cancelOrder",
+        &alice,
+        &[("Idempotency-Key", "k-1")],
+        cancel,
+    );
+    assert_eq!(
+        (status, &retry["commandId"]),
+        (200, &first["commandId"]),
+        "{retry}"
+    );
+    assert_eq!(produced(&broker), 1);
+
+    // Refused before anything is produced, each with its reason.
+    let refusals = [
+        ("cancelOrder", &alice, json!({"orderId": "o-2"}), 403, None),
+        (
+            "cancelOrder",
+            &alice,
+            json!({"orderId": 2}),
+            400,
+            Some("orderId"),
+        ),
+        (
+            "cancelOrder",
+            &alice,
+            json!({"reason": "x"}),
+            400,
+            Some("orderId"),
+        ),
+        (
+            "cancelOrder",
+            &alice,
+            json!({"orderId": "o-3", "extra": 1}),
+            400,
+            Some("extra"),
+        ),
+        (
+            "cancelOrder",
+            &alice,
+            json!({"orderId": "o-3", "reason": "x".repeat(201)}),
+            400,
+            Some("reason"),
+        ),
+        ("shipEverything", &alice, json!({}), 404, None),
+    ];
+    for (name, token, input, expected, field) in refusals {
+        let (status, body) = post(
+            &runtime,
+            &format!("/v1/commands/{name}"),
+            token,
+            &[],
+            input.clone(),
+        );
+        assert_eq!(status, expected, "{name} {input}: {body}");
+        assert_eq!(body["error"]["field"].as_str(), field, "{body}");
+    }
+    assert_eq!(produced(&broker), 1, "refused commands produce nothing");
+
+    // Bob over GraphQL on HTTP.
+    let mutation = json!({"query": "mutation { cancelOrder(input: {orderId: \"o-2\"}) { commandId status position } }"});
+    let (status, answer) = post(&runtime, "/graphql", &bob, &[], mutation);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["data"]["cancelOrder"]["status"], "VISIBLE",
+        "{answer}"
+    );
+    let (_, refused) = post(
+        &runtime,
+        "/graphql",
+        &bob,
+        &[],
+        json!({"query": "mutation { cancelOrder(input: {orderId: \"o-3\"}) { status } }"}),
+    );
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{refused}"
+    );
+
+    // Alice with the stock graphql-ws client.
+    let output = facet_e2e::node::script("graphql-ws-subscriber.mjs")
+        .arg(format!("ws://{address}/graphql/ws"))
+        .arg("mutation { cancelOrder(input: {orderId: \"o-3\", reason: \"late\"}) { status position } }")
+        .arg(&alice)
+        .output()
+        .expect("running node");
+    let lines: Vec<Value> = BufReader::new(&output.stdout[..])
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    assert!(
+        output.status.success(),
+        "{lines:?} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        lines.last().unwrap()["data"]["cancelOrder"]["status"],
+        "VISIBLE",
+        "{lines:?}"
+    );
+
+    // The native WebSocket: acknowledged when produced, then when visible.
+    watcher.send(tungstenite::Message::text(json!({"type": "command", "id": "c-4", "name": "cancelOrder", "input": {"orderId": "o-4"}}).to_string())).unwrap();
+    let mut acks = Vec::new();
+    while acks.len() < 2 {
+        let message = next_text(&mut watcher);
+        if message["type"] == "ack" {
+            acks.push(message);
+        }
+    }
+    assert_eq!(acks[0]["status"], "accepted", "{acks:?}");
+    assert_eq!(acks[1]["status"], "visible", "{acks:?}");
+    assert_eq!(acks[0]["commandId"], acks[1]["commandId"]);
+    assert!(acks[1]["position"].is_string());
+    wait_for(
+        "the service to handle four commands",
+        Duration::from_secs(10),
+        || produced(&broker) == 4,
+    );
+
+    // Without Kafka: 503, and nothing half-sent.
+    stop.store(true, Ordering::SeqCst);
+    assert_eq!(service.join().unwrap(), 4);
+    broker.kill();
+    let (status, body) = post(
+        &runtime,
+        "/v1/commands/cancelOrder",
+        &alice,
+        &[],
+        json!({"orderId": "o-5"}),
+    );
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    broker.restart();
+    assert_eq!(produced(&broker), 4);
+    runtime.terminate();
+}
