@@ -634,3 +634,68 @@ fn graphql_limits_are_checked() {
         "spec.api.graphqlLimits.safelist[0]: the query has 2 aliases; at most 1 are allowed",
     );
 }
+
+const COMMAND: &str = r#"[{name: cancelOrder, input: {orderId: {type: string}}, topic: shop.commands.v1,
+  lookups: {order: {projection: order, key: input.orderId}},
+  allow: 'lookup.order.id == auth.sub', key: input.orderId, value: '{"orderId": input.orderId}'}]"#;
+
+#[test]
+fn a_command_is_valid() {
+    assert_eq!(errors_of(spec_with("commands", COMMAND)), Vec::<String>::new());
+}
+
+#[test]
+fn commands_are_checked_where_they_are_written() {
+    let with = |path: &str, yaml: &str| {
+        let mut spec = spec_with("commands", COMMAND);
+        let mut node = &mut spec["commands"][0];
+        for segment in path.split('.') {
+            node = &mut node[segment];
+        }
+        *node = serde_yaml::from_str(yaml).unwrap();
+        errors_of(spec)
+    };
+    assert_eq!(
+        with("lookups.order.projection", "nope"),
+        ["spec.commands[0].lookups.order.projection: no projection named `nope`"]
+    );
+    assert_eq!(
+        with("key", "row.id"),
+        ["spec.commands[0].key: unknown variable `row`: this expression may use input, auth, lookup\n    in expression: row.id"]
+    );
+    assert_eq!(
+        with("lookups.order.key", "lookup.order.id"),
+        ["spec.commands[0].lookups.order.key: unknown variable `lookup`: this expression may use input, auth\n    in expression: lookup.order.id"]
+    );
+    assert_eq!(
+        with("optional", "[reason]"),
+        ["spec.commands[0].optional: `reason` is not an input field"]
+    );
+    assert_eq!(
+        with("headers", "{traceparent: '\"x\"'}"),
+        ["spec.commands[0].headers.traceparent: is set by Facet on every command record"]
+    );
+    assert_eq!(
+        with("topic", "bad topic"),
+        ["spec.commands[0].topic: `bad topic` is not a valid Kafka topic name: ` ` is not allowed (use letters, digits, `.`, `_`, `-`)"]
+    );
+    assert_eq!(
+        with("name", "order"),
+        Vec::<String>::new(),
+        "a command may share a projection's name: they live in different root types"
+    );
+    // The input type of a command meets a projection's row type.
+    let mut spec = spec_with("commands", COMMAND);
+    spec["projections"].as_sequence_mut().unwrap().push(
+        serde_yaml::from_str(
+            "{name: cancelOrderInput, key: event.id, rules: [{source: orders, upsert: {id: event.id}}], \
+             fields: {id: {type: string}}, access: 'true'}",
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        errors_of(spec),
+        ["spec.commands[0].name: gives the generated type `CancelOrderInput` (the input type of this command), \
+          already the row type of this projection at spec.projections[1].name: rename one of them"]
+    );
+}

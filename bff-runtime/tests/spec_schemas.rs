@@ -65,16 +65,29 @@ fn projection() -> impl Strategy<Value = Value> {
     })
 }
 
-fn spec() -> impl Strategy<Value = Value> {
-    (prop::collection::vec(projection(), 1..4), any::<bool>()).prop_map(|(projections, graphql)| {
-        json!({
-            "kafka": {"bootstrapServers": "localhost:9092"},
-            "sources": [{"name": "s", "topic": "t"}],
-            "projections": projections,
-            "api": {"graphql": graphql},
-            "auth": {"anonymous": true},
-        })
+/// A command whose name and input fields are drawn like the projections'.
+fn command() -> impl Strategy<Value = Value> {
+    (name(), prop::collection::btree_map(name(), field(), 1..3)).prop_map(|(name, input)| {
+        json!({"name": name, "input": input, "topic": "commands", "key": "\"k\"", "value": "{}"})
     })
+}
+
+fn spec() -> impl Strategy<Value = Value> {
+    (
+        prop::collection::vec(projection(), 1..4),
+        prop::collection::vec(command(), 0..2),
+        any::<bool>(),
+    )
+        .prop_map(|(projections, commands, graphql)| {
+            json!({
+                "kafka": {"bootstrapServers": "localhost:9092"},
+                "sources": [{"name": "s", "topic": "t"}],
+                "projections": projections,
+                "commands": commands,
+                "api": {"graphql": graphql},
+                "auth": {"anonymous": true},
+            })
+        })
 }
 
 proptest! {
