@@ -641,7 +641,10 @@ const COMMAND: &str = r#"[{name: cancelOrder, input: {orderId: {type: string}}, 
 
 #[test]
 fn a_command_is_valid() {
-    assert_eq!(errors_of(spec_with("commands", COMMAND)), Vec::<String>::new());
+    assert_eq!(
+        errors_of(spec_with("commands", COMMAND)),
+        Vec::<String>::new()
+    );
 }
 
 #[test]

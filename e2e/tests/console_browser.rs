@@ -161,6 +161,33 @@ async fn console_shows_rows_and_live_updates_in_chromium() {
         "the change log shows the change: {log}"
     );
 
+    // Send a command from the console as dora: her order may be cancelled; no
+    // service acts on it in dev mode, so it is accepted and not yet visible. As
+    // someone else it is refused.
+    for (user, expected) in [("dora", "accepted: "), ("mallory", "403 forbidden")] {
+        client
+            .execute(
+                "document.getElementById('viewas').value = arguments[0];
+                 document.getElementById('command-input').value = arguments[1];
+                 document.querySelector('#command-form button').click(); return true;",
+                vec![
+                    user.into(),
+                    serde_json::json!({"orderId": "o-2000"}).to_string().into(),
+                ],
+            )
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let result = text(&client, "#command-result").await;
+            if result.starts_with(expected) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{user}: {result}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     // The header links to the generated API documents, and they are served.
     for (link, path) in [
         ("#openapi-link", "/openapi.json"),

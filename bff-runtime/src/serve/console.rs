@@ -35,6 +35,11 @@ pub async fn info(State(state): State<SharedState>) -> Json<serde_json::Value> {
         "experience": state.experience_name,
         "projections": projections,
         "sources": spec.sources,
+        "commands": state.experience.commands.iter().map(|c| json!({
+            "name": c.name,
+            "description": c.description,
+            "input": c.input.iter().map(|(name, f)| json!({"name": name, "type": f.field_type.as_str(), "required": c.is_required(name)})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
         "api": spec.api,
         // Links the console shows: only to what this runtime serves.
         "links": {"openapi": spec.api.rest, "graphiql": state.graphql.is_some()},
