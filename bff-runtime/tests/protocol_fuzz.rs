@@ -90,7 +90,7 @@ enum Frame {
 
 fn native_message() -> impl Strategy<Value = Frame> {
     let typed = (
-        prop::sample::select(vec!["subscribe", "unsubscribe", "auth", "ping", "other"]),
+        prop::sample::select(vec!["subscribe", "unsubscribe", "auth", "ping", "command", "other"]),
         text(),
         text(),
         value(),
