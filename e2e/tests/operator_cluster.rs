@@ -223,6 +223,71 @@ fn operator_runs_samples_on_a_real_control_plane() {
         ) == "1"
     });
 
+    // The scale subresource: `kubectl scale` and a HorizontalPodAutoscaler change
+    // spec.replicas, and the StatefulSet follows.
+    let sts_replicas = || {
+        jsonpath(
+            &cluster,
+            &["get", "statefulset", "storefront-web", "-n", "shop"],
+            "{.spec.replicas}",
+        )
+    };
+    cluster.kubectl_ok(&[
+        "scale",
+        "fx",
+        "storefront-web",
+        "-n",
+        "shop",
+        "--replicas=2",
+    ]);
+    wait_for(
+        "kubectl scale to reach the StatefulSet",
+        Duration::from_secs(60),
+        || sts_replicas() == "2",
+    );
+    assert_eq!(
+        jsonpath(
+            &cluster,
+            &["get", "fx", "storefront-web", "-n", "shop"],
+            "{.status.selector}"
+        ),
+        "app.kubernetes.io/instance=storefront-web,app.kubernetes.io/name=facet-bff"
+    );
+    let hpa = r#"apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: storefront-web, namespace: shop}
+spec:
+  scaleTargetRef: {apiVersion: facet.dev/v1alpha1, kind: FrontendExperience, name: storefront-web}
+  minReplicas: 3
+  maxReplicas: 4
+  metrics: [{type: Resource, resource: {name: cpu, target: {type: Utilization, averageUtilization: 80}}}]
+"#;
+    assert!(cluster.apply(hpa).status.success());
+    wait_for(
+        "the autoscaler to raise replicas to its minimum",
+        Duration::from_secs(90),
+        || {
+            jsonpath(
+                &cluster,
+                &["get", "fx", "storefront-web", "-n", "shop"],
+                "{.spec.replicas}",
+            ) == "3"
+                && sts_replicas() == "3"
+        },
+    );
+    cluster.kubectl_ok(&["delete", "hpa", "storefront-web", "-n", "shop"]);
+    cluster.kubectl_ok(&[
+        "scale",
+        "fx",
+        "storefront-web",
+        "-n",
+        "shop",
+        "--replicas=1",
+    ]);
+    wait_for("the scale back to one", Duration::from_secs(60), || {
+        sts_replicas() == "1"
+    });
+
     // A second replica stands by; when the leader dies it takes over the Lease,
     // and the blog scenarios below are reconciled by it.
     let _standby = start_operator(&cluster, &logs, "operator-b");

@@ -69,6 +69,7 @@ fn with_status(rollout: Rollout, spec_error: Option<&str>) -> serde_json::Value 
         rollout: Some(rollout),
         consumer_groups: vec![],
         endpoints: Endpoints::default(),
+        selector: "app.kubernetes.io/instance=blog-post-page".into(),
     };
     fx.status = Some(next_status(
         None,

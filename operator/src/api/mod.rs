@@ -22,6 +22,12 @@ use serde::{Deserialize, Serialize};
     category = "facet",
     namespaced,
     status = "FrontendExperienceStatus",
+    // `kubectl scale fx/<name>` and HorizontalPodAutoscalers change `spec.replicas`.
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     derive = "PartialEq",
     printcolumn(
         name = "Ready",
@@ -76,6 +82,10 @@ pub struct FrontendExperienceStatus {
     /// Runtime pods that have caught up with their topics and serve clients.
     #[serde(default)]
     pub ready_replicas: i32,
+
+    /// The label selector of the runtime pods, as text (the scale subresource's, for autoscalers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
 
     /// The Kafka consumer group of each pod (`facet.<namespace>.<name>.<ordinal>`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -276,6 +276,11 @@ async fn reconcile_inner(fx: &FrontendExperience, context: &Context) -> Result<A
         rollout,
         consumer_groups: builders::consumer_groups(&namespace, &name, spec.replicas),
         endpoints: builders::endpoints(&namespace, &name, spec),
+        selector: builders::selector_labels(&name)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
     };
     let next = status::next_status(
         fx.status.as_ref(),

@@ -31,6 +31,8 @@ pub struct Observed {
     pub rollout: Option<Rollout>,
     pub consumer_groups: Vec<String>,
     pub endpoints: Endpoints,
+    /// The pods' label selector, e.g. `app.kubernetes.io/instance=web,app.kubernetes.io/name=facet-bff`.
+    pub selector: String,
 }
 
 pub fn next_status(
@@ -119,6 +121,7 @@ pub fn next_status(
         conditions,
         replicas: rollout.replicas,
         ready_replicas: rollout.ready_replicas,
+        selector: Some(observed.selector.clone()),
         consumer_groups: observed.consumer_groups.clone(),
         endpoints: Some(observed.endpoints.clone()),
     }
@@ -166,6 +169,7 @@ mod tests {
             rollout: Some(rollout),
             consumer_groups: vec![],
             endpoints: Endpoints::default(),
+            selector: "app=x".into(),
         }
     }
 
