@@ -112,12 +112,11 @@ fn read_property_dir(dir: &std::path::Path) -> anyhow::Result<Vec<(String, Strin
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().to_string();
-        // Kubernetes mounts Secrets with `..data` links; only plain keys are properties.
-        if name.starts_with('.') || !entry.path().is_file() {
+        if !entry.path().is_file() {
             continue;
         }
-        let value = std::fs::read_to_string(entry.path())?;
-        properties.push((name, value.trim_end().to_string()));
+        let value = std::fs::read(entry.path())?;
+        properties.extend(facet_bff::ingest::secret_property(&name, &value));
     }
     Ok(properties)
 }

@@ -301,6 +301,63 @@ spec:
     );
 
     blog_lifecycle(&cluster, &kubelet, &mut broker);
+    sasl_cleanup(&cluster, &broker);
+}
+
+/// An experience on the broker's SASL/TLS listener: its pod reads through the
+/// Secret's client properties, and deleting it with consumer-group cleanup uses
+/// the same properties, so the deletion completes and the group is gone.
+fn sasl_cleanup(cluster: &ControlPlane, broker: &Broker) {
+    let ns = "secure";
+    broker.create_topic("e2e.secure.ticks", 1);
+    let producer = broker.producer();
+    producer.send("e2e.secure.ticks", "k", br#"{"k": "a"}"#);
+    producer.flush();
+    let (bootstrap, properties) = broker.secure_bootstrap(facet_e2e::kafka::SCRAM_PASSWORD);
+    cluster.kubectl_ok(&["create", "namespace", ns]);
+    let data: serde_json::Map<String, serde_json::Value> =
+        properties.into_iter().map(|(k, v)| (k, v.into())).collect();
+    let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "kafka-client", "namespace": ns}, "stringData": data});
+    assert!(cluster.apply(&secret.to_string()).status.success());
+    let fx = format!(
+        r#"apiVersion: facet.dev/v1alpha1
+kind: FrontendExperience
+metadata: {{name: ticks, namespace: {ns}}}
+spec:
+  kafka: {{bootstrapServers: "{bootstrap}", secretRef: {{name: kafka-client}}}}
+  sources: [{{name: ticks, topic: e2e.secure.ticks}}]
+  projections:
+    - name: tick
+      key: event.k
+      rules: [{{source: ticks, upsert: {{k: event.k}}}}]
+      fields: {{k: {{type: string}}}}
+  auth: {{anonymous: true}}
+"#
+    );
+    let applied = cluster.apply(&fx);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "fx/ticks",
+        "-n",
+        ns,
+        "--timeout=120s",
+    ]);
+    let group = "facet.secure.ticks.0";
+    wait_for("the pod to commit offsets", Duration::from_secs(60), || {
+        broker.group_exists(group)
+    });
+    cluster.kubectl_ok(&["delete", "fx", "ticks", "-n", ns, "--timeout=120s"]);
+    assert!(
+        !broker.group_exists(group),
+        "the consumer group was deleted over SASL"
+    );
 }
 
 fn lease_holder(cluster: &ControlPlane) -> String {

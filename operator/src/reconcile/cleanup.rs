@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use rdkafka::admin::{AdminClient, AdminOptions};
@@ -16,6 +17,7 @@ use tracing::info;
 use super::builders::consumer_groups;
 use super::controller::Error;
 use crate::api::FrontendExperience;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 pub const FINALIZER: &str = "facet.dev/consumer-groups";
 
@@ -57,13 +59,22 @@ pub async fn delete_consumer_groups(client: &Client, fx: &FrontendExperience) ->
     }
 
     let spec = &fx.spec.experience;
-    // Groups of every ordinal the experience may have had, not only today's replicas.
-    let groups = consumer_groups(&namespace, &name, spec.replicas.max(1) + 8);
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &spec.kafka.bootstrap_servers);
     for (key, value) in &spec.kafka.properties {
         config.set(key, value);
     }
+    // The same client properties the pods use, from the same Secret (SASL, TLS).
+    if let Some(secret) = &spec.kafka.secret_ref {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+        let found = secrets.get(&secret.name).await?;
+        for (key, value) in found.data.unwrap_or_default() {
+            if let Some((key, value)) = facet_bff::ingest::secret_property(&key, &value.0) {
+                config.set(key, value);
+            }
+        }
+    }
+    let groups = groups_to_delete(&config, &namespace, &name, spec.replicas).await?;
     let admin: AdminClient<DefaultClientContext> = config
         .create()
         .map_err(|e| Error::Cleanup(format!("kafka admin client: {e}")))?;
@@ -85,4 +96,31 @@ pub async fn delete_consumer_groups(client: &Client, fx: &FrontendExperience) ->
         }
     }
     Ok(())
+}
+
+/// Every group the cluster has for the experience's pods, whatever ordinals it
+/// ever had, and today's ordinals (a group may exist only as committed offsets).
+async fn groups_to_delete(
+    config: &ClientConfig,
+    namespace: &str,
+    name: &str,
+    replicas: i32,
+) -> Result<Vec<String>, Error> {
+    let config = config.clone();
+    let listed: Vec<String> = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config.create()?;
+        let list = consumer.fetch_group_list(None, Duration::from_secs(30))?;
+        let names = list.groups().iter().map(|g| g.name().to_string()).collect();
+        Ok::<_, rdkafka::error::KafkaError>(names)
+    })
+    .await
+    .map_err(|e| Error::Cleanup(e.to_string()))?
+    .map_err(|e| Error::Cleanup(format!("listing consumer groups: {e}")))?;
+    let mut groups = consumer_groups(namespace, name, replicas.max(1));
+    for group in listed {
+        if facet_bff::ingest::is_group_of(namespace, name, &group) && !groups.contains(&group) {
+            groups.push(group);
+        }
+    }
+    Ok(groups)
 }
