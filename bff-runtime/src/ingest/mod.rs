@@ -286,6 +286,7 @@ impl Ingest {
         let mut deadline: Option<Instant> = None;
         let mut read = 0;
         let mut commands_seen = Vec::new();
+        let watch_commands = !self.engine.experience().commands.is_empty();
         while read < config.max_batch_events && !stop.load(Ordering::SeqCst) {
             // A batch takes what is already there and commits as soon as nothing
             // more is: changes reach clients without waiting out a window, and
@@ -320,14 +321,18 @@ impl Ingest {
             let source = topics.get(topic).map(String::as_str).unwrap_or_default();
             let payload = message.payload();
             batch.read_record(topic, message.partition(), message.offset());
-            let record = record_of(&message);
+            // Built per event only when a rule reads it.
+            let record = match self.engine.uses_record() {
+                true => record_of(&message),
+                false => Record::default(),
+            };
             let outcome =
                 self.engine
                     .apply_bytes(source, payload, &record, |projection, key| {
                         batch.row(projection, key)
                     })?;
-            if let Some((_, id)) = record.headers.iter().find(|(k, _)| k == COMMAND_ID_HEADER) {
-                commands_seen.push(id.clone());
+            if watch_commands {
+                commands_seen.extend(command_id_of(&message));
             }
             match outcome {
                 Ok(changes) => {
@@ -424,6 +429,15 @@ impl Ingest {
         }
         Ok(read)
     }
+}
+
+/// The `facet-command-id` of an event that a command led to.
+fn command_id_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Option<String> {
+    let header = message
+        .headers()?
+        .iter()
+        .find(|h| h.key == COMMAND_ID_HEADER)?;
+    Some(std::str::from_utf8(header.value?).ok()?.to_string())
 }
 
 /// What rules see of a Kafka record besides its value.

@@ -148,6 +148,11 @@ impl Engine {
         &self.experience
     }
 
+    /// Whether any rule reads `record`: if none does, ingest need not build it.
+    pub fn uses_record(&self) -> bool {
+        self.uses_record
+    }
+
     /// Decodes a message value and applies it. See [`Engine::apply`]. A record
     /// without a value (a tombstone) is the event `null`.
     pub fn apply_bytes<E>(
