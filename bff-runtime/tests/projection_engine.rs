@@ -36,6 +36,12 @@ fn apply(
             Ok::<_, Infallible>(tables.get(&(p.to_string(), k.to_string())).cloned())
         })
         .unwrap()?;
+    keep(tables, changes);
+    Ok(())
+}
+
+/// Writes an event's changes into the in-memory tables.
+fn keep(tables: &mut Tables, changes: Vec<facet_bff::projection::RowChange>) {
     for change in changes {
         let id = (change.projection, change.key);
         match change.op {
@@ -47,7 +53,6 @@ fn apply(
             }
         }
     }
-    Ok(())
 }
 
 fn replay(sample: &str) -> Tables {
@@ -238,17 +243,7 @@ fn apply_record(
             Ok::<_, Infallible>(tables.get(&(p.to_string(), k.to_string())).cloned())
         })
         .unwrap()?;
-    for change in changes {
-        let id = (change.projection, change.key);
-        match change.op {
-            RowOp::Upsert(row) => {
-                tables.insert(id, row);
-            }
-            RowOp::Delete => {
-                tables.remove(&id);
-            }
-        }
-    }
+    keep(tables, changes);
     Ok(())
 }
 

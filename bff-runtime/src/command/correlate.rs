@@ -29,6 +29,12 @@ struct State {
 }
 
 impl Correlations {
+    /// The position at which `command_id`'s effect became visible, if it has.
+    pub fn position(&self, command_id: &str) -> Option<String> {
+        let state = self.state.lock().expect("correlations lock");
+        state.visible.get(command_id).cloned()
+    }
+
     /// The position at which `command_id`'s effect is visible, if it already is;
     /// otherwise a receiver that gets it when it becomes visible.
     pub fn watch(&self, command_id: &str) -> Result<String, oneshot::Receiver<String>> {
@@ -91,7 +97,7 @@ mod tests {
         let waiting = correlations.watch("c-1").unwrap_err();
         correlations.visible(vec!["c-1".into(), "c-2".into()], "p~t.0.5");
         assert_eq!(waiting.await.unwrap(), "p~t.0.5");
-        assert_eq!(correlations.watch("c-2").ok().as_deref(), Some("p~t.0.5"));
+        assert_eq!(correlations.position("c-2").as_deref(), Some("p~t.0.5"));
         // The first position that showed it stays.
         correlations.visible(vec!["c-2".into()], "p~t.0.9");
         assert_eq!(correlations.watch("c-2").ok().as_deref(), Some("p~t.0.5"));

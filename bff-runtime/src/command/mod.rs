@@ -202,16 +202,13 @@ impl Commands {
             .by_id
             .get(command_id)
             .cloned()?;
-        Some(match self.correlations.watch(command_id) {
-            Ok(position) => Outcome {
+        Some(match self.correlations.position(command_id) {
+            Some(position) => Outcome {
                 status: Status::Visible,
                 position: Some(position),
                 ..first
             },
-            Err(_) => {
-                self.correlations.forget_closed(command_id);
-                first
-            }
+            None => first,
         })
     }
 
@@ -243,12 +240,14 @@ impl Commands {
             position: Some(position),
             ..accepted.clone()
         };
+        if wait.is_zero() {
+            return self
+                .correlations
+                .position(command_id)
+                .map_or(accepted.clone(), visible);
+        }
         match self.correlations.watch(command_id) {
             Ok(position) => visible(position),
-            Err(_) if wait.is_zero() => {
-                self.correlations.forget_closed(command_id);
-                accepted
-            }
             Err(receiver) => match tokio::time::timeout(wait, receiver).await {
                 Ok(Ok(position)) => visible(position),
                 _ => {
