@@ -68,6 +68,7 @@ pub struct Metrics {
     pub events_rejected: Family<ReasonLabel, Counter>,
     pub batches_committed: Counter,
     pub row_changes: Counter,
+    pub embed_rows_rewritten: Counter,
     pub dead_lettered: Counter,
     pub partitions_behind: Gauge,
     pub connections: Family<TransportLabel, Gauge>,
@@ -111,6 +112,12 @@ impl Metrics {
         );
         let row_changes = Counter::default();
         registry.register("row_changes", "Row changes committed", row_changes.clone());
+        let embed_rows_rewritten = Counter::default();
+        registry.register(
+            "embed_rows_rewritten",
+            "Rows rewritten because a row they embed changed (bounded per change by maxFanOut; events over it are rejected with reason fan_out)",
+            embed_rows_rewritten.clone(),
+        );
         let dead_lettered = Counter::default();
         registry.register(
             "events_dead_lettered",
@@ -193,6 +200,7 @@ impl Metrics {
             events_rejected,
             batches_committed,
             row_changes,
+            embed_rows_rewritten,
             dead_lettered,
             partitions_behind,
             connections,

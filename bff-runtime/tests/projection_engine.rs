@@ -1,16 +1,14 @@
 //! The projection engine replaying each sample's events, with an in-memory table.
 
-use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
 
 use facet_bff::dev::events::{events_file_for, read_events};
-use facet_bff::projection::{ApplyError, Engine, Record, Row, RowOp};
+use facet_bff::projection::{ApplyError, Applied, Engine, MemoryRows, Record};
 use facet_bff::spec::{compile, parse_manifests};
 use serde_json::{json, Value};
 
-type Tables = BTreeMap<(String, String), Row>;
+type Tables = MemoryRows;
 
 fn engine_for(sample: &str) -> Engine {
     let text = std::fs::read_to_string(sample_path(sample)).unwrap();
@@ -31,33 +29,22 @@ fn apply(
     source: &str,
     event: &Value,
 ) -> Result<(), ApplyError> {
-    let changes = engine
-        .apply(source, event, &Record::default(), |p, k| {
-            Ok::<_, Infallible>(tables.get(&(p.to_string(), k.to_string())).cloned())
-        })
+    let applied = engine
+        .apply(source, event, &Record::default(), tables)
         .unwrap()?;
-    keep(tables, changes);
+    tables.write(&applied);
     Ok(())
 }
 
-/// Writes an event's changes into the in-memory tables.
-fn keep(tables: &mut Tables, changes: Vec<facet_bff::projection::RowChange>) {
-    for change in changes {
-        let id = (change.projection, change.key);
-        match change.op {
-            RowOp::Upsert(row) => {
-                tables.insert(id, row);
-            }
-            RowOp::Delete => {
-                tables.remove(&id);
-            }
-        }
-    }
+fn served(tables: &Tables, projection: &str, key: &str) -> bool {
+    tables
+        .served()
+        .contains_key(&(projection.to_string(), key.to_string()))
 }
 
 fn replay(sample: &str) -> Tables {
     let engine = engine_for(sample);
-    let mut tables = Tables::new();
+    let mut tables = Tables::default();
     let events = read_events(&events_file_for(Path::new(&sample_path(sample)))).unwrap();
     for event in events {
         apply(&engine, &mut tables, &event.source, &event.value).unwrap();
@@ -66,7 +53,7 @@ fn replay(sample: &str) -> Tables {
 }
 
 fn row(tables: &Tables, projection: &str, key: &str) -> Value {
-    Value::Object(tables[&(projection.to_string(), key.to_string())].clone())
+    Value::Object(tables.served()[&(projection.to_string(), key.to_string())].clone())
 }
 
 #[test]
@@ -83,7 +70,7 @@ fn storefront_orders_and_summaries() {
     assert_eq!(cancelled["status"], "cancelled");
     assert_eq!(cancelled["carrier"], "");
     assert!(
-        !tables.contains_key(&("order".into(), "o-1004".into())),
+        !served(&tables, "order", "o-1004"),
         "archived order deleted"
     );
 
@@ -115,7 +102,7 @@ fn blog_post_page_holds_everything_the_page_renders() {
     let other = row(&tables, "postPage", "p-2");
     assert_eq!(other["commentCount"], 0);
     assert_eq!(other["comments"], json!([]));
-    assert!(!tables.contains_key(&("postPage".into(), "p-3".into())));
+    assert!(!served(&tables, "postPage", "p-3"));
 }
 
 #[test]
@@ -145,7 +132,7 @@ fn scheduler_periods_per_time_zone() {
 #[test]
 fn an_event_is_applied_whole_or_not_at_all() {
     let engine = engine_for("storefront");
-    let mut tables = Tables::new();
+    let mut tables = Tables::default();
     // `total` is a string: the customerSummary rule fails on `double(...)`... but
     // the order rule before it succeeded. Neither change may land.
     let bad = json!({"type": "OrderPlaced", "orderId": "o-9", "customerId": "zed",
@@ -158,13 +145,13 @@ fn an_event_is_applied_whole_or_not_at_all() {
             .starts_with("spec.projections[0].rules[0].upsert.total: expected number, got string"),
         "{error}"
     );
-    assert!(tables.is_empty(), "nothing applied: {tables:?}");
+    assert!(tables.served().is_empty(), "nothing applied: {tables:?}");
 }
 
 #[test]
 fn events_without_a_key_are_rejected_only_when_a_rule_wants_them() {
     let engine = engine_for("storefront");
-    let mut tables = Tables::new();
+    let mut tables = Tables::default();
     let unrelated = json!({"type": "SomethingElse"});
     apply(&engine, &mut tables, "orders", &unrelated).unwrap();
     let keyless =
@@ -181,20 +168,24 @@ fn events_without_a_key_are_rejected_only_when_a_rule_wants_them() {
 fn undecodable_payload() {
     let engine = engine_for("storefront");
     let result = engine
-        .apply_bytes("orders", Some(b"{not json"), &Record::default(), |_, _| {
-            Ok::<_, Infallible>(None)
-        })
+        .apply_bytes("orders", Some(b"{not json"), &Record::default(), &MemoryRows::default())
         .unwrap();
     assert_eq!(result.unwrap_err().reason(), "undecodable");
 }
 
 #[test]
-fn patch_of_a_missing_row_changes_nothing() {
+fn a_patch_before_its_upsert_is_held_then_served_with_it() {
     let engine = engine_for("storefront");
-    let mut tables = Tables::new();
+    let mut tables = Tables::default();
     let payment = json!({"type": "PaymentCaptured", "orderId": "o-404"});
     apply(&engine, &mut tables, "payments", &payment).unwrap();
-    assert!(tables.is_empty());
+    assert!(tables.served().is_empty(), "a held row is not served");
+    let placed = json!({"type": "OrderPlaced", "orderId": "o-404", "customerId": "alice",
+        "items": [], "total": 5.0, "at": "2026-11-02T09:15:00Z"});
+    apply(&engine, &mut tables, "orders", &placed).unwrap();
+    let order = row(&tables, "order", "o-404");
+    assert_eq!(order["paid"], true, "the payment read first is kept: {order}");
+    assert_eq!(order["status"], "placed");
 }
 
 /// A small experience for the record tests: rows keyed by the record key, with
@@ -238,19 +229,17 @@ fn apply_record(
     payload: Option<&[u8]>,
     record: &Record,
 ) -> Result<(), ApplyError> {
-    let changes = engine
-        .apply_bytes("users", payload, record, |p, k| {
-            Ok::<_, Infallible>(tables.get(&(p.to_string(), k.to_string())).cloned())
-        })
+    let applied = engine
+        .apply_bytes("users", payload, record, tables)
         .unwrap()?;
-    keep(tables, changes);
+    tables.write(&applied);
     Ok(())
 }
 
 #[test]
 fn rules_read_the_record_and_a_tombstone_deletes() {
     let engine = record_engine();
-    let mut tables = Tables::new();
+    let mut tables = Tables::default();
     let record = Record {
         key: Some("u-1".into()),
         topic: "users.v1".into(),
@@ -275,7 +264,7 @@ fn rules_read_the_record_and_a_tombstone_deletes() {
         },
     )
     .unwrap();
-    assert!(tables.is_empty());
+    assert!(tables.served().is_empty());
 }
 
 #[test]
@@ -284,11 +273,9 @@ fn a_tombstone_passes_over_rules_not_written_for_one() {
     // changes nothing and is not an error.
     let engine = engine_for("storefront");
     let result = engine
-        .apply_bytes("orders", None, &Record::default(), |_, _| {
-            Ok::<_, Infallible>(None)
-        })
+        .apply_bytes("orders", None, &Record::default(), &MemoryRows::default())
         .unwrap();
-    assert_eq!(result, Ok(vec![]));
+    assert_eq!(result, Ok(Applied::default()));
 }
 
 #[test]
@@ -296,7 +283,7 @@ fn a_numeric_key_is_refused_not_turned_into_text() {
     let engine = engine_for("storefront");
     let error = apply(
         &engine,
-        &mut Tables::new(),
+        &mut Tables::default(),
         "orders",
         &json!({"type": "OrderPlaced", "orderId": 1001, "customerId": "alice", "total": 1.0, "at": "x"}),
     )
@@ -314,9 +301,7 @@ fn oversized_and_too_deep_events_are_refused_by_reason() {
     let engine = engine_for("storefront");
     let reason = |payload: &[u8]| {
         engine
-            .apply_bytes("orders", Some(payload), &Record::default(), |_, _| {
-                Ok::<_, Infallible>(None)
-            })
+            .apply_bytes("orders", Some(payload), &Record::default(), &MemoryRows::default())
             .unwrap()
             .unwrap_err()
             .reason()

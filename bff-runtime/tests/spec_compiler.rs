@@ -660,7 +660,7 @@ fn commands_are_checked_where_they_are_written() {
     };
     assert_eq!(
         with("lookups.order.projection", "nope"),
-        ["spec.commands[0].lookups.order.projection: no projection named `nope`"]
+        ["spec.commands[0].lookups.order.projection: unknown projection `nope` (projections: order, customerSummary)"]
     );
     assert_eq!(
         with("key", "row.id"),

@@ -326,19 +326,18 @@ impl Ingest {
                 true => record_of(&message),
                 false => Record::default(),
             };
-            let outcome =
-                self.engine
-                    .apply_bytes(source, payload, &record, |projection, key| {
-                        batch.row(projection, key)
-                    })?;
+            let outcome = self.engine.apply_bytes(source, payload, &record, &batch)?;
             if watch_commands {
                 commands_seen.extend(command_id_of(&message));
             }
             match outcome {
-                Ok(changes) => {
+                Ok(applied) => {
                     self.metrics.events_applied.inc();
+                    self.metrics
+                        .embed_rows_rewritten
+                        .inc_by(applied.fanned_out as u64);
                     let time = message.timestamp().to_millis();
-                    batch.apply(changes, time)?;
+                    batch.apply_event(applied, time)?;
                 }
                 Err(error) => {
                     self.metrics.reject(error.reason());

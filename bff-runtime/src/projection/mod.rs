@@ -1,7 +1,12 @@
 //! The projection engine: one decoded event in, the row changes it causes out.
 //!
-//! Pure: rows are read through a callback, and nothing is written. An event either
+//! Pure: rows are read through [`Rows`], and nothing is written. An event either
 //! yields all of its changes or an error, so it is never half-applied.
+
+mod embed;
+mod memory;
+
+pub use memory::MemoryRows;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,12 +30,85 @@ pub enum RowOp {
     Delete,
 }
 
-/// One row change caused by an event.
+/// One change of a served row caused by an event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowChange {
     pub projection: String,
     pub key: String,
     pub op: RowOp,
+}
+
+/// A row as the store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stored {
+    /// Served to clients: an `upsert` has created it.
+    Served(Row),
+    /// Written by rules that ran before any `upsert` created the row (a payment read
+    /// before its order): kept, not served, until one does.
+    Held(Row),
+}
+
+impl Stored {
+    pub fn row(&self) -> &Row {
+        match self {
+            Stored::Served(row) | Stored::Held(row) => row,
+        }
+    }
+
+    pub fn served(&self) -> Option<&Row> {
+        match self {
+            Stored::Served(row) => Some(row),
+            Stored::Held(_) => None,
+        }
+    }
+}
+
+/// A held row written (`Some`) or dropped (`None`: deleted, or served from now on).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldChange {
+    pub projection: String,
+    pub key: String,
+    pub row: Option<Row>,
+}
+
+/// An entry of the reverse index of embeds: row `key` of `embedder` embeds, as
+/// field `embed`, row `target_key` of `target`. `linked` adds it, else it is removed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub target: String,
+    pub target_key: String,
+    pub embedder: String,
+    pub embed: String,
+    pub key: String,
+    pub linked: bool,
+}
+
+/// Everything one event changes, to be written in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    /// Served rows, in the order they changed: the live feed's changes.
+    pub changes: Vec<RowChange>,
+    pub held: Vec<HeldChange>,
+    pub links: Vec<Link>,
+    /// Rows rewritten because a row they embed changed.
+    pub fanned_out: usize,
+}
+
+/// The stored rows an event is applied to.
+pub trait Rows {
+    type Error;
+    /// The row as stored now (with the writes of the events before this one).
+    fn stored(&self, projection: &str, key: &str) -> Result<Option<Stored>, Self::Error>;
+    /// Keys of the `embedder` rows whose field `embed` holds row `key` of
+    /// `projection`, in key order, at most `limit` of them.
+    fn embedders(
+        &self,
+        projection: &str,
+        key: &str,
+        embedder: &str,
+        embed: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, Self::Error>;
 }
 
 /// The largest event value decoded, in bytes (Kafka's default largest message).
@@ -83,6 +161,8 @@ pub enum ApplyError {
     NoKey { path: String, message: String },
     #[error("{path}: {message}")]
     Rule { path: String, message: String },
+    #[error("{path}: {message}")]
+    FanOut { path: String, message: String },
 }
 
 impl ApplyError {
@@ -94,6 +174,7 @@ impl ApplyError {
             ApplyError::TooDeep => "too_deep",
             ApplyError::NoKey { .. } => "no_key",
             ApplyError::Rule { .. } => "rule_error",
+            ApplyError::FanOut { .. } => "fan_out",
         }
     }
 }
@@ -103,6 +184,8 @@ pub struct Engine {
     experience: Arc<CompiledExperience>,
     /// For each source, the (projection, rule) pairs that read it, in spec order.
     rules_by_source: HashMap<String, Vec<(usize, usize)>>,
+    /// For each projection, the (projection, embed) pairs that embed its rows.
+    embedded_by: Vec<Vec<(usize, usize)>>,
     /// Whether any expression reads `record`; if none does, it is not built per event.
     uses_record: bool,
 }
@@ -111,12 +194,68 @@ pub struct Engine {
 struct Pending {
     projection: usize,
     key: String,
-    row: Option<Row>,
+    /// As stored before the event.
+    before: Option<Stored>,
+    row: Option<Stored>,
+}
+
+/// The rows one event has touched, in the order it touched them.
+struct Touched<'r, R> {
+    rows: &'r R,
+    pending: Vec<Pending>,
+}
+
+impl<R: Rows> Touched<'_, R> {
+    fn find(&self, projection: usize, key: &str) -> Option<usize> {
+        self.pending
+            .iter()
+            .position(|c| c.projection == projection && c.key == key)
+    }
+
+    /// The row as this event has left it, or as stored.
+    fn current(
+        &self,
+        experience: &CompiledExperience,
+        projection: usize,
+        key: &str,
+    ) -> Result<Option<Stored>, R::Error> {
+        match self.find(projection, key) {
+            Some(i) => Ok(self.pending[i].row.clone()),
+            None => self
+                .rows
+                .stored(&experience.projections[projection].name, key),
+        }
+    }
+
+    fn write(
+        &mut self,
+        experience: &CompiledExperience,
+        projection: usize,
+        key: &str,
+        row: Option<Stored>,
+    ) -> Result<(), R::Error> {
+        match self.find(projection, key) {
+            Some(i) => self.pending[i].row = row,
+            None => {
+                let before = self
+                    .rows
+                    .stored(&experience.projections[projection].name, key)?;
+                self.pending.push(Pending {
+                    projection,
+                    key: key.to_string(),
+                    before,
+                    row,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Engine {
     pub fn new(experience: Arc<CompiledExperience>) -> Self {
         let mut rules_by_source: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
+        let mut embedded_by = vec![Vec::new(); experience.projections.len()];
         for (p, projection) in experience.projections.iter().enumerate() {
             for (r, rule) in projection.rules.iter().enumerate() {
                 rules_by_source
@@ -124,11 +263,21 @@ impl Engine {
                     .or_default()
                     .push((p, r));
             }
+            for (e, embed) in projection.embeds.iter().enumerate() {
+                if let Some(target) = experience
+                    .projections
+                    .iter()
+                    .position(|t| t.name == embed.projection)
+                {
+                    embedded_by[target].push((p, e));
+                }
+            }
         }
         let uses_record = experience.projections.iter().any(|p| {
             p.rules.iter().any(|rule| {
                 rule.key.uses("record")
                     || rule.when.as_ref().is_some_and(|w| w.uses("record"))
+                    || rule.lookups.iter().any(|l| l.key.uses("record"))
                     || match &rule.action {
                         RuleAction::Upsert(a) | RuleAction::Patch(a) => {
                             a.iter().any(|(_, e)| e.uses("record"))
@@ -140,6 +289,7 @@ impl Engine {
         Engine {
             experience,
             rules_by_source,
+            embedded_by,
             uses_record,
         }
     }
@@ -155,21 +305,21 @@ impl Engine {
 
     /// Decodes a message value and applies it. See [`Engine::apply`]. A record
     /// without a value (a tombstone) is the event `null`.
-    pub fn apply_bytes<E>(
+    pub fn apply_bytes<R: Rows>(
         &self,
         source: &str,
         payload: Option<&[u8]>,
         record: &Record,
-        read_row: impl FnMut(&str, &str) -> Result<Option<Row>, E>,
-    ) -> Result<Result<Vec<RowChange>, ApplyError>, E> {
+        rows: &R,
+    ) -> Result<Result<Applied, ApplyError>, R::Error> {
         let Some(payload) = payload else {
-            return self.apply(source, &Value::Null, record, read_row);
+            return self.apply(source, &Value::Null, record, rows);
         };
         if payload.len() > MAX_EVENT_BYTES {
             return Ok(Err(ApplyError::TooLarge(payload.len())));
         }
         match serde_json::from_slice::<Value>(payload) {
-            Ok(event) => self.apply(source, &event, record, read_row),
+            Ok(event) => self.apply(source, &event, record, rows),
             Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
                 Ok(Err(ApplyError::TooDeep))
             }
@@ -178,21 +328,21 @@ impl Engine {
     }
 
     /// Applies one event from `source`. Rules run in spec order and each sees the
-    /// row as the rules before it left it. `read_row` reads the stored row; its own
-    /// errors (the store's) are passed through as the outer `Err`.
+    /// row as the rules before it left it; then embeds follow the rows that changed.
+    /// Errors of `rows` (the store's) are passed through as the outer `Err`.
     ///
     /// A tombstone (`event` is `null`) goes only to the rules written for one:
     /// a rule whose filter or key cannot be evaluated on `null` is passed over
     /// instead of failing, so specs that never mention tombstones skip them.
-    pub fn apply<E>(
+    pub fn apply<R: Rows>(
         &self,
         source: &str,
         event: &Value,
         record: &Record,
-        mut read_row: impl FnMut(&str, &str) -> Result<Option<Row>, E>,
-    ) -> Result<Result<Vec<RowChange>, ApplyError>, E> {
+        rows: &R,
+    ) -> Result<Result<Applied, ApplyError>, R::Error> {
         let Some(rules) = self.rules_by_source.get(source) else {
-            return Ok(Ok(Vec::new()));
+            return Ok(Ok(Applied::default()));
         };
         let tombstone = event.is_null();
         let record = match self.uses_record {
@@ -203,15 +353,27 @@ impl Engine {
             value: Bound::json(event),
             record,
         };
-        let mut pending: Vec<Pending> = Vec::new();
+        let experience = &*self.experience;
+        let mut touched = Touched {
+            rows,
+            pending: Vec::new(),
+        };
         for &(p, r) in rules {
-            let projection = &self.experience.projections[p];
+            let projection = &experience.projections[p];
             let rule = &projection.rules[r];
+            let lookup = match rule.lookups.is_empty() {
+                true => Bound::json(&Value::Null),
+                false => match self.lookups(rule, &event, &touched)? {
+                    Ok(lookup) => lookup,
+                    Err(_) if tombstone => continue,
+                    Err(error) => return Ok(Err(error)),
+                },
+            };
             // Most events match few rules: a filter that does not look at the row is
             // decided before the row is read.
             let filter_decided = match &rule.when {
                 Some(when) if !when.uses("row") => {
-                    match eval_filter(when, &event, &Bound::json(&Value::Null)) {
+                    match eval_filter(when, &event, &Bound::json(&Value::Null), &lookup) {
                         Ok(true) => true,
                         Ok(false) => continue,
                         Err(_) if tombstone => continue,
@@ -228,91 +390,163 @@ impl Engine {
                     // event the rule is meant for must have one.
                     if !filter_decided {
                         let zero = row_value(projection, &zero_row(&projection.fields));
-                        if matches!(rule_matches(rule, &event, &zero), Ok(false)) {
+                        if matches!(rule_matches(rule, &event, &zero, &lookup), Ok(false)) {
                             continue;
                         }
                     }
                     return Ok(Err(error));
                 }
             };
-            let current = match pending.iter().find(|c| c.projection == p && c.key == key) {
-                Some(change) => change.row.clone(),
-                None => read_row(&projection.name, &key)?,
-            };
-            let result = apply_rule(projection, rule, &event, current.as_ref(), filter_decided);
-            let next = match result {
-                Ok(Some(next)) => next,
+            let current = touched.current(experience, p, &key)?;
+            let result = apply_rule(
+                projection,
+                rule,
+                &event,
+                &lookup,
+                current.as_ref(),
+                filter_decided,
+            );
+            match result {
+                Ok(Some(next)) => touched.write(experience, p, &key, next)?,
                 Ok(None) => continue,
                 Err(_) if tombstone && !filter_decided => continue,
                 Err(error) => return Ok(Err(error)),
-            };
-            match pending
-                .iter_mut()
-                .find(|c| c.projection == p && c.key == key)
-            {
-                Some(change) => change.row = next,
-                None => pending.push(Pending {
-                    projection: p,
-                    key,
-                    row: next,
-                }),
             }
         }
-        Ok(Ok(pending
-            .into_iter()
-            .map(|c| RowChange {
-                projection: self.experience.projections[c.projection].name.clone(),
-                key: c.key,
-                op: match c.row {
-                    Some(row) => RowOp::Upsert(row),
-                    None => RowOp::Delete,
-                },
-            })
-            .collect()))
+        let mut links = Vec::new();
+        if let Err(error) = self.follow_embeds(&mut touched, &mut links)? {
+            return Ok(Err(error));
+        }
+        let fanned_out = match self.fan_out(&mut touched)? {
+            Ok(n) => n,
+            Err(error) => return Ok(Err(error)),
+        };
+        let mut applied = Applied {
+            links,
+            fanned_out,
+            ..Applied::default()
+        };
+        for c in touched.pending {
+            let name = &experience.projections[c.projection].name;
+            let served_before = c.before.as_ref().and_then(Stored::served).is_some();
+            let held_before = matches!(c.before, Some(Stored::Held(_)));
+            let (served, held) = match c.row {
+                Some(Stored::Served(row)) => (Some(row), None),
+                Some(Stored::Held(row)) => (None, Some(row)),
+                None => (None, None),
+            };
+            match served {
+                Some(row) => applied.changes.push(RowChange {
+                    projection: name.clone(),
+                    key: c.key.clone(),
+                    op: RowOp::Upsert(row),
+                }),
+                None if served_before => applied.changes.push(RowChange {
+                    projection: name.clone(),
+                    key: c.key.clone(),
+                    op: RowOp::Delete,
+                }),
+                None => {}
+            }
+            if held.is_some() || held_before {
+                applied.held.push(HeldChange {
+                    projection: name.clone(),
+                    key: c.key,
+                    row: held,
+                });
+            }
+        }
+        Ok(Ok(applied))
+    }
+
+    /// `lookup` for a rule: each named row as it is now (null when there is none or
+    /// it is not served yet).
+    fn lookups<R: Rows>(
+        &self,
+        rule: &CompiledRule,
+        event: &Event,
+        touched: &Touched<'_, R>,
+    ) -> Result<Result<Bound, ApplyError>, R::Error> {
+        let mut found = serde_json::Map::new();
+        for lookup in &rule.lookups {
+            let key = match key_of(&lookup.key, event) {
+                Ok(key) => key,
+                Err(error) => return Ok(Err(error)),
+            };
+            let Some(p) = self.experience.position_of(&lookup.projection) else {
+                continue;
+            };
+            let row = touched.current(&self.experience, p, &key)?;
+            let value = row
+                .as_ref()
+                .and_then(Stored::served)
+                .map(|row| Value::Object(row.clone()))
+                .unwrap_or(Value::Null);
+            found.insert(lookup.name.clone(), value);
+        }
+        Ok(Ok(Bound::json(&Value::Object(found))))
     }
 }
 
 /// The row after one rule: `Ok(None)` when the rule does not change it,
-/// `Ok(Some(None))` when it deletes it.
+/// `Ok(Some(None))` when it deletes it. An `upsert` serves the row; a `patch` keeps
+/// a row no `upsert` has created yet held, so that its fields are not lost.
 fn apply_rule(
     projection: &CompiledProjection,
     rule: &CompiledRule,
     event: &Event,
-    current: Option<&Row>,
+    lookup: &Bound,
+    current: Option<&Stored>,
     filter_decided: bool,
-) -> Result<Option<Option<Row>>, ApplyError> {
+) -> Result<Option<Option<Stored>>, ApplyError> {
     let base = current
-        .cloned()
+        .map(|stored| stored.row().clone())
         .unwrap_or_else(|| zero_row(&projection.fields));
     let row = row_value(projection, &base);
-    if !filter_decided && !rule_matches(rule, event, &row)? {
+    if !filter_decided && !rule_matches(rule, event, &row, lookup)? {
         return Ok(None);
     }
-    let assignments = match &rule.action {
+    let (assignments, served) = match &rule.action {
         RuleAction::Delete => return Ok(current.map(|_| None)),
-        RuleAction::Patch(_) if current.is_none() => return Ok(None),
-        RuleAction::Patch(assignments) | RuleAction::Upsert(assignments) => assignments,
+        RuleAction::Patch(assignments) => (
+            assignments,
+            matches!(current, Some(Stored::Served(_))),
+        ),
+        RuleAction::Upsert(assignments) => (assignments, true),
     };
     let mut next = base;
     for (field, expr) in assignments {
-        let value = eval(expr, &event.with_row(&row))?;
+        let value = eval(expr, &event.with(&row, lookup))?;
         let json = cel_to_json(&value).map_err(|message| rule_error(expr, message))?;
         let spec = &projection.fields[field];
         let json = conform(spec, json).map_err(|message| rule_error(expr, message))?;
         next.insert(field.clone(), json);
     }
-    Ok(Some(Some(next)))
+    Ok(Some(Some(match served {
+        true => Stored::Served(next),
+        false => Stored::Held(next),
+    })))
 }
 
-fn rule_matches(rule: &CompiledRule, event: &Event, row: &Bound) -> Result<bool, ApplyError> {
+fn rule_matches(
+    rule: &CompiledRule,
+    event: &Event,
+    row: &Bound,
+    lookup: &Bound,
+) -> Result<bool, ApplyError> {
     match &rule.when {
-        Some(when) => eval_filter(when, event, row),
+        Some(when) => eval_filter(when, event, row, lookup),
         None => Ok(true),
     }
 }
 
-fn eval_filter(when: &Expr, event: &Event, row: &Bound) -> Result<bool, ApplyError> {
-    match eval(when, &event.with_row(row))? {
+fn eval_filter(
+    when: &Expr,
+    event: &Event,
+    row: &Bound,
+    lookup: &Bound,
+) -> Result<bool, ApplyError> {
+    match eval(when, &event.with(row, lookup))? {
         CelValue::Bool(b) => Ok(b),
         other => Err(rule_error(
             when,
@@ -328,11 +562,12 @@ struct Event {
 }
 
 impl Event {
-    fn with_row<'a>(&'a self, row: &'a Bound) -> [(&'static str, &'a Bound); 3] {
+    fn with<'a>(&'a self, row: &'a Bound, lookup: &'a Bound) -> [(&'static str, &'a Bound); 4] {
         [
             ("event", &self.value),
             ("record", &self.record),
             ("row", row),
+            ("lookup", lookup),
         ]
     }
 }

@@ -115,7 +115,7 @@ pub fn check(spec: &ExperienceSpec) -> Vec<SpecError> {
         field_types(
             &row,
             &format!("{path}.fields"),
-            &projection.fields,
+            &super::links::served_fields(spec, projection),
             &mut names,
         );
     }

@@ -157,12 +157,8 @@ fn check_command(
         }
     }
     for (name, lookup) in &command.lookups {
-        if !spec.projections.iter().any(|p| p.name == lookup.projection) {
-            errors.push(SpecError::new(
-                format!("{path}.lookups.{name}.projection"),
-                format!("no projection named `{}`", lookup.projection),
-            ));
-        }
+        let at = format!("{path}.lookups.{name}");
+        super::links::check_lookup_projection(spec, &at, &lookup.projection, errors);
     }
     for (i, v) in command.validate.iter().enumerate() {
         if let Some(field) = &v.field {

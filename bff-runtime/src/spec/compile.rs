@@ -30,7 +30,9 @@ pub struct CompiledExperience {
 pub struct CompiledProjection {
     pub name: String,
     pub description: Option<String>,
+    /// The fields as served: those declared and one per embed.
     pub fields: BTreeMap<String, FieldSpec>,
+    pub embeds: Vec<super::links::CompiledEmbed>,
     pub rules: Vec<CompiledRule>,
     pub access: Option<Expr>,
     /// What `access` compares, for the store's index and the live router.
@@ -45,6 +47,8 @@ pub struct CompiledRule {
     pub when: Option<Expr>,
     /// The rule's own key, or the projection's.
     pub key: Expr,
+    /// The rows it reads as `lookup.<name>`.
+    pub lookups: Vec<super::command::CompiledLookup>,
     pub action: RuleAction,
 }
 
@@ -58,6 +62,10 @@ pub enum RuleAction {
 impl CompiledExperience {
     pub fn projection(&self, name: &str) -> Option<&CompiledProjection> {
         self.projections.iter().find(|p| p.name == name)
+    }
+
+    pub fn position_of(&self, projection: &str) -> Option<usize> {
+        self.projections.iter().position(|p| p.name == projection)
     }
 
     pub fn command(&self, name: &str) -> Option<&super::command::CompiledCommand> {
@@ -402,7 +410,7 @@ fn check_projections(
                 format!("duplicate projection name `{}`", projection.name),
             ));
         }
-        if let Some(p) = check_projection(&path, projection, sources, errors) {
+        if let Some(p) = check_projection(spec, &path, projection, sources, errors) {
             compiled.push(p);
         }
     }
@@ -410,6 +418,7 @@ fn check_projections(
 }
 
 fn check_projection(
+    spec: &ExperienceSpec,
     path: &str,
     projection: &ProjectionSpec,
     sources: &BTreeSet<String>,
@@ -423,7 +432,9 @@ fn check_projection(
         ));
     }
     check_fields(&format!("{path}.fields"), &projection.fields, errors);
-    let fields = &projection.fields;
+    let embeds = super::links::check_embeds(spec, path, projection, errors);
+    // Expressions read every served field; rules write only the declared ones.
+    let fields = &super::links::served_fields(spec, projection);
 
     let key = compile_expr(
         &format!("{path}.key"),
@@ -454,7 +465,14 @@ fn check_projection(
     let mut rules = Vec::new();
     for (r, rule) in projection.rules.iter().enumerate() {
         let rule_path = format!("{path}.rules[{r}]");
-        let compiled = check_rule(&rule_path, r, rule, key.as_ref(), fields, sources, errors);
+        let context = RuleContext {
+            spec,
+            sources,
+            fields,
+            embedded: &projection.embeds,
+            projection_key: key.as_ref(),
+        };
+        let compiled = check_rule(&context, &rule_path, r, rule, errors);
         rules.extend(compiled);
     }
 
@@ -462,6 +480,7 @@ fn check_projection(
         name: projection.name.clone(),
         description: projection.description.clone(),
         fields: fields.clone(),
+        embeds,
         rules,
         access_plan: access.as_ref().map(AccessPlan::of).unwrap_or_default(),
         access,
@@ -469,15 +488,31 @@ fn check_projection(
     })
 }
 
+/// What the rules of one projection are checked against.
+struct RuleContext<'a> {
+    spec: &'a ExperienceSpec,
+    sources: &'a BTreeSet<String>,
+    /// The served fields (expressions may read embeds too).
+    fields: &'a BTreeMap<String, FieldSpec>,
+    /// The embeds, which no rule may set.
+    embedded: &'a BTreeMap<String, EmbedSpec>,
+    projection_key: Option<&'a Expr>,
+}
+
 fn check_rule(
+    context: &RuleContext,
     path: &str,
     index: usize,
     rule: &RuleSpec,
-    projection_key: Option<&Expr>,
-    fields: &BTreeMap<String, FieldSpec>,
-    sources: &BTreeSet<String>,
     errors: &mut Vec<SpecError>,
 ) -> Option<CompiledRule> {
+    let RuleContext {
+        spec,
+        sources,
+        fields,
+        projection_key,
+        ..
+    } = *context;
     let before = errors.len();
     if !sources.contains(&rule.source) {
         let known = sources.iter().cloned().collect::<Vec<_>>().join(", ");
@@ -497,6 +532,20 @@ fn check_rule(
         Some(key) => compile_expr(&format!("{path}.key"), key, Scope::Key, fields, errors),
         None => projection_key.cloned(),
     };
+    let lookups: Vec<_> = rule
+        .lookups
+        .iter()
+        .filter_map(|(name, lookup)| {
+            let at = format!("{path}.lookups.{name}");
+            super::links::check_lookup_projection(spec, &at, &lookup.projection, errors);
+            let key = compile_expr(&format!("{at}.key"), &lookup.key, Scope::Key, fields, errors)?;
+            Some(super::command::CompiledLookup {
+                name: name.clone(),
+                projection: lookup.projection.clone(),
+                key,
+            })
+        })
+        .collect();
 
     let actions = [
         rule.upsert.is_some(),
@@ -505,11 +554,11 @@ fn check_rule(
     ];
     let action = match actions {
         [true, false, false] => {
-            compile_assignments(path, "upsert", rule.upsert.as_ref(), fields, errors)
+            compile_assignments(context, path, "upsert", rule.upsert.as_ref(), errors)
                 .map(RuleAction::Upsert)
         }
         [false, true, false] => {
-            compile_assignments(path, "patch", rule.patch.as_ref(), fields, errors)
+            compile_assignments(context, path, "patch", rule.patch.as_ref(), errors)
                 .map(RuleAction::Patch)
         }
         [false, false, true] => Some(RuleAction::Delete),
@@ -537,17 +586,20 @@ fn check_rule(
         source: rule.source.clone(),
         when,
         key: key?,
+        lookups,
         action: action?,
     })
 }
 
 fn compile_assignments(
+    context: &RuleContext,
     path: &str,
     action: &str,
     assignments: Option<&BTreeMap<String, String>>,
-    fields: &BTreeMap<String, FieldSpec>,
     errors: &mut Vec<SpecError>,
 ) -> Option<Vec<(String, Expr)>> {
+    let fields = context.fields;
+    let embeds = context.embedded;
     let assignments = assignments?;
     if assignments.is_empty() {
         errors.push(SpecError::new(
@@ -560,7 +612,14 @@ fn compile_assignments(
     let mut compiled = Vec::new();
     for (field, source) in assignments {
         let field_path = format!("{path}.{action}.{field}");
-        let Some(spec) = fields.get(field) else {
+        let Some(spec) = fields.get(field).filter(|_| !embeds.contains_key(field)) else {
+            if embeds.contains_key(field) {
+                errors.push(SpecError::new(
+                    field_path,
+                    format!("`{field}` is an embedded row: it follows the row it embeds, and no rule sets it"),
+                ));
+                continue;
+            }
             let declared = fields.keys().cloned().collect::<Vec<_>>().join(", ");
             errors.push(SpecError::new(
                 field_path,

@@ -19,8 +19,12 @@ use super::types::FieldSpec;
 pub enum Scope {
     /// A row key: only the event and its Kafka record, since the row is found by the key.
     Key,
-    /// A rule's `when` and the values it writes: the event, its record and the current row.
+    /// A rule's `when` and the values it writes: the event, its record, the current
+    /// row and the rows the rule looks up.
     Rule,
+    /// The key of an embedded row: the embedding row alone, so it can be recomputed
+    /// whenever that row changes.
+    Embed,
     /// An `access` rule: the row and the client's verified claims.
     Access,
     /// A command's checks, key, value and headers: its input, the caller, the rows it looked up.
@@ -33,7 +37,8 @@ impl Scope {
     fn variables(self) -> &'static [&'static str] {
         match self {
             Scope::Key => &["event", "record"],
-            Scope::Rule => &["event", "row", "record"],
+            Scope::Rule => &["event", "row", "record", "lookup"],
+            Scope::Embed => &["row"],
             Scope::Access => &["row", "auth"],
             Scope::Command => &["input", "auth", "lookup"],
             Scope::Lookup => &["input", "auth"],

@@ -9,6 +9,7 @@ pub mod expr;
 pub mod expr_bounds;
 pub mod fields;
 pub mod graphql_query;
+pub mod links;
 pub mod manifest;
 pub mod types;
 

@@ -137,6 +137,36 @@ pub struct ProjectionSpec {
     /// whether a client may read or subscribe to a row. Every row is visible when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<String>,
+
+    /// Rows of other projections shown inside each row, by the name of the field that
+    /// holds them: `{author: {projection: user, key: row.authorId}}` gives every row an
+    /// `author` field holding that user's current row (null while there is none). When
+    /// the embedded row changes, every row that embeds it changes in the same commit.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub embeds: BTreeMap<String, EmbedSpec>,
+}
+
+/// Another projection's row shown inside this projection's rows.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EmbedSpec {
+    /// The projection whose row is embedded. It may not embed rows itself.
+    pub projection: String,
+    /// CEL over `row` (this projection's row): the key of the embedded row, e.g.
+    /// `row.authorId`. An empty string or null embeds nothing.
+    pub key: String,
+    /// The fields of the embedded row to show; all of them when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+    /// Most rows one change of an embedded row may rewrite. An event that would
+    /// rewrite more is refused (reason `fan_out`, sent to the dead-letter topic).
+    #[serde(default = "default_max_fan_out")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_fan_out: u32,
+}
+
+fn default_max_fan_out() -> u32 {
+    10_000
 }
 
 /// How one kind of event changes a projection. Exactly one of `upsert`, `patch`
@@ -160,13 +190,23 @@ pub struct RuleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
 
+    /// Current rows of projections this rule reads, by name: `{user: {projection: user,
+    /// key: event.authorId}}` is `lookup.user` (null when there is no such row). The
+    /// row is read as it is when the event applies; to show a row that stays current,
+    /// embed it instead (`embeds`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lookups: BTreeMap<String, LookupSpec>,
+
     /// Create the row if missing, then set each named field to its CEL expression
-    /// (over `event` and `row`). Fields not named keep their values.
+    /// (over `event` and `row`). Fields not named keep their values, including those
+    /// set by rules that ran before the row was created. A row is served from its
+    /// first `upsert` on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upsert: Option<BTreeMap<String, String>>,
 
-    /// Set each named field of an existing row to its CEL expression. An event for a
-    /// row that does not exist yet changes nothing.
+    /// Set each named field of the row to its CEL expression. On a row no `upsert`
+    /// has created yet, the fields are kept, unserved, until one does: a payment
+    /// read before its order is not lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch: Option<BTreeMap<String, String>>,
 
@@ -219,12 +259,13 @@ fn default_command_wait() -> u32 {
     5000
 }
 
-/// A row a command's checks read.
+/// A current row a command's checks or a rule read.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct LookupSpec {
     pub projection: String,
-    /// CEL over `input` and `auth`: the row key.
+    /// CEL for the row key: over `input` and `auth` in a command, over `event` and
+    /// `record` in a rule.
     pub key: String,
 }
 

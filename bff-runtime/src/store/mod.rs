@@ -14,10 +14,16 @@ use serde::{Deserialize, Serialize};
 
 pub use position::{Position, PositionCodec, PositionError};
 
-use crate::projection::{Row, RowChange, RowOp};
+use crate::projection::{Applied, Row, RowChange, RowOp, Rows, Stored};
 
 /// (projection, key) → the row as JSON.
 const ROWS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("rows");
+/// (projection, key) → a row rules wrote before an `upsert` created it: kept, not served.
+const HELD: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("held");
+/// (embedded projection, its key, embedding projection, embed, embedding key): the
+/// reverse index of embeds, so a changed row finds the rows that show it.
+const EMBEDS: TableDefinition<(&str, &str, &str, &str, &str), ()> =
+    TableDefinition::new("embeds");
 /// Commit sequence number → [`Change`] as JSON. One log for every projection.
 const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
 /// Sequence number of a batch's last change → the position after that batch, so a
@@ -38,7 +44,7 @@ const DEFINITION_HASH: &str = "definition_hash";
 const LOG_START: &str = "log_start";
 const SEQ: &str = "seq";
 /// Bumped when the tables change meaning, so an older store is rebuilt, not misread.
-const FORMAT: &str = "3";
+const FORMAT: &str = "4";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -158,6 +164,8 @@ impl Store {
         };
         if opened == Opened::Rebuilt {
             txn.delete_table(ROWS)?;
+            txn.delete_table(HELD)?;
+            txn.delete_table(EMBEDS)?;
             txn.delete_table(CHANGES)?;
             txn.delete_table(LOG_BATCHES)?;
             txn.delete_table(INDEX)?;
@@ -167,6 +175,8 @@ impl Store {
         }
         // Create every table, so that readers never meet a missing one.
         txn.open_table(ROWS)?;
+        txn.open_table(HELD)?;
+        txn.open_table(EMBEDS)?;
         txn.open_table(CHANGES)?;
         txn.open_table(LOG_BATCHES)?;
         txn.open_table(INDEX)?;
@@ -230,6 +240,7 @@ impl Store {
             txn,
             rows: HashMap::new(),
             read: Default::default(),
+            held: Default::default(),
             changes: Vec::new(),
             position: self.position(),
             record: None,
@@ -421,6 +432,8 @@ pub struct Batch<'s> {
     /// Rows as they were before the batch: a rule reads a row, the change log keeps
     /// it as the change's previous row, and the index entries it had are removed.
     read: std::cell::RefCell<HashMap<(String, String), Option<Row>>>,
+    /// Held rows read or written by the batch (`None`: none), written at commit.
+    held: std::cell::RefCell<HashMap<(String, String), Option<Row>>>,
     changes: Vec<Change>,
     /// The position after the records read so far.
     position: Position,
@@ -448,6 +461,55 @@ impl Batch<'_> {
         };
         self.read.borrow_mut().insert(id, row.clone());
         Ok(row)
+    }
+
+    /// The row, held or served, as the batch has left it so far.
+    pub fn stored(&self, projection: &str, key: &str) -> Result<Option<Stored>, StoreError> {
+        if let Some(row) = self.row(projection, key)? {
+            return Ok(Some(Stored::Served(row)));
+        }
+        let id = (projection.to_string(), key.to_string());
+        if let Some(row) = self.held.borrow().get(&id) {
+            return Ok(row.clone().map(Stored::Held));
+        }
+        let row = match self.txn.open_table(HELD)?.get((projection, key))? {
+            Some(bytes) => Some(serde_json::from_slice::<Row>(bytes.value())?),
+            None => None,
+        };
+        self.held.borrow_mut().insert(id, row.clone());
+        Ok(row.map(Stored::Held))
+    }
+
+    /// Writes what one event changed: its served changes (see [`Batch::apply`]),
+    /// its held rows and its reverse-index entries.
+    pub fn apply_event(
+        &mut self,
+        applied: Applied,
+        event_time_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        {
+            let mut held = self.held.borrow_mut();
+            for change in applied.held {
+                held.insert((change.projection, change.key), change.row);
+            }
+        }
+        if !applied.links.is_empty() {
+            let mut embeds = self.txn.open_table(EMBEDS)?;
+            for link in &applied.links {
+                let entry = (
+                    link.target.as_str(),
+                    link.target_key.as_str(),
+                    link.embedder.as_str(),
+                    link.embed.as_str(),
+                    link.key.as_str(),
+                );
+                match link.linked {
+                    true => embeds.insert(entry, ())?,
+                    false => embeds.remove(entry)?,
+                };
+            }
+        }
+        self.apply(applied.changes, event_time_ms)
     }
 
     /// A record was read from a partition: the changes applied next are its own,
@@ -548,6 +610,14 @@ impl Batch<'_> {
                     }
                 }
             }
+            let mut held = self.txn.open_table(HELD)?;
+            for ((projection, key), row) in self.held.borrow().iter() {
+                let id = (projection.as_str(), key.as_str());
+                match row {
+                    Some(row) => held.insert(id, serde_json::to_vec(row)?.as_slice())?,
+                    None => held.remove(id)?,
+                };
+            }
             let mut offsets = self.txn.open_table(OFFSETS)?;
             for ((topic, partition), next) in self.position.offsets() {
                 offsets.insert((topic.as_str(), *partition), *next)?;
@@ -584,5 +654,34 @@ impl Batch<'_> {
         self.txn.commit()?;
         *self.store.position.lock().expect("position lock") = self.position;
         Ok(self.changes)
+    }
+}
+
+impl Rows for Batch<'_> {
+    type Error = StoreError;
+
+    fn stored(&self, projection: &str, key: &str) -> Result<Option<Stored>, StoreError> {
+        Batch::stored(self, projection, key)
+    }
+
+    fn embedders(
+        &self,
+        projection: &str,
+        key: &str,
+        embedder: &str,
+        embed: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let table = self.txn.open_table(EMBEDS)?;
+        let mut keys = Vec::new();
+        for entry in table.range((projection, key, embedder, embed, "")..)? {
+            let (entry, _) = entry?;
+            let (t, k, e, name, embedder_key) = entry.value();
+            if (t, k, e, name) != (projection, key, embedder, embed) || keys.len() == limit {
+                break;
+            }
+            keys.push(embedder_key.to_string());
+        }
+        Ok(keys)
     }
 }
