@@ -201,8 +201,7 @@ async fn rest_reads_with_etags_sparse_fields_filters_and_cursors() {
             .http_status_as_error(false)
             .build()
             .into();
-        let url =
-            format!("{base}/v1/availability/dr-kim@Asia%2FTokyo?fields=providerName,timeZone");
+        let url = format!("{base}/v1/slot/s-4?fields=providerName,timeZone");
         let response = agent.get(&url).call().unwrap();
         assert_eq!(response.status(), 200);
         let etag = response.headers()["etag"].to_str().unwrap().to_string();
@@ -223,7 +222,7 @@ async fn rest_reads_with_etags_sparse_fields_filters_and_cursors() {
 
         // Filters, a page of one, and the cursor to the next page.
         let (status, page) = support::get(
-            &format!("{base}/v1/availability?providerId=dr-lee&limit=1"),
+            &format!("{base}/v1/slot?providerId=dr-lee&limit=1"),
             &[],
         );
         assert_eq!(status, 200);
@@ -231,7 +230,7 @@ async fn rest_reads_with_etags_sparse_fields_filters_and_cursors() {
         let next = page["next"].as_str().expect("a next cursor").to_string();
         let (_, rest) = support::get(
             &format!(
-                "{base}/v1/availability?providerId=dr-lee&limit=1&after={}",
+                "{base}/v1/slot?providerId=dr-lee&limit=1&after={}",
                 next.replace('/', "%2F")
             ),
             &[],
@@ -241,13 +240,13 @@ async fn rest_reads_with_etags_sparse_fields_filters_and_cursors() {
             .flat_map(|p| p["items"].as_array().unwrap())
             .map(|i| i["key"].as_str().unwrap())
             .collect();
-        assert_eq!(keys, ["dr-lee@America/New_York", "dr-lee@Europe/Paris"]);
+        assert_eq!(keys, ["s-1", "s-2"]);
 
-        let (status, error) = support::get(&format!("{base}/v1/availability?colour=red"), &[]);
+        let (status, error) = support::get(&format!("{base}/v1/slot?colour=red"), &[]);
         assert_eq!(status, 400);
         assert_eq!(
             error["error"]["message"],
-            "cannot filter on `colour`: availability has no such field"
+            "cannot filter on `colour`: slot has no such field"
         );
         assert_eq!(support::get(&format!("{base}/v1/nothing"), &[]).0, 404);
     })
