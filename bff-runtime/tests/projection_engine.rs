@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use facet_bff::dev::events::{events_file_for, read_events};
-use facet_bff::projection::{ApplyError, Applied, Engine, MemoryRows, Record};
+use facet_bff::projection::{Applied, ApplyError, Engine, MemoryRows, Record};
 use facet_bff::spec::{compile, parse_manifests};
 use serde_json::{json, Value};
 
@@ -118,7 +118,10 @@ fn blog_pages_and_comments_show_their_authors_as_they_are_now() {
     // Its comment was read before it: counted, then deleted.
     let other = row(&tables, "postPage", "p-2");
     assert_eq!(other["commentCount"], 0);
-    assert_eq!(other["author"]["avatarUrl"], "https://avatars.example.com/grace-2.png");
+    assert_eq!(
+        other["author"]["avatarUrl"],
+        "https://avatars.example.com/grace-2.png"
+    );
     assert!(!served(&tables, "comment", "c-3"));
     assert!(!served(&tables, "postPage", "p-3"));
 }
@@ -177,7 +180,12 @@ fn events_without_a_key_are_rejected_only_when_a_rule_wants_them() {
 fn undecodable_payload() {
     let engine = engine_for("storefront");
     let result = engine
-        .apply_bytes("orders", Some(b"{not json"), &Record::default(), &MemoryRows::default())
+        .apply_bytes(
+            "orders",
+            Some(b"{not json"),
+            &Record::default(),
+            &MemoryRows::default(),
+        )
         .unwrap();
     assert_eq!(result.unwrap_err().reason(), "undecodable");
 }
@@ -193,7 +201,10 @@ fn a_patch_before_its_upsert_is_held_then_served_with_it() {
         "items": [], "total": 5.0, "at": "2026-11-02T09:15:00Z"});
     apply(&engine, &mut tables, "orders", &placed).unwrap();
     let order = row(&tables, "order", "o-404");
-    assert_eq!(order["paid"], true, "the payment read first is kept: {order}");
+    assert_eq!(
+        order["paid"], true,
+        "the payment read first is kept: {order}"
+    );
     assert_eq!(order["status"], "placed");
 }
 
@@ -310,7 +321,12 @@ fn oversized_and_too_deep_events_are_refused_by_reason() {
     let engine = engine_for("storefront");
     let reason = |payload: &[u8]| {
         engine
-            .apply_bytes("orders", Some(payload), &Record::default(), &MemoryRows::default())
+            .apply_bytes(
+                "orders",
+                Some(payload),
+                &Record::default(),
+                &MemoryRows::default(),
+            )
             .unwrap()
             .unwrap_err()
             .reason()

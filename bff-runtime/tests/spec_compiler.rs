@@ -114,9 +114,9 @@ fn a_broken_sample_shows_the_exact_error() {
     assert_eq!(errors, 1);
     assert_eq!(
         String::from_utf8(out).unwrap(),
-        "blog-post.yaml: blog/blog-post-page: error: spec.projections[0].rules[2].upsert.commentCount: \
-         `row.comentCount` is not a declared field (declared: authorAvatar, authorName, body, commentCount, \
-         comments, editedAt, id, publishedAt, title)\n    in expression: row.comentCount + 1\n"
+        "blog-post.yaml: blog/blog-post-page: error: spec.projections[1].rules[2].patch.commentCount: \
+         `row.comentCount` is not a declared field (declared: author, authorId, body, commentCount, \
+         editedAt, id, publishedAt, title)\n    in expression: row.comentCount + 1\n"
     );
 }
 
@@ -134,7 +134,7 @@ fn unknown_variable_in_when() {
     assert_error(
         "projections.0.rules.0.when",
         r#"'evnt.type == "OrderPlaced"'"#,
-        "spec.projections[0].rules[0].when: unknown variable `evnt`: this expression may use event, row, record\n    in expression: evnt.type == \"OrderPlaced\"",
+        "spec.projections[0].rules[0].when: unknown variable `evnt`: this expression may use event, row, record, lookup\n    in expression: evnt.type == \"OrderPlaced\"",
     );
 }
 
@@ -660,7 +660,7 @@ fn commands_are_checked_where_they_are_written() {
     };
     assert_eq!(
         with("lookups.order.projection", "nope"),
-        ["spec.commands[0].lookups.order.projection: unknown projection `nope` (projections: order, customerSummary)"]
+        ["spec.commands[0].lookups.order.projection: unknown projection `nope` (projections: order)"]
     );
     assert_eq!(
         with("key", "row.id"),

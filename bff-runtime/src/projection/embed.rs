@@ -5,9 +5,7 @@
 
 use serde_json::Value;
 
-use super::{
-    row_value, ApplyError, Engine, Link, Pending, Row, Rows, Stored, Touched,
-};
+use super::{row_value, ApplyError, Engine, Link, Pending, Row, Rows, Stored, Touched};
 use crate::spec::expr::cel_type_name;
 use crate::spec::links::CompiledEmbed;
 
@@ -35,13 +33,20 @@ impl Engine {
             let (before, row) = (before.clone(), row.clone());
             let mut row = row;
             for embed in &projection.embeds {
-                let old = match before.as_ref().map(|b| embed_key(projection, embed, b.row())) {
+                let old = match before
+                    .as_ref()
+                    .map(|b| embed_key(projection, embed, b.row()))
+                {
                     Some(Ok(old)) => old,
                     // A stored row always had a key it could compute.
                     Some(Err(_)) | None => None,
                 };
                 let Some(stored) = row.as_mut() else {
-                    links.extend(old.map(|target_key| link(embed, &projection.name, &key, target_key, false)));
+                    links.extend(
+                        old.map(|target_key| {
+                            link(embed, &projection.name, &key, target_key, false)
+                        }),
+                    );
                     continue;
                 };
                 let new = match embed_key(projection, embed, stored.row()) {
@@ -53,7 +58,10 @@ impl Engine {
                 }
                 if old != new {
                     links.extend(old.map(|k| link(embed, &projection.name, &key, k, false)));
-                    links.extend(new.clone().map(|k| link(embed, &projection.name, &key, k, true)));
+                    links.extend(
+                        new.clone()
+                            .map(|k| link(embed, &projection.name, &key, k, true)),
+                    );
                 }
                 let value = match &new {
                     Some(target_key) => {
@@ -119,7 +127,8 @@ impl Engine {
                         continue;
                     };
                     // The index may still name a row whose key changed in this event.
-                    if !matches!(embed_key(embedder, embed, stored.row()), Ok(Some(k)) if k == key) {
+                    if !matches!(embed_key(embedder, embed, stored.row()), Ok(Some(k)) if k == key)
+                    {
                         continue;
                     }
                     if stored.row().get(&embed.name) == Some(&value) {
@@ -141,7 +150,13 @@ fn row_mut(stored: &mut Stored) -> &mut Row {
     }
 }
 
-fn link(embed: &CompiledEmbed, embedder: &str, key: &str, target_key: String, linked: bool) -> Link {
+fn link(
+    embed: &CompiledEmbed,
+    embedder: &str,
+    key: &str,
+    target_key: String,
+    linked: bool,
+) -> Link {
     Link {
         target: embed.projection.clone(),
         target_key,

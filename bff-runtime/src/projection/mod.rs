@@ -508,10 +508,7 @@ fn apply_rule(
     }
     let (assignments, served) = match &rule.action {
         RuleAction::Delete => return Ok(current.map(|_| None)),
-        RuleAction::Patch(assignments) => (
-            assignments,
-            matches!(current, Some(Stored::Served(_))),
-        ),
+        RuleAction::Patch(assignments) => (assignments, matches!(current, Some(Stored::Served(_)))),
         RuleAction::Upsert(assignments) => (assignments, true),
     };
     let mut next = base;

@@ -538,7 +538,13 @@ fn check_rule(
         .filter_map(|(name, lookup)| {
             let at = format!("{path}.lookups.{name}");
             super::links::check_lookup_projection(spec, &at, &lookup.projection, errors);
-            let key = compile_expr(&format!("{at}.key"), &lookup.key, Scope::Key, fields, errors)?;
+            let key = compile_expr(
+                &format!("{at}.key"),
+                &lookup.key,
+                Scope::Key,
+                fields,
+                errors,
+            )?;
             Some(super::command::CompiledLookup {
                 name: name.clone(),
                 projection: lookup.projection.clone(),

@@ -22,8 +22,7 @@ const ROWS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("rows");
 const HELD: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("held");
 /// (embedded projection, its key, embedding projection, embed, embedding key): the
 /// reverse index of embeds, so a changed row finds the rows that show it.
-const EMBEDS: TableDefinition<(&str, &str, &str, &str, &str), ()> =
-    TableDefinition::new("embeds");
+const EMBEDS: TableDefinition<(&str, &str, &str, &str, &str), ()> = TableDefinition::new("embeds");
 /// Commit sequence number → [`Change`] as JSON. One log for every projection.
 const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
 /// Sequence number of a batch's last change → the position after that batch, so a
