@@ -70,6 +70,33 @@ pub fn graphql_ws_request(address: &str) -> tungstenite::handshake::client::Requ
     request
 }
 
+/// A graphql-transport-ws subscription, as a stock `graphql-ws` client opens it.
+pub fn graphql_subscription(
+    address: &str,
+    query: &str,
+) -> tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>> {
+    let (mut socket, response) =
+        tungstenite::connect(graphql_ws_request(address)).expect("graphql websocket");
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "graphql-transport-ws"
+    );
+    socket
+        .send(tungstenite::Message::text(
+            r#"{"type":"connection_init","payload":{}}"#,
+        ))
+        .unwrap();
+    let ack: serde_json::Value =
+        serde_json::from_str(socket.read().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(ack["type"], "connection_ack");
+    let subscribe =
+        serde_json::json!({"id": "1", "type": "subscribe", "payload": {"query": query}});
+    socket
+        .send(tungstenite::Message::text(subscribe.to_string()))
+        .unwrap();
+    socket
+}
+
 /// The workspace links more than one rustls backend; pick one for this process.
 pub fn ensure_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();

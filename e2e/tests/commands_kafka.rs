@@ -130,7 +130,7 @@ fn next_text<S: std::io::Read + std::io::Write>(socket: &mut tungstenite::WebSoc
 fn commands_through_a_real_broker_with_read_your_writes() {
     let logs = log_dir("commands_kafka");
     let mut broker = Broker::start(&logs);
-    for topic in [ORDERS, "shop.payments.v1", COMMANDS] {
+    for topic in [ORDERS, "shop.payments.v1", "shop.customers.v1", COMMANDS] {
         broker.create_topic(topic, 1);
     }
     let producer = broker.producer();

@@ -78,10 +78,12 @@ fn operator_runs_samples_on_a_real_control_plane() {
     for topic in [
         "blog.posts.v1",
         "blog.comments.v1",
+        "blog.users.v1",
         "clinic.slots.v1",
         "clinic.appointments.v1",
         "shop.orders.v1",
         "shop.payments.v1",
+        "shop.customers.v1",
         "shop.storefront-web.dlq",
     ] {
         broker.create_topic(topic, 3);
@@ -392,33 +394,6 @@ fn start_operator(cluster: &ControlPlane, logs: &std::path::Path, identity: &str
     }
 }
 
-/// A graphql-transport-ws subscription, as a stock `graphql-ws` client opens it.
-fn graphql_subscription(
-    address: &str,
-    query: &str,
-) -> tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>> {
-    let (mut socket, response) =
-        tungstenite::connect(facet_e2e::graphql_ws_request(address)).expect("graphql websocket");
-    assert_eq!(
-        response.headers()["sec-websocket-protocol"],
-        "graphql-transport-ws"
-    );
-    socket
-        .send(tungstenite::Message::text(
-            r#"{"type":"connection_init","payload":{}}"#,
-        ))
-        .unwrap();
-    let ack: serde_json::Value =
-        serde_json::from_str(socket.read().unwrap().to_text().unwrap()).unwrap();
-    assert_eq!(ack["type"], "connection_ack");
-    let subscribe =
-        serde_json::json!({"id": "1", "type": "subscribe", "payload": {"query": query}});
-    socket
-        .send(tungstenite::Message::text(subscribe.to_string()))
-        .unwrap();
-    socket
-}
-
 fn pod_uid(cluster: &ControlPlane, namespace: &str, pod: &str) -> String {
     jsonpath(
         cluster,
@@ -492,7 +467,7 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
             r#"{"type":"subscribe","id":"posts","projection":"postPage"}"#,
         ))
         .unwrap();
-    let mut graphql = graphql_subscription(
+    let mut graphql = facet_e2e::graphql_subscription(
         &address,
         "subscription { postPage { op key position row { id title commentCount } } }",
     );
@@ -664,8 +639,15 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
         std::thread::spawn(move || {
             for i in 0..600 {
                 let post = format!("p-{}", 10 + i % 20);
+                // Comments of a post may be read before the post is: counted, held,
+                // and served with it.
+                if i % 30 == 7 {
+                    let published = serde_json::json!({"type": "PostPublished", "postId": post,
+                        "authorId": "u-ada", "title": "Load", "body": "b", "at": "2026-11-23T00:00:00Z"});
+                    producer.send("blog.posts.v1", &post, published.to_string().as_bytes());
+                }
                 let event = serde_json::json!({"type": "CommentAdded", "postId": post, "commentId": format!("c-x{i}"),
-                    "text": "load", "author": {"name": "Load", "avatarUrl": "https://a/x.png"}, "at": "2026-11-23T00:00:00Z"});
+                    "authorId": "u-grace", "text": "load", "at": "2026-11-23T00:00:00Z"});
                 producer.send("blog.comments.v1", &post, event.to_string().as_bytes());
                 if i % 50 == 0 {
                     producer.flush();
