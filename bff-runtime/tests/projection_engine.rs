@@ -339,3 +339,160 @@ fn oversized_and_too_deep_events_are_refused_by_reason() {
     let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
     assert_eq!(reason(deep.as_bytes()), "too_deep");
 }
+
+/// Users, and posts that embed their author (at most 2 rewritten per change) and
+/// look the author up once when published.
+fn embed_engine() -> Engine {
+    let spec = facet_bff::spec::spec_from_value(
+        serde_yaml::from_str(
+            r#"
+kafka: {bootstrapServers: "localhost:9092"}
+sources: [{name: users, topic: users.v1}, {name: posts, topic: posts.v1}]
+projections:
+  - name: user
+    key: event.userId
+    rules:
+      - {source: users, when: 'event.type == "UserRegistered"', upsert: {id: event.userId, name: event.name}}
+      - {source: users, when: 'event.type == "UserRenamed"', patch: {name: event.name}}
+      - {source: users, when: 'event.type == "UserDeleted"', delete: true}
+    fields: {id: {type: string}, name: {type: string}}
+  - name: post
+    key: event.postId
+    rules:
+      - source: posts
+        when: event.type == "PostPublished"
+        lookups: {writer: {projection: user, key: event.authorId}}
+        upsert:
+          authorId: event.authorId
+          bylineAtPublish: 'lookup.writer == null ? "" : lookup.writer.name'
+    fields: {authorId: {type: string}, bylineAtPublish: {type: string}}
+    embeds:
+      author: {projection: user, key: row.authorId, fields: [name], maxFanOut: 2}
+auth: {anonymous: true}
+"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    Engine::new(Arc::new(compile(&spec).unwrap()))
+}
+
+fn user_event(kind: &str, id: &str, name: &str) -> Value {
+    json!({"type": kind, "userId": id, "name": name})
+}
+
+fn post_event(post: &str, author: &str) -> Value {
+    json!({"type": "PostPublished", "postId": post, "authorId": author})
+}
+
+#[test]
+fn an_embed_follows_its_row_and_the_key_it_points_at() {
+    let engine = embed_engine();
+    let mut rows = Tables::default();
+    // Published before its author exists: no author yet, and the lookup found none.
+    apply(&engine, &mut rows, "posts", &post_event("p-1", "u-1")).unwrap();
+    assert_eq!(row(&rows, "post", "p-1")["author"], Value::Null);
+    assert_eq!(row(&rows, "post", "p-1")["bylineAtPublish"], "");
+    apply(
+        &engine,
+        &mut rows,
+        "users",
+        &user_event("UserRegistered", "u-1", "Ada"),
+    )
+    .unwrap();
+    assert_eq!(row(&rows, "post", "p-1")["author"], json!({"name": "Ada"}));
+    apply(
+        &engine,
+        &mut rows,
+        "users",
+        &user_event("UserRegistered", "u-2", "Bob"),
+    )
+    .unwrap();
+    // The lookup reads the row as it is when the event applies.
+    apply(&engine, &mut rows, "posts", &post_event("p-2", "u-2")).unwrap();
+    assert_eq!(row(&rows, "post", "p-2")["bylineAtPublish"], "Bob");
+    // Re-pointed at Bob: Ada's rename no longer reaches it.
+    apply(&engine, &mut rows, "posts", &post_event("p-1", "u-2")).unwrap();
+    assert_eq!(row(&rows, "post", "p-1")["author"], json!({"name": "Bob"}));
+    let applied = engine
+        .apply(
+            "users",
+            &user_event("UserRenamed", "u-1", "Ada L."),
+            &Record::default(),
+            &rows,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        applied.changes.len(),
+        1,
+        "only the user changes: {applied:?}"
+    );
+    rows.write(&applied);
+    // Bob renamed: both his posts change in the same event, after his own row.
+    let applied = engine
+        .apply(
+            "users",
+            &user_event("UserRenamed", "u-2", "Robert"),
+            &Record::default(),
+            &rows,
+        )
+        .unwrap()
+        .unwrap();
+    let changed: Vec<(&str, &str)> = applied
+        .changes
+        .iter()
+        .map(|c| (c.projection.as_str(), c.key.as_str()))
+        .collect();
+    assert_eq!(changed, [("user", "u-2"), ("post", "p-1"), ("post", "p-2")]);
+    assert_eq!(applied.fanned_out, 2);
+    rows.write(&applied);
+    // Deleted: the posts show no author, and get it back if the user returns.
+    apply(
+        &engine,
+        &mut rows,
+        "users",
+        &user_event("UserDeleted", "u-2", ""),
+    )
+    .unwrap();
+    assert_eq!(row(&rows, "post", "p-2")["author"], Value::Null);
+    apply(
+        &engine,
+        &mut rows,
+        "users",
+        &user_event("UserRegistered", "u-2", "Bob"),
+    )
+    .unwrap();
+    assert_eq!(row(&rows, "post", "p-2")["author"], json!({"name": "Bob"}));
+}
+
+#[test]
+fn a_change_that_would_rewrite_more_than_max_fan_out_rows_is_refused_whole() {
+    let engine = embed_engine();
+    let mut rows = Tables::default();
+    apply(
+        &engine,
+        &mut rows,
+        "users",
+        &user_event("UserRegistered", "u-1", "Ada"),
+    )
+    .unwrap();
+    for post in ["p-1", "p-2", "p-3"] {
+        apply(&engine, &mut rows, "posts", &post_event(post, "u-1")).unwrap();
+    }
+    let before = rows.clone();
+    let error = apply(
+        &engine,
+        &mut rows,
+        "users",
+        &user_event("UserRenamed", "u-1", "Ada L."),
+    )
+    .unwrap_err();
+    assert_eq!(error.reason(), "fan_out");
+    assert_eq!(
+        error.to_string(),
+        "spec.projections[1].embeds.author: a change of `user` row `u-1` would rewrite more \
+         than 2 `post` rows that embed it (maxFanOut)"
+    );
+    assert_eq!(rows, before, "nothing of the event was applied");
+}

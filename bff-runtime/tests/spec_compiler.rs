@@ -702,3 +702,86 @@ fn commands_are_checked_where_they_are_written() {
           already the row type of this projection at spec.projections[1].name: rename one of them"]
     );
 }
+
+/// The blog sample's spec with one node replaced.
+fn blog_with(path: &str, yaml: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/samples/blog-post.yaml"
+    ))
+    .unwrap();
+    let manifest: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let mut spec = manifest["spec"].clone();
+    let mut node = &mut spec;
+    for segment in path.split('.') {
+        node = match segment.parse::<usize>() {
+            Ok(i) => &mut node[i],
+            Err(_) => &mut node[segment],
+        };
+    }
+    *node = serde_yaml::from_str(yaml).unwrap();
+    errors_of(spec)
+}
+
+#[test]
+fn embeds_and_rule_lookups_are_checked_where_they_are_written() {
+    assert_eq!(
+        blog_with("projections.1.embeds.author.projection", "people"),
+        ["spec.projections[1].embeds.author.projection: unknown projection `people` (projections: user, postPage, comment)"]
+    );
+    assert_eq!(
+        blog_with("projections.1.embeds.author.projection", "postPage"),
+        ["spec.projections[1].embeds.author.projection: a projection cannot embed its own rows"]
+    );
+    assert_eq!(
+        blog_with("projections.1.embeds.author.projection", "comment"),
+        [
+            "spec.projections[1].embeds.author.projection: `comment` embeds rows itself; embeds are one level deep, so embed what it embeds here directly",
+        ]
+    );
+    assert_eq!(
+        blog_with("projections.1.embeds.author.key", "event.authorId"),
+        ["spec.projections[1].embeds.author.key: unknown variable `event`: this expression may use row\n    in expression: event.authorId"]
+    );
+    assert_eq!(
+        blog_with("projections.1.embeds.author.key", "row.writer"),
+        ["spec.projections[1].embeds.author.key: `row.writer` is not a declared field (declared: authorId, body, commentCount, editedAt, id, publishedAt, title)\n    in expression: row.writer"]
+    );
+    assert_eq!(
+        blog_with("projections.2.embeds.author.fields", "[name, email]"),
+        ["spec.projections[2].embeds.author.fields: `email` is not a field of `user` (fields: avatarUrl, id, name)"]
+    );
+    assert_eq!(
+        blog_with("projections.1.embeds.title", "{projection: user, key: row.authorId}"),
+        ["spec.projections[1].embeds.title: `title` is also a declared field: an embed names a field of its own"]
+    );
+    assert_eq!(
+        blog_with("projections.1.rules.0.upsert.author", "event.author"),
+        ["spec.projections[1].rules[0].upsert.author: `author` is an embedded row: it follows the row it embeds, and no rule sets it"]
+    );
+    // Rules read embedded rows and look rows up.
+    assert_eq!(
+        blog_with(
+            "projections.1.rules.1.when",
+            r#"event.type == "PostEdited" && row.author.name != """#
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        blog_with(
+            "projections.2.rules.0.lookups",
+            "{writer: {projection: user, key: event.authorId}}"
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        blog_with(
+            "projections.2.rules.0.lookups",
+            "{writer: {projection: users, key: row.id}}"
+        ),
+        [
+            "spec.projections[2].rules[0].lookups.writer.projection: unknown projection `users` (projections: user, postPage, comment)",
+            "spec.projections[2].rules[0].lookups.writer.key: unknown variable `row`: this expression may use event, record\n    in expression: row.id",
+        ]
+    );
+}

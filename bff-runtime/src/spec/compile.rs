@@ -469,6 +469,7 @@ fn check_projection(
             spec,
             sources,
             fields,
+            declared: &projection.fields,
             embedded: &projection.embeds,
             projection_key: key.as_ref(),
         };
@@ -494,6 +495,8 @@ struct RuleContext<'a> {
     sources: &'a BTreeSet<String>,
     /// The served fields (expressions may read embeds too).
     fields: &'a BTreeMap<String, FieldSpec>,
+    /// The declared fields, the only ones rules set.
+    declared: &'a BTreeMap<String, FieldSpec>,
     /// The embeds, which no rule may set.
     embedded: &'a BTreeMap<String, EmbedSpec>,
     projection_key: Option<&'a Expr>,
@@ -605,7 +608,8 @@ fn compile_assignments(
     errors: &mut Vec<SpecError>,
 ) -> Option<Vec<(String, Expr)>> {
     let fields = context.fields;
-    let embeds = context.embedded;
+    let embedded =
+        |field: &str| context.embedded.contains_key(field) && !context.declared.contains_key(field);
     let assignments = assignments?;
     if assignments.is_empty() {
         errors.push(SpecError::new(
@@ -618,8 +622,8 @@ fn compile_assignments(
     let mut compiled = Vec::new();
     for (field, source) in assignments {
         let field_path = format!("{path}.{action}.{field}");
-        let Some(spec) = fields.get(field).filter(|_| !embeds.contains_key(field)) else {
-            if embeds.contains_key(field) {
+        let Some(spec) = fields.get(field).filter(|_| !embedded(field)) else {
+            if embedded(field) {
                 errors.push(SpecError::new(
                     field_path,
                     format!("`{field}` is an embedded row: it follows the row it embeds, and no rule sets it"),

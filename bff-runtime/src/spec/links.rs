@@ -127,19 +127,6 @@ pub fn check_embeds(
                 }
             }
         }
-        if spec
-            .projections
-            .iter()
-            .any(|p| p.embeds.values().any(|e| e.projection == projection.name))
-        {
-            refuse(
-                at.clone(),
-                format!(
-                    "`{}` is embedded by another projection, so it cannot embed rows itself (embeds are one level deep)",
-                    projection.name
-                ),
-            );
-        }
         let key = Expr::compile(
             &format!("{at}.key"),
             &embed.key,
