@@ -191,6 +191,16 @@ fn embed_key(
         path: embed.key.path.clone(),
         message,
     };
+    if let Some(field) = &embed.key_field {
+        return match row.get(field) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+            Some(Value::String(_)) | Some(Value::Null) | None => Ok(None),
+            Some(other) => Err(error(format!(
+                "the key of an embedded row must be a string, got {}",
+                crate::spec::fields::json_type_name(other)
+            ))),
+        };
+    }
     let bound = row_value(projection, row);
     match embed.key.eval(&[("row", &bound)]) {
         Ok(cel::Value::String(s)) if s.is_empty() => Ok(None),

@@ -397,7 +397,11 @@ impl Engine {
                     return Ok(Err(error));
                 }
             };
-            let current = touched.current(experience, p, &key)?;
+            let found = touched.find(p, &key);
+            let current = match found {
+                Some(i) => touched.pending[i].row.clone(),
+                None => rows.stored(&projection.name, &key)?,
+            };
             let result = apply_rule(
                 projection,
                 rule,
@@ -407,7 +411,15 @@ impl Engine {
                 filter_decided,
             );
             match result {
-                Ok(Some(next)) => touched.write(experience, p, &key, next)?,
+                Ok(Some(next)) => match found {
+                    Some(i) => touched.pending[i].row = next,
+                    None => touched.pending.push(Pending {
+                        projection: p,
+                        key,
+                        before: current,
+                        row: next,
+                    }),
+                },
                 Ok(None) => continue,
                 Err(_) if tombstone && !filter_decided => continue,
                 Err(error) => return Ok(Err(error)),

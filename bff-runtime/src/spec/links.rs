@@ -17,6 +17,9 @@ pub struct CompiledEmbed {
     pub projection: String,
     /// Over `row`, the embedding row.
     pub key: Expr,
+    /// The field `key` reads when it is just `row.<field>`: read from the row as it
+    /// is, without converting the row for CEL (embed keys are computed per write).
+    pub key_field: Option<String>,
     /// The fields of the embedded row that are kept; all when empty.
     pub fields: Vec<String>,
     pub max_fan_out: usize,
@@ -139,6 +142,7 @@ pub fn check_embeds(
             compiled.extend(key.map(|key| CompiledEmbed {
                 name: name.clone(),
                 projection: embed.projection.clone(),
+                key_field: plain_row_field(&key),
                 key,
                 fields: embed.fields.clone(),
                 max_fan_out: embed.max_fan_out as usize,
@@ -164,5 +168,17 @@ pub fn check_lookup_projection(
                 known.join(", ")
             ),
         ));
+    }
+}
+
+/// `f` when the expression is exactly `row.f`.
+fn plain_row_field(expr: &Expr) -> Option<String> {
+    use cel::common::ast::Expr as Ast;
+    let Ast::Select(select) = &expr.ast().expr else {
+        return None;
+    };
+    match &select.operand.expr {
+        Ast::Ident(name) if name == "row" && !select.test => Some(select.field.clone()),
+        _ => None,
     }
 }

@@ -234,7 +234,9 @@ impl Store {
     pub fn batch(&self) -> Result<Batch<'_>, StoreError> {
         let txn = self.db.begin_write()?;
         let seq = txn.open_table(COUNTERS)?.get(SEQ)?.map(|v| v.value());
+        let none_held = txn.open_table(HELD)?.is_empty()?;
         Ok(Batch {
+            none_held,
             store: self,
             txn,
             rows: HashMap::new(),
@@ -433,6 +435,9 @@ pub struct Batch<'s> {
     read: std::cell::RefCell<HashMap<(String, String), Option<Row>>>,
     /// Held rows read or written by the batch (`None`: none), written at commit.
     held: std::cell::RefCell<HashMap<(String, String), Option<Row>>>,
+    /// Whether the store held no row when the batch began: then only the batch's
+    /// own held rows need looking at (most specs never hold one).
+    none_held: bool,
     changes: Vec<Change>,
     /// The position after the records read so far.
     position: Position,
@@ -470,6 +475,9 @@ impl Batch<'_> {
         let id = (projection.to_string(), key.to_string());
         if let Some(row) = self.held.borrow().get(&id) {
             return Ok(row.clone().map(Stored::Held));
+        }
+        if self.none_held {
+            return Ok(None);
         }
         let row = match self.txn.open_table(HELD)?.get((projection, key))? {
             Some(bytes) => Some(serde_json::from_slice::<Row>(bytes.value())?),
