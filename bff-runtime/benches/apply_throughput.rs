@@ -50,7 +50,13 @@ fn main() {
     let baseline = time(|| noop_consumer(&bootstrap, &[TOPIC], events));
     let orders = Pipeline::new("orders");
     let facet = time(|| orders.run_until(&bootstrap, events));
-    report(&format!("orders: {events} events"), events, baseline, events, facet);
+    report(
+        &format!("orders: {events} events"),
+        events,
+        baseline,
+        events,
+        facet,
+    );
     orders.report();
 
     // Lookup-heavy: every order embeds its customer. Once the orders and the
@@ -65,7 +71,9 @@ fn main() {
     let baseline = time(|| noop_consumer(&bootstrap, &[CUSTOMERS_TOPIC], read_all));
     let facet = time(|| embeds.run_until(&bootstrap, events + read_all));
     report(
-        &format!("customer renames, each rewriting the orders that embed the customer: {renames} events"),
+        &format!(
+            "customer renames, each rewriting the orders that embed the customer: {renames} events"
+        ),
         read_all,
         baseline,
         renames,

@@ -16,6 +16,9 @@ use proptest::test_runner::{Config, TestRunner};
 
 const PARTITIONS: u64 = 3;
 
+/// Every served row, by (projection, key).
+type Rows = BTreeMap<(String, String), Row>;
+
 struct Sample {
     engine: Engine,
     /// Per (topic, partition), the events in offset order.
@@ -69,7 +72,7 @@ fn replay(
     sample: &Sample,
     picks: &[usize],
     batch: usize,
-) -> (BTreeMap<(String, String), Row>, Vec<(String, i32)>) {
+) -> (Rows, Vec<(String, i32)>) {
     let dir = tempfile::tempdir().unwrap();
     let experience = sample.engine.experience();
     let (store, _) = Store::open(&dir.path().join("db"), experience.store_layout()).unwrap();
