@@ -599,7 +599,7 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
     );
     assert_eq!(
         message,
-        "spec.projections[0].rules[1].when: unknown variable `evnt`: this expression may use event, row, record (in `evnt.type == \"PostEdited\"`)"
+        "spec.projections[1].rules[1].when: unknown variable `evnt`: this expression may use event, row, record, lookup (in `evnt.type == \"PostEdited\"`)"
     );
     let events = cluster.kubectl_ok(&[
         "get",
