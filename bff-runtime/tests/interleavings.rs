@@ -68,11 +68,7 @@ fn partition_of(key: Option<&str>) -> i32 {
 /// Applies the events in the order `picks` chooses among the partitions (each pick
 /// takes the next event of one partition), committing a batch every `batch` events.
 /// Returns every served row and the order the events were read in.
-fn replay(
-    sample: &Sample,
-    picks: &[usize],
-    batch: usize,
-) -> (Rows, Vec<(String, i32)>) {
+fn replay(sample: &Sample, picks: &[usize], batch: usize) -> (Rows, Vec<(String, i32)>) {
     let dir = tempfile::tempdir().unwrap();
     let experience = sample.engine.experience();
     let (store, _) = Store::open(&dir.path().join("db"), experience.store_layout()).unwrap();

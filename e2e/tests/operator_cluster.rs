@@ -639,9 +639,9 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
         std::thread::spawn(move || {
             for i in 0..600 {
                 let post = format!("p-{}", 10 + i % 20);
-                // Comments of a post may be read before the post is: counted, held,
-                // and served with it.
-                if i % 30 == 7 {
+                // Each post is published after its first comment: the comment is
+                // counted, held, and served with the post.
+                if (20..40).contains(&i) {
                     let published = serde_json::json!({"type": "PostPublished", "postId": post,
                         "authorId": "u-ada", "title": "Load", "body": "b", "at": "2026-11-23T00:00:00Z"});
                     producer.send("blog.posts.v1", &post, published.to_string().as_bytes());

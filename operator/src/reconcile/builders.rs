@@ -76,6 +76,11 @@ pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// The label selector of every child the operator makes for experience `name`.
+pub fn children_selector(name: &str) -> String {
+    format!("app.kubernetes.io/instance={name},app.kubernetes.io/managed-by=facet-operator")
+}
+
 fn labels(name: &str) -> BTreeMap<String, String> {
     let mut labels = selector_labels(name);
     labels.insert(

@@ -15,7 +15,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use tracing::info;
 
 use super::builders::consumer_groups;
-use super::controller::Error;
+use super::error::CleanupError as Error;
 use crate::api::FrontendExperience;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -50,9 +50,7 @@ pub async fn delete_consumer_groups(client: &Client, fx: &FrontendExperience) ->
                 break;
             }
             if Instant::now() > deadline {
-                return Err(Error::Cleanup(format!(
-                    "{running} pods of {name} still run"
-                )));
+                return Err(Error::Failed(format!("{running} pods of {name} still run")));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -77,19 +75,19 @@ pub async fn delete_consumer_groups(client: &Client, fx: &FrontendExperience) ->
     let groups = groups_to_delete(&config, &namespace, &name, spec.replicas).await?;
     let admin: AdminClient<DefaultClientContext> = config
         .create()
-        .map_err(|e| Error::Cleanup(format!("kafka admin client: {e}")))?;
+        .map_err(|e| Error::Failed(format!("kafka admin client: {e}")))?;
     let names: Vec<&str> = groups.iter().map(String::as_str).collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
         .delete_groups(&names, &options)
         .await
-        .map_err(|e| Error::Cleanup(format!("deleting consumer groups: {e}")))?;
+        .map_err(|e| Error::Failed(format!("deleting consumer groups: {e}")))?;
     for result in results {
         match result {
             Ok(group) => info!(%group, "deleted consumer group"),
             Err((_, RDKafkaErrorCode::GroupIdNotFound)) => {}
             Err((group, code)) => {
-                return Err(Error::Cleanup(format!(
+                return Err(Error::Failed(format!(
                     "deleting consumer group {group}: {code}"
                 )))
             }
@@ -114,8 +112,8 @@ async fn groups_to_delete(
         Ok::<_, rdkafka::error::KafkaError>(names)
     })
     .await
-    .map_err(|e| Error::Cleanup(e.to_string()))?
-    .map_err(|e| Error::Cleanup(format!("listing consumer groups: {e}")))?;
+    .map_err(|e| Error::Failed(e.to_string()))?
+    .map_err(|e| Error::Failed(format!("listing consumer groups: {e}")))?;
     let mut groups = consumer_groups(namespace, name, replicas.max(1));
     for group in listed {
         if facet_bff::ingest::is_group_of(namespace, name, &group) && !groups.contains(&group) {

@@ -1,23 +1,19 @@
 //! The controller: read → validate (the runtime's own compiler) → build (pure) →
 //! apply (server-side apply, one field manager) → status. It never writes `spec`.
 
-use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tracing::{info, warn};
 
 use super::builders::{self, BuildConfig, BuildError};
@@ -26,32 +22,8 @@ use super::status::{self, Observed, Rollout, SPEC_VALID};
 use crate::api::FrontendExperience;
 use crate::metrics::OperatorMetrics;
 
-pub const FIELD_MANAGER: &str = "facet-operator";
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("building children: {0}")]
-    Build(#[from] BuildError),
-    #[error("cleaning up: {0}")]
-    Cleanup(String),
-    #[error("finalizer: {0}")]
-    Finalizer(String),
-}
-
-impl Error {
-    /// A short label for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Error::Kube(kube::Error::Api(_)) => "api",
-            Error::Kube(_) => "client",
-            Error::Build(_) => "build",
-            Error::Cleanup(_) => "cleanup",
-            Error::Finalizer(_) => "finalizer",
-        }
-    }
-}
+pub use super::apply::FIELD_MANAGER;
+pub use super::error::Error;
 
 pub struct Context {
     pub client: Client,
@@ -160,7 +132,11 @@ fn error_policy(fx: Arc<FrontendExperience>, error: &Error, context: Arc<Context
     Action::requeue(Duration::from_secs(10))
 }
 
-async fn reconcile(fx: Arc<FrontendExperience>, context: Arc<Context>) -> Result<Action, Error> {
+/// Reconciles one experience (public for the tests that check its exact API calls).
+pub async fn reconcile(
+    fx: Arc<FrontendExperience>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
     let started = Instant::now();
     context.metrics.reconciles.inc();
     let result = if context.delete_consumer_groups {
@@ -190,110 +166,19 @@ async fn reconcile(fx: Arc<FrontendExperience>, context: Arc<Context>) -> Result
     result
 }
 
+/// One reconcile, in phases: validate (the runtime's own compiler), build (pure),
+/// apply (every child, then the orphan sweep), observe (the rollout), status.
 async fn reconcile_inner(fx: &FrontendExperience, context: &Context) -> Result<Action, Error> {
     let namespace = fx.namespace().ok_or(BuildError::Missing("namespace"))?;
     let name = fx.name_any();
-    let client = context.client.clone();
-    let spec = &fx.spec.experience;
-
-    let spec_error = facet_bff::spec::compile(spec).err().map(|e| e.summary());
-    if let Some(error) = &spec_error {
-        let already_reported = fx
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == SPEC_VALID))
-            .is_some_and(|c| c.status == "False" && &c.message == error);
-        if !already_reported {
-            warn!(experience = %name, %namespace, %error, "invalid spec; running pods are left alone");
-            publish(
-                context,
-                fx,
-                EventType::Warning,
-                "InvalidSpec",
-                "Validate",
-                error.clone(),
-            )
-            .await;
-        }
-    } else {
+    let spec_error = validate(fx, context).await;
+    if spec_error.is_none() {
         let desired = builders::desired(fx, &context.build)?;
-        apply(
-            Api::namespaced(client.clone(), &namespace),
-            &desired.config_map,
-        )
-        .await?;
-        apply(
-            Api::namespaced(client.clone(), &namespace),
-            &desired.service,
-        )
-        .await?;
-        apply(
-            Api::namespaced(client.clone(), &namespace),
-            &desired.headless_service,
-        )
-        .await?;
-        apply(
-            Api::namespaced(client.clone(), &namespace),
-            &desired.stateful_set,
-        )
-        .await?;
-        let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
-        match &desired.pod_disruption_budget {
-            Some(budget) => apply(budgets, budget).await?,
-            None => delete_if_present(budgets, &name).await?,
-        }
-        let generation = fx.meta().generation.unwrap_or(0);
-        let new_generation = fx.status.as_ref().and_then(|s| s.observed_generation)
-            != fx.meta().generation
-            && context
-                .announced
-                .first_time(fx.meta().uid.as_deref().unwrap_or_default(), generation);
-        if new_generation {
-            info!(experience = %name, %namespace, generation = ?fx.meta().generation, "applied");
-            let note = format!(
-                "applied generation {generation} ({} replicas)",
-                spec.replicas
-            );
-            publish(context, fx, EventType::Normal, "Applied", "Apply", note).await;
-        }
+        super::apply::apply_all(&context.client, &namespace, &name, &desired).await?;
+        announce_generation(fx, context).await;
     }
-
-    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
-    let rollout = statefulsets.get_opt(&name).await?.map(|sts| {
-        let status = sts.status.clone().unwrap_or_default();
-        Rollout {
-            generation: sts.metadata.generation.unwrap_or(0),
-            observed_generation: status.observed_generation.unwrap_or(0),
-            replicas: status.replicas,
-            ready_replicas: status.ready_replicas.unwrap_or(0),
-            updated_replicas: status.updated_replicas.unwrap_or(0),
-        }
-    });
-    let observed = Observed {
-        generation: fx.meta().generation,
-        desired_replicas: spec.replicas,
-        spec_error: spec_error.clone(),
-        rollout,
-        consumer_groups: builders::consumer_groups(&namespace, &name, spec.replicas),
-        endpoints: builders::endpoints(&namespace, &name, spec),
-        selector: builders::selector_labels(&name)
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    };
-    let next = status::next_status(
-        fx.status.as_ref(),
-        &observed,
-        &Time(k8s_openapi::jiff::Timestamp::now()),
-    );
-    if fx.status.as_ref() != Some(&next) {
-        let experiences: Api<FrontendExperience> = Api::namespaced(client, &namespace);
-        let patch = serde_json::json!({"status": next});
-        experiences
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-    }
+    let observed = observe(&context.client, fx, &namespace, spec_error.clone()).await?;
+    write_status(&context.client, fx, &namespace, &observed).await?;
     Ok(match spec_error {
         // Nothing will change until the spec does: no retry loop.
         Some(_) => Action::await_change(),
@@ -301,26 +186,115 @@ async fn reconcile_inner(fx: &FrontendExperience, context: &Context) -> Result<A
     })
 }
 
-/// Server-side apply under the operator's field manager; it owns what it sets.
-async fn apply<K>(api: Api<K>, object: &K) -> Result<(), Error>
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
-{
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&object.name_any(), &params, &Patch::Apply(object))
-        .await?;
-    Ok(())
+/// The spec's problems, if any: reported once per distinct message as a Warning
+/// Event. Running pods are left alone while the spec is invalid.
+async fn validate(fx: &FrontendExperience, context: &Context) -> Option<String> {
+    let error = facet_bff::spec::compile(&fx.spec.experience)
+        .err()
+        .map(|e| e.summary())?;
+    let already_reported = fx
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == SPEC_VALID))
+        .is_some_and(|c| c.status == "False" && c.message == error);
+    if !already_reported {
+        warn!(experience = %fx.name_any(), namespace = ?fx.namespace(), %error, "invalid spec; running pods are left alone");
+        publish(
+            context,
+            fx,
+            EventType::Warning,
+            "InvalidSpec",
+            "Validate",
+            error.clone(),
+        )
+        .await;
+    }
+    Some(error)
 }
 
-async fn delete_if_present<K>(api: Api<K>, name: &str) -> Result<(), Error>
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
-{
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
+/// An `Applied` Event, once per generation.
+async fn announce_generation(fx: &FrontendExperience, context: &Context) {
+    let generation = fx.meta().generation.unwrap_or(0);
+    let new_generation = fx.status.as_ref().and_then(|s| s.observed_generation)
+        != fx.meta().generation
+        && context
+            .announced
+            .first_time(fx.meta().uid.as_deref().unwrap_or_default(), generation);
+    if new_generation {
+        info!(experience = %fx.name_any(), namespace = ?fx.namespace(), generation, "applied");
+        let note = format!(
+            "applied generation {generation} ({} replicas)",
+            fx.spec.experience.replicas
+        );
+        publish(context, fx, EventType::Normal, "Applied", "Apply", note).await;
     }
+}
+
+/// What the status reports: the spec's validity and the StatefulSet's rollout.
+async fn observe(
+    client: &Client,
+    fx: &FrontendExperience,
+    namespace: &str,
+    spec_error: Option<String>,
+) -> Result<Observed, Error> {
+    let name = fx.name_any();
+    let spec = &fx.spec.experience;
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let rollout = statefulsets
+        .get_opt(&name)
+        .await
+        .map_err(Error::Observe)?
+        .map(|sts| {
+            let status = sts.status.clone().unwrap_or_default();
+            Rollout {
+                generation: sts.metadata.generation.unwrap_or(0),
+                observed_generation: status.observed_generation.unwrap_or(0),
+                replicas: status.replicas,
+                ready_replicas: status.ready_replicas.unwrap_or(0),
+                updated_replicas: status.updated_replicas.unwrap_or(0),
+            }
+        });
+    Ok(Observed {
+        generation: fx.meta().generation,
+        desired_replicas: spec.replicas,
+        spec_error,
+        rollout,
+        consumer_groups: builders::consumer_groups(namespace, &name, spec.replicas),
+        endpoints: builders::endpoints(namespace, &name, spec),
+        selector: builders::selector_labels(&name)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    })
+}
+
+/// Patches `status` when it differs from what is observed.
+async fn write_status(
+    client: &Client,
+    fx: &FrontendExperience,
+    namespace: &str,
+    observed: &Observed,
+) -> Result<(), Error> {
+    let next = status::next_status(
+        fx.status.as_ref(),
+        observed,
+        &Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    if fx.status.as_ref() == Some(&next) {
+        return Ok(());
+    }
+    let experiences: Api<FrontendExperience> = Api::namespaced(client.clone(), namespace);
+    let patch = serde_json::json!({"status": next});
+    experiences
+        .patch_status(
+            &fx.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(Error::Status)?;
+    Ok(())
 }
 
 async fn publish(

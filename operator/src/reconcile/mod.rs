@@ -1,7 +1,9 @@
 //! Reconciling experiences: pure builders of desired state and status, and the
 //! controller that applies them.
 
+pub mod apply;
 pub mod builders;
 pub mod cleanup;
 pub mod controller;
+pub mod error;
 pub mod status;

@@ -1,0 +1,153 @@
+//! The apply phase: every desired child is server-side applied under one field
+//! manager, then every child this operator made for the experience that is no
+//! longer desired is deleted (the orphan sweep), so what runs is exactly what the
+//! builders return, whatever an earlier version of the spec or the operator made.
+
+use std::fmt::Debug;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::builders::{children_selector, Desired};
+use super::error::Error;
+
+pub const FIELD_MANAGER: &str = "facet-operator";
+
+/// Applies `desired` in `namespace` and sweeps what is no longer in it.
+pub async fn apply_all(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    desired: &Desired,
+) -> Result<(), Error> {
+    apply(
+        Api::namespaced(client.clone(), namespace),
+        &desired.config_map,
+    )
+    .await?;
+    apply(Api::namespaced(client.clone(), namespace), &desired.service).await?;
+    apply(
+        Api::namespaced(client.clone(), namespace),
+        &desired.headless_service,
+    )
+    .await?;
+    apply(
+        Api::namespaced(client.clone(), namespace),
+        &desired.stateful_set,
+    )
+    .await?;
+    if let Some(budget) = &desired.pod_disruption_budget {
+        apply(Api::namespaced(client.clone(), namespace), budget).await?;
+    }
+
+    let selector = children_selector(name);
+    let owner = desired
+        .config_map
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .map(|o| o.uid.clone())
+        .next()
+        .unwrap_or_default();
+    let owned = Owned {
+        selector: &selector,
+        owner: &owner,
+    };
+    sweep::<ConfigMap>(client, namespace, &owned, &[desired.config_map.name_any()]).await?;
+    let services = [
+        desired.service.name_any(),
+        desired.headless_service.name_any(),
+    ];
+    sweep::<Service>(client, namespace, &owned, &services).await?;
+    let statefulsets = [desired.stateful_set.name_any()];
+    sweep::<StatefulSet>(client, namespace, &owned, &statefulsets).await?;
+    let budgets: Vec<String> = desired
+        .pod_disruption_budget
+        .iter()
+        .map(|b| b.name_any())
+        .collect();
+    sweep::<PodDisruptionBudget>(client, namespace, &owned, &budgets).await?;
+    Ok(())
+}
+
+/// Server-side apply under the operator's field manager; it owns what it sets.
+async fn apply<K>(api: Api<K>, object: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()>
+        + k8s_openapi::Resource
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let name = object.name_any();
+    api.patch(&name, &params, &Patch::Apply(object))
+        .await
+        .map_err(|source| Error::Apply {
+            kind: K::KIND,
+            name,
+            source,
+        })?;
+    Ok(())
+}
+
+/// What marks a child of this experience: its labels and its owner's uid.
+struct Owned<'a> {
+    selector: &'a str,
+    owner: &'a str,
+}
+
+/// Deletes the objects of kind `K` that carry the experience's labels, are owned by
+/// it, and are not in `keep`.
+async fn sweep<K>(
+    client: &Client,
+    namespace: &str,
+    owned: &Owned<'_>,
+    keep: &[String],
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + k8s_openapi::Resource
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let error = |name: &str| {
+        let name = name.to_string();
+        move |source| Error::Sweep {
+            kind: K::KIND,
+            name,
+            source,
+        }
+    };
+    let listed = api
+        .list_metadata(&ListParams::default().labels(owned.selector))
+        .await
+        .map_err(error("list"))?;
+    for object in listed.items {
+        let name = object.name_any();
+        let ours = object
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == owned.owner);
+        if keep.contains(&name) || !ours {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(error(&name)(e)),
+        }
+    }
+    Ok(())
+}
