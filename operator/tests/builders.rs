@@ -98,7 +98,7 @@ fn spec_change_rolls_pods_and_scale_does_not_change_the_config() {
 }
 
 #[test]
-fn budget_only_with_two_replicas_and_claims_only_with_persistence() {
+fn budget_only_with_two_replicas_and_claims_unless_persistence_is_off() {
     let storefront = build(&sample("storefront"));
     assert!(storefront.pod_disruption_budget.is_some(), "2 replicas");
     let sts = storefront.stateful_set.spec.unwrap();
@@ -112,7 +112,12 @@ fn budget_only_with_two_replicas_and_claims_only_with_persistence() {
 
     let blog = build(&sample("blog-post"));
     assert!(blog.pod_disruption_budget.is_none(), "1 replica");
-    let sts = blog.stateful_set.spec.unwrap();
+    let claims = blog.stateful_set.spec.unwrap().volume_claim_templates;
+    assert_eq!(claims.map(|c| c.len()), Some(1), "persistent by default");
+
+    let mut ephemeral = sample("blog-post");
+    ephemeral.spec.experience.store.persistence.enabled = false;
+    let sts = build(&ephemeral).stateful_set.spec.unwrap();
     assert!(sts.volume_claim_templates.is_none());
     let volumes = sts.template.spec.unwrap().volumes.unwrap();
     assert!(volumes

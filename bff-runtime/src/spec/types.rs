@@ -597,11 +597,13 @@ impl Default for StoreSpec {
 }
 
 /// Persistent volume settings.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PersistenceSpec {
-    /// Claim a PersistentVolume per pod. Without it the store lives in an emptyDir.
-    #[serde(default)]
+    /// Claim a PersistentVolume per pod (the default), so a restarted pod resumes
+    /// from its store instead of replaying every topic. With `false` the store lives
+    /// in an emptyDir and every restart rebuilds it from the earliest offsets.
+    #[serde(default = "default_persistence")]
     pub enabled: bool,
     /// Requested volume size, a Kubernetes quantity such as `1Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -609,6 +611,20 @@ pub struct PersistenceSpec {
     /// StorageClass of the volume; the cluster default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+}
+
+fn default_persistence() -> bool {
+    true
+}
+
+impl Default for PersistenceSpec {
+    fn default() -> Self {
+        PersistenceSpec {
+            enabled: default_persistence(),
+            size: None,
+            storage_class_name: None,
+        }
+    }
 }
 
 /// Group commit settings.
