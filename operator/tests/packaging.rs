@@ -160,3 +160,40 @@ fn kustomize_renders_and_grants_what_the_chart_grants() {
         find(&chart, "ClusterRole")["rules"]
     );
 }
+
+#[test]
+fn chart_exposes_runtime_connections_for_autoscaling_when_asked() {
+    let off = chart_render(&[]);
+    assert!(
+        !off.iter().any(|d| d["kind"] == "PodMonitor"),
+        "off by default: the Prometheus Operator's CRDs may be missing"
+    );
+    let docs = chart_render(&[
+        "--set",
+        "runtimeMetrics.podMonitor.enabled=true",
+        "--set",
+        "runtimeMetrics.adapterRules.enabled=true",
+    ]);
+    let monitor = find(&docs, "PodMonitor");
+    assert_eq!(monitor["spec"]["namespaceSelector"]["any"], true);
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"], "facet-bff",
+        "the label every runtime pod carries"
+    );
+    assert_eq!(monitor["spec"]["podMetricsEndpoints"][0]["port"], "metrics");
+    let rules = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "ConfigMap"
+                && d["metadata"]["name"] == "facet-facet-operator-adapter-rules"
+        })
+        .expect("the adapter rules");
+    let rules: serde_yaml::Value =
+        serde_yaml::from_str(rules["data"]["facet-rules.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(rules["rules"][0]["name"]["as"], "facet_connections");
+    let output = helm_template(&["--set", "runtimeMetrics.podMonitor.interval=soon"]);
+    assert!(
+        !output.status.success(),
+        "the interval is checked by the schema"
+    );
+}
