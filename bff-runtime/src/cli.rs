@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::contract;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "facet-bff",
@@ -33,33 +35,33 @@ pub enum Command {
 #[derive(Parser, Debug)]
 pub struct RunArgs {
     /// The FrontendExperience manifest (or a bare spec) to run.
-    #[arg(long, env = "FACET_SPEC")]
+    #[arg(long, env = contract::ENV_SPEC)]
     pub spec: PathBuf,
     /// Experience name, when the file holds a bare spec.
-    #[arg(long, env = "FACET_EXPERIENCE")]
+    #[arg(long, env = contract::ENV_EXPERIENCE)]
     pub name: Option<String>,
     /// Namespace, when the file holds a bare spec or no namespace.
-    #[arg(long, env = "FACET_NAMESPACE", default_value = "default")]
+    #[arg(long, env = contract::ENV_NAMESPACE, default_value = "default")]
     pub namespace: String,
     /// Pod name; its ordinal (`web-2` → 2) names the consumer group.
-    #[arg(long, env = "POD_NAME", default_value = "local-0")]
+    #[arg(long, env = contract::ENV_POD_NAME, default_value = "local-0")]
     pub pod_name: String,
     /// Where the store lives.
-    #[arg(long, env = "FACET_DATA_DIR", default_value = "/var/lib/facet")]
+    #[arg(long, env = contract::ENV_DATA_DIR, default_value = contract::DATA_DIR)]
     pub data_dir: PathBuf,
-    #[arg(long, env = "FACET_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = contract::ENV_HTTP_ADDR, default_value = "0.0.0.0:8080")]
     pub http: SocketAddr,
-    #[arg(long, env = "FACET_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    #[arg(long, env = contract::ENV_METRICS_ADDR, default_value = "0.0.0.0:9090")]
     pub metrics: SocketAddr,
     /// Overrides the spec's bootstrap servers.
-    #[arg(long, env = "FACET_KAFKA_BOOTSTRAP")]
+    #[arg(long, env = contract::ENV_KAFKA_BOOTSTRAP)]
     pub kafka: Option<String>,
     /// A directory of files whose names are librdkafka properties (a mounted Secret).
-    #[arg(long, env = "FACET_KAFKA_SECRET_DIR")]
+    #[arg(long, env = contract::ENV_KAFKA_SECRET_DIR)]
     pub kafka_secret_dir: Option<PathBuf>,
     /// Serve the web console at `/`. It shows the spec (sources, projections,
     /// access rules) to anyone who can reach the port, so it is off by default.
-    #[arg(long, env = "FACET_CONSOLE")]
+    #[arg(long, env = contract::ENV_CONSOLE)]
     pub console: bool,
 }
 

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use facet_bff::cli::{Cli, Command, RunArgs};
-use facet_bff::ingest::ordinal_of;
+use facet_bff::contract::ordinal_of;
 use facet_bff::runtime::{Runtime, RuntimeConfig};
 use facet_bff::spec::{parse_manifests, spec_from_value};
 use facet_bff::validate::validate_path;
@@ -116,7 +116,7 @@ fn read_property_dir(dir: &std::path::Path) -> anyhow::Result<Vec<(String, Strin
             continue;
         }
         let value = std::fs::read(entry.path())?;
-        properties.extend(facet_bff::ingest::secret_property(&name, &value));
+        properties.extend(facet_bff::contract::secret_property(&name, &value));
     }
     Ok(properties)
 }

@@ -11,7 +11,8 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::ingest::{group_id, Ingest, IngestConfig, Progress};
+use crate::contract::group_id;
+use crate::ingest::{Ingest, IngestConfig, Progress};
 use crate::live::Router;
 use crate::metrics::Metrics;
 use crate::projection::Engine;
@@ -202,19 +203,15 @@ impl Runtime {
 /// The producer of command records: acknowledged by every in-sync replica and
 /// idempotent, so a record is written once or the command is refused.
 fn command_producer(config: &IngestConfig) -> anyhow::Result<rdkafka::producer::FutureProducer> {
-    let mut client = rdkafka::config::ClientConfig::new();
-    client.set("bootstrap.servers", &config.bootstrap_servers);
-    for (key, value) in &config.properties {
-        client.set(key, value);
-    }
-    client
+    crate::contract::kafka_client(&config.bootstrap_servers, &config.properties)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set(
             "message.timeout.ms",
             crate::command::PRODUCE_TIMEOUT.as_millis().to_string(),
-        );
-    client.create().context("creating the command producer")
+        )
+        .create()
+        .context("creating the command producer")
 }
 
 async fn shutdown_signal() {

@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(namespaces = ?namespaces, image = %args.runtime_image, "starting");
     let build = BuildConfig {
         image: args.runtime_image,
-        json_logs: std::env::var("FACET_LOG_FORMAT").is_ok_and(|f| f == "json"),
+        json_logs: std::env::var(facet_bff::contract::ENV_LOG_FORMAT).is_ok_and(|f| f == "json"),
     };
     let context = Arc::new(Context::new(
         client.clone(),

@@ -54,37 +54,6 @@ pub enum IngestError {
     Store(#[from] StoreError),
 }
 
-/// One librdkafka property from an entry of the Secret named by
-/// `spec.kafka.secretRef` (key = property name). The runtime reads the Secret
-/// mounted as files, the operator through the API; both take entries this way.
-/// Kubernetes' own `..data` links and other dot-names are not properties.
-pub fn secret_property(name: &str, value: &[u8]) -> Option<(String, String)> {
-    if name.starts_with('.') {
-        return None;
-    }
-    let value = std::str::from_utf8(value).ok()?;
-    Some((name.to_string(), value.trim_end().to_string()))
-}
-
-/// Whether `group` is the consumer group of one of the experience's pods (any
-/// ordinal, including ones beyond today's replicas).
-pub fn is_group_of(namespace: &str, experience: &str, group: &str) -> bool {
-    let prefix = group_id(namespace, experience, "");
-    group
-        .strip_prefix(&prefix)
-        .is_some_and(|ordinal| !ordinal.is_empty() && ordinal.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// The consumer group of a runtime pod.
-pub fn group_id(namespace: &str, experience: &str, ordinal: &str) -> String {
-    format!("facet.{namespace}.{experience}.{ordinal}")
-}
-
-/// The ordinal of a StatefulSet pod from its name (`web-2` → `2`).
-pub fn ordinal_of(pod_name: &str) -> &str {
-    pod_name.rsplit('-').next().unwrap_or("0")
-}
-
 /// A running ingest thread.
 pub struct IngestHandle {
     stop: Arc<AtomicBool>,
@@ -469,12 +438,7 @@ fn record_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
 }
 
 fn client_config(config: &IngestConfig) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &config.bootstrap_servers);
-    for (key, value) in &config.properties {
-        client.set(key, value);
-    }
-    client
+    crate::contract::kafka_client(&config.bootstrap_servers, &config.properties)
 }
 
 /// librdkafka's client errors (a refused login, an unreachable broker) go to the
@@ -574,30 +538,4 @@ fn wait_for_partitions(
         }
     }
     Ok(partitions)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_groups_of_an_experience_are_those_with_its_prefix_and_an_ordinal() {
-        assert!(is_group_of("shop", "web", "facet.shop.web.0"));
-        assert!(is_group_of("shop", "web", "facet.shop.web.17"));
-        assert!(!is_group_of("shop", "web", "facet.shop.web."));
-        assert!(
-            !is_group_of("shop", "web", "facet.shop.web.x.0"),
-            "experience `web.x`"
-        );
-        assert!(!is_group_of("shop", "web", "facet.shop.web-2.0"));
-    }
-
-    #[test]
-    fn secret_entries_become_properties() {
-        assert_eq!(
-            secret_property("sasl.username", b"facet\n"),
-            Some(("sasl.username".into(), "facet".into()))
-        );
-        assert_eq!(secret_property("..data", b"x"), None);
-    }
 }

@@ -21,12 +21,9 @@ use sha2::{Digest, Sha256};
 
 use crate::api::{Endpoints, FrontendExperience};
 
-pub const SPEC_FILE: &str = "experience.yaml";
-pub const SPEC_DIR: &str = "/etc/facet";
-pub const DATA_DIR: &str = "/var/lib/facet";
-pub const KAFKA_SECRET_DIR: &str = "/etc/facet/kafka";
-pub const HTTP_PORT: i32 = 8080;
-pub const METRICS_PORT: i32 = 9090;
+use facet_bff::contract::{self, DATA_DIR, KAFKA_SECRET_DIR, SPEC_DIR, SPEC_FILE};
+pub const HTTP_PORT: i32 = contract::HTTP_PORT as i32;
+pub const METRICS_PORT: i32 = contract::METRICS_PORT as i32;
 /// Annotation on the pod template: a spec change changes it, which rolls the pods.
 pub const SPEC_HASH_ANNOTATION: &str = "facet.dev/spec-hash";
 
@@ -97,7 +94,7 @@ fn labels(name: &str) -> BTreeMap<String, String> {
 /// The consumer group of each pod, as the runtime derives it from its pod name.
 pub fn consumer_groups(namespace: &str, name: &str, replicas: i32) -> Vec<String> {
     (0..replicas.max(0))
-        .map(|i| facet_bff::ingest::group_id(namespace, name, &i.to_string()))
+        .map(|i| contract::group_id(namespace, name, &i.to_string()))
         .collect()
 }
 
@@ -252,12 +249,15 @@ fn stateful_set(
     let persistent = spec.store.persistence.enabled;
 
     let mut env_vars = vec![
-        env_from_field("POD_NAME", "metadata.name"),
-        env_from_field("FACET_NAMESPACE", "metadata.namespace"),
-        env("FACET_EXPERIENCE", name),
-        env("FACET_DATA_DIR", DATA_DIR),
-        env("FACET_HTTP_ADDR", &format!("0.0.0.0:{HTTP_PORT}")),
-        env("FACET_METRICS_ADDR", &format!("0.0.0.0:{METRICS_PORT}")),
+        env_from_field(contract::ENV_POD_NAME, "metadata.name"),
+        env_from_field(contract::ENV_NAMESPACE, "metadata.namespace"),
+        env(contract::ENV_EXPERIENCE, name),
+        env(contract::ENV_DATA_DIR, DATA_DIR),
+        env(contract::ENV_HTTP_ADDR, &format!("0.0.0.0:{HTTP_PORT}")),
+        env(
+            contract::ENV_METRICS_ADDR,
+            &format!("0.0.0.0:{METRICS_PORT}"),
+        ),
     ];
     let mut mounts = vec![
         mount("spec", SPEC_DIR, true),
@@ -287,7 +287,7 @@ fn stateful_set(
         });
     }
     if let Some(secret) = &spec.kafka.secret_ref {
-        env_vars.push(env("FACET_KAFKA_SECRET_DIR", KAFKA_SECRET_DIR));
+        env_vars.push(env(contract::ENV_KAFKA_SECRET_DIR, KAFKA_SECRET_DIR));
         mounts.push(mount("kafka-secret", KAFKA_SECRET_DIR, true));
         volumes.push(Volume {
             name: "kafka-secret".into(),
@@ -299,7 +299,7 @@ fn stateful_set(
         });
     }
     if config.json_logs {
-        env_vars.push(env("FACET_LOG_FORMAT", "json"));
+        env_vars.push(env(contract::ENV_LOG_FORMAT, "json"));
     }
     // Last, so an experience's own variables win.
     env_vars.extend(overrides.env.iter().map(|(k, v)| env(k, v)));

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use facet_bff::contract;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
@@ -57,21 +58,16 @@ pub async fn delete_consumer_groups(client: &Client, fx: &FrontendExperience) ->
     }
 
     let spec = &fx.spec.experience;
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &spec.kafka.bootstrap_servers);
-    for (key, value) in &spec.kafka.properties {
-        config.set(key, value);
-    }
     // The same client properties the pods use, from the same Secret (SASL, TLS).
+    let mut properties = spec.kafka.properties.clone();
     if let Some(secret) = &spec.kafka.secret_ref {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
         let found = secrets.get(&secret.name).await?;
         for (key, value) in found.data.unwrap_or_default() {
-            if let Some((key, value)) = facet_bff::ingest::secret_property(&key, &value.0) {
-                config.set(key, value);
-            }
+            properties.extend(contract::secret_property(&key, &value.0));
         }
     }
+    let config = contract::kafka_client(&spec.kafka.bootstrap_servers, &properties);
     let groups = groups_to_delete(&config, &namespace, &name, spec.replicas).await?;
     let admin: AdminClient<DefaultClientContext> = config
         .create()
@@ -116,7 +112,7 @@ async fn groups_to_delete(
     .map_err(|e| Error::Failed(format!("listing consumer groups: {e}")))?;
     let mut groups = consumer_groups(namespace, name, replicas.max(1));
     for group in listed {
-        if facet_bff::ingest::is_group_of(namespace, name, &group) && !groups.contains(&group) {
+        if contract::is_group_of(namespace, name, &group) && !groups.contains(&group) {
             groups.push(group);
         }
     }

@@ -1,0 +1,99 @@
+//! The contract between the operator and the runtime, in one place both use: the
+//! environment a runtime pod is given, where its files live, its ports, how its
+//! consumer group is named, and how Kafka client properties are assembled.
+
+use std::collections::BTreeMap;
+
+use rdkafka::config::ClientConfig;
+
+/// The pod's name; its ordinal names the consumer group.
+pub const ENV_POD_NAME: &str = "POD_NAME";
+pub const ENV_NAMESPACE: &str = "FACET_NAMESPACE";
+pub const ENV_EXPERIENCE: &str = "FACET_EXPERIENCE";
+pub const ENV_SPEC: &str = "FACET_SPEC";
+pub const ENV_DATA_DIR: &str = "FACET_DATA_DIR";
+pub const ENV_HTTP_ADDR: &str = "FACET_HTTP_ADDR";
+pub const ENV_METRICS_ADDR: &str = "FACET_METRICS_ADDR";
+pub const ENV_KAFKA_BOOTSTRAP: &str = "FACET_KAFKA_BOOTSTRAP";
+/// A directory of files named after librdkafka properties (the mounted Secret).
+pub const ENV_KAFKA_SECRET_DIR: &str = "FACET_KAFKA_SECRET_DIR";
+pub const ENV_CONSOLE: &str = "FACET_CONSOLE";
+/// `json` for JSON lines.
+pub const ENV_LOG_FORMAT: &str = "FACET_LOG_FORMAT";
+
+/// Where the pod finds its spec: `SPEC_DIR/SPEC_FILE`, from the operator's ConfigMap.
+pub const SPEC_DIR: &str = "/etc/facet";
+pub const SPEC_FILE: &str = "experience.yaml";
+pub const DATA_DIR: &str = "/var/lib/facet";
+pub const KAFKA_SECRET_DIR: &str = "/etc/facet/kafka";
+pub const HTTP_PORT: u16 = 8080;
+pub const METRICS_PORT: u16 = 9090;
+
+/// A Kafka client for `bootstrap` with `properties` (the spec's and the Secret's):
+/// the one way the runtime's consumer and producer and the operator's cleanup
+/// client are configured.
+pub fn kafka_client(bootstrap: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", bootstrap);
+    for (key, value) in properties {
+        client.set(key, value);
+    }
+    client
+}
+
+/// One librdkafka property from an entry of the Secret named by
+/// `spec.kafka.secretRef` (key = property name). The runtime reads the Secret
+/// mounted as files, the operator through the API; both take entries this way.
+/// Kubernetes' own `..data` links and other dot-names are not properties.
+pub fn secret_property(name: &str, value: &[u8]) -> Option<(String, String)> {
+    if name.starts_with('.') {
+        return None;
+    }
+    let value = std::str::from_utf8(value).ok()?;
+    Some((name.to_string(), value.trim_end().to_string()))
+}
+
+/// Whether `group` is the consumer group of one of the experience's pods (any
+/// ordinal, including ones beyond today's replicas).
+pub fn is_group_of(namespace: &str, experience: &str, group: &str) -> bool {
+    let prefix = group_id(namespace, experience, "");
+    group
+        .strip_prefix(&prefix)
+        .is_some_and(|ordinal| !ordinal.is_empty() && ordinal.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The consumer group of a runtime pod.
+pub fn group_id(namespace: &str, experience: &str, ordinal: &str) -> String {
+    format!("facet.{namespace}.{experience}.{ordinal}")
+}
+
+/// The ordinal of a StatefulSet pod from its name (`web-2` → `2`).
+pub fn ordinal_of(pod_name: &str) -> &str {
+    pod_name.rsplit('-').next().unwrap_or("0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_groups_of_an_experience_are_those_with_its_prefix_and_an_ordinal() {
+        assert!(is_group_of("shop", "web", "facet.shop.web.0"));
+        assert!(is_group_of("shop", "web", "facet.shop.web.17"));
+        assert!(!is_group_of("shop", "web", "facet.shop.web."));
+        assert!(
+            !is_group_of("shop", "web", "facet.shop.web.x.0"),
+            "experience `web.x`"
+        );
+        assert!(!is_group_of("shop", "web", "facet.shop.web-2.0"));
+    }
+
+    #[test]
+    fn secret_entries_become_properties() {
+        assert_eq!(
+            secret_property("sasl.username", b"facet\n"),
+            Some(("sasl.username".into(), "facet".into()))
+        );
+        assert_eq!(secret_property("..data", b"x"), None);
+    }
+}
