@@ -205,6 +205,15 @@ impl Broker {
     }
 
     pub fn create_topic(&self, topic: &str, partitions: i32) {
+        self.create_topic_with(topic, partitions, &[]);
+    }
+
+    /// As [`Broker::create_topic`], with topic configs (`retention.ms`, say).
+    pub fn create_topic_with(&self, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+        let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        for (name, value) in configs {
+            new_topic = new_topic.set(name, value);
+        }
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .create()
@@ -212,7 +221,7 @@ impl Broker {
         let runtime = tokio_runtime();
         let results = runtime
             .block_on(admin.create_topics(
-                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                &[new_topic],
                 &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
             ))
             .expect("creating a topic");

@@ -70,6 +70,10 @@ fn with_status(rollout: Rollout, spec_error: Option<&str>) -> serde_json::Value 
         consumer_groups: vec![],
         endpoints: Endpoints::default(),
         selector: "app.kubernetes.io/instance=blog-post-page".into(),
+        // A warning, not a health problem: Argo CD must not count it.
+        retention: Some(Err(
+            "a full replay may miss events: blog.posts.v1 deletes records after 7d".into(),
+        )),
     };
     fx.status = Some(next_status(
         None,

@@ -125,7 +125,7 @@ async fn reconcile_with(
         bodies
     });
     let client = Client::new(service, "default");
-    let context = Arc::new(Context::new(
+    let mut context = Context::new(
         client,
         BuildConfig {
             image: "facet-bff:test".into(),
@@ -133,7 +133,10 @@ async fn reconcile_with(
         },
         false,
         Arc::new(OperatorMetrics::default()),
-    ));
+    );
+    // No broker here: the retention check is the e2e's.
+    context.check_retention = false;
+    let context = Arc::new(context);
     let result = reconcile(Arc::new(fx), context).await.map(|_| ());
     (result, server.await.unwrap())
 }

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use facet_bff::contract;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use rdkafka::admin::{AdminClient, AdminOptions};
@@ -59,15 +58,7 @@ pub async fn delete_consumer_groups(client: &Client, fx: &FrontendExperience) ->
 
     let spec = &fx.spec.experience;
     // The same client properties the pods use, from the same Secret (SASL, TLS).
-    let mut properties = spec.kafka.properties.clone();
-    if let Some(secret) = &spec.kafka.secret_ref {
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-        let found = secrets.get(&secret.name).await?;
-        for (key, value) in found.data.unwrap_or_default() {
-            properties.extend(contract::secret_property(&key, &value.0));
-        }
-    }
-    let config = contract::kafka_client(&spec.kafka.bootstrap_servers, &properties);
+    let config = super::kafka::client_config(client, fx).await?;
     let groups = groups_to_delete(&config, &namespace, &name, spec.replicas).await?;
     let admin: AdminClient<DefaultClientContext> = config
         .create()

@@ -33,6 +33,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<OperatorMetrics>,
     pub announced: Announced,
+    /// Ask the brokers about the source topics' retention (the `Replayable` condition).
+    pub check_retention: bool,
 }
 
 /// The generation of each experience (by uid) last announced with an `Applied`
@@ -80,6 +82,7 @@ impl Context {
             recorder,
             metrics,
             announced: Announced::default(),
+            check_retention: true,
         }
     }
 }
@@ -177,7 +180,10 @@ async fn reconcile_inner(fx: &FrontendExperience, context: &Context) -> Result<A
         super::apply::apply_all(&context.client, &namespace, &name, &desired).await?;
         announce_generation(fx, context).await;
     }
-    let observed = observe(&context.client, fx, &namespace, spec_error.clone()).await?;
+    let mut observed = observe(&context.client, fx, &namespace, spec_error.clone()).await?;
+    if context.check_retention {
+        observed.retention = check_retention(&context.client, fx).await;
+    }
     write_status(&context.client, fx, &namespace, &observed).await?;
     Ok(match spec_error {
         // Nothing will change until the spec does: no retry loop.
@@ -266,7 +272,33 @@ async fn observe(
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(","),
+        retention: None,
     })
+}
+
+/// The retention verdict for the source topics, or `None` (logged) when the
+/// brokers cannot be asked: the condition then keeps what was last known.
+async fn check_retention(client: &Client, fx: &FrontendExperience) -> Option<Result<(), String>> {
+    let mut topics: Vec<String> = fx
+        .spec
+        .experience
+        .sources
+        .iter()
+        .map(|s| s.topic.clone())
+        .collect();
+    topics.sort();
+    topics.dedup();
+    let asked = match super::kafka::client_config(client, fx).await {
+        Ok(config) => super::kafka::topic_retention(&config, &topics).await,
+        Err(e) => Err(e.to_string()),
+    };
+    match asked {
+        Ok(found) => Some(super::retention::judge(&found)),
+        Err(error) => {
+            warn!(experience = %fx.name_any(), %error, "could not check the source topics' retention");
+            None
+        }
+    }
 }
 
 /// Patches `status` when it differs from what is observed.

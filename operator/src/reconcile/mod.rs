@@ -6,4 +6,6 @@ pub mod builders;
 pub mod cleanup;
 pub mod controller;
 pub mod error;
+pub mod kafka;
+pub mod retention;
 pub mod status;

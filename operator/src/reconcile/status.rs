@@ -10,6 +10,9 @@ pub const SPEC_VALID: &str = "SpecValid";
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+/// Whether the source topics still hold every event, so a full replay (a new
+/// replica, a rebuilt store) reaches what the running pods show.
+pub const REPLAYABLE: &str = "Replayable";
 
 /// What the StatefulSet reports.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -33,6 +36,9 @@ pub struct Observed {
     pub endpoints: Endpoints,
     /// The pods' label selector, e.g. `app.kubernetes.io/instance=web,app.kubernetes.io/name=facet-bff`.
     pub selector: String,
+    /// The retention verdict (see [`super::retention::judge`]); `None` when the
+    /// brokers could not be asked this time.
+    pub retention: Option<Result<(), String>>,
 }
 
 pub fn next_status(
@@ -65,7 +71,7 @@ pub fn next_status(
         rollout.ready_replicas, desired, rollout.updated_replicas
     );
 
-    let conditions = match &observed.spec_error {
+    let mut conditions = match &observed.spec_error {
         Some(error) => {
             // The running pods keep serving the last valid spec; Ready keeps telling
             // how they do, and Degraded says the new spec was not taken.
@@ -116,6 +122,26 @@ pub fn next_status(
             condition(DEGRADED, false, "AsExpected", "".into()),
         ],
     };
+    let replayable = match &observed.retention {
+        Some(Ok(())) => Some(condition(
+            REPLAYABLE,
+            true,
+            "AllRecordsKept",
+            "every source topic keeps every record".into(),
+        )),
+        Some(Err(why)) => Some(condition(
+            REPLAYABLE,
+            false,
+            "RetentionLimited",
+            why.clone(),
+        )),
+        // Not asked this time: what was last known stands.
+        None => previous_conditions
+            .iter()
+            .find(|c| c.type_ == REPLAYABLE)
+            .cloned(),
+    };
+    conditions.extend(replayable);
     FrontendExperienceStatus {
         observed_generation: observed.generation,
         conditions,
@@ -170,6 +196,7 @@ mod tests {
             consumer_groups: vec![],
             endpoints: Endpoints::default(),
             selector: "app=x".into(),
+            retention: None,
         }
     }
 
