@@ -1,10 +1,10 @@
 # The README's commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: test unit e2e crds fmt-check clippy lint-dockerfiles dev
+.PHONY: test unit e2e crds fmt-check clippy operator-deps lint-dockerfiles dev
 
 ## Run every test: formatting, lints, generated files, unit and integration tests.
-test: fmt-check clippy lint-dockerfiles unit
+test: fmt-check clippy operator-deps lint-dockerfiles unit
 
 # The e2e tests start the facet-bff binary: build every binary first.
 unit:
@@ -27,6 +27,13 @@ fmt-check:
 ## Lints on every crate and target (benches and tests too); a warning fails.
 clippy:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## The operator compiles specs without the runtime: facet-bff without its `runtime`
+## feature lints clean, and no store, GraphQL server or JWT code is in the operator's tree.
+operator-deps:
+	$(CARGO) clippy -p facet-bff --no-default-features --lib --locked -- -D warnings
+	@if $(CARGO) tree -p facet-operator -e normal --prefix none --locked | grep -E '^(redb|async-graphql|async-graphql-axum|jsonwebtoken) '; then \
+		echo "the operator links runtime code"; exit 1; fi
 
 ## Regenerate the CRD into crds/, the chart and the kustomize base.
 crds:

@@ -5,17 +5,27 @@
 //! to see them. The operator uses this library's [`spec`] module to validate the
 //! very specs the runtime will run, and [`contract`] for what it gives each pod.
 
+#[cfg(feature = "runtime")]
 pub mod cli;
+#[cfg(feature = "runtime")]
 pub mod command;
 pub mod contract;
+#[cfg(feature = "runtime")]
 pub mod dev;
+#[cfg(feature = "runtime")]
 pub mod ingest;
+#[cfg(feature = "runtime")]
 pub mod live;
 pub mod logging;
+#[cfg(feature = "runtime")]
 pub mod metrics;
+#[cfg(feature = "runtime")]
 pub mod projection;
+#[cfg(feature = "runtime")]
 pub mod runtime;
+#[cfg(feature = "runtime")]
 pub mod serve;
 pub mod spec;
+#[cfg(feature = "runtime")]
 pub mod store;
 pub mod validate;

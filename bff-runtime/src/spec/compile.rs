@@ -102,6 +102,7 @@ pub fn compile(spec: &ExperienceSpec) -> Result<CompiledExperience, SpecErrors> 
     })
 }
 
+#[cfg(feature = "runtime")]
 impl CompiledExperience {
     /// What the store keeps for this experience.
     pub fn store_layout(&self) -> crate::store::Layout {

@@ -9,9 +9,9 @@
 
 use std::collections::HashMap;
 
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::parser::Positioned;
-use async_graphql::Name;
+use async_graphql_parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql_parser::Positioned;
+use async_graphql_value::Name;
 
 use super::types::GraphqlLimits;
 
@@ -151,7 +151,7 @@ pub fn check_document(
 /// Checks a document's text, parses it and checks what it selects.
 pub fn check(query: &str, limits: &GraphqlLimits) -> Result<ExecutableDocument, Refused> {
     check_text(query, limits)?;
-    let document = async_graphql::parser::parse_query(query)
+    let document = async_graphql_parser::parse_query(query)
         .map_err(|e| Refused(format!("the document does not parse: {e}")))?;
     check_document(&document, limits)?;
     Ok(document)
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn counts_fields_aliases_and_depth_through_fragments() {
-        let document = async_graphql::parser::parse_query(
+        let document = async_graphql_parser::parse_query(
             "query { a: orderList { items { ...F ...F } } b: order(key: \"1\") { id } }
              fragment F on Order { id status }",
         )
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn cycles_and_unknown_fragments_are_left_to_validation() {
-        let document = async_graphql::parser::parse_query(
+        let document = async_graphql_parser::parse_query(
             "{ a { ...A ...Missing } } fragment A on T { b ...B } fragment B on T { ...A }",
         )
         .unwrap();
