@@ -32,6 +32,8 @@ const LOG_BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("log_batch
 const INDEX: TableDefinition<(&str, &str, &str, &str), ()> = TableDefinition::new("index");
 /// (topic, partition) → the next offset to read.
 const OFFSETS: TableDefinition<(&str, i32), i64> = TableDefinition::new("offsets");
+/// An entry of [`EMBEDS`], owned.
+type LinkKey = (String, String, String, String, String);
 /// Store-wide settings: the definition hash and layout the rows were built with,
 /// and where the change log starts.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
@@ -237,6 +239,7 @@ impl Store {
         let none_held = txn.open_table(HELD)?.is_empty()?;
         Ok(Batch {
             none_held,
+            links: BTreeMap::new(),
             store: self,
             txn,
             rows: HashMap::new(),
@@ -435,6 +438,9 @@ pub struct Batch<'s> {
     read: std::cell::RefCell<HashMap<(String, String), Option<Row>>>,
     /// Held rows read or written by the batch (`None`: none), written at commit.
     held: std::cell::RefCell<HashMap<(String, String), Option<Row>>>,
+    /// Reverse-index entries the batch added (`true`) or removed (`false`), written
+    /// at commit like rows, and read through by [`Rows::embedders`].
+    links: BTreeMap<LinkKey, bool>,
     /// Whether the store held no row when the batch began: then only the batch's
     /// own held rows need looking at (most specs never hold one).
     none_held: bool,
@@ -500,21 +506,15 @@ impl Batch<'_> {
                 held.insert((change.projection, change.key), change.row);
             }
         }
-        if !applied.links.is_empty() {
-            let mut embeds = self.txn.open_table(EMBEDS)?;
-            for link in &applied.links {
-                let entry = (
-                    link.target.as_str(),
-                    link.target_key.as_str(),
-                    link.embedder.as_str(),
-                    link.embed.as_str(),
-                    link.key.as_str(),
-                );
-                match link.linked {
-                    true => embeds.insert(entry, ())?,
-                    false => embeds.remove(entry)?,
-                };
-            }
+        for link in applied.links {
+            let entry = (
+                link.target,
+                link.target_key,
+                link.embedder,
+                link.embed,
+                link.key,
+            );
+            self.links.insert(entry, link.linked);
         }
         self.apply(applied.changes, event_time_ms)
     }
@@ -617,6 +617,20 @@ impl Batch<'_> {
                     }
                 }
             }
+            let mut embeds = self.txn.open_table(EMBEDS)?;
+            for ((target, target_key, embedder, embed, key), linked) in &self.links {
+                let entry = (
+                    target.as_str(),
+                    target_key.as_str(),
+                    embedder.as_str(),
+                    embed.as_str(),
+                    key.as_str(),
+                );
+                match linked {
+                    true => embeds.insert(entry, ())?,
+                    false => embeds.remove(entry)?,
+                };
+            }
             let mut held = self.txn.open_table(HELD)?;
             for ((projection, key), row) in self.held.borrow().iter() {
                 let id = (projection.as_str(), key.as_str());
@@ -679,16 +693,44 @@ impl Rows for Batch<'_> {
         embed: &str,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
+        // The batch's own entries for this row, over what the table holds.
+        let prefix = |k: &str| {
+            (
+                projection.to_string(),
+                key.to_string(),
+                embedder.to_string(),
+                embed.to_string(),
+                k.to_string(),
+            )
+        };
+        let pending: Vec<(&str, bool)> = self
+            .links
+            .range(prefix("")..)
+            .take_while(|((t, k, e, name, _), _)| {
+                (t.as_str(), k.as_str(), e.as_str(), name.as_str())
+                    == (projection, key, embedder, embed)
+            })
+            .map(|((.., embedder_key), linked)| (embedder_key.as_str(), *linked))
+            .collect();
+        let removed = pending.iter().filter(|(_, linked)| !linked).count();
+        let mut keys = std::collections::BTreeSet::new();
         let table = self.txn.open_table(EMBEDS)?;
-        let mut keys = Vec::new();
         for entry in table.range((projection, key, embedder, embed, "")..)? {
             let (entry, _) = entry?;
             let (t, k, e, name, embedder_key) = entry.value();
-            if (t, k, e, name) != (projection, key, embedder, embed) || keys.len() == limit {
+            if (t, k, e, name) != (projection, key, embedder, embed)
+                || keys.len() == limit + removed
+            {
                 break;
             }
-            keys.push(embedder_key.to_string());
+            keys.insert(embedder_key.to_string());
         }
-        Ok(keys)
+        for (embedder_key, linked) in pending {
+            match linked {
+                true => keys.insert(embedder_key.to_string()),
+                false => keys.remove(embedder_key),
+            };
+        }
+        Ok(keys.into_iter().take(limit).collect())
     }
 }
