@@ -19,28 +19,19 @@ impl Engine {
     ) -> Result<Result<(), ApplyError>, R::Error> {
         let experience = &*self.experience;
         for i in 0..touched.pending.len() {
-            let Pending {
-                projection: p,
-                ref key,
-                ref before,
-                ref row,
-            } = touched.pending[i];
-            let projection = &experience.projections[p];
+            let projection = &experience.projections[touched.pending[i].projection];
             if projection.embeds.is_empty() {
                 continue;
             }
-            let key = key.clone();
-            let (before, row) = (before.clone(), row.clone());
-            let mut row = row;
+            let Pending {
+                key, before, row, ..
+            } = &touched.pending[i];
+            let (key, before, mut row) = (key.clone(), before.clone(), row.clone());
             for embed in &projection.embeds {
-                let old = match before
+                // A stored row always had a key it could compute.
+                let old = before
                     .as_ref()
-                    .map(|b| embed_key(projection, embed, b.row()))
-                {
-                    Some(Ok(old)) => old,
-                    // A stored row always had a key it could compute.
-                    Some(Err(_)) | None => None,
-                };
+                    .and_then(|b| embed_key(projection, embed, b.row()).ok().flatten());
                 let Some(stored) = row.as_mut() else {
                     links.extend(
                         old.map(|target_key| {
