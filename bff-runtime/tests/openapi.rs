@@ -53,6 +53,20 @@ fn paths_list_and_get_with_filters_and_bearer_auth() {
         );
     }
     assert!(!parameters.contains(&"items"), "arrays are not filters");
+    // The page as `GET /v1/order` answers it: a position to resume from, rows by key.
+    let page = &list["responses"]["200"]["content"]["application/json"]["schema"]["properties"];
+    let fields: Vec<&String> = page.as_object().unwrap().keys().collect();
+    assert_eq!(fields, ["items", "next", "position"]);
+    let item: Vec<&String> = page["items"]["items"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(item, ["key", "row"]);
+    // An embedded row is an object with the fields the embed chose.
+    let order = &doc["components"]["schemas"]["Order"]["properties"]["customer"];
+    let shown: Vec<&String> = order["properties"].as_object().unwrap().keys().collect();
+    assert_eq!(shown, ["name", "tier"]);
     assert!(doc["paths"]["/v1/order/{key}"]["get"]["responses"]["304"].is_object());
     assert_eq!(doc["security"][0]["bearer"], serde_json::json!([]));
 }

@@ -121,10 +121,10 @@ pub fn document(experience: &CompiledExperience, title: &str) -> Value {
                     "200": {"description": "A page of rows", "content": {"application/json": {"schema": {
                         "type": "object",
                         "properties": {
-                            "version": {"type": "integer", "description": "The projection's version when read."},
+                            "position": {"type": "string", "description": "Where the store was when read (the Kafka offsets it reflects): subscribe with `since` set to it to get every change after the page."},
                             "next": {"type": ["string", "null"], "description": "Cursor of the next page, null at the end."},
                             "items": {"type": "array", "items": {"type": "object", "properties": {
-                                "key": {"type": "string"}, "version": {"type": "integer"}, "row": row_ref}}}
+                                "key": {"type": "string"}, "row": row_ref}}}
                         }}}}},
                     "400": error.clone(),
                     "401": error.clone(),
