@@ -19,7 +19,8 @@ impl Engine {
     ) -> Result<Result<(), ApplyError>, R::Error> {
         let experience = &*self.experience;
         for i in 0..touched.pending.len() {
-            let projection = &experience.projections[touched.pending[i].projection];
+            let p = touched.pending[i].projection;
+            let projection = &experience.projections[p];
             if projection.embeds.is_empty() {
                 continue;
             }
@@ -27,7 +28,7 @@ impl Engine {
                 key, before, row, ..
             } = &touched.pending[i];
             let (key, before, mut row) = (key.clone(), before.clone(), row.clone());
-            for embed in &projection.embeds {
+            for (embed, &target) in projection.embeds.iter().zip(&self.embed_targets[p]) {
                 // A stored row always had a key it could compute.
                 let old = before
                     .as_ref()
@@ -56,15 +57,12 @@ impl Engine {
                 }
                 let value = match &new {
                     Some(target_key) => {
-                        let target = experience
-                            .position_of(&embed.projection)
-                            .expect("the compiler checked the embedded projection");
                         let current = touched.current(experience, target, target_key)?;
                         shown(embed, current.as_ref().and_then(Stored::served))
                     }
                     None => Value::Null,
                 };
-                row_mut(stored).insert(embed.name.clone(), value);
+                stored.row_mut().insert(embed.name.clone(), value);
             }
             touched.pending[i].row = row;
         }
@@ -125,19 +123,13 @@ impl Engine {
                     if stored.row().get(&embed.name) == Some(&value) {
                         continue;
                     }
-                    row_mut(&mut stored).insert(embed.name.clone(), value.clone());
+                    stored.row_mut().insert(embed.name.clone(), value.clone());
                     touched.write(experience, e_p, &embedder_key, Some(stored))?;
                     rewritten += 1;
                 }
             }
         }
         Ok(Ok(rewritten))
-    }
-}
-
-fn row_mut(stored: &mut Stored) -> &mut Row {
-    match stored {
-        Stored::Served(row) | Stored::Held(row) => row,
     }
 }
 

@@ -1,16 +1,16 @@
 //! Rows kept in memory: the engine without a store, for tests and tools.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 
-use super::{Applied, Row, RowOp, Rows, Stored};
+use super::{links_of, Applied, LinkKey, Row, RowOp, Rows, Stored};
 
 /// Rows and the reverse index of embeds, in memory.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct MemoryRows {
     rows: BTreeMap<(String, String), Stored>,
-    /// (target, target key, embedder, embed, embedder key).
-    links: BTreeSet<(String, String, String, String, String)>,
+    /// The reverse index of embeds (only entries that are added).
+    links: BTreeMap<LinkKey, bool>,
 }
 
 impl MemoryRows {
@@ -41,16 +41,9 @@ impl MemoryRows {
             }
         }
         for link in &applied.links {
-            let entry = (
-                link.target.clone(),
-                link.target_key.clone(),
-                link.embedder.clone(),
-                link.embed.clone(),
-                link.key.clone(),
-            );
-            match link.linked {
-                true => self.links.insert(entry),
-                false => self.links.remove(&entry),
+            match link.clone().into_entry() {
+                (entry, true) => self.links.insert(entry, true),
+                (entry, false) => self.links.remove(&entry),
             };
         }
     }
@@ -82,21 +75,9 @@ impl Rows for MemoryRows {
         embed: &str,
         limit: usize,
     ) -> Result<Vec<String>, Infallible> {
-        let from = (
-            projection.to_string(),
-            key.to_string(),
-            embedder.to_string(),
-            embed.to_string(),
-            String::new(),
-        );
-        Ok(self
-            .links
-            .range(from..)
-            .take_while(|(t, k, e, name, _)| {
-                t == projection && k == key && e == embedder && name == embed
-            })
+        Ok(links_of(&self.links, projection, key, embedder, embed)
             .take(limit)
-            .map(|(.., key)| key.clone())
+            .map(|(key, _)| key.to_string())
             .collect())
     }
 }

@@ -55,6 +55,12 @@ impl Stored {
         }
     }
 
+    pub fn row_mut(&mut self) -> &mut Row {
+        match self {
+            Stored::Served(row) | Stored::Held(row) => row,
+        }
+    }
+
     pub fn served(&self) -> Option<&Row> {
         match self {
             Stored::Served(row) => Some(row),
@@ -81,6 +87,50 @@ pub struct Link {
     pub embed: String,
     pub key: String,
     pub linked: bool,
+}
+
+/// A reverse-index entry as kept: (target, target key, embedder, embed, key).
+pub type LinkKey = (String, String, String, String, String);
+
+impl Link {
+    /// The entry, and whether it is added.
+    pub fn into_entry(self) -> (LinkKey, bool) {
+        (
+            (
+                self.target,
+                self.target_key,
+                self.embedder,
+                self.embed,
+                self.key,
+            ),
+            self.linked,
+        )
+    }
+}
+
+/// The keys of the `embedder` rows whose `embed` holds row `key` of `projection`,
+/// among `links` (entry → added), in key order, each with whether it is added.
+pub fn links_of<'a>(
+    links: &'a std::collections::BTreeMap<LinkKey, bool>,
+    projection: &'a str,
+    key: &'a str,
+    embedder: &'a str,
+    embed: &'a str,
+) -> impl Iterator<Item = (&'a str, bool)> + 'a {
+    let from = (
+        projection.to_string(),
+        key.to_string(),
+        embedder.to_string(),
+        embed.to_string(),
+        String::new(),
+    );
+    links
+        .range(from..)
+        .take_while(move |((t, k, e, name, _), _)| {
+            (t.as_str(), k.as_str(), e.as_str(), name.as_str())
+                == (projection, key, embedder, embed)
+        })
+        .map(|((.., embedder_key), linked)| (embedder_key.as_str(), *linked))
 }
 
 /// Everything one event changes, to be written in one transaction.
@@ -186,6 +236,8 @@ pub struct Engine {
     rules_by_source: HashMap<String, Vec<(usize, usize)>>,
     /// For each projection, the (projection, embed) pairs that embed its rows.
     embedded_by: Vec<Vec<(usize, usize)>>,
+    /// For each projection, the projection each of its embeds shows.
+    embed_targets: Vec<Vec<usize>>,
     /// Whether any expression reads `record`; if none does, it is not built per event.
     uses_record: bool,
 }
@@ -256,6 +308,7 @@ impl Engine {
     pub fn new(experience: Arc<CompiledExperience>) -> Self {
         let mut rules_by_source: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
         let mut embedded_by = vec![Vec::new(); experience.projections.len()];
+        let mut embed_targets = Vec::with_capacity(experience.projections.len());
         for (p, projection) in experience.projections.iter().enumerate() {
             for (r, rule) in projection.rules.iter().enumerate() {
                 rules_by_source
@@ -263,15 +316,15 @@ impl Engine {
                     .or_default()
                     .push((p, r));
             }
+            let mut targets = Vec::with_capacity(projection.embeds.len());
             for (e, embed) in projection.embeds.iter().enumerate() {
-                if let Some(target) = experience
-                    .projections
-                    .iter()
-                    .position(|t| t.name == embed.projection)
-                {
-                    embedded_by[target].push((p, e));
-                }
+                let target = experience
+                    .position_of(&embed.projection)
+                    .expect("the compiler checked the embedded projection");
+                embedded_by[target].push((p, e));
+                targets.push(target);
             }
+            embed_targets.push(targets);
         }
         let uses_record = experience.projections.iter().any(|p| {
             p.rules.iter().any(|rule| {
@@ -290,6 +343,7 @@ impl Engine {
             experience,
             rules_by_source,
             embedded_by,
+            embed_targets,
             uses_record,
         }
     }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use position::{Position, PositionCodec, PositionError};
 
-use crate::projection::{Applied, Row, RowChange, RowOp, Rows, Stored};
+use crate::projection::{links_of, Applied, LinkKey, Row, RowChange, RowOp, Rows, Stored};
 
 /// (projection, key) → the row as JSON.
 const ROWS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("rows");
@@ -32,8 +32,6 @@ const LOG_BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("log_batch
 const INDEX: TableDefinition<(&str, &str, &str, &str), ()> = TableDefinition::new("index");
 /// (topic, partition) → the next offset to read.
 const OFFSETS: TableDefinition<(&str, i32), i64> = TableDefinition::new("offsets");
-/// An entry of [`EMBEDS`], owned.
-type LinkKey = (String, String, String, String, String);
 /// Store-wide settings: the definition hash and layout the rows were built with,
 /// and where the change log starts.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
@@ -506,16 +504,8 @@ impl Batch<'_> {
                 held.insert((change.projection, change.key), change.row);
             }
         }
-        for link in applied.links {
-            let entry = (
-                link.target,
-                link.target_key,
-                link.embedder,
-                link.embed,
-                link.key,
-            );
-            self.links.insert(entry, link.linked);
-        }
+        self.links
+            .extend(applied.links.into_iter().map(|link| link.into_entry()));
         self.apply(applied.changes, event_time_ms)
     }
 
@@ -694,24 +684,8 @@ impl Rows for Batch<'_> {
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         // The batch's own entries for this row, over what the table holds.
-        let prefix = |k: &str| {
-            (
-                projection.to_string(),
-                key.to_string(),
-                embedder.to_string(),
-                embed.to_string(),
-                k.to_string(),
-            )
-        };
-        let pending: Vec<(&str, bool)> = self
-            .links
-            .range(prefix("")..)
-            .take_while(|((t, k, e, name, _), _)| {
-                (t.as_str(), k.as_str(), e.as_str(), name.as_str())
-                    == (projection, key, embedder, embed)
-            })
-            .map(|((.., embedder_key), linked)| (embedder_key.as_str(), *linked))
-            .collect();
+        let pending: Vec<(&str, bool)> =
+            links_of(&self.links, projection, key, embedder, embed).collect();
         let removed = pending.iter().filter(|(_, linked)| !linked).count();
         let mut keys = std::collections::BTreeSet::new();
         let table = self.txn.open_table(EMBEDS)?;
