@@ -70,6 +70,17 @@ pub fn graphql_ws_request(address: &str) -> tungstenite::handshake::client::Requ
     request
 }
 
+/// The next text message of a WebSocket, as JSON (pings and pongs are passed over).
+pub fn next_json<S: std::io::Read + std::io::Write>(
+    socket: &mut tungstenite::WebSocket<S>,
+) -> serde_json::Value {
+    loop {
+        if let tungstenite::Message::Text(text) = socket.read().unwrap() {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
 /// A graphql-transport-ws subscription, as a stock `graphql-ws` client opens it.
 pub fn graphql_subscription(
     address: &str,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use facet_e2e::identity::{IdentityProvider, ISSUER};
 use facet_e2e::kafka::Broker;
 use facet_e2e::process::Runtime;
-use facet_e2e::{log_dir, wait_for};
+use facet_e2e::{log_dir, next_json, wait_for};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -118,14 +118,6 @@ fn post(
     (status, response.body_mut().read_json().unwrap_or_default())
 }
 
-fn next_text<S: std::io::Read + std::io::Write>(socket: &mut tungstenite::WebSocket<S>) -> Value {
-    loop {
-        if let tungstenite::Message::Text(text) = socket.read().unwrap() {
-            return serde_json::from_str(&text).unwrap();
-        }
-    }
-}
-
 #[test]
 fn commands_through_a_real_broker_with_read_your_writes() {
     let logs = log_dir("commands_kafka");
@@ -173,7 +165,7 @@ fn commands_through_a_real_broker_with_read_your_writes() {
             json!({"type": "subscribe", "id": "mine", "projection": "order"}).to_string(),
         ))
         .unwrap();
-    assert_eq!(next_text(&mut watcher)["type"], "snapshot");
+    assert_eq!(next_json(&mut watcher)["type"], "snapshot");
 
     // A command that waits answers once the order shows it, with the position.
     let cancel = json!({"orderId": "o-1", "reason": "changed my mind"});
@@ -200,7 +192,7 @@ fn commands_through_a_real_broker_with_read_your_writes() {
         .read_json()
         .unwrap();
     assert_eq!(order["status"], "cancelled", "read-your-writes: {order}");
-    let change = next_text(&mut watcher);
+    let change = next_json(&mut watcher);
     assert_eq!(
         (change["type"].as_str(), change["key"].as_str()),
         (Some("change"), Some("o-1")),
@@ -318,7 +310,7 @@ fn commands_through_a_real_broker_with_read_your_writes() {
     watcher.send(tungstenite::Message::text(json!({"type": "command", "id": "c-4", "name": "cancelOrder", "input": {"orderId": "o-4"}}).to_string())).unwrap();
     let mut acks = Vec::new();
     while acks.len() < 2 {
-        let message = next_text(&mut watcher);
+        let message = next_json(&mut watcher);
         if message["type"] == "ack" {
             acks.push(message);
         }

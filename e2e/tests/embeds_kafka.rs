@@ -20,17 +20,13 @@ fn send(producer: &TestProducer, topic: &str, key: &str, event: Value) {
     producer.send(topic, key, event.to_string().as_bytes());
 }
 
-/// The next text message as JSON.
+/// The next text message as JSON, unless the deadline has passed.
 fn next_json<S: std::io::Read + std::io::Write>(
     socket: &mut tungstenite::WebSocket<S>,
     deadline: Instant,
 ) -> Value {
     assert!(Instant::now() < deadline, "timed out reading the socket");
-    loop {
-        if let tungstenite::Message::Text(text) = socket.read().unwrap() {
-            return serde_json::from_str(&text).unwrap();
-        }
-    }
+    facet_e2e::next_json(socket)
 }
 
 #[test]
