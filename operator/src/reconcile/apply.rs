@@ -13,18 +13,19 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::builders::{children_selector, Desired};
+use super::builders::{children_selector, BuildError, Desired};
 use super::error::Error;
+use crate::api::FrontendExperience;
 
 pub const FIELD_MANAGER: &str = "facet-operator";
 
-/// Applies `desired` in `namespace` and sweeps what is no longer in it.
+/// Applies `desired` for `fx` and sweeps what is no longer in it.
 pub async fn apply_all(
     client: &Client,
-    namespace: &str,
-    name: &str,
+    fx: &FrontendExperience,
     desired: &Desired,
 ) -> Result<(), Error> {
+    let namespace = &fx.namespace().ok_or(BuildError::Missing("namespace"))?;
     apply(
         Api::namespaced(client.clone(), namespace),
         &desired.config_map,
@@ -45,16 +46,8 @@ pub async fn apply_all(
         apply(Api::namespaced(client.clone(), namespace), budget).await?;
     }
 
-    let selector = children_selector(name);
-    let owner = desired
-        .config_map
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .map(|o| o.uid.clone())
-        .next()
-        .unwrap_or_default();
+    let selector = children_selector(&fx.name_any());
+    let owner = fx.uid().ok_or(BuildError::Missing("uid"))?;
     let owned = Owned {
         selector: &selector,
         owner: &owner,

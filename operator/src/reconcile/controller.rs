@@ -170,20 +170,16 @@ pub async fn reconcile(
 }
 
 /// One reconcile, in phases: validate (the runtime's own compiler), build (pure),
-/// apply (every child, then the orphan sweep), observe (the rollout), status.
+/// apply (every child, then the orphan sweep), observe (the rollout, retention), status.
 async fn reconcile_inner(fx: &FrontendExperience, context: &Context) -> Result<Action, Error> {
     let namespace = fx.namespace().ok_or(BuildError::Missing("namespace"))?;
-    let name = fx.name_any();
     let spec_error = validate(fx, context).await;
     if spec_error.is_none() {
         let desired = builders::desired(fx, &context.build)?;
-        super::apply::apply_all(&context.client, &namespace, &name, &desired).await?;
+        super::apply::apply_all(&context.client, fx, &desired).await?;
         announce_generation(fx, context).await;
     }
-    let mut observed = observe(&context.client, fx, &namespace, spec_error.clone()).await?;
-    if context.check_retention {
-        observed.retention = check_retention(&context.client, fx).await;
-    }
+    let observed = observe(context, fx, &namespace, spec_error.clone()).await?;
     write_status(&context.client, fx, &namespace, &observed).await?;
     Ok(match spec_error {
         // Nothing will change until the spec does: no retry loop.
@@ -236,16 +232,17 @@ async fn announce_generation(fx: &FrontendExperience, context: &Context) {
     }
 }
 
-/// What the status reports: the spec's validity and the StatefulSet's rollout.
+/// What the status reports: the spec's validity, the StatefulSet's rollout and
+/// (when asked for) the source topics' retention.
 async fn observe(
-    client: &Client,
+    context: &Context,
     fx: &FrontendExperience,
     namespace: &str,
     spec_error: Option<String>,
 ) -> Result<Observed, Error> {
     let name = fx.name_any();
     let spec = &fx.spec.experience;
-    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let statefulsets: Api<StatefulSet> = Api::namespaced(context.client.clone(), namespace);
     let rollout = statefulsets
         .get_opt(&name)
         .await
@@ -272,7 +269,10 @@ async fn observe(
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(","),
-        retention: None,
+        retention: match context.check_retention {
+            true => check_retention(&context.client, fx).await,
+            false => None,
+        },
     })
 }
 
