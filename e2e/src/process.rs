@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use crate::{free_port, repo_root};
+use crate::repo_root;
 
 /// The `facet-bff` binary that `cargo test --workspace` built next to the tests.
 pub fn facet_bff_binary() -> PathBuf {
@@ -32,6 +32,8 @@ pub struct Runtime {
     pub http: u16,
     pub metrics: u16,
     agent: ureq::Agent,
+    log: PathBuf,
+    log_start: u64,
 }
 
 impl Runtime {
@@ -50,13 +52,15 @@ impl Runtime {
         pod: &str,
         log: &Path,
     ) -> Runtime {
-        let http = free_port();
-        let metrics = free_port();
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .unwrap();
+        // Where this run's lines begin: the log is shared by the restarts of one pod.
+        let log_start = log_file.metadata().unwrap().len();
+        // Port 0: the runtime binds what is free and logs it, so no other process can
+        // take a port between our choosing it and the runtime binding it.
         let child = Command::new(facet_bff_binary())
             .current_dir(repo_root())
             .args(["run", "--spec"])
@@ -65,9 +69,9 @@ impl Runtime {
             .arg(data_dir)
             .args(["--kafka", bootstrap, "--pod-name", pod])
             .args(secret_dir.map(|dir| format!("--kafka-secret-dir={}", dir.display())))
-            .args(["--http", &format!("127.0.0.1:{http}")])
-            .args(["--metrics", &format!("127.0.0.1:{metrics}")])
+            .args(["--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
             .env("RUST_LOG", "info,rdkafka=warn")
+            .env("NO_COLOR", "1")
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
             .spawn()
@@ -77,12 +81,57 @@ impl Runtime {
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
             .into();
-        Runtime {
+        let mut runtime = Runtime {
             child: Some(child),
-            http,
-            metrics,
+            http: 0,
+            metrics: 0,
             agent,
+            log: log.to_path_buf(),
+            log_start,
+        };
+        (runtime.http, runtime.metrics) = runtime.wait_serving();
+        runtime
+    }
+
+    /// The ports from this run's `serving` line; (0, 0) when it exits before
+    /// serving (a refused spec), for the test to look at its exit.
+    fn wait_serving(&mut self) -> (u16, u16) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            let text = self.this_run_log();
+            if let Some(line) = text.lines().find(|l| l.contains(" serving ")) {
+                let port = |field: &str| {
+                    let value = line.split(field).nth(1)?.split_whitespace().next()?;
+                    value.rsplit(':').next()?.parse().ok()
+                };
+                match (port("http_addr="), port("metrics_addr=")) {
+                    (Some(http), Some(metrics)) => return (http, metrics),
+                    _ => panic!("cannot read the ports from {line:?}"),
+                }
+            }
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return (0, 0);
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
+        panic!(
+            "facet-bff did not start serving in 60 s:\n{}",
+            self.log_tail()
+        );
+    }
+
+    /// What this run wrote to its log so far.
+    fn this_run_log(&self) -> String {
+        let bytes = std::fs::read(&self.log).unwrap_or_default();
+        String::from_utf8_lossy(bytes.get(self.log_start as usize..).unwrap_or_default())
+            .into_owned()
+    }
+
+    /// The last lines of this run's log, for a failure message.
+    pub fn log_tail(&self) -> String {
+        let text = self.this_run_log();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -104,7 +153,7 @@ impl Runtime {
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("facet-bff exited early with {status}");
+                panic!("facet-bff exited early with {status}:\n{}", self.log_tail());
             }
             if matches!(self.get("/readyz"), Some((200, _))) {
                 return;

@@ -140,7 +140,11 @@ impl Ingest {
         let mut targets = BTreeMap::new();
         for (topic, partition) in &partitions {
             let position = stored.get(&(topic.clone(), *partition)).copied();
-            let (low, high) = consumer.fetch_watermarks(topic, *partition, METADATA_TIMEOUT)?;
+            let Some((low, high)) =
+                wait_for_watermarks(&consumer, topic, *partition, &self.progress, stop)
+            else {
+                return Ok(()); // stopped while waiting
+            };
             targets.insert(
                 (topic.clone(), *partition),
                 PartitionProgress {
@@ -499,6 +503,31 @@ fn partitions_of(metadata: &rdkafka::metadata::Metadata, topic: &str) -> Vec<i32
         .filter(|t| t.name() == topic && t.error().is_none())
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect()
+}
+
+/// A partition's low and high watermarks, asked again while the broker does not
+/// answer: a slow broker at start delays readiness, it does not end the process.
+/// `None` when told to stop first.
+fn wait_for_watermarks(
+    consumer: &KafkaConsumer,
+    topic: &str,
+    partition: i32,
+    progress: &Progress,
+    stop: &AtomicBool,
+) -> Option<(i64, i64)> {
+    loop {
+        match consumer.fetch_watermarks(topic, partition, METADATA_TIMEOUT) {
+            Ok(watermarks) => return Some(watermarks),
+            Err(e) => {
+                let reason = format!("cannot read the offsets of {topic}/{partition}: {e}");
+                warn!(%reason, "waiting to start ingest");
+                progress.wait(reason);
+            }
+        }
+        if stop.load(Ordering::SeqCst) {
+            return None;
+        }
+    }
 }
 
 /// Every partition of every source topic, waiting for topics that do not exist yet.
