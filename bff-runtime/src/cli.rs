@@ -63,6 +63,11 @@ pub struct RunArgs {
     /// access rules) to anyone who can reach the port, so it is off by default.
     #[arg(long, env = contract::ENV_CONSOLE)]
     pub console: bool,
+    /// On SIGTERM, keep serving this many seconds while `/readyz` says not ready,
+    /// so that Services and load balancers move clients away first; then live
+    /// connections are closed with 1001 (reconnect) and the process exits.
+    #[arg(long, env = contract::ENV_DRAIN_SECONDS, default_value_t = 0)]
+    pub drain_seconds: u64,
 }
 
 #[derive(Parser, Debug)]

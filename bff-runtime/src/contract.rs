@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use rdkafka::config::ClientConfig;
+use serde::{Deserialize, Serialize};
 
 /// The pod's name; its ordinal names the consumer group.
 pub const ENV_POD_NAME: &str = "POD_NAME";
@@ -20,6 +21,8 @@ pub const ENV_KAFKA_SECRET_DIR: &str = "FACET_KAFKA_SECRET_DIR";
 pub const ENV_CONSOLE: &str = "FACET_CONSOLE";
 /// `json` for JSON lines.
 pub const ENV_LOG_FORMAT: &str = "FACET_LOG_FORMAT";
+/// Seconds a pod keeps serving after SIGTERM, reporting not ready meanwhile.
+pub const ENV_DRAIN_SECONDS: &str = "FACET_DRAIN_SECONDS";
 
 /// Where the pod finds its spec: `SPEC_DIR/SPEC_FILE`, from the operator's ConfigMap.
 pub const SPEC_DIR: &str = "/etc/facet";
@@ -28,6 +31,64 @@ pub const DATA_DIR: &str = "/var/lib/facet";
 pub const KAFKA_SECRET_DIR: &str = "/etc/facet/kafka";
 pub const HTTP_PORT: u16 = 8080;
 pub const METRICS_PORT: u16 = 9090;
+
+/// What `/readyz` answers (200 when ready, 503 before): how far the pod's ingest
+/// has come. The operator reads it to report a rebuild's progress.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressReport {
+    pub ready: bool,
+    pub started: bool,
+    /// Shutting down: still serving, while Services move clients elsewhere.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Why ingest has not started yet (a topic missing, metadata out of reach).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// The last error of the Kafka client before ingest started (e.g. a refused login).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_error: Option<String>,
+    #[serde(default)]
+    pub partitions: Vec<PartitionReport>,
+}
+
+/// One source partition: read from `start` (the store's offset, or the low
+/// watermark), now at `position`, ready at `target` (the high watermark at start).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionReport {
+    pub topic: String,
+    pub partition: i32,
+    pub start: i64,
+    pub position: i64,
+    pub target: i64,
+}
+
+impl ProgressReport {
+    /// How much of the replay is done, in percent (100 when there is nothing to read).
+    pub fn percent(&self) -> u8 {
+        let (done, total) = self
+            .partitions
+            .iter()
+            .fold((0i64, 0i64), |(done, total), p| {
+                let span = (p.target - p.start).max(0);
+                (done + (p.position - p.start).clamp(0, span), total + span)
+            });
+        match (self.started, total) {
+            (false, _) => 0,
+            (true, 0) => 100,
+            (true, _) => (done * 100 / total) as u8,
+        }
+    }
+
+    /// Partitions that have reached their target.
+    pub fn caught_up(&self) -> usize {
+        self.partitions
+            .iter()
+            .filter(|p| p.position >= p.target)
+            .count()
+    }
+}
 
 /// A Kafka client for `bootstrap` with `properties` (the spec's and the Secret's):
 /// the one way the runtime's consumer and producer and the operator's cleanup
@@ -86,6 +147,28 @@ mod tests {
             "experience `web.x`"
         );
         assert!(!is_group_of("shop", "web", "facet.shop.web-2.0"));
+    }
+
+    #[test]
+    fn progress_counts_what_was_read_since_the_start_against_what_there_was() {
+        let partition = |start, position, target| PartitionReport {
+            topic: "t".into(),
+            partition: 0,
+            start,
+            position,
+            target,
+        };
+        let mut report = ProgressReport {
+            started: true,
+            partitions: vec![partition(100, 150, 200), partition(0, 300, 300)],
+            ..ProgressReport::default()
+        };
+        assert_eq!(report.percent(), 87, "350 of 400 records");
+        assert_eq!(report.caught_up(), 1);
+        report.partitions = vec![partition(5, 5, 5)];
+        assert_eq!(report.percent(), 100, "nothing to read");
+        report.started = false;
+        assert_eq!(report.percent(), 0, "not started");
     }
 
     #[test]

@@ -103,7 +103,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         console: args.console,
     })
     .await?;
-    runtime.run_until_shutdown().await
+    let drain = std::time::Duration::from_secs(args.drain_seconds);
+    runtime.run_until_shutdown(drain).await
 }
 
 /// Reads a mounted Secret: each file is one librdkafka property.

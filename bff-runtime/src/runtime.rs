@@ -175,12 +175,19 @@ impl Runtime {
     }
 
     /// Runs until SIGTERM/Ctrl-C (a clean stop) or until ingest fails (an error,
-    /// so the pod restarts and resumes from its store).
-    pub async fn run_until_shutdown(self) -> anyhow::Result<()> {
+    /// so the pod restarts and resumes from its store). A clean stop serves for
+    /// `drain` more while reporting not ready, then closes every live connection
+    /// with a reconnect code.
+    pub async fn run_until_shutdown(self, drain: Duration) -> anyhow::Result<()> {
         loop {
             tokio::select! {
                 _ = shutdown_signal() => {
-                    info!("shutting down");
+                    info!(drain_seconds = drain.as_secs(), "shutting down");
+                    self.state.progress.drain();
+                    tokio::time::sleep(drain).await;
+                    self.state.live.close_all();
+                    // Time for the close frames to leave.
+                    tokio::time::sleep(CLOSE_FLUSH).await;
                     return self.ingest.stop().map_err(Into::into);
                 }
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {
@@ -199,6 +206,9 @@ impl Runtime {
         self.ingest.stop().map_err(Into::into)
     }
 }
+
+/// How long live connections get to send their close frames before the exit.
+const CLOSE_FLUSH: Duration = Duration::from_millis(300);
 
 /// The producer of command records: acknowledged by every in-sync replica and
 /// idempotent, so a record is written once or the command is refused.

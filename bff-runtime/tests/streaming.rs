@@ -444,3 +444,59 @@ async fn sse_and_rest_read_query_filters_alike() {
     .await
     .unwrap();
 }
+
+/// A pod going away ends every live connection with "going away" (1001), so
+/// clients reconnect at once (to another pod) and resume, instead of waiting out a
+/// dead TCP connection. SSE ends with a `close` event carrying the same code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_closes_every_live_connection_with_going_away() {
+    let running = support::start("blog-post", |_| {}).await;
+    let address = running.runtime.http_addr.to_string();
+    let base = running.base();
+    running.wait_ready().await;
+    let (native, graphql, sse) = tokio::task::spawn_blocking(move || {
+        let (mut native, _) = tungstenite::connect(format!("ws://{address}/ws")).unwrap();
+        let subscribe = json!({"type": "subscribe", "id": "s", "projection": "postPage"});
+        native
+            .send(tungstenite::Message::text(subscribe.to_string()))
+            .unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&socket_read(&mut native)).unwrap()["type"],
+            "snapshot"
+        );
+        let (mut graphql, _) = tungstenite::connect(support::graphql_ws_request(&address)).unwrap();
+        graphql
+            .send(tungstenite::Message::text(r#"{"type":"connection_init"}"#))
+            .unwrap();
+        assert!(socket_read(&mut graphql).contains("connection_ack"));
+        let sse = std::thread::spawn(move || sse_events(&format!("{base}/sse/postPage"), None, 2));
+        (native, graphql, sse)
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running.runtime.state.live.close_all();
+    tokio::task::spawn_blocking(move || {
+        for (name, mut socket) in [("native", native), ("graphql-transport-ws", graphql)] {
+            let frame = loop {
+                match socket.read() {
+                    Ok(tungstenite::Message::Close(frame)) => break frame,
+                    Ok(_) => continue,
+                    Err(e) => panic!("{name}: closed without a close frame: {e}"),
+                }
+            };
+            let frame = frame.unwrap_or_else(|| panic!("{name}: a close code"));
+            assert_eq!(u16::from(frame.code), 1001, "{name}");
+            assert!(
+                frame.reason.starts_with("shutting down: reconnect"),
+                "{name}: {}",
+                frame.reason
+            );
+        }
+        let events = sse.join().unwrap();
+        assert_eq!(events[1].0, "close", "{events:?}");
+        assert_eq!(events[1].2["code"], 1001);
+    })
+    .await
+    .unwrap();
+}

@@ -31,6 +31,10 @@ struct RunningPod {
     restarts: i32,
     command: Command,
     log: PathBuf,
+    /// `terminationGracePeriodSeconds`: how long SIGTERM is given before SIGKILL.
+    grace: Duration,
+    /// When SIGTERM was sent (the pod is being deleted).
+    terminating_since: Option<std::time::Instant>,
 }
 
 /// A handle on the emulated kubelet; dropping it stops every pod process.
@@ -136,7 +140,11 @@ impl State {
             let name = pod.name_any();
             let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
             if pod.metadata.deletion_timestamp.is_some() {
-                self.stop_pod(&uid);
+                // As a kubelet does: the object goes once the process has exited,
+                // so a pod drains (serving, not ready) for as long as it takes.
+                if !self.terminate_pod(&uid) {
+                    continue;
+                }
                 let _ = api
                     .delete(
                         &name,
@@ -175,6 +183,29 @@ impl State {
             self.stop_pod(&uid);
         }
         Ok(())
+    }
+
+    /// SIGTERM once, then SIGKILL after the grace period; true once the process
+    /// has exited (or there is none).
+    fn terminate_pod(&self, uid: &str) -> bool {
+        let mut pods = self.pods.lock().unwrap();
+        let Some(pod) = pods.get_mut(uid) else {
+            return true;
+        };
+        let since = *pod.terminating_since.get_or_insert_with(|| {
+            unsafe {
+                libc::kill(pod.child.id() as i32, libc::SIGTERM);
+            }
+            std::time::Instant::now()
+        });
+        let exited = matches!(pod.child.try_wait(), Ok(Some(_)));
+        if !exited && since.elapsed() < pod.grace {
+            return false;
+        }
+        let _ = pod.child.kill();
+        let _ = pod.child.wait();
+        pods.remove(uid);
+        true
     }
 
     fn stop_pod(&self, uid: &str) {
@@ -338,6 +369,10 @@ impl State {
                 restarts: 0,
                 command,
                 log,
+                grace: Duration::from_secs(
+                    spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64,
+                ),
+                terminating_since: None,
             },
         );
         Ok(())

@@ -56,6 +56,7 @@ pub fn wait_for(what: &str, timeout: std::time::Duration, mut check: impl FnMut(
 }
 pub mod cluster;
 pub mod kubelet;
+pub mod service_proxy;
 
 /// The upgrade request of a graphql-transport-ws connection to `address`.
 pub fn graphql_ws_request(address: &str) -> tungstenite::handshake::client::Request {

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use facet_operator::api::{Endpoints, FrontendExperience};
+use facet_operator::api::{Endpoints, FrontendExperience, Rebuild};
 use facet_operator::reconcile::status::{next_status, Observed, Rollout};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use mlua::{Lua, LuaOptions, LuaSerdeExt, StdLib};
@@ -56,6 +56,14 @@ fn fixtures_give_the_expected_health() {
 }
 
 fn with_status(rollout: Rollout, spec_error: Option<&str>) -> serde_json::Value {
+    with_rebuild(rollout, spec_error, None)
+}
+
+fn with_rebuild(
+    rollout: Rollout,
+    spec_error: Option<&str>,
+    rebuild: Option<Rebuild>,
+) -> serde_json::Value {
     let text = std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/samples/blog-post.yaml"),
     )
@@ -74,6 +82,8 @@ fn with_status(rollout: Rollout, spec_error: Option<&str>) -> serde_json::Value 
         retention: Some(Err(
             "a full replay may miss events: blog.posts.v1 deletes records after 7d".into(),
         )),
+        definition: Some("0123456789abcdef".into()),
+        rebuild,
     };
     fx.status = Some(next_status(
         None,
@@ -104,6 +114,18 @@ fn the_operators_own_statuses_map_to_argo_health() {
         .0,
         "Progressing"
     );
+    let rebuild = Rebuild {
+        definition: "fedcba9876543210".into(),
+        stateful_set: "blog-post-page-fedcba9876".into(),
+        replicas: 1,
+        ready_replicas: 0,
+        partitions: 3,
+        partitions_caught_up: 1,
+        percent: 40,
+    };
+    let (status, message) = health(&with_rebuild(settled.clone(), None, Some(rebuild)));
+    assert_eq!(status, "Progressing", "serving, but the change is not done");
+    assert!(message.contains("40% done"), "{message}");
     assert_eq!(
         health(&with_status(settled, Some("spec.sources: is empty"))).0,
         "Degraded"

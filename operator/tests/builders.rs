@@ -2,7 +2,10 @@
 //! `UPDATE_GOLDEN=1 cargo test -p facet-operator --test builders`) and by property.
 
 use facet_operator::api::{FrontendExperience, FrontendExperienceSpec};
-use facet_operator::reconcile::builders::{desired, BuildConfig, Desired, SPEC_HASH_ANNOTATION};
+use facet_operator::reconcile::builders::{
+    config_map_name, definition, desired, set_name, BuildConfig, Desired, SPEC_HASH_ANNOTATION,
+};
+use facet_operator::reconcile::rebuild::{plan, Plan, DEFINITION_LABEL};
 
 fn sample(name: &str) -> FrontendExperience {
     let path = format!(
@@ -23,15 +26,25 @@ fn sample(name: &str) -> FrontendExperience {
     fx
 }
 
+const CONFIG: BuildConfig = BuildConfig {
+    image: String::new(),
+    json_logs: false,
+};
+
+fn config() -> BuildConfig {
+    BuildConfig {
+        image: "facet-bff:test".into(),
+        ..CONFIG
+    }
+}
+
+/// The plan of an experience whose own definition serves.
+fn serving_itself(fx: &FrontendExperience) -> Plan {
+    plan(&definition(&fx.spec.experience), None, &[])
+}
+
 fn build(fx: &FrontendExperience) -> Desired {
-    desired(
-        fx,
-        &BuildConfig {
-            image: "facet-bff:test".into(),
-            json_logs: false,
-        },
-    )
-    .unwrap()
+    desired(fx, &config(), &serving_itself(fx)).unwrap()
 }
 
 fn render(d: &Desired) -> String {
@@ -94,6 +107,78 @@ fn spec_change_rolls_pods_and_scale_does_not_change_the_config() {
         hash(&before),
         hash(&build(&fx)),
         "building is deterministic"
+    );
+}
+
+#[test]
+fn each_definition_has_its_own_set_and_the_service_selects_the_serving_one() {
+    let fx = sample("storefront");
+    let current = definition(&fx.spec.experience);
+    let built = build(&fx);
+    let set = set_name("storefront-web", &current);
+    assert_eq!(
+        built.stateful_set.metadata.name.as_deref(),
+        Some(set.as_str())
+    );
+    assert_eq!(built.config_map.metadata.name, Some(config_map_name(&set)));
+    let sts = built.stateful_set.spec.as_ref().unwrap();
+    let selector = sts.selector.match_labels.as_ref().unwrap();
+    assert_eq!(
+        selector[DEFINITION_LABEL], current,
+        "a set claims only its pods"
+    );
+    let pod_labels = sts
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .as_ref()
+        .unwrap();
+    assert_eq!(pod_labels[DEFINITION_LABEL], current);
+    let service_selector = |d: &Desired| d.service.spec.clone().unwrap().selector.unwrap();
+    assert_eq!(service_selector(&built)[DEFINITION_LABEL], current);
+    assert_eq!(built.keep, None);
+
+    // Only the sources and projections make a definition: other changes roll the
+    // same set's pods in place.
+    let mut limits = fx.clone();
+    limits.spec.experience.api.limits.max_connections = 7;
+    assert_eq!(build(&limits).stateful_set.metadata.name, Some(set.clone()));
+    let mut rules = fx.clone();
+    rules.spec.experience.projections[0].rules[0].when =
+        Some("event.type == \"OrderCreated\"".into());
+    let new = definition(&rules.spec.experience);
+    assert_ne!(new, current);
+
+    // While the new definition rebuilds, the Service and the budget stay on the
+    // serving pods and their set is kept.
+    let rebuilding = Plan {
+        serve: Some(current.clone()),
+        keep: Some(set.clone()),
+        phase: facet_operator::reconcile::rebuild::Phase::Rebuilding {
+            from: Some(current.clone()),
+        },
+    };
+    let beside = desired(&rules, &config(), &rebuilding).unwrap();
+    assert_eq!(
+        beside.stateful_set.metadata.name,
+        Some(set_name("storefront-web", &new))
+    );
+    assert_eq!(service_selector(&beside)[DEFINITION_LABEL], current);
+    let budget = beside
+        .pod_disruption_budget
+        .unwrap()
+        .spec
+        .unwrap()
+        .selector
+        .unwrap();
+    assert_eq!(budget.match_labels.unwrap()[DEFINITION_LABEL], current);
+    assert_eq!(beside.keep, Some(set));
+    let headless = beside.headless_service.spec.unwrap().selector.unwrap();
+    assert!(
+        !headless.contains_key(DEFINITION_LABEL),
+        "DNS for every pod"
     );
 }
 
@@ -198,7 +283,8 @@ fn runtime_pods_log_json_when_the_operator_does() {
             image: "facet-bff:test".into(),
             json_logs,
         };
-        let desired = desired(&sample("blog-post"), &config).unwrap();
+        let fx = sample("blog-post");
+        let desired = desired(&fx, &config, &serving_itself(&fx)).unwrap();
         let pod = desired.stateful_set.spec.unwrap().template.spec.unwrap();
         pod.containers[0]
             .env

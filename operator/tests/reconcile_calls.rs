@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use facet_operator::api::{FrontendExperience, FrontendExperienceSpec};
 use facet_operator::metrics::OperatorMetrics;
-use facet_operator::reconcile::builders::BuildConfig;
+use facet_operator::reconcile::builders::{definition, set_name, BuildConfig};
 use facet_operator::reconcile::controller::{reconcile, Context, Error};
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
@@ -77,6 +77,143 @@ fn owned_list(kind: &str, api_version: &str, names: &[(&str, bool)]) -> Value {
         .collect();
     json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
            "metadata": {"resourceVersion": "1"}, "items": items})
+}
+
+/// One definition's StatefulSet as the API server lists it, with one replica
+/// that is ready (caught up) or not.
+fn set(definition: Option<&str>, ready: bool) -> Value {
+    let name = match definition {
+        Some(d) => set_name("storefront-web", d),
+        None => "storefront-web".into(),
+    };
+    let mut labels = json!({"app.kubernetes.io/instance": "storefront-web",
+                            "app.kubernetes.io/managed-by": "facet-operator"});
+    if let Some(d) = definition {
+        labels["facet.dev/definition"] = json!(d);
+    }
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {
+        "name": name, "namespace": "shop", "generation": 1, "labels": labels,
+        "ownerReferences": [{"apiVersion": "facet.dev/v1alpha1", "kind": "FrontendExperience",
+                             "name": "storefront-web", "uid": UID}]},
+        "spec": {"replicas": 1, "selector": {}, "serviceName": "x", "template": {}},
+        "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+                   "readyReplicas": if ready { 1 } else { 0 }}})
+}
+
+fn set_list(items: Vec<Value>) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSetList", "metadata": {}, "items": items})
+}
+
+/// The Service as it is, selecting `definition`'s pods (or, with `None`, any pod).
+fn service_selecting(definition: Option<&str>) -> Value {
+    let mut selector = json!({"app.kubernetes.io/instance": "storefront-web"});
+    if let Some(d) = definition {
+        selector["facet.dev/definition"] = json!(d);
+    }
+    let mut service = object("Service", "v1", "storefront-web");
+    service["spec"] = json!({"selector": selector});
+    service
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+const SELECTOR: &str = "?&labelSelector=app.kubernetes.io%2Finstance%3Dstorefront-web%2Capp.kubernetes.io%2Fmanaged-by%3Dfacet-operator";
+const CM: &str = "/api/v1/namespaces/shop/configmaps";
+const SVC: &str = "/api/v1/namespaces/shop/services";
+const STS: &str = "/apis/apps/v1/namespaces/shop/statefulsets";
+const PDB: &str = "/apis/policy/v1/namespaces/shop/poddisruptionbudgets";
+const STATUS: &str =
+    "/apis/facet.dev/v1alpha1/namespaces/shop/frontendexperiences/storefront-web/status";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
+
+fn event() -> Value {
+    json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": null})
+}
+
+/// The survey before anything is applied: the sets and the Service as they are.
+fn survey(sets: Vec<Value>, service: Option<Value>) -> Vec<Call> {
+    let service = match service {
+        Some(service) => call(Method::GET, leak(format!("{SVC}/storefront-web")), service),
+        None => Call {
+            status: StatusCode::NOT_FOUND,
+            ..call(
+                Method::GET,
+                leak(format!("{SVC}/storefront-web")),
+                json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                       "message": "not found", "reason": "NotFound", "code": 404}),
+            )
+        },
+    };
+    vec![
+        call(
+            Method::GET,
+            leak(format!("{STS}{SELECTOR}")),
+            set_list(sets),
+        ),
+        service,
+    ]
+}
+
+/// The apply phase of a one-replica storefront whose definition is `current`:
+/// the four applies, then the sweep's lists of what exists, deleting what the
+/// lists hold beyond the desired children and `kept`.
+fn apply_and_sweep(current: &str, config_maps: &[&str], sets: &[&str]) -> Vec<Call> {
+    let set = set_name("storefront-web", current);
+    let owned_names = |names: &[&str]| -> Vec<(String, bool)> {
+        names.iter().map(|n| (n.to_string(), true)).collect()
+    };
+    let list = |kind: &str, api: &str, names: Vec<(String, bool)>| {
+        let names: Vec<(&str, bool)> = names.iter().map(|(n, o)| (n.as_str(), *o)).collect();
+        owned_list(kind, api, &names)
+    };
+    vec![
+        call(
+            Method::PATCH,
+            leak(format!("{CM}/{set}-spec{APPLY}")),
+            object("ConfigMap", "v1", "x"),
+        ),
+        call(
+            Method::PATCH,
+            leak(format!("{SVC}/storefront-web{APPLY}")),
+            object("Service", "v1", "x"),
+        ),
+        call(
+            Method::PATCH,
+            leak(format!("{SVC}/storefront-web-headless{APPLY}")),
+            object("Service", "v1", "x"),
+        ),
+        call(
+            Method::PATCH,
+            leak(format!("{STS}/{set}{APPLY}")),
+            object("StatefulSet", "apps/v1", "x"),
+        ),
+        call(
+            Method::GET,
+            leak(format!("{CM}{SELECTOR}")),
+            list("ConfigMap", "v1", owned_names(config_maps)),
+        ),
+        call(
+            Method::GET,
+            leak(format!("{SVC}{SELECTOR}")),
+            list(
+                "Service",
+                "v1",
+                owned_names(&["storefront-web", "storefront-web-headless"]),
+            ),
+        ),
+        call(
+            Method::GET,
+            leak(format!("{STS}{SELECTOR}")),
+            list("StatefulSet", "apps/v1", owned_names(sets)),
+        ),
+        call(
+            Method::GET,
+            leak(format!("{PDB}{SELECTOR}")),
+            list("PodDisruptionBudget", "policy/v1", vec![]),
+        ),
+    ]
 }
 
 /// Runs one reconcile against the mocked API server; returns the requests' bodies.
@@ -155,44 +292,45 @@ const APPLY: &str = "?&force=true&fieldManager=facet-operator";
 
 #[tokio::test]
 async fn a_valid_spec_applies_every_child_sweeps_orphans_then_writes_status() {
-    let cm = "/api/v1/namespaces/shop/configmaps";
-    let svc = "/api/v1/namespaces/shop/services";
-    let sts = "/apis/apps/v1/namespaces/shop/statefulsets";
-    let pdb = "/apis/policy/v1/namespaces/shop/poddisruptionbudgets";
-    let selector = "?&labelSelector=app.kubernetes.io%2Finstance%3Dstorefront-web%2Capp.kubernetes.io%2Fmanaged-by%3Dfacet-operator";
-    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
-    let calls = vec![
+    let fx = storefront(1);
+    let current = definition(&fx.spec.experience);
+    let current_set = set_name("storefront-web", &current);
+    let mut calls = survey(
+        vec![set_list_item(&current)],
+        Some(service_selecting(Some(&current))),
+    );
+    calls.extend(vec![
         call(
             Method::PATCH,
-            leak(format!("{cm}/storefront-web-spec{APPLY}")),
-            object("ConfigMap", "v1", "storefront-web-spec"),
+            leak(format!("{CM}/{current_set}-spec{APPLY}")),
+            object("ConfigMap", "v1", "x"),
         ),
         call(
             Method::PATCH,
-            leak(format!("{svc}/storefront-web{APPLY}")),
-            object("Service", "v1", "storefront-web"),
+            leak(format!("{SVC}/storefront-web{APPLY}")),
+            object("Service", "v1", "x"),
         ),
         call(
             Method::PATCH,
-            leak(format!("{svc}/storefront-web-headless{APPLY}")),
-            object("Service", "v1", "storefront-web-headless"),
+            leak(format!("{SVC}/storefront-web-headless{APPLY}")),
+            object("Service", "v1", "x"),
         ),
         call(
             Method::PATCH,
-            leak(format!("{sts}/storefront-web{APPLY}")),
-            object("StatefulSet", "apps/v1", "storefront-web"),
+            leak(format!("{STS}/{current_set}{APPLY}")),
+            object("StatefulSet", "apps/v1", "x"),
         ),
         // One replica: no budget is applied, and the sweep removes the one a
         // two-replica spec left, and a ConfigMap an older operator made; what is
         // labelled alike but owned by someone else stays.
         call(
             Method::GET,
-            leak(format!("{cm}{selector}")),
+            leak(format!("{CM}{SELECTOR}")),
             owned_list(
                 "ConfigMap",
                 "v1",
                 &[
-                    ("storefront-web-spec", true),
+                    (leak(format!("{current_set}-spec")), true),
                     ("storefront-web-v0", true),
                     ("lookalike", false),
                 ],
@@ -200,12 +338,12 @@ async fn a_valid_spec_applies_every_child_sweeps_orphans_then_writes_status() {
         ),
         call(
             Method::DELETE,
-            leak(format!("{cm}/storefront-web-v0")),
-            object("ConfigMap", "v1", "storefront-web-v0"),
+            leak(format!("{CM}/storefront-web-v0")),
+            object("ConfigMap", "v1", "x"),
         ),
         call(
             Method::GET,
-            leak(format!("{svc}{selector}")),
+            leak(format!("{SVC}{SELECTOR}")),
             owned_list(
                 "Service",
                 "v1",
@@ -214,12 +352,12 @@ async fn a_valid_spec_applies_every_child_sweeps_orphans_then_writes_status() {
         ),
         call(
             Method::GET,
-            leak(format!("{sts}{selector}")),
-            owned_list("StatefulSet", "apps/v1", &[("storefront-web", true)]),
+            leak(format!("{STS}{SELECTOR}")),
+            owned_list("StatefulSet", "apps/v1", &[(current_set.as_str(), true)]),
         ),
         call(
             Method::GET,
-            leak(format!("{pdb}{selector}")),
+            leak(format!("{PDB}{SELECTOR}")),
             owned_list(
                 "PodDisruptionBudget",
                 "policy/v1",
@@ -228,63 +366,225 @@ async fn a_valid_spec_applies_every_child_sweeps_orphans_then_writes_status() {
         ),
         call(
             Method::DELETE,
-            leak(format!("{pdb}/storefront-web")),
-            object("PodDisruptionBudget", "policy/v1", "storefront-web"),
+            leak(format!("{PDB}/storefront-web")),
+            object("PodDisruptionBudget", "policy/v1", "x"),
         ),
         // A new generation is announced once.
-        call(
-            Method::POST,
-            "/apis/events.k8s.io/v1/namespaces/shop/events",
-            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": null}),
-        ),
+        call(Method::POST, EVENTS, event()),
         call(
             Method::GET,
-            leak(format!("{sts}/storefront-web")),
-            object("StatefulSet", "apps/v1", "storefront-web"),
+            leak(format!("{STS}/{current_set}")),
+            set(Some(&current), true),
         ),
         call(
             Method::PATCH,
-            "/apis/facet.dev/v1alpha1/namespaces/shop/frontendexperiences/storefront-web/status",
+            STATUS,
             serde_json::to_value(storefront(1)).unwrap(),
         ),
-    ];
-    let (result, bodies) = reconcile_with(storefront(1), calls).await;
+    ]);
+    let (result, bodies) = reconcile_with(fx, calls).await;
     result.unwrap();
-    assert_eq!(bodies[3]["kind"], "StatefulSet");
-    assert_eq!(bodies[3]["spec"]["replicas"], 1);
-    assert_eq!(bodies[10]["reason"], "Applied");
-    let status = &bodies[12]["status"];
+    assert_eq!(bodies[5]["kind"], "StatefulSet");
+    assert_eq!(bodies[5]["spec"]["replicas"], 1);
+    assert_eq!(
+        bodies[3]["spec"]["selector"]["facet.dev/definition"],
+        current.as_str()
+    );
+    assert_eq!(bodies[12]["reason"], "Applied");
+    let status = &bodies[14]["status"];
     assert_eq!(status["observedGeneration"], 3);
-    let spec_valid = status["conditions"]
+    assert_eq!(status["definition"], current.as_str());
+    assert!(status.get("rebuild").is_none());
+    assert_eq!(condition(status, "SpecValid")["status"], "True");
+    assert_eq!(condition(status, "Ready")["status"], "True");
+}
+
+fn set_list_item(definition: &str) -> Value {
+    set(Some(definition), true)
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["type"] == "SpecValid")
-        .unwrap();
-    assert_eq!(spec_valid["status"], "True");
+        .find(|c| c["type"] == type_)
+        .unwrap()
+}
+
+/// A rules change: the new definition's set is applied beside the serving one,
+/// the Service stays, the serving set is neither applied nor swept, and the status
+/// reports the new pod's progress, read through the API server's pod proxy. Once
+/// the new set is ready the Service moves; the old set goes at the next reconcile.
+#[tokio::test]
+async fn a_changed_definition_rebuilds_beside_the_serving_set_then_moves_the_service() {
+    let fx = storefront(1);
+    let new = definition(&fx.spec.experience);
+    let new_set = set_name("storefront-web", &new);
+    let old = "00000000000000aa";
+    let old_set = set_name("storefront-web", old);
+    let both = [old_set.as_str(), new_set.as_str()];
+    let config_maps = [
+        leak(format!("{old_set}-spec")),
+        leak(format!("{new_set}-spec")),
+    ];
+
+    // Rebuilding: the new pod answers /readyz with 503 and its progress.
+    let mut calls = survey(
+        vec![set(Some(old), true), set(Some(&new), false)],
+        Some(service_selecting(Some(old))),
+    );
+    calls.extend(apply_and_sweep(&new, &config_maps, &both));
+    calls.push(call(Method::POST, EVENTS, event()));
+    calls.push(call(
+        Method::GET,
+        leak(format!("{STS}/{old_set}")),
+        set(Some(old), true),
+    ));
+    calls.push(call(
+        Method::GET,
+        leak(format!("{STS}/{new_set}")),
+        set(Some(&new), false),
+    ));
+    calls.push(Call {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        ..call(
+            Method::GET,
+            leak(format!("/api/v1/namespaces/shop/pods/{new_set}-0:8080/proxy/readyz")),
+            json!({"ready": false, "started": true, "partitions": [
+                {"topic": "shop.orders.v1", "partition": 0, "start": 0, "position": 900, "target": 1000},
+                {"topic": "shop.orders.v1", "partition": 1, "start": 0, "position": 1000, "target": 1000},
+            ]}),
+        )
+    });
+    calls.push(call(
+        Method::PATCH,
+        STATUS,
+        serde_json::to_value(storefront(1)).unwrap(),
+    ));
+    let (result, bodies) = reconcile_with(fx.clone(), calls).await;
+    result.unwrap();
+    assert_eq!(
+        bodies[3]["spec"]["selector"]["facet.dev/definition"], old,
+        "the Service stays"
+    );
+    let status = &bodies.last().unwrap()["status"];
+    assert_eq!(status["definition"], old);
+    assert_eq!(status["rebuild"]["definition"], new.as_str());
+    assert_eq!(status["rebuild"]["percent"], 95);
+    assert_eq!(status["rebuild"]["partitions"], 2);
+    assert_eq!(status["rebuild"]["partitionsCaughtUp"], 1);
+    assert_eq!(
+        condition(status, "Ready")["status"],
+        "True",
+        "the old pod serves"
+    );
+    assert_eq!(condition(status, "Progressing")["reason"], "Rebuilding");
+
+    // Caught up: the Service moves to the new pods; the old set stays one more round.
+    let mut fx = fx;
+    fx.metadata.generation = Some(4); // a new generation: announced again
+    let mut calls = survey(
+        vec![set(Some(old), true), set(Some(&new), true)],
+        Some(service_selecting(Some(old))),
+    );
+    calls.extend(apply_and_sweep(&new, &config_maps, &both));
+    calls.push(call(Method::POST, EVENTS, event()));
+    calls.push(call(
+        Method::GET,
+        leak(format!("{STS}/{new_set}")),
+        set(Some(&new), true),
+    ));
+    calls.push(call(
+        Method::GET,
+        leak(format!("{STS}/{new_set}")),
+        set(Some(&new), true),
+    ));
+    calls.push(call(
+        Method::GET,
+        leak(format!(
+            "/api/v1/namespaces/shop/pods/{new_set}-0:8080/proxy/readyz"
+        )),
+        json!({"ready": true, "started": true, "partitions": []}),
+    ));
+    calls.push(call(
+        Method::PATCH,
+        STATUS,
+        serde_json::to_value(storefront(1)).unwrap(),
+    ));
+    let (result, bodies) = reconcile_with(fx.clone(), calls).await;
+    result.unwrap();
+    assert_eq!(
+        bodies[3]["spec"]["selector"]["facet.dev/definition"],
+        new.as_str(),
+        "moved"
+    );
+    assert_eq!(bodies.last().unwrap()["status"]["definition"], new.as_str());
+
+    // The Service has moved: the old set and its ConfigMap are swept.
+    fx.metadata.generation = Some(5);
+    let mut calls = survey(
+        vec![set(Some(old), true), set(Some(&new), true)],
+        Some(service_selecting(Some(&new))),
+    );
+    let mut apply = apply_and_sweep(&new, &config_maps, &both);
+    apply.insert(
+        5,
+        call(
+            Method::DELETE,
+            leak(format!("{CM}/{old_set}-spec")),
+            object("ConfigMap", "v1", "x"),
+        ),
+    );
+    apply.insert(
+        8,
+        call(
+            Method::DELETE,
+            leak(format!("{STS}/{old_set}")),
+            object("StatefulSet", "apps/v1", "x"),
+        ),
+    );
+    calls.extend(apply);
+    calls.push(call(Method::POST, EVENTS, event()));
+    calls.push(call(
+        Method::GET,
+        leak(format!("{STS}/{new_set}")),
+        set(Some(&new), true),
+    ));
+    calls.push(call(
+        Method::PATCH,
+        STATUS,
+        serde_json::to_value(storefront(1)).unwrap(),
+    ));
+    let (result, bodies) = reconcile_with(fx, calls).await;
+    result.unwrap();
+    let status = &bodies.last().unwrap()["status"];
+    assert!(status.get("rebuild").is_none());
+    assert_eq!(condition(status, "Progressing")["status"], "False");
 }
 
 #[tokio::test]
 async fn an_invalid_spec_applies_nothing_and_reports_the_compilers_words() {
     let mut fx = storefront(1);
     fx.spec.experience.projections[0].key = "evnt.orderId".into();
-    let calls = vec![
-        call(
-            Method::POST,
-            "/apis/events.k8s.io/v1/namespaces/shop/events",
-            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": null}),
-        ),
-        call(
-            Method::GET,
-            "/apis/apps/v1/namespaces/shop/statefulsets/storefront-web",
-            object("StatefulSet", "apps/v1", "storefront-web"),
-        ),
-        call(
-            Method::PATCH,
-            "/apis/facet.dev/v1alpha1/namespaces/shop/frontendexperiences/storefront-web/status",
-            serde_json::to_value(storefront(1)).unwrap(),
-        ),
-    ];
+    // The pods of the last valid spec keep serving; the status reports on them.
+    let serving = "00000000000000aa";
+    let serving_set = set_name("storefront-web", serving);
+    let mut calls = vec![call(Method::POST, EVENTS, event())];
+    calls.extend(survey(
+        vec![set(Some(serving), true)],
+        Some(service_selecting(Some(serving))),
+    ));
+    calls.push(call(
+        Method::GET,
+        leak(format!("{STS}/{serving_set}")),
+        set(Some(serving), true),
+    ));
+    calls.push(call(
+        Method::PATCH,
+        STATUS,
+        serde_json::to_value(storefront(1)).unwrap(),
+    ));
     let (result, bodies) = reconcile_with(fx, calls).await;
     result.unwrap();
     assert_eq!(bodies[0]["reason"], "InvalidSpec");
@@ -294,7 +594,7 @@ async fn an_invalid_spec_applies_nothing_and_reports_the_compilers_words() {
         note.contains("spec.projections[0].key: unknown variable `evnt`"),
         "{note}"
     );
-    let conditions = bodies[2]["status"]["conditions"].as_array().unwrap();
+    let conditions = bodies[4]["status"]["conditions"].as_array().unwrap();
     let spec_valid = conditions
         .iter()
         .find(|c| c["type"] == "SpecValid")
@@ -304,20 +604,23 @@ async fn an_invalid_spec_applies_nothing_and_reports_the_compilers_words() {
 
 #[tokio::test]
 async fn a_refused_apply_names_its_phase_and_child_and_stops_there() {
-    let calls = vec![Call {
+    let fx = storefront(1);
+    let set = set_name("storefront-web", &definition(&fx.spec.experience));
+    let mut calls = survey(vec![], None);
+    calls.push(Call {
         method: Method::PATCH,
-        path: "/api/v1/namespaces/shop/configmaps/storefront-web-spec?&force=true&fieldManager=facet-operator",
+        path: leak(format!("{CM}/{set}-spec{APPLY}")),
         status: StatusCode::FORBIDDEN,
         answer: json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
                        "message": "configmaps is forbidden", "reason": "Forbidden", "code": 403}),
-    }];
-    let (result, _) = reconcile_with(storefront(1), calls).await;
+    });
+    let (result, _) = reconcile_with(fx, calls).await;
     let error = result.unwrap_err();
     assert_eq!(error.kind(), "apply");
     assert!(
         error
             .to_string()
-            .starts_with("applying ConfigMap storefront-web-spec: "),
+            .starts_with(&format!("applying ConfigMap {set}-spec: ")),
         "{error}"
     );
     assert!(

@@ -185,7 +185,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             next_round,
         ))
     });
-    let result = runtime.run_until_shutdown().await;
+    let result = runtime.run_until_shutdown(Duration::ZERO).await;
     if let Some(feeder) = feeder {
         feeder.abort();
     }

@@ -148,6 +148,7 @@ impl Ingest {
             targets.insert(
                 (topic.clone(), *partition),
                 PartitionProgress {
+                    start: position.unwrap_or(low),
                     position: position.unwrap_or(low),
                     target: high,
                 },

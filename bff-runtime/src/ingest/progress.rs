@@ -5,36 +5,15 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use serde::Serialize;
+pub use crate::contract::{PartitionReport, ProgressReport};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionProgress {
+    /// Where this run started reading.
+    pub start: i64,
     /// The next offset to apply.
     pub position: i64,
     /// The high watermark at start.
-    pub target: i64,
-}
-
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct ProgressReport {
-    pub ready: bool,
-    pub started: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Why ingest has not started yet (a topic missing, metadata out of reach).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub waiting: Option<String>,
-    /// The last error of the Kafka client before ingest started (e.g. a refused login).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kafka_error: Option<String>,
-    pub partitions: Vec<PartitionReport>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PartitionReport {
-    pub topic: String,
-    pub partition: i32,
-    pub position: i64,
     pub target: i64,
 }
 
@@ -48,6 +27,7 @@ struct State {
     started: bool,
     /// Once ready, a pod stays ready: later lag is normal streaming, not a replay.
     ready: bool,
+    draining: bool,
     error: Option<String>,
     waiting: Option<String>,
     kafka_error: Option<String>,
@@ -114,7 +94,12 @@ impl Progress {
 
     pub fn is_ready(&self) -> bool {
         let state = self.state();
-        state.ready && state.error.is_none()
+        state.ready && state.error.is_none() && !state.draining
+    }
+
+    /// Shutting down: not ready from now on, so Services stop sending clients here.
+    pub fn drain(&self) {
+        self.state().draining = true;
     }
 
     /// Partitions not yet at their start target.
@@ -129,8 +114,9 @@ impl Progress {
     pub fn report(&self) -> ProgressReport {
         let state = self.state();
         ProgressReport {
-            ready: state.ready && state.error.is_none(),
+            ready: state.ready && state.error.is_none() && !state.draining,
             started: state.started,
+            draining: state.draining,
             error: state.error.clone(),
             waiting: state.waiting.clone(),
             kafka_error: state.kafka_error.clone(),
@@ -140,6 +126,7 @@ impl Progress {
                 .map(|((topic, partition), p)| PartitionReport {
                     topic: topic.clone(),
                     partition: *partition,
+                    start: p.start,
                     position: p.position,
                     target: p.target,
                 })

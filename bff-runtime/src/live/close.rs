@@ -19,6 +19,9 @@ pub enum Close {
     InitTimeout,
     /// The store failed; the log has the details under this correlation id.
     Internal(String),
+    /// The pod is going away (a rollout, a rebuilt definition taking over, a scale
+    /// down): reconnect, through the Service, to another pod and resume.
+    ShuttingDown,
 }
 
 /// Close codes. 4xxx are Facet's own; 4401/4408 are what graphql-ws clients know.
@@ -26,6 +29,8 @@ pub const TOKEN: u16 = 4401;
 pub const TOO_SLOW: u16 = 4008;
 pub const INIT_TIMEOUT: u16 = 4408;
 pub const INTERNAL: u16 = 1011;
+/// RFC 6455 "going away": clients reconnect at once.
+pub const GOING_AWAY: u16 = 1001;
 
 /// How long a client may take to read one message.
 pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -39,6 +44,7 @@ impl Close {
             Close::TooSlow | Close::NotReading => TOO_SLOW,
             Close::InitTimeout => INIT_TIMEOUT,
             Close::Internal(_) => INTERNAL,
+            Close::ShuttingDown => GOING_AWAY,
         }
     }
 
@@ -55,6 +61,10 @@ impl Close {
             Close::NotReading => "too slow: a message waited too long to be read".into(),
             Close::InitTimeout => "no connection_init within 3 s".into(),
             Close::Internal(id) => format!("internal error (correlation id {id})"),
+            Close::ShuttingDown => {
+                "shutting down: reconnect and resume with since set to the last position received"
+                    .into()
+            }
         };
         truncate(reason)
     }

@@ -41,6 +41,8 @@ pub struct Engine {
     pub router: Router,
     pub metrics: Arc<Metrics>,
     catch_ups: Semaphore,
+    /// Set once when the process shuts down: every session closes.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Engine {
@@ -56,7 +58,20 @@ impl Engine {
             router,
             metrics,
             catch_ups: Semaphore::new(CONCURRENT_CATCH_UPS),
+            closing: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Ends every session with [`Close::ShuttingDown`], now and from now on.
+    pub fn close_all(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`Engine::close_all`] was called.
+    pub async fn closed(&self) {
+        let mut closing = self.closing.subscribe();
+        // An error means the sender is gone with the engine: nothing to wait for.
+        let _ = closing.wait_for(|closing| *closing).await;
     }
 
     fn max_pending_rows(&self) -> usize {

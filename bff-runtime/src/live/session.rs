@@ -191,18 +191,20 @@ impl Session {
         }
     }
 
-    /// Waits until there is something to [`Session::drain`], or the token expires.
-    /// Cancel-safe, so a transport can wait on its socket at the same time.
+    /// Waits until there is something to [`Session::drain`], the token expires, or
+    /// the server shuts down. Cancel-safe, so a transport can wait on its socket at
+    /// the same time.
     pub async fn wait(&self) -> Result<(), Close> {
-        match self.viewer.expires_in() {
-            Some(left) => tokio::select! {
-                () = self.outbox.pushed() => Ok(()),
-                () = tokio::time::sleep(left) => Err(Close::TokenExpired),
-            },
-            None => {
-                self.outbox.pushed().await;
-                Ok(())
+        let expiry = async {
+            match self.viewer.expires_in() {
+                Some(left) => tokio::time::sleep(left).await,
+                None => std::future::pending().await,
             }
+        };
+        tokio::select! {
+            () = self.outbox.pushed() => Ok(()),
+            () = expiry => Err(Close::TokenExpired),
+            () = self.engine.closed() => Err(Close::ShuttingDown),
         }
     }
 

@@ -215,7 +215,7 @@ pub async fn serve(
             })
         })
         .serve();
-    let writer = write(sink, to_send, auth_changes, initialised);
+    let writer = write(sink, to_send, auth_changes, initialised, state.live.clone());
     tokio::pin!(writer);
     tokio::select! {
         // async-graphql may end by queueing a close frame (a refused
@@ -229,12 +229,14 @@ pub async fn serve(
 }
 
 /// Sends what async-graphql produces, and closes the connection when the token
-/// expires or is refused, or when the client has not read for [`SEND_TIMEOUT`].
+/// expires or is refused, when the client has not read for [`SEND_TIMEOUT`], or
+/// when the server shuts down.
 async fn write(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut to_send: futures::channel::mpsc::Receiver<Message>,
     mut auth: watch::Receiver<Auth>,
     initialised: Arc<AtomicBool>,
+    live: Arc<crate::live::Engine>,
 ) {
     let mut init_deadline = Some(tokio::time::Instant::now() + INIT_WITHIN);
     loop {
@@ -256,6 +258,7 @@ async fn write(
                 })
             }
             Ok(()) = auth.changed() => continue,
+            () = live.closed() => close(Close::ShuttingDown),
             () = tokio::time::sleep_until(init_deadline.unwrap_or_else(tokio::time::Instant::now)),
                 if init_deadline.is_some() =>
             {

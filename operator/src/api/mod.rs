@@ -46,6 +46,11 @@ use serde::{Deserialize, Serialize};
         json_path = ".status.readyReplicas"
     ),
     printcolumn(
+        name = "Rebuild",
+        type_ = "integer",
+        json_path = ".status.rebuild.percent"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -94,6 +99,34 @@ pub struct FrontendExperienceStatus {
     /// Where clients reach the experience inside the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Endpoints>,
+
+    /// The projection definition the serving pods hold (the hash of the sources
+    /// and projections; also the epoch of client positions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
+
+    /// A changed projection definition being built beside the serving pods; the
+    /// Service moves to it once every new pod has caught up with the topics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild: Option<Rebuild>,
+}
+
+/// The progress of a rebuild.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rebuild {
+    /// The definition being built.
+    pub definition: String,
+    /// The StatefulSet whose pods replay the topics.
+    pub stateful_set: String,
+    /// New pods that exist and that have caught up.
+    pub replicas: i32,
+    pub ready_replicas: i32,
+    /// Source partitions each new pod replays, and how many the slowest has caught up with.
+    pub partitions: i32,
+    pub partitions_caught_up: i32,
+    /// How much of the replay the slowest new pod has done.
+    pub percent: i32,
 }
 
 /// In-cluster URLs of the served APIs.

@@ -13,7 +13,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::builders::{children_selector, BuildError, Desired};
+use super::builders::{children_selector, config_map_name, BuildError, Desired};
 use super::error::Error;
 use crate::api::FrontendExperience;
 
@@ -52,13 +52,21 @@ pub async fn apply_all(
         selector: &selector,
         owner: &owner,
     };
-    sweep::<ConfigMap>(client, namespace, &owned, &[desired.config_map.name_any()]).await?;
+    // The set that serves while the current definition rebuilds stays as it is.
+    let kept_set = desired.keep.iter().cloned();
+    let kept_config_map = desired.keep.iter().map(|set| config_map_name(set));
+    let config_maps: Vec<String> = std::iter::once(desired.config_map.name_any())
+        .chain(kept_config_map)
+        .collect();
+    sweep::<ConfigMap>(client, namespace, &owned, &config_maps).await?;
     let services = [
         desired.service.name_any(),
         desired.headless_service.name_any(),
     ];
     sweep::<Service>(client, namespace, &owned, &services).await?;
-    let statefulsets = [desired.stateful_set.name_any()];
+    let statefulsets: Vec<String> = std::iter::once(desired.stateful_set.name_any())
+        .chain(kept_set)
+        .collect();
     sweep::<StatefulSet>(client, namespace, &owned, &statefulsets).await?;
     let budgets: Vec<String> = desired
         .pod_disruption_budget

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use facet_bff::spec::ExperienceSpec;
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
@@ -19,11 +21,16 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
+use super::rebuild::{Plan, DEFINITION_LABEL};
 use crate::api::{Endpoints, FrontendExperience};
 
 use facet_bff::contract::{self, DATA_DIR, KAFKA_SECRET_DIR, SPEC_DIR, SPEC_FILE};
 pub const HTTP_PORT: i32 = contract::HTTP_PORT as i32;
 pub const METRICS_PORT: i32 = contract::METRICS_PORT as i32;
+/// After SIGTERM a pod serves this long, not ready, while Services move clients
+/// to other pods (endpoints take a moment to reach every proxy); well within the
+/// termination grace period.
+pub const DRAIN_SECONDS: u32 = 5;
 /// Annotation on the pod template: a spec change changes it, which rolls the pods.
 pub const SPEC_HASH_ANNOTATION: &str = "facet.dev/spec-hash";
 
@@ -40,12 +47,17 @@ pub struct BuildConfig {
 /// Everything one experience runs as.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
+    /// The spec of the current definition's StatefulSet.
     pub config_map: ConfigMap,
+    /// The current definition's StatefulSet (see [`set_name`]).
     pub stateful_set: StatefulSet,
     pub service: Service,
     pub headless_service: Service,
     /// Only with two or more replicas: a budget for one replica cannot allow any eviction.
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
+    /// A StatefulSet (and its ConfigMap) to leave exactly as it is: the one that
+    /// serves while the current definition rebuilds.
+    pub keep: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,8 +70,19 @@ pub fn headless_name(name: &str) -> String {
     format!("{name}-headless")
 }
 
-pub fn config_map_name(name: &str) -> String {
-    format!("{name}-spec")
+/// The ConfigMap a StatefulSet's pods read their spec from.
+pub fn config_map_name(stateful_set: &str) -> String {
+    format!("{stateful_set}-spec")
+}
+
+/// The StatefulSet of one projection definition: `<name>-<first 10 hex digits>`.
+pub fn set_name(name: &str, definition: &str) -> String {
+    format!("{name}-{}", &definition[..definition.len().min(10)])
+}
+
+/// The projection definition of a spec, as the runtime stamps its store.
+pub fn definition(spec: &ExperienceSpec) -> String {
+    facet_bff::spec::compile::definition_hash(spec)
 }
 
 /// Labels that select an experience's pods.
@@ -71,6 +94,24 @@ pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
         ),
         ("app.kubernetes.io/instance".to_string(), name.to_string()),
     ])
+}
+
+/// The pods of one definition (`None`: every pod of the experience).
+pub fn definition_selector(name: &str, definition: Option<&str>) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(name);
+    if let Some(definition) = definition {
+        labels.insert(DEFINITION_LABEL.into(), definition.into());
+    }
+    labels
+}
+
+/// A label selector as text, as `status.selector` and `kubectl -l` take it.
+pub fn selector_text(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The label selector of every child the operator makes for experience `name`.
@@ -110,8 +151,12 @@ pub fn endpoints(namespace: &str, name: &str, spec: &ExperienceSpec) -> Endpoint
     }
 }
 
-/// Builds every child object of `fx`.
-pub fn desired(fx: &FrontendExperience, config: &BuildConfig) -> Result<Desired, BuildError> {
+/// Builds every child object of `fx`, with the Service where `plan` says.
+pub fn desired(
+    fx: &FrontendExperience,
+    config: &BuildConfig,
+    plan: &Plan,
+) -> Result<Desired, BuildError> {
     let name = fx
         .metadata
         .name
@@ -126,8 +171,11 @@ pub fn desired(fx: &FrontendExperience, config: &BuildConfig) -> Result<Desired,
         .controller_owner_ref(&())
         .ok_or(BuildError::Missing("uid"))?;
     let spec = &fx.spec.experience;
+    let definition = definition(spec);
+    let set = set_name(&name, &definition);
+    let serving = definition_selector(&name, plan.serve.as_deref());
 
-    let config_map = spec_config_map(&name, &namespace, spec, &owner);
+    let config_map = spec_config_map(&name, &namespace, &set, spec, &owner);
     let spec_hash = hash(
         config_map
             .data
@@ -136,13 +184,20 @@ pub fn desired(fx: &FrontendExperience, config: &BuildConfig) -> Result<Desired,
             .map(String::as_str)
             .unwrap_or(""),
     );
+    let pods = Pods {
+        name: &name,
+        set: &set,
+        definition: &definition,
+        spec_hash: &spec_hash,
+    };
     Ok(Desired {
-        stateful_set: stateful_set(&name, &namespace, spec, &owner, config, &spec_hash),
-        service: service(&name, &namespace, &owner),
+        stateful_set: stateful_set(&pods, &namespace, spec, &owner, config),
+        service: service(&name, &namespace, &owner, &serving),
         headless_service: headless_service(&name, &namespace, &owner),
         pod_disruption_budget: (spec.replicas >= 2)
-            .then(|| pod_disruption_budget(&name, &namespace, &owner)),
+            .then(|| pod_disruption_budget(&name, &namespace, &owner, &serving)),
         config_map,
+        keep: plan.keep.clone(),
     })
 }
 
@@ -168,6 +223,7 @@ fn hash(text: &str) -> String {
 fn spec_config_map(
     name: &str,
     namespace: &str,
+    set: &str,
     spec: &ExperienceSpec,
     owner: &OwnerReference,
 ) -> ConfigMap {
@@ -179,7 +235,7 @@ fn spec_config_map(
     });
     let yaml = serde_yaml::to_string(&manifest).unwrap_or_default();
     ConfigMap {
-        metadata: meta(&config_map_name(name), namespace, owner, name),
+        metadata: meta(&config_map_name(set), namespace, owner, name),
         data: Some(BTreeMap::from([(SPEC_FILE.to_string(), yaml)])),
         ..ConfigMap::default()
     }
@@ -237,14 +293,26 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
+/// Who the pods of a StatefulSet are.
+struct Pods<'a> {
+    /// The experience.
+    name: &'a str,
+    /// The StatefulSet, one per definition.
+    set: &'a str,
+    definition: &'a str,
+    /// Of the whole spec: any change rolls the pods.
+    spec_hash: &'a str,
+}
+
 fn stateful_set(
-    name: &str,
+    pods: &Pods<'_>,
     namespace: &str,
     spec: &ExperienceSpec,
     owner: &OwnerReference,
     config: &BuildConfig,
-    spec_hash: &str,
 ) -> StatefulSet {
+    let name = pods.name;
+    let selector = definition_selector(name, Some(pods.definition));
     let overrides = spec.pod_template.clone().unwrap_or_default();
     let persistent = spec.store.persistence.enabled;
 
@@ -258,6 +326,7 @@ fn stateful_set(
             contract::ENV_METRICS_ADDR,
             &format!("0.0.0.0:{METRICS_PORT}"),
         ),
+        env(contract::ENV_DRAIN_SECONDS, &DRAIN_SECONDS.to_string()),
     ];
     let mut mounts = vec![
         mount("spec", SPEC_DIR, true),
@@ -268,7 +337,7 @@ fn stateful_set(
         Volume {
             name: "spec".into(),
             config_map: Some(ConfigMapVolumeSource {
-                name: config_map_name(name),
+                name: config_map_name(pods.set),
                 ..ConfigMapVolumeSource::default()
             }),
             ..Volume::default()
@@ -362,13 +431,14 @@ fn stateful_set(
 
     let mut pod_labels = labels(name);
     pod_labels.extend(overrides.labels.clone());
+    pod_labels.extend(selector.clone());
     let mut annotations = overrides.annotations.clone();
-    annotations.insert(SPEC_HASH_ANNOTATION.into(), spec_hash.to_string());
+    annotations.insert(SPEC_HASH_ANNOTATION.into(), pods.spec_hash.to_string());
 
     let claim = persistent.then(|| PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some("data".into()),
-            labels: Some(selector_labels(name)),
+            labels: Some(selector.clone()),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeClaimSpec {
@@ -392,16 +462,22 @@ fn stateful_set(
         ..PersistentVolumeClaim::default()
     });
 
+    let mut metadata = meta(pods.set, namespace, owner, name);
+    if let Some(labels) = metadata.labels.as_mut() {
+        labels.insert(DEFINITION_LABEL.into(), pods.definition.into());
+    }
     StatefulSet {
-        metadata: meta(name, namespace, owner, name),
+        metadata,
         spec: Some(StatefulSetSpec {
             replicas: Some(spec.replicas),
             service_name: Some(headless_name(name)),
             // Every pod is independent (its own consumer group and store): no need
             // to start them one after another.
             pod_management_policy: Some("Parallel".into()),
+            // One definition's pods only: the sets of two definitions never claim
+            // each other's pods.
             selector: LabelSelector {
-                match_labels: Some(selector_labels(name)),
+                match_labels: Some(selector),
                 ..LabelSelector::default()
             },
             template: PodTemplateSpec {
@@ -432,6 +508,14 @@ fn stateful_set(
                 }),
             },
             volume_claim_templates: claim.map(|c| vec![c]),
+            // A store belongs to its definition: when a newer one has taken over and
+            // this set is removed, its volumes go too. Scaling down keeps them.
+            persistent_volume_claim_retention_policy: persistent.then(|| {
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Delete".into()),
+                    when_scaled: Some("Retain".into()),
+                }
+            }),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
@@ -447,11 +531,17 @@ fn http_service_port() -> ServicePort {
     }
 }
 
-fn service(name: &str, namespace: &str, owner: &OwnerReference) -> Service {
+/// The Service clients use: it selects the serving definition's pods.
+fn service(
+    name: &str,
+    namespace: &str,
+    owner: &OwnerReference,
+    serving: &BTreeMap<String, String>,
+) -> Service {
     Service {
         metadata: meta(name, namespace, owner, name),
         spec: Some(ServiceSpec {
-            selector: Some(selector_labels(name)),
+            selector: Some(serving.clone()),
             ports: Some(vec![http_service_port()]),
             ..ServiceSpec::default()
         }),
@@ -459,7 +549,8 @@ fn service(name: &str, namespace: &str, owner: &OwnerReference) -> Service {
     }
 }
 
-/// Stable per-pod DNS names for the StatefulSet, and a way to reach every pod.
+/// Stable per-pod DNS names for the StatefulSets, and a way to reach every pod
+/// (of every definition).
 fn headless_service(name: &str, namespace: &str, owner: &OwnerReference) -> Service {
     Service {
         metadata: meta(&headless_name(name), namespace, owner, name),
@@ -482,17 +573,20 @@ fn headless_service(name: &str, namespace: &str, owner: &OwnerReference) -> Serv
     }
 }
 
+/// Guards the serving pods only: pods still rebuilding are not ready, and counting
+/// them would block every eviction until the rebuild ends.
 fn pod_disruption_budget(
     name: &str,
     namespace: &str,
     owner: &OwnerReference,
+    serving: &BTreeMap<String, String>,
 ) -> PodDisruptionBudget {
     PodDisruptionBudget {
         metadata: meta(name, namespace, owner, name),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(LabelSelector {
-                match_labels: Some(selector_labels(name)),
+                match_labels: Some(serving.clone()),
                 ..LabelSelector::default()
             }),
             ..PodDisruptionBudgetSpec::default()

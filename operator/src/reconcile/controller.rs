@@ -8,7 +8,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
@@ -18,8 +18,9 @@ use tracing::{info, warn};
 
 use super::builders::{self, BuildConfig, BuildError};
 use super::cleanup;
+use super::rebuild::{self, Phase, Plan, SetState, DEFINITION_LABEL};
 use super::status::{self, Observed, Rollout, SPEC_VALID};
-use crate::api::FrontendExperience;
+use crate::api::{FrontendExperience, Rebuild};
 use crate::metrics::OperatorMetrics;
 
 pub use super::apply::FIELD_MANAGER;
@@ -169,23 +170,99 @@ pub async fn reconcile(
     result
 }
 
-/// One reconcile, in phases: validate (the runtime's own compiler), build (pure),
-/// apply (every child, then the orphan sweep), observe (the rollout, retention), status.
+/// How often a rebuild's progress is read into the status.
+const REBUILD_POLL: Duration = Duration::from_secs(5);
+
+/// One reconcile, in phases: validate (the runtime's own compiler), survey (which
+/// definition serves) and plan (pure), build (pure), apply (every child, then the
+/// orphan sweep), observe (the rollout, a rebuild's progress, retention), status.
 async fn reconcile_inner(fx: &FrontendExperience, context: &Context) -> Result<Action, Error> {
     let namespace = fx.namespace().ok_or(BuildError::Missing("namespace"))?;
     let spec_error = validate(fx, context).await;
-    if spec_error.is_none() {
-        let desired = builders::desired(fx, &context.build)?;
-        super::apply::apply_all(&context.client, fx, &desired).await?;
-        announce_generation(fx, context).await;
-    }
-    let observed = observe(context, fx, &namespace, spec_error.clone()).await?;
+    let survey = Survey::take(&context.client, fx, &namespace).await?;
+    let plan = match spec_error {
+        Some(_) => None,
+        None => {
+            let plan = survey.plan(&builders::definition(&fx.spec.experience));
+            let desired = builders::desired(fx, &context.build, &plan)?;
+            super::apply::apply_all(&context.client, fx, &desired).await?;
+            announce_generation(fx, context).await;
+            Some(plan)
+        }
+    };
+    let observed = observe(context, fx, &namespace, spec_error, plan.as_ref(), &survey).await?;
     write_status(&context.client, fx, &namespace, &observed).await?;
-    Ok(match spec_error {
+    Ok(match plan.map(|p| p.phase) {
         // Nothing will change until the spec does: no retry loop.
-        Some(_) => Action::await_change(),
-        None => Action::requeue(Duration::from_secs(300)),
+        None => Action::await_change(),
+        Some(Phase::Serving) => Action::requeue(Duration::from_secs(300)),
+        // Progress to report, or the old set to remove once the Service has moved.
+        Some(Phase::Rebuilding { .. } | Phase::Switching { .. }) => Action::requeue(REBUILD_POLL),
     })
+}
+
+/// The experience's StatefulSets and the definition its Service selects, as they
+/// are before this reconcile changes anything.
+struct Survey {
+    sets: Vec<StatefulSet>,
+    /// `None`: no Service yet; `Some(None)`: a Service without the definition label.
+    service_selects: Option<Option<String>>,
+}
+
+impl Survey {
+    async fn take(
+        client: &Client,
+        fx: &FrontendExperience,
+        namespace: &str,
+    ) -> Result<Survey, Error> {
+        let name = fx.name_any();
+        let uid = fx.uid().unwrap_or_default();
+        let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+        let listed = statefulsets
+            .list(&ListParams::default().labels(&builders::children_selector(&name)))
+            .await
+            .map_err(Error::Observe)?;
+        let sets = listed
+            .items
+            .into_iter()
+            .filter(|sts| sts.owner_references().iter().any(|o| o.uid == uid))
+            .collect();
+        let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+        let service_selects =
+            services
+                .get_opt(&name)
+                .await
+                .map_err(Error::Observe)?
+                .map(|service| {
+                    service
+                        .spec
+                        .and_then(|s| s.selector)
+                        .and_then(|selector| selector.get(DEFINITION_LABEL).cloned())
+                });
+        Ok(Survey {
+            sets,
+            service_selects,
+        })
+    }
+
+    fn plan(&self, target: &str) -> Plan {
+        let states: Vec<SetState> = self
+            .sets
+            .iter()
+            .map(|sts| SetState {
+                name: sts.name_any(),
+                definition: definition_of(sts),
+                settled: Rollout::of(sts)
+                    .settled(sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)),
+            })
+            .collect();
+        let selects = self.service_selects.as_ref().map(Option::as_deref);
+        rebuild::plan(target, selects, &states)
+    }
+}
+
+fn definition_of(sts: &StatefulSet) -> Option<String> {
+    sts.labels().get(DEFINITION_LABEL).cloned()
 }
 
 /// The spec's problems, if any: reported once per distinct message as a Warning
@@ -232,47 +309,90 @@ async fn announce_generation(fx: &FrontendExperience, context: &Context) {
     }
 }
 
-/// What the status reports: the spec's validity, the StatefulSet's rollout and
-/// (when asked for) the source topics' retention.
+/// What the status reports: the spec's validity, the serving pods' rollout, a
+/// rebuild's progress and (when asked for) the source topics' retention.
+/// Without a plan (an invalid spec) it reports on what serves as it is.
 async fn observe(
     context: &Context,
     fx: &FrontendExperience,
     namespace: &str,
     spec_error: Option<String>,
+    plan: Option<&Plan>,
+    survey: &Survey,
 ) -> Result<Observed, Error> {
     let name = fx.name_any();
     let spec = &fx.spec.experience;
     let statefulsets: Api<StatefulSet> = Api::namespaced(context.client.clone(), namespace);
-    let rollout = statefulsets
-        .get_opt(&name)
+    let serving = match plan {
+        Some(plan) => plan.serve.clone(),
+        None => survey.service_selects.clone().flatten(),
+    };
+    let serving_set = match &serving {
+        Some(definition) => builders::set_name(&name, definition),
+        None => name.clone(), // the set from before definitions
+    };
+    let serving_sts = statefulsets
+        .get_opt(&serving_set)
         .await
-        .map_err(Error::Observe)?
-        .map(|sts| {
-            let status = sts.status.clone().unwrap_or_default();
-            Rollout {
-                generation: sts.metadata.generation.unwrap_or(0),
-                observed_generation: status.observed_generation.unwrap_or(0),
-                replicas: status.replicas,
-                ready_replicas: status.ready_replicas.unwrap_or(0),
-                updated_replicas: status.updated_replicas.unwrap_or(0),
-            }
-        });
+        .map_err(Error::Observe)?;
+    let rebuild = match plan.map(|p| &p.phase) {
+        Some(Phase::Rebuilding { .. } | Phase::Switching { .. }) => {
+            Some(rebuild_progress(context, fx, namespace).await?)
+        }
+        _ => None,
+    };
     Ok(Observed {
         generation: fx.meta().generation,
-        desired_replicas: spec.replicas,
+        desired_replicas: serving_sts
+            .as_ref()
+            .and_then(|sts| sts.spec.as_ref()?.replicas)
+            .unwrap_or(spec.replicas),
         spec_error,
-        rollout,
+        rollout: serving_sts.as_ref().map(Rollout::of),
+        definition: serving.clone(),
+        rebuild,
         consumer_groups: builders::consumer_groups(namespace, &name, spec.replicas),
         endpoints: builders::endpoints(namespace, &name, spec),
-        selector: builders::selector_labels(&name)
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(","),
+        selector: builders::selector_text(&builders::definition_selector(
+            &name,
+            serving.as_deref(),
+        )),
         retention: match context.check_retention {
             true => check_retention(&context.client, fx).await,
             false => None,
         },
+    })
+}
+
+/// How far the current definition's pods are with their replay.
+async fn rebuild_progress(
+    context: &Context,
+    fx: &FrontendExperience,
+    namespace: &str,
+) -> Result<Rebuild, Error> {
+    let definition = builders::definition(&fx.spec.experience);
+    let set = builders::set_name(&fx.name_any(), &definition);
+    let statefulsets: Api<StatefulSet> = Api::namespaced(context.client.clone(), namespace);
+    let rollout = statefulsets
+        .get_opt(&set)
+        .await
+        .map_err(Error::Observe)?
+        .map(|sts| Rollout::of(&sts))
+        .unwrap_or_default();
+    let pods = (0..fx.spec.experience.replicas).map(|ordinal| format!("{set}-{ordinal}"));
+    let mut reports = Vec::new();
+    for pod in pods {
+        reports.push(super::progress::report(&context.client, namespace, &pod).await);
+    }
+    let progress = rebuild::progress(&reports);
+    Ok(Rebuild {
+        definition,
+        stateful_set: set,
+        replicas: rollout.replicas,
+        ready_replicas: rollout.ready_replicas,
+        partitions: progress.partitions as i32,
+        partitions_caught_up: progress.caught_up as i32,
+        percent: i32::from(progress.percent),
     })
 }
 

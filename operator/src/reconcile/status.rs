@@ -4,7 +4,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::{Endpoints, FrontendExperienceStatus};
+use crate::api::{Endpoints, FrontendExperienceStatus, Rebuild};
 
 pub const SPEC_VALID: &str = "SpecValid";
 pub const READY: &str = "Ready";
@@ -14,7 +14,7 @@ pub const DEGRADED: &str = "Degraded";
 /// replica, a rebuilt store) reaches what the running pods show.
 pub const REPLAYABLE: &str = "Replayable";
 
-/// What the StatefulSet reports.
+/// What a StatefulSet reports.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rollout {
     pub generation: i64,
@@ -24,6 +24,27 @@ pub struct Rollout {
     pub updated_replicas: i32,
 }
 
+impl Rollout {
+    pub fn of(sts: &k8s_openapi::api::apps::v1::StatefulSet) -> Rollout {
+        let status = sts.status.clone().unwrap_or_default();
+        Rollout {
+            generation: sts.metadata.generation.unwrap_or(0),
+            observed_generation: status.observed_generation.unwrap_or(0),
+            replicas: status.replicas,
+            ready_replicas: status.ready_replicas.unwrap_or(0),
+            updated_replicas: status.updated_replicas.unwrap_or(0),
+        }
+    }
+
+    /// Every one of `desired` replicas is up to date and ready, and no other runs.
+    pub fn settled(&self, desired: i32) -> bool {
+        self.observed_generation >= self.generation
+            && self.updated_replicas >= desired
+            && self.ready_replicas >= desired
+            && self.replicas == desired
+    }
+}
+
 /// Everything the status is computed from.
 #[derive(Debug, Clone)]
 pub struct Observed {
@@ -31,7 +52,12 @@ pub struct Observed {
     pub desired_replicas: i32,
     /// The compiler's errors when the spec is invalid.
     pub spec_error: Option<String>,
+    /// The serving pods' StatefulSet.
     pub rollout: Option<Rollout>,
+    /// The definition the serving pods hold.
+    pub definition: Option<String>,
+    /// A new definition being built beside them.
+    pub rebuild: Option<Rebuild>,
     pub consumer_groups: Vec<String>,
     pub endpoints: Endpoints,
     /// The pods' label selector, e.g. `app.kubernetes.io/instance=web,app.kubernetes.io/name=facet-bff`.
@@ -62,10 +88,7 @@ pub fn next_status(
     };
     let rollout = observed.rollout.clone().unwrap_or_default();
     let desired = observed.desired_replicas;
-    let settled = rollout.observed_generation >= rollout.generation
-        && rollout.updated_replicas >= desired
-        && rollout.ready_replicas >= desired
-        && rollout.replicas == desired;
+    let settled = rollout.settled(desired);
     let replicas_message = format!(
         "{}/{} replicas ready, {} up to date",
         rollout.ready_replicas, desired, rollout.updated_replicas
@@ -99,6 +122,20 @@ pub fn next_status(
                 condition(DEGRADED, true, "InvalidSpec", error.clone()),
             ]
         }
+        None if observed.rebuild.is_some() => vec![
+            condition(SPEC_VALID, true, "Valid", "the spec compiles".into()),
+            match settled {
+                true => condition(READY, true, "AllReplicasReady", replicas_message),
+                false => condition(READY, false, "ReplicasNotReady", replicas_message),
+            },
+            condition(
+                PROGRESSING,
+                true,
+                "Rebuilding",
+                rebuild_message(observed.rebuild.as_ref().unwrap_or(&Rebuild::default())),
+            ),
+            condition(DEGRADED, false, "AsExpected", "".into()),
+        ],
         None if settled => vec![
             condition(SPEC_VALID, true, "Valid", "the spec compiles".into()),
             condition(READY, true, "AllReplicasReady", replicas_message),
@@ -150,7 +187,20 @@ pub fn next_status(
         selector: Some(observed.selector.clone()),
         consumer_groups: observed.consumer_groups.clone(),
         endpoints: Some(observed.endpoints.clone()),
+        definition: observed.definition.clone(),
+        rebuild: observed.rebuild.clone(),
     }
+}
+
+fn rebuild_message(rebuild: &Rebuild) -> String {
+    format!(
+        "the changed projections replay beside the serving pods: {}% done, {}/{} partitions caught up, {}/{} new pods ready; the Service moves when all are",
+        rebuild.percent,
+        rebuild.partitions_caught_up,
+        rebuild.partitions,
+        rebuild.ready_replicas,
+        rebuild.replicas
+    )
 }
 
 /// A condition; its `lastTransitionTime` stays as it was unless its status changed.
@@ -197,6 +247,8 @@ mod tests {
             endpoints: Endpoints::default(),
             selector: "app=x".into(),
             retention: None,
+            definition: Some("a".into()),
+            rebuild: None,
         }
     }
 
@@ -250,6 +302,35 @@ mod tests {
             &time(300),
         );
         assert_eq!(get(&third, READY).last_transition_time, time(300));
+    }
+
+    #[test]
+    fn ready_and_progressing_while_a_new_definition_rebuilds_beside() {
+        let rebuild = Rebuild {
+            definition: "b".into(),
+            stateful_set: "web-b".into(),
+            replicas: 2,
+            ready_replicas: 1,
+            partitions: 6,
+            partitions_caught_up: 4,
+            percent: 80,
+        };
+        let observed = Observed {
+            rebuild: Some(rebuild.clone()),
+            ..observed(SETTLED, None)
+        };
+        let status = next_status(None, &observed, &time(100));
+        assert_eq!(get(&status, READY).status, "True", "the old pods serve");
+        assert_eq!(get(&status, PROGRESSING).reason, "Rebuilding");
+        assert!(
+            get(&status, PROGRESSING)
+                .message
+                .contains("80% done, 4/6 partitions caught up, 1/2 new pods ready"),
+            "{}",
+            get(&status, PROGRESSING).message
+        );
+        assert_eq!(status.rebuild, Some(rebuild));
+        assert_eq!(status.definition.as_deref(), Some("a"));
     }
 
     #[test]

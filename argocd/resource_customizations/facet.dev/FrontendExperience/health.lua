@@ -36,6 +36,13 @@ if degraded ~= nil and degraded.status == "True" then
   hs.message = degraded.message or "Degraded"
   return hs
 end
+-- A changed definition replays beside the serving pods: still serving, not done.
+local progressing = condition(obj, "Progressing")
+if progressing ~= nil and progressing.status == "True" and progressing.reason == "Rebuilding" then
+  hs.status = "Progressing"
+  hs.message = progressing.message or "Rebuilding"
+  return hs
+end
 local ready = condition(obj, "Ready")
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
