@@ -121,7 +121,7 @@ impl ControlPlane {
         plane.spawn(logs, "kube-controller-manager", Command::new(bin.join("kube-controller-manager")).args([
             format!("--kubeconfig={}", plane.admin_kubeconfig.display()),
             "--leader-elect=false".into(),
-            "--controllers=garbage-collector-controller,statefulset-controller,endpointslice-controller,deployment-controller,replicaset-controller,namespace-controller,serviceaccount-controller,horizontal-pod-autoscaler-controller".into(),
+            "--controllers=garbage-collector-controller,statefulset-controller,deployment-controller,replicaset-controller,namespace-controller,serviceaccount-controller,horizontal-pod-autoscaler-controller".into(),
             // Autoscalers are checked every 2 s instead of 15 s, so a test waits less.
             "--horizontal-pod-autoscaler-sync-period=2s".into(),
             "--secure-port=0".into(),

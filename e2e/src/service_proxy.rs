@@ -1,13 +1,14 @@
-//! Plays kube-proxy for tests: follows a Service's EndpointSlices (as the real
-//! endpointslice controller writes them from pod readiness) and hands out a ready
-//! endpoint, so a test client reaches "the Service" and moves when it moves.
+//! Plays kube-proxy for tests: follows a Service's selector and its pods'
+//! readiness, as the endpointslice controller does (which cannot run here: it
+//! refuses the loopback pod IPs the emulated kubelet gives), and hands out a
+//! ready endpoint, so a test client reaches "the Service" and moves when it moves.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
@@ -23,10 +24,10 @@ impl ServiceEndpoints {
     pub fn follow(kubeconfig: &Path, namespace: &str, service: &str) -> ServiceEndpoints {
         let ready: Arc<Mutex<Vec<String>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (kubeconfig, namespace, selector) = (
+        let (kubeconfig, namespace, service) = (
             kubeconfig.to_path_buf(),
             namespace.to_string(),
-            format!("kubernetes.io/service-name={service}"),
+            service.to_string(),
         );
         let thread = std::thread::spawn({
             let (ready, stop) = (ready.clone(), stop.clone());
@@ -43,14 +44,12 @@ impl ServiceEndpoints {
                     )
                     .await
                     .unwrap();
-                    let slices: Api<EndpointSlice> =
-                        Api::namespaced(Client::try_from(config).unwrap(), &namespace);
+                    let client = Client::try_from(config).unwrap();
+                    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+                    let pods: Api<Pod> = Api::namespaced(client, &namespace);
                     while !stop.load(Ordering::SeqCst) {
-                        if let Ok(listed) =
-                            slices.list(&ListParams::default().labels(&selector)).await
-                        {
-                            *ready.lock().unwrap() =
-                                listed.items.iter().flat_map(ready_endpoints).collect();
+                        if let Some(found) = ready_endpoints(&services, &pods, &service).await {
+                            *ready.lock().unwrap() = found;
                         }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
@@ -70,23 +69,46 @@ impl ServiceEndpoints {
     }
 }
 
-fn ready_endpoints(slice: &EndpointSlice) -> Vec<String> {
-    let Some(port) = slice
-        .ports
-        .iter()
-        .flatten()
-        .find(|p| p.name.as_deref() == Some("http"))
-        .and_then(|p| p.port)
-    else {
-        return Vec::new();
-    };
-    slice
-        .endpoints
-        .iter()
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
-        .flat_map(|e| e.addresses.first())
-        .map(|address| format!("{address}:{port}"))
-        .collect()
+/// The `ip:port` (of the container port named `http`) of every pod the Service
+/// selects that is ready and not terminating; `None` when the API does not answer.
+async fn ready_endpoints(
+    services: &Api<Service>,
+    pods: &Api<Pod>,
+    service: &str,
+) -> Option<Vec<String>> {
+    let selector = services.get(service).await.ok()?.spec?.selector?;
+    let selector: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let listed = pods
+        .list(&ListParams::default().labels(&selector.join(",")))
+        .await
+        .ok()?;
+    Some(
+        listed
+            .items
+            .iter()
+            .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+            .filter_map(|pod| {
+                let status = pod.status.as_ref()?;
+                let ready = status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                let port = pod
+                    .spec
+                    .as_ref()?
+                    .containers
+                    .first()?
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.name.as_deref() == Some("http"))?
+                    .container_port;
+                let ip = status.pod_ip.as_ref()?;
+                ready.then(|| format!("{ip}:{port}"))
+            })
+            .collect(),
+    )
 }
 
 impl Drop for ServiceEndpoints {

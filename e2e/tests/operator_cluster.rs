@@ -3,12 +3,15 @@
 //! as the chart's service account (impersonated), so a missing RBAC rule fails here.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use facet_e2e::cluster::ControlPlane;
 use facet_e2e::kafka::Broker;
 use facet_e2e::kubelet::Kubelet;
 use facet_e2e::process::workspace_binary;
+use facet_e2e::service_proxy::ServiceEndpoints;
 use facet_e2e::{free_port, log_dir, repo_root, wait_for, KillOnDrop};
 
 const OPERATOR_SA: &str = "system:serviceaccount:facet-system:facet-operator";
@@ -142,12 +145,12 @@ fn operator_runs_samples_on_a_real_control_plane() {
                 );
             }
         }
-        for kind in ["statefulset", "service", "configmap"] {
-            let child = if kind == "configmap" {
-                format!("{name}-spec")
-            } else {
-                name.to_string()
-            };
+        let set = serving_set(&cluster, namespace, name);
+        for (kind, child) in [
+            ("statefulset", set.clone()),
+            ("configmap", format!("{set}-spec")),
+            ("service", name.to_string()),
+        ] {
             cluster.kubectl_ok(&["get", kind, &child, "-n", namespace]);
         }
         cluster.kubectl_ok(&[
@@ -251,10 +254,11 @@ fn operator_runs_samples_on_a_real_control_plane() {
 
     // The scale subresource: `kubectl scale` and a HorizontalPodAutoscaler change
     // spec.replicas, and the StatefulSet follows.
+    let storefront_set = serving_set(&cluster, "shop", "storefront-web");
     let sts_replicas = || {
         jsonpath(
             &cluster,
-            &["get", "statefulset", "storefront-web", "-n", "shop"],
+            &["get", "statefulset", &storefront_set, "-n", "shop"],
             "{.spec.replicas}",
         )
     };
@@ -277,7 +281,11 @@ fn operator_runs_samples_on_a_real_control_plane() {
             &["get", "fx", "storefront-web", "-n", "shop"],
             "{.status.selector}"
         ),
-        "app.kubernetes.io/instance=storefront-web,app.kubernetes.io/name=facet-bff"
+        format!(
+            "app.kubernetes.io/instance=storefront-web,app.kubernetes.io/name=facet-bff,facet.dev/definition={}",
+            definition(&cluster, "shop", "storefront-web")
+        ),
+        "the serving pods"
     );
     let hpa = r#"apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
@@ -386,6 +394,25 @@ spec:
     );
 }
 
+/// The projection definition the experience's serving pods hold.
+fn definition(cluster: &ControlPlane, namespace: &str, name: &str) -> String {
+    let mut found = String::new();
+    wait_for("status.definition", Duration::from_secs(60), || {
+        found = jsonpath(
+            cluster,
+            &["get", "fx", name, "-n", namespace],
+            "{.status.definition}",
+        );
+        !found.is_empty()
+    });
+    found
+}
+
+/// The StatefulSet of the serving definition: `<name>-<first 10 hex digits>`.
+fn serving_set(cluster: &ControlPlane, namespace: &str, name: &str) -> String {
+    format!("{name}-{}", &definition(cluster, namespace, name)[..10])
+}
+
 fn lease_holder(cluster: &ControlPlane) -> String {
     jsonpath(
         cluster,
@@ -480,8 +507,9 @@ fn sample_spec(sample: &str) -> serde_yaml::Value {
 /// that rolls the pods, an invalid spec, a crash and a broker restart mid-stream,
 /// and deletion.
 fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker) {
-    let (ns, name, pod) = ("blog", "blog-post-page", "blog-post-page-0");
-    let address = kubelet.address(ns, pod).expect("the blog pod runs");
+    let (ns, name) = ("blog", "blog-post-page");
+    let pod = format!("{}-0", serving_set(cluster, ns, name));
+    let address = kubelet.address(ns, &pod).expect("the blog pod runs");
 
     // A native WebSocket client and a graphql-transport-ws subscription both receive
     // the projected changes as the events arrive.
@@ -563,9 +591,9 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
     assert_eq!(pushed, served, "what was pushed is what is served");
     drop(socket);
 
-    // A spec change rolls the pods, which serve the new shape.
-    let bootstrap = broker.bootstrap();
-    let v2 = sample("blog-post", &bootstrap)
+    // A rules change on this one-replica experience: the new definition replays
+    // beside the serving pod, and clients are served through the Service all along.
+    let v2 = sample("blog-post", &broker.bootstrap())
         .replace(
             "            publishedAt: event.at\n",
             "            publishedAt: event.at\n            commentsOpen: \"true\"\n",
@@ -578,26 +606,9 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
         v2.contains("commentsOpen: {type"),
         "the sample changed shape"
     );
-    let before = pod_uid(cluster, ns, pod);
-    assert!(cluster.apply(&v2).status.success());
-    wait_for("the pod to roll", Duration::from_secs(120), || {
-        let uid = pod_uid(cluster, ns, pod);
-        !uid.is_empty() && uid != before
-    });
-    cluster.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        &format!("fx/{name}"),
-        "-n",
-        ns,
-        "--timeout=120s",
-    ]);
-    let address = kubelet.address(ns, pod).expect("the new pod runs");
-    wait_for(
-        "the new shape to be served",
-        Duration::from_secs(60),
-        || get_json(&address, "/v1/postPage/p-1").is_some_and(|row| row["commentsOpen"] == true),
-    );
+    let pod = rebuild_without_downtime(cluster, kubelet, broker, &v2);
+    let address = kubelet.address(ns, &pod).expect("the new pod runs");
+    let pod = pod.as_str();
 
     // An invalid spec is reported with the compiler's exact words; the pods stay.
     let serving = pod_uid(cluster, ns, pod);
@@ -747,4 +758,312 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
     wait_for("the pod to stop", Duration::from_secs(60), || {
         kubelet.address(ns, pod).is_none()
     });
+}
+
+/// Comments loaded before the rules change, so that the new definition's replay
+/// takes long enough for the status to report it under way.
+const REBUILD_LOAD: usize = 8_000;
+
+/// What a client of the Service saw while the blog's projections were rebuilt.
+#[derive(Default)]
+struct ClientLog {
+    /// Each connection: the endpoint, then the close code the server sent (0 when
+    /// the connection broke without one; absent while it is open).
+    connections: Vec<(String, Option<u16>)>,
+    /// Connection attempts that found no endpoint or were refused.
+    failed_attempts: usize,
+    /// Every message, with the endpoint it came from.
+    messages: Vec<(String, serde_json::Value)>,
+}
+
+/// A WebSocket client of the Service, as a browser would be: subscribed to
+/// `postPage`; when the server closes, it reconnects at once (through the Service)
+/// and resumes with `since` set to the last position it received.
+fn live_client(endpoints: &ServiceEndpoints, stop: &AtomicBool) -> ClientLog {
+    let mut log = ClientLog::default();
+    let mut since: Option<String> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let connected = endpoints
+            .pick()
+            .and_then(|e| Some((tungstenite::connect(format!("ws://{e}/ws")).ok()?.0, e)));
+        let Some((mut socket, endpoint)) = connected else {
+            log.failed_attempts += 1;
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_mut() {
+            stream
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+        }
+        let mut subscribe =
+            serde_json::json!({"type": "subscribe", "id": "pages", "projection": "postPage"});
+        if let Some(position) = &since {
+            subscribe["since"] = position.clone().into();
+        }
+        socket
+            .send(tungstenite::Message::text(subscribe.to_string()))
+            .unwrap();
+        log.connections.push((endpoint.clone(), None));
+        let code = loop {
+            match socket.read() {
+                Ok(tungstenite::Message::Text(text)) => {
+                    let message: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    if let Some(position) = message["position"].as_str() {
+                        since = Some(position.to_string());
+                    }
+                    log.messages.push((endpoint.clone(), message));
+                }
+                Ok(tungstenite::Message::Close(frame)) => {
+                    break frame.map_or(0, |f| u16::from(f.code))
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if stop.load(Ordering::SeqCst) {
+                        return log;
+                    }
+                }
+                Err(_) => break 0,
+            }
+        };
+        log.connections.last_mut().unwrap().1 = Some(code);
+    }
+    log
+}
+
+/// The blog's rules change while a WebSocket client and a REST poller use the
+/// Service: the new definition's StatefulSet replays the topics beside the serving
+/// pod (the status reporting its progress, Ready all along), the Service moves
+/// once it has caught up, and the old pod drains and closes its connections with
+/// 1001, so the client reconnects at once to the new pod. Returns the new pod.
+fn rebuild_without_downtime(
+    cluster: &ControlPlane,
+    kubelet: &Kubelet,
+    broker: &Broker,
+    v2: &str,
+) -> String {
+    let (ns, name) = ("blog", "blog-post-page");
+    let producer = broker.producer();
+    for i in 0..REBUILD_LOAD {
+        let post = format!("p-load-{}", i % 200);
+        let comment = serde_json::json!({"type": "CommentAdded", "postId": post, "commentId": format!("c-load-{i}"),
+            "authorId": "u-grace", "text": "load", "at": "2026-11-23T00:00:00Z"});
+        producer.send("blog.comments.v1", &post, comment.to_string().as_bytes());
+    }
+    producer.flush();
+    let old = definition(cluster, ns, name);
+    let old_set = format!("{name}-{}", &old[..10]);
+    let endpoints = Arc::new(ServiceEndpoints::follow(
+        &cluster.admin_kubeconfig,
+        ns,
+        name,
+    ));
+    wait_for("the Service's endpoint", Duration::from_secs(30), || {
+        endpoints.pick().is_some()
+    });
+    let old_endpoint = endpoints.pick().unwrap();
+    wait_for(
+        "the serving pod to apply the load",
+        Duration::from_secs(120),
+        || {
+            get_json(
+                &old_endpoint,
+                &format!("/v1/comment/c-load-{}", REBUILD_LOAD - 1),
+            )
+            .is_some_and(|c| c["id"] == format!("c-load-{}", REBUILD_LOAD - 1))
+        },
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = std::thread::spawn({
+        let (endpoints, stop) = (endpoints.clone(), stop.clone());
+        move || live_client(&endpoints, &stop)
+    });
+    // REST through the Service every 100 ms: (endpoint, status) of every answer.
+    let poller = std::thread::spawn({
+        let (endpoints, stop) = (endpoints.clone(), stop.clone());
+        move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(5)))
+                .build()
+                .into();
+            let mut answers: Vec<(String, u16, serde_json::Value)> = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let endpoint = endpoints.pick().unwrap_or_default();
+                let answer = agent
+                    .get(&format!("http://{endpoint}/v1/postPage/p-1"))
+                    .call();
+                answers.push(match answer {
+                    Ok(mut response) => {
+                        let status = response.status().as_u16();
+                        (
+                            endpoint,
+                            status,
+                            response.body_mut().read_json().unwrap_or_default(),
+                        )
+                    }
+                    Err(e) => (endpoint, 0, serde_json::json!(e.to_string())),
+                });
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            answers
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1));
+
+    assert!(cluster.apply(v2).status.success());
+    // Status while the new pod replays: Ready stays True, Progressing says
+    // Rebuilding, and status.rebuild counts the slowest new pod's progress.
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&cluster.kubectl_ok(&["get", "fx", name, "-n", ns, "-o", "json"]))
+            .unwrap()
+    };
+    let condition = |status: &serde_json::Value, type_: &str| -> (String, String) {
+        let found = status["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == type_)
+            .cloned()
+            .unwrap_or_default();
+        (
+            found["status"].as_str().unwrap_or("").into(),
+            found["reason"].as_str().unwrap_or("").into(),
+        )
+    };
+    let mut progress: Vec<i64> = Vec::new();
+    let mut new = String::new();
+    let mut edited = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rebuild did not finish: {progress:?}"
+        );
+        let now = status();
+        let serving = now["status"]["definition"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert_eq!(
+            condition(&now, "Ready").0,
+            "True",
+            "served all along: {now}"
+        );
+        let rebuild = &now["status"]["rebuild"];
+        if let Some(percent) = rebuild["percent"].as_i64() {
+            new = rebuild["definition"].as_str().unwrap().to_string();
+            // The old definition serves until the Service moves (the last report).
+            assert!(serving == old || serving == new, "{now}");
+            assert_eq!(
+                condition(&now, "Progressing"),
+                ("True".into(), "Rebuilding".into())
+            );
+            let partitions = rebuild["partitions"].as_i64().unwrap();
+            assert!(
+                partitions == 0 || partitions == 9,
+                "three topics of three partitions: {rebuild}"
+            );
+            progress.push(percent);
+            if !edited {
+                // A live event while the new pod replays: the old pod serves it.
+                let edit = serde_json::json!({"type": "PostEdited", "postId": "p-2",
+                    "title": "Edited during the rebuild", "body": "b", "at": "2026-11-24T00:00:00Z"});
+                producer.send("blog.posts.v1", "p-2", edit.to_string().as_bytes());
+                producer.flush();
+                edited = true;
+            }
+        } else if serving != old && !new.is_empty() && serving == new {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        progress.iter().any(|p| (1..100).contains(p)) && progress.windows(2).all(|w| w[0] <= w[1]),
+        "the status reported the replay under way, never going back: {progress:?}"
+    );
+    let new_set = format!("{name}-{}", &new[..10]);
+    wait_for(
+        "the old StatefulSet to be removed",
+        Duration::from_secs(60),
+        || {
+            !cluster
+                .kubectl(&["get", "statefulset", &old_set, "-n", ns])
+                .status
+                .success()
+        },
+    );
+    // The old pod drains (serving, not ready), then closes and exits.
+    wait_for(
+        "the old pod to drain and stop",
+        Duration::from_secs(60),
+        || kubelet.address(ns, &format!("{old_set}-0")).is_none(),
+    );
+    // The client is back on the new pod, and the poller has asked it a few times.
+    let new_endpoint = endpoints.pick().unwrap();
+    assert_ne!(new_endpoint, old_endpoint);
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::SeqCst);
+    let log = client.join().unwrap();
+    let answers = poller.join().unwrap();
+
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|(_, status, _)| *status != 200)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "every request through the Service was answered: {failed:?}"
+    );
+    let last = &answers.last().unwrap();
+    assert_eq!(
+        (last.0.as_str(), last.2["commentsOpen"].clone()),
+        (new_endpoint.as_str(), true.into())
+    );
+    assert!(answers
+        .iter()
+        .any(|(e, _, row)| *e == old_endpoint && row.get("commentsOpen").is_none()));
+
+    // The client: on the old pod, it received the edit made during the rebuild;
+    // the old pod closed with 1001 (going away) and the client reconnected to the
+    // new pod at its first attempt, where its old position gave a reset and a
+    // fresh snapshot of the new shape.
+    assert_eq!(log.failed_attempts, 0, "{:?}", log.connections);
+    assert_eq!(
+        log.connections,
+        [
+            (old_endpoint.clone(), Some(1001)),
+            (new_endpoint.clone(), None)
+        ],
+        "one move, announced"
+    );
+    let edit_seen = log.messages.iter().any(|(e, m)| {
+        *e == old_endpoint
+            && m["type"] == "change"
+            && m["row"]["title"] == "Edited during the rebuild"
+    });
+    assert!(edit_seen, "the old pod served the live edit");
+    let on_new: Vec<&serde_json::Value> = log
+        .messages
+        .iter()
+        .filter(|(e, _)| *e == new_endpoint)
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(on_new[0]["type"], "reset", "{on_new:?}");
+    assert_eq!(on_new[1]["type"], "snapshot");
+    let p2 = on_new[1]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "p-2")
+        .unwrap();
+    assert_eq!(p2["row"]["title"], "Edited during the rebuild");
+    assert_eq!(p2["row"]["commentsOpen"], true);
+    format!("{new_set}-0")
 }

@@ -437,7 +437,12 @@ async fn write_status(
         return Ok(());
     }
     let experiences: Api<FrontendExperience> = Api::namespaced(client.clone(), namespace);
-    let patch = serde_json::json!({"status": next});
+    let mut status = serde_json::to_value(&next).unwrap_or_default();
+    // A merge patch keeps what it does not name: a finished rebuild goes by name.
+    if next.rebuild.is_none() {
+        status["rebuild"] = serde_json::Value::Null;
+    }
+    let patch = serde_json::json!({ "status": status });
     experiences
         .patch_status(
             &fx.name_any(),
