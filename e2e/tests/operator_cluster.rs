@@ -999,6 +999,18 @@ fn rebuild_without_downtime(
                 .success()
         },
     );
+    let reasons = cluster.kubectl_ok(&[
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(
+        reasons.contains("Switched"),
+        "an Event tells of the move: {reasons}"
+    );
     // The old pod drains (serving, not ready), then closes and exits.
     wait_for(
         "the old pod to drain and stop",

@@ -323,7 +323,7 @@ async fn a_valid_spec_applies_every_child_sweeps_orphans_then_writes_status() {
     let current = definition(&fx.spec.experience);
     let current_set = set_name("storefront-web", &current);
     let mut calls = survey(
-        vec![set_list_item(&current)],
+        vec![set(Some(&current), true)],
         Some(service_selecting(Some(&current))),
     );
     calls.extend(vec![
@@ -426,10 +426,6 @@ async fn a_valid_spec_applies_every_child_sweeps_orphans_then_writes_status() {
     assert_eq!(condition(status, "Ready")["status"], "True");
 }
 
-fn set_list_item(definition: &str) -> Value {
-    set(Some(definition), true)
-}
-
 fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
     status["conditions"]
         .as_array()
@@ -515,6 +511,7 @@ async fn a_changed_definition_rebuilds_beside_the_serving_set_then_moves_the_ser
     );
     calls.extend(apply_and_sweep(&new, &config_maps, &both));
     calls.push(call(Method::POST, EVENTS, event()));
+    calls.push(call(Method::POST, EVENTS, event())); // Switched
     calls.push(call(
         Method::GET,
         leak(format!("{STS}/{new_set}")),
@@ -544,6 +541,11 @@ async fn a_changed_definition_rebuilds_beside_the_serving_set_then_moves_the_ser
         "moved"
     );
     assert_eq!(bodies.last().unwrap()["status"]["definition"], new.as_str());
+    let switched = bodies.iter().find(|b| b["reason"] == "Switched").unwrap();
+    assert!(switched["note"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("{new} has caught up")));
 
     // The Service has moved: the old set and its ConfigMap are swept.
     fx.metadata.generation = Some(5);

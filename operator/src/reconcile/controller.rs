@@ -8,7 +8,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
@@ -18,9 +18,10 @@ use tracing::{info, warn};
 
 use super::builders::{self, BuildConfig, BuildError};
 use super::cleanup;
-use super::rebuild::{self, Phase, Plan, SetState, DEFINITION_LABEL};
+use super::rebuild::{Phase, Plan};
 use super::status::{self, Observed, Rollout, SPEC_VALID};
-use crate::api::{FrontendExperience, Rebuild};
+use super::survey::Survey;
+use crate::api::FrontendExperience;
 use crate::metrics::OperatorMetrics;
 
 pub use super::apply::FIELD_MANAGER;
@@ -187,6 +188,14 @@ async fn reconcile_inner(fx: &FrontendExperience, context: &Context) -> Result<A
             let desired = builders::desired(fx, &context.build, &plan)?;
             super::apply::apply_all(&context.client, fx, &desired).await?;
             announce_generation(fx, context).await;
+            if let Phase::Switching { from } = &plan.phase {
+                let note = format!(
+                    "the new projection definition {} has caught up: the Service moved to its pods; those of {} are removed next",
+                    plan.serve.as_deref().unwrap_or_default(),
+                    from.as_deref().unwrap_or("the previous spec"),
+                );
+                publish(context, fx, EventType::Normal, "Switched", "Switch", note).await;
+            }
             Some(plan)
         }
     };
@@ -199,70 +208,6 @@ async fn reconcile_inner(fx: &FrontendExperience, context: &Context) -> Result<A
         // Progress to report, or the old set to remove once the Service has moved.
         Some(Phase::Rebuilding { .. } | Phase::Switching { .. }) => Action::requeue(REBUILD_POLL),
     })
-}
-
-/// The experience's StatefulSets and the definition its Service selects, as they
-/// are before this reconcile changes anything.
-struct Survey {
-    sets: Vec<StatefulSet>,
-    /// `None`: no Service yet; `Some(None)`: a Service without the definition label.
-    service_selects: Option<Option<String>>,
-}
-
-impl Survey {
-    async fn take(
-        client: &Client,
-        fx: &FrontendExperience,
-        namespace: &str,
-    ) -> Result<Survey, Error> {
-        let name = fx.name_any();
-        let uid = fx.uid().unwrap_or_default();
-        let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-        let listed = statefulsets
-            .list(&ListParams::default().labels(&builders::children_selector(&name)))
-            .await
-            .map_err(Error::Observe)?;
-        let sets = listed
-            .items
-            .into_iter()
-            .filter(|sts| sts.owner_references().iter().any(|o| o.uid == uid))
-            .collect();
-        let services: Api<Service> = Api::namespaced(client.clone(), namespace);
-        let service_selects =
-            services
-                .get_opt(&name)
-                .await
-                .map_err(Error::Observe)?
-                .map(|service| {
-                    service
-                        .spec
-                        .and_then(|s| s.selector)
-                        .and_then(|selector| selector.get(DEFINITION_LABEL).cloned())
-                });
-        Ok(Survey {
-            sets,
-            service_selects,
-        })
-    }
-
-    fn plan(&self, target: &str) -> Plan {
-        let states: Vec<SetState> = self
-            .sets
-            .iter()
-            .map(|sts| SetState {
-                name: sts.name_any(),
-                definition: definition_of(sts),
-                settled: Rollout::of(sts)
-                    .settled(sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)),
-            })
-            .collect();
-        let selects = self.service_selects.as_ref().map(Option::as_deref);
-        rebuild::plan(target, selects, &states)
-    }
-}
-
-fn definition_of(sts: &StatefulSet) -> Option<String> {
-    sts.labels().get(DEFINITION_LABEL).cloned()
 }
 
 /// The spec's problems, if any: reported once per distinct message as a Warning
@@ -337,7 +282,7 @@ async fn observe(
         .map_err(Error::Observe)?;
     let rebuild = match plan.map(|p| &p.phase) {
         Some(Phase::Rebuilding { .. } | Phase::Switching { .. }) => {
-            Some(rebuild_progress(context, fx, namespace).await?)
+            Some(super::progress::rebuild(&context.client, fx, namespace).await?)
         }
         _ => None,
     };
@@ -361,38 +306,6 @@ async fn observe(
             true => check_retention(&context.client, fx).await,
             false => None,
         },
-    })
-}
-
-/// How far the current definition's pods are with their replay.
-async fn rebuild_progress(
-    context: &Context,
-    fx: &FrontendExperience,
-    namespace: &str,
-) -> Result<Rebuild, Error> {
-    let definition = builders::definition(&fx.spec.experience);
-    let set = builders::set_name(&fx.name_any(), &definition);
-    let statefulsets: Api<StatefulSet> = Api::namespaced(context.client.clone(), namespace);
-    let rollout = statefulsets
-        .get_opt(&set)
-        .await
-        .map_err(Error::Observe)?
-        .map(|sts| Rollout::of(&sts))
-        .unwrap_or_default();
-    let pods = (0..fx.spec.experience.replicas).map(|ordinal| format!("{set}-{ordinal}"));
-    let mut reports = Vec::new();
-    for pod in pods {
-        reports.push(super::progress::report(&context.client, namespace, &pod).await);
-    }
-    let progress = rebuild::progress(&reports);
-    Ok(Rebuild {
-        definition,
-        stateful_set: set,
-        replicas: rollout.replicas,
-        ready_replicas: rollout.ready_replicas,
-        partitions: progress.partitions as i32,
-        partitions_caught_up: progress.caught_up as i32,
-        percent: i32::from(progress.percent),
     })
 }
 

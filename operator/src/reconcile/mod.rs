@@ -11,3 +11,4 @@ pub mod progress;
 pub mod rebuild;
 pub mod retention;
 pub mod status;
+pub mod survey;

@@ -1,0 +1,77 @@
+//! What exists before a reconcile changes anything: the experience's
+//! StatefulSets and the definition its Service selects.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+
+use super::builders;
+use super::error::Error;
+use super::rebuild::{self, Plan, SetState, DEFINITION_LABEL};
+use super::status::Rollout;
+use crate::api::FrontendExperience;
+
+/// The experience's StatefulSets and the definition its Service selects, as they
+/// are before this reconcile changes anything.
+pub struct Survey {
+    pub sets: Vec<StatefulSet>,
+    /// `None`: no Service yet; `Some(None)`: a Service without the definition label.
+    pub service_selects: Option<Option<String>>,
+}
+
+impl Survey {
+    pub async fn take(
+        client: &Client,
+        fx: &FrontendExperience,
+        namespace: &str,
+    ) -> Result<Survey, Error> {
+        let name = fx.name_any();
+        let uid = fx.uid().unwrap_or_default();
+        let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+        let listed = statefulsets
+            .list(&ListParams::default().labels(&builders::children_selector(&name)))
+            .await
+            .map_err(Error::Observe)?;
+        let sets = listed
+            .items
+            .into_iter()
+            .filter(|sts| sts.owner_references().iter().any(|o| o.uid == uid))
+            .collect();
+        let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+        let service_selects =
+            services
+                .get_opt(&name)
+                .await
+                .map_err(Error::Observe)?
+                .map(|service| {
+                    service
+                        .spec
+                        .and_then(|s| s.selector)
+                        .and_then(|selector| selector.get(DEFINITION_LABEL).cloned())
+                });
+        Ok(Survey {
+            sets,
+            service_selects,
+        })
+    }
+
+    pub fn plan(&self, target: &str) -> Plan {
+        let states: Vec<SetState> = self
+            .sets
+            .iter()
+            .map(|sts| SetState {
+                name: sts.name_any(),
+                definition: definition_of(sts),
+                settled: Rollout::of(sts)
+                    .settled(sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)),
+            })
+            .collect();
+        let selects = self.service_selects.as_ref().map(Option::as_deref);
+        rebuild::plan(target, selects, &states)
+    }
+}
+
+fn definition_of(sts: &StatefulSet) -> Option<String> {
+    sts.labels().get(DEFINITION_LABEL).cloned()
+}
