@@ -1,7 +1,7 @@
-//! Asks a rebuilding pod how far it is: its `/readyz` report, from the pod's IP
-//! and `http` port as its Pod object gives them. (The API server's pod proxy would
-//! spare the network path, but it refuses loopback pod IPs, and it would give the
-//! operator a way into every pod's HTTP port, which it does not need.)
+//! Asks a rebuilding pod how far it is: its `/readyz` report, at the pod's IP and
+//! `http` port as its Pod object gives them. Not through the API server's pod
+//! proxy: that would need `pods/proxy`, a way into any pod's HTTP port, and the
+//! proxy refuses some pod addresses (loopback ones, among others).
 
 use std::time::Duration;
 

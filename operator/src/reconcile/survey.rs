@@ -15,7 +15,7 @@ use crate::api::FrontendExperience;
 /// The experience's StatefulSets and the definition its Service selects, as they
 /// are before this reconcile changes anything.
 pub struct Survey {
-    pub sets: Vec<StatefulSet>,
+    sets: Vec<StatefulSet>,
     /// `None`: no Service yet; `Some(None)`: a Service without the definition label.
     pub service_selects: Option<Option<String>>,
 }
