@@ -537,7 +537,13 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
     };
     let mut seen: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !done(&seen) {
+    // The WebSocket rows embed their authors, whose events come on a third topic.
+    let authors_done = |seen: &std::collections::BTreeMap<String, serde_json::Value>| {
+        done(seen)
+            && seen["p-1"]["author"]["name"] == "Ada, Countess of Lovelace"
+            && seen["p-2"]["author"]["avatarUrl"] == "https://avatars.example.com/grace-2.png"
+    };
+    while !authors_done(&seen) {
         assert!(
             std::time::Instant::now() < deadline,
             "websocket saw {seen:?}"
