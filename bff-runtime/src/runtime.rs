@@ -179,9 +179,12 @@ impl Runtime {
     /// `drain` more while reporting not ready, then closes every live connection
     /// with a reconnect code.
     pub async fn run_until_shutdown(self, drain: Duration) -> anyhow::Result<()> {
+        // One listener for the whole run: a signal that arrives while no listener
+        // exists is lost, so it is not made anew on every turn of the loop.
+        let mut signal = std::pin::pin!(shutdown_signal());
         loop {
             tokio::select! {
-                _ = shutdown_signal() => {
+                _ = &mut signal => {
                     info!(drain_seconds = drain.as_secs(), "shutting down");
                     self.state.progress.drain();
                     tokio::time::sleep(drain).await;
