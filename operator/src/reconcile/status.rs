@@ -94,8 +94,8 @@ pub fn next_status(
         rollout.ready_replicas, desired, rollout.updated_replicas
     );
 
-    let mut conditions = match &observed.spec_error {
-        Some(error) => {
+    let mut conditions = match (&observed.spec_error, &observed.rebuild) {
+        (Some(error), _) => {
             // The running pods keep serving the last valid spec; Ready keeps telling
             // how they do, and Degraded says the new spec was not taken.
             let ready = previous_conditions
@@ -122,21 +122,16 @@ pub fn next_status(
                 condition(DEGRADED, true, "InvalidSpec", error.clone()),
             ]
         }
-        None if observed.rebuild.is_some() => vec![
+        (None, Some(rebuild)) => vec![
             condition(SPEC_VALID, true, "Valid", "the spec compiles".into()),
             match settled {
                 true => condition(READY, true, "AllReplicasReady", replicas_message),
                 false => condition(READY, false, "ReplicasNotReady", replicas_message),
             },
-            condition(
-                PROGRESSING,
-                true,
-                "Rebuilding",
-                rebuild_message(observed.rebuild.as_ref().unwrap_or(&Rebuild::default())),
-            ),
+            condition(PROGRESSING, true, "Rebuilding", rebuild_message(rebuild)),
             condition(DEGRADED, false, "AsExpected", "".into()),
         ],
-        None if settled => vec![
+        (None, None) if settled => vec![
             condition(SPEC_VALID, true, "Valid", "the spec compiles".into()),
             condition(READY, true, "AllReplicasReady", replicas_message),
             condition(
@@ -147,7 +142,7 @@ pub fn next_status(
             ),
             condition(DEGRADED, false, "AsExpected", "".into()),
         ],
-        None => vec![
+        (None, None) => vec![
             condition(SPEC_VALID, true, "Valid", "the spec compiles".into()),
             condition(
                 READY,
