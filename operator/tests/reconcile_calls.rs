@@ -512,11 +512,7 @@ async fn a_changed_definition_rebuilds_beside_the_serving_set_then_moves_the_ser
     calls.extend(apply_and_sweep(&new, &config_maps, &both));
     calls.push(call(Method::POST, EVENTS, event()));
     calls.push(call(Method::POST, EVENTS, event())); // Switched
-    calls.push(call(
-        Method::GET,
-        leak(format!("{STS}/{new_set}")),
-        set(Some(&new), true),
-    ));
+    // The new set serves now: read once, for the rollout and the rebuild alike.
     calls.push(call(
         Method::GET,
         leak(format!("{STS}/{new_set}")),

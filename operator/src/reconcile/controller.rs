@@ -282,7 +282,21 @@ async fn observe(
         .map_err(Error::Observe)?;
     let rebuild = match plan.map(|p| &p.phase) {
         Some(Phase::Rebuilding { .. } | Phase::Switching { .. }) => {
-            Some(super::progress::rebuild(&context.client, fx, namespace).await?)
+            let definition = builders::definition(spec);
+            let set = builders::set_name(&name, &definition);
+            // Once the Service has moved (switching), the new set is the serving
+            // one, already read.
+            let new_sts = match set == serving_set {
+                true => serving_sts.clone(),
+                false => statefulsets.get_opt(&set).await.map_err(Error::Observe)?,
+            };
+            let replicas = spec.replicas;
+            let new = super::progress::NewSet {
+                definition,
+                name: set,
+                replicas,
+            };
+            Some(super::progress::rebuild(&context.client, namespace, new, new_sts.as_ref()).await)
         }
         _ => None,
     };

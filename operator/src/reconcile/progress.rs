@@ -9,47 +9,47 @@ use facet_bff::contract::ProgressReport;
 use http_body_util::{BodyExt, Empty};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 
-use super::builders;
-use super::error::Error;
 use super::rebuild;
 use super::status::Rollout;
-use crate::api::{FrontendExperience, Rebuild};
+use crate::api::Rebuild;
 
 /// A pod that does not answer within this is counted as not started.
 const ASK_WITHIN: Duration = Duration::from_secs(5);
 
-/// How far the current definition's pods are with their replay.
+/// The StatefulSet of the definition being built.
+pub struct NewSet {
+    pub definition: String,
+    pub name: String,
+    /// Pods it is to have (the spec's replicas).
+    pub replicas: i32,
+}
+
+/// How far the new set's pods are with their replay; `sts` is the set as read
+/// (`None` before it exists).
 pub async fn rebuild(
     client: &Client,
-    fx: &FrontendExperience,
     namespace: &str,
-) -> Result<Rebuild, Error> {
-    let definition = builders::definition(&fx.spec.experience);
-    let set = builders::set_name(&fx.name_any(), &definition);
-    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-    let rollout = statefulsets
-        .get_opt(&set)
-        .await
-        .map_err(Error::Observe)?
-        .map(|sts| Rollout::of(&sts))
-        .unwrap_or_default();
-    let pods = (0..fx.spec.experience.replicas).map(|ordinal| format!("{set}-{ordinal}"));
+    new: NewSet,
+    sts: Option<&StatefulSet>,
+) -> Rebuild {
+    let rollout = sts.map(Rollout::of).unwrap_or_default();
     let mut reports = Vec::new();
-    for pod in pods {
+    for ordinal in 0..new.replicas {
+        let pod = format!("{}-{ordinal}", new.name);
         reports.push(report(client, namespace, &pod).await);
     }
     let progress = rebuild::progress(&reports);
-    Ok(Rebuild {
-        definition,
-        stateful_set: set,
+    Rebuild {
+        definition: new.definition,
+        stateful_set: new.name,
         replicas: rollout.replicas,
         ready_replicas: rollout.ready_replicas,
         partitions: progress.partitions as i32,
         partitions_caught_up: progress.caught_up as i32,
         percent: i32::from(progress.percent),
-    })
+    }
 }
 
 /// The pod's report, or `None` while it does not answer with one (not started,
