@@ -183,18 +183,9 @@ fn survey(sets: Vec<Value>, service: Option<Value>) -> Vec<Call> {
     ]
 }
 
-/// The apply phase of a one-replica storefront whose definition is `current`:
-/// the four applies, then the sweep's lists of what exists, deleting what the
-/// lists hold beyond the desired children and `kept`.
-fn apply_and_sweep(current: &str, config_maps: &[&str], sets: &[&str]) -> Vec<Call> {
+/// The four applies of a one-replica storefront whose definition is `current`.
+fn applies(current: &str) -> Vec<Call> {
     let set = set_name("storefront-web", current);
-    let owned_names = |names: &[&str]| -> Vec<(String, bool)> {
-        names.iter().map(|n| (n.to_string(), true)).collect()
-    };
-    let list = |kind: &str, api: &str, names: Vec<(String, bool)>| {
-        let names: Vec<(&str, bool)> = names.iter().map(|(n, o)| (n.as_str(), *o)).collect();
-        owned_list(kind, api, &names)
-    };
     vec![
         call(
             Method::PATCH,
@@ -216,31 +207,45 @@ fn apply_and_sweep(current: &str, config_maps: &[&str], sets: &[&str]) -> Vec<Ca
             leak(format!("{STS}/{set}{APPLY}")),
             object("StatefulSet", "apps/v1", "x"),
         ),
+    ]
+}
+
+/// Names listed as owned by the experience.
+fn owned<'a>(names: &[&'a str]) -> Vec<(&'a str, bool)> {
+    names.iter().map(|name| (*name, true)).collect()
+}
+
+/// The apply phase: [`applies`], then the sweep's lists of what exists (all of it
+/// owned by the experience). A test inserts the deletes it expects among them.
+fn apply_and_sweep(current: &str, config_maps: &[&str], sets: &[&str]) -> Vec<Call> {
+    let mut calls = applies(current);
+    calls.extend([
         call(
             Method::GET,
             leak(format!("{CM}{SELECTOR}")),
-            list("ConfigMap", "v1", owned_names(config_maps)),
+            owned_list("ConfigMap", "v1", &owned(config_maps)),
         ),
         call(
             Method::GET,
             leak(format!("{SVC}{SELECTOR}")),
-            list(
+            owned_list(
                 "Service",
                 "v1",
-                owned_names(&["storefront-web", "storefront-web-headless"]),
+                &owned(&["storefront-web", "storefront-web-headless"]),
             ),
         ),
         call(
             Method::GET,
             leak(format!("{STS}{SELECTOR}")),
-            list("StatefulSet", "apps/v1", owned_names(sets)),
+            owned_list("StatefulSet", "apps/v1", &owned(sets)),
         ),
         call(
             Method::GET,
             leak(format!("{PDB}{SELECTOR}")),
-            list("PodDisruptionBudget", "policy/v1", vec![]),
+            owned_list("PodDisruptionBudget", "policy/v1", &[]),
         ),
-    ]
+    ]);
+    calls
 }
 
 /// Runs one reconcile against the mocked API server; returns the requests' bodies.
@@ -326,27 +331,8 @@ async fn a_valid_spec_applies_every_child_sweeps_orphans_then_writes_status() {
         vec![set(Some(&current), true)],
         Some(service_selecting(Some(&current))),
     );
+    calls.extend(applies(&current));
     calls.extend(vec![
-        call(
-            Method::PATCH,
-            leak(format!("{CM}/{current_set}-spec{APPLY}")),
-            object("ConfigMap", "v1", "x"),
-        ),
-        call(
-            Method::PATCH,
-            leak(format!("{SVC}/storefront-web{APPLY}")),
-            object("Service", "v1", "x"),
-        ),
-        call(
-            Method::PATCH,
-            leak(format!("{SVC}/storefront-web-headless{APPLY}")),
-            object("Service", "v1", "x"),
-        ),
-        call(
-            Method::PATCH,
-            leak(format!("{STS}/{current_set}{APPLY}")),
-            object("StatefulSet", "apps/v1", "x"),
-        ),
         // One replica: no budget is applied, and the sweep removes the one a
         // two-replica spec left, and a ConfigMap an older operator made; what is
         // labelled alike but owned by someone else stays.
@@ -512,7 +498,7 @@ async fn a_changed_definition_rebuilds_beside_the_serving_set_then_moves_the_ser
     calls.extend(apply_and_sweep(&new, &config_maps, &both));
     calls.push(call(Method::POST, EVENTS, event()));
     calls.push(call(Method::POST, EVENTS, event())); // Switched
-    // The new set serves now: read once, for the rollout and the rebuild alike.
+                                                     // The new set serves now: read once, for the rollout and the rebuild alike.
     calls.push(call(
         Method::GET,
         leak(format!("{STS}/{new_set}")),
