@@ -394,6 +394,18 @@ spec:
     );
 }
 
+/// The reasons of every Event in `namespace`, space-separated.
+fn event_reasons(cluster: &ControlPlane, namespace: &str) -> String {
+    cluster.kubectl_ok(&[
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        namespace,
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ])
+}
+
 /// The projection definition the experience's serving pods hold.
 fn definition(cluster: &ControlPlane, namespace: &str, name: &str) -> String {
     let mut found = String::new();
@@ -642,14 +654,7 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
         message,
         "spec.projections[1].rules[1].when: unknown variable `evnt`: this expression may use event, row, record, lookup (in `evnt.type == \"PostEdited\"`)"
     );
-    let events = cluster.kubectl_ok(&[
-        "get",
-        "events.events.k8s.io",
-        "-n",
-        ns,
-        "-o",
-        "jsonpath={.items[*].reason}",
-    ]);
+    let events = event_reasons(cluster, ns);
     assert!(
         events.contains("InvalidSpec"),
         "an Event says why: {events}"
@@ -1005,14 +1010,7 @@ fn rebuild_without_downtime(
                 .success()
         },
     );
-    let reasons = cluster.kubectl_ok(&[
-        "get",
-        "events.events.k8s.io",
-        "-n",
-        ns,
-        "-o",
-        "jsonpath={.items[*].reason}",
-    ]);
+    let reasons = event_reasons(cluster, ns);
     assert!(
         reasons.contains("Switched"),
         "an Event tells of the move: {reasons}"
