@@ -369,6 +369,134 @@ fn negative_replicas() {
     assert_error("replicas", "-1", "spec.replicas: must not be negative");
 }
 
+/// Every number a tenant writes outside lists, with its smallest and largest
+/// allowed values (the same bounds as the CRD schema's, for `facet-bff validate` and for objects
+/// stored before the schema had them).
+const NUMBER_BOUNDS: &[(&str, i64, i64)] = &[
+    ("replicas", 0, 100),
+    ("api.limits.maxConnections", 1, 1_000_000),
+    ("api.limits.maxSubscriptionsPerConnection", 1, 10_000),
+    ("api.limits.maxMessageBytes", 1, 16 * 1024 * 1024),
+    ("api.limits.maxPendingRows", 1, 1_000_000),
+    ("api.limits.maxUnauthenticatedConnections", 1, 100_000),
+    ("api.limits.headerTimeoutSeconds", 1, 3_600),
+    ("api.graphqlLimits.maxDepth", 1, 128),
+    ("api.graphqlLimits.maxComplexity", 1, 100_000),
+    ("api.graphqlLimits.maxAliases", 1, 10_000),
+    ("api.graphqlLimits.maxDocumentBytes", 1, 1024 * 1024),
+    ("api.graphqlLimits.maxBatch", 1, 100),
+    ("store.changeLogLength", 1, 1_000_000),
+    ("store.batch.maxEvents", 1, 100_000),
+    ("store.batch.maxDelayMs", 0, 60_000),
+];
+
+#[test]
+fn every_number_is_bounded_and_refused_where_it_is_written() {
+    for (path, min, max) in NUMBER_BOUNDS {
+        for allowed in [min, max] {
+            assert_eq!(
+                errors_of(spec_with(path, &allowed.to_string())),
+                Vec::<String>::new(),
+                "{path}: {allowed} is allowed"
+            );
+        }
+        assert_eq!(
+            errors_of(spec_with(path, &(max + 1).to_string())),
+            [format!("spec.{path}: must be at most {max}")]
+        );
+        if *min > 0 {
+            assert_eq!(
+                errors_of(spec_with(path, &(min - 1).to_string())),
+                [format!("spec.{path}: must be at least {min}")]
+            );
+        }
+    }
+    // The operator used to abort allocating a consumer group name per replica.
+    assert_error(
+        "replicas",
+        "2147483647",
+        "spec.replicas: must be at most 100",
+    );
+    // Only in some specs: CORS, JWT, commands, embeds.
+    assert_error(
+        "api.cors",
+        "{allowedOrigins: ['https://shop.example'], maxAgeSeconds: 86401}",
+        "spec.api.cors.maxAgeSeconds: must be at most 86400",
+    );
+    let jwt = |refresh: &str| {
+        format!(
+            "{{jwt: {{issuer: 'https://id.example', audiences: [shop], \
+             jwksUri: 'https://id.example/jwks.json', jwksRefreshSeconds: {refresh}}}}}"
+        )
+    };
+    assert_error(
+        "auth",
+        &jwt("86401"),
+        "spec.auth.jwt.jwksRefreshSeconds: must be at most 86400",
+    );
+    assert_error(
+        "auth",
+        &jwt("0"),
+        "spec.auth.jwt.jwksRefreshSeconds: must be at least 1",
+    );
+    let mut command = spec_with("commands", COMMAND);
+    command["commands"][0]["maxWaitMs"] = 60_001.into();
+    assert_eq!(
+        errors_of(command),
+        ["spec.commands[0].maxWaitMs: must be at most 60000"]
+    );
+    assert_eq!(
+        blog_with("projections.1.embeds.author.maxFanOut", "1000001"),
+        ["spec.projections[1].embeds.author.maxFanOut: must be at most 1000000"]
+    );
+    assert_eq!(
+        blog_with("projections.1.embeds.author.maxFanOut", "0"),
+        ["spec.projections[1].embeds.author.maxFanOut: must be at least 1"]
+    );
+}
+
+#[test]
+fn validate_names_a_number_out_of_bounds() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/samples/blog-post.yaml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.contains("\n  replicas: 1\n"),
+        "the sample sets replicas"
+    );
+    let text = text.replace("\n  replicas: 1\n", "\n  replicas: 2147483647\n");
+    let mut out = Vec::new();
+    let errors = validate_text("blog-post.yaml", &text, &mut out).unwrap();
+    assert_eq!(errors, 1);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "blog-post.yaml: blog/blog-post-page: error: spec.replicas: must be at most 100\n"
+    );
+}
+
+#[test]
+fn pod_template_quantities_are_checked() {
+    assert_eq!(
+        errors_of(spec_with(
+            "podTemplate",
+            "{requests: {cpu: 100m, memory: 128Mi}, limits: {cpu: '1.5', memory: '1e9'}}"
+        )),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        errors_of(spec_with(
+            "podTemplate",
+            "{requests: {cpu: lots}, limits: {memory: 1GB}}"
+        )),
+        [
+            "spec.podTemplate.requests.cpu: `lots` is not a Kubernetes quantity such as 100m or 128Mi",
+            "spec.podTemplate.limits.memory: `1GB` is not a Kubernetes quantity such as 100m or 128Mi",
+        ]
+    );
+}
+
 #[test]
 fn wrong_value_type_names_its_path() {
     assert_error(

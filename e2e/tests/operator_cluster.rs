@@ -19,8 +19,15 @@ const OPERATOR_SA: &str = "system:serviceaccount:facet-system:facet-operator";
 /// A running operator (killed when dropped) and the port of its /metrics,
 /// /healthz and /readyz.
 struct Operator {
-    _process: KillOnDrop,
+    process: KillOnDrop,
     http_port: u16,
+}
+
+impl Operator {
+    /// Whether the process is still running (not exited, not aborted).
+    fn running(&mut self) -> bool {
+        self.process.0.try_wait().unwrap().is_none()
+    }
 }
 
 fn sample(name: &str, bootstrap: &str) -> String {
@@ -338,6 +345,118 @@ spec:
     sasl_cleanup(&cluster, &broker);
 }
 
+/// One tenant cannot take the operator away from the others with a number: the API
+/// server refuses `replicas: 2147483647` (the CRD schema's bound), through apply and
+/// through the scale subresource, and the operator, alive, keeps reconciling an
+/// experience in another namespace. (It used to abort within a second of every start,
+/// allocating 51 GB for consumer group names.) No broker and no kubelet: what counts
+/// is what the operator writes, the StatefulSet and the status.
+#[test]
+fn a_tenant_out_of_bounds_cannot_stop_the_operator_for_others() {
+    let logs = log_dir("operator_bounds");
+    let cluster = ControlPlane::start(&logs);
+    install_chart(&cluster);
+    let mut operator = start_operator(&cluster, &logs, "operator-bounds");
+    // Nothing listens there: the experiences are reconciled, their pods never run.
+    let unreachable = format!("127.0.0.1:{}", free_port());
+    for namespace in ["shop", "tenant"] {
+        cluster.kubectl_ok(&["create", "namespace", namespace]);
+    }
+    let applied = cluster.apply(&sample("storefront", &unreachable));
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let storefront_set = serving_set(&cluster, "shop", "storefront-web");
+
+    let tenant = sample("blog-post", &unreachable).replace("namespace: blog", "namespace: tenant");
+    let greedy = tenant.replace("\n  replicas: 1\n", "\n  replicas: 2147483647\n");
+    assert_ne!(greedy, tenant, "the sample sets replicas");
+    let refused = cluster.apply(&greedy);
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "replicas: 2147483647 was accepted"
+    );
+    assert!(
+        message.contains("spec.replicas") && message.contains("less than or equal to 100"),
+        "{message}"
+    );
+    assert!(
+        !cluster
+            .kubectl(&["get", "fx", "blog-post-page", "-n", "tenant"])
+            .status
+            .success(),
+        "nothing was stored"
+    );
+    // Within the bound it is accepted; scaled past it, refused the same way.
+    let applied = cluster.apply(&tenant);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let scaled = cluster.kubectl(&[
+        "scale",
+        "fx",
+        "blog-post-page",
+        "-n",
+        "tenant",
+        "--replicas=2147483647",
+    ]);
+    let message = String::from_utf8_lossy(&scaled.stderr);
+    assert!(
+        !scaled.status.success(),
+        "kubectl scale past the bound was accepted"
+    );
+    assert!(message.contains("less than or equal to 100"), "{message}");
+
+    // The operator is alive and reconciles both tenants: a change in `shop` reaches
+    // its StatefulSet, and `tenant`'s experience gets its own.
+    cluster.kubectl_ok(&[
+        "patch",
+        "fx",
+        "storefront-web",
+        "-n",
+        "shop",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"replicas":3}}"#,
+    ]);
+    wait_for(
+        "the other tenant's change to reach its StatefulSet",
+        Duration::from_secs(120),
+        || {
+            jsonpath(
+                &cluster,
+                &["get", "statefulset", &storefront_set, "-n", "shop"],
+                "{.spec.replicas}",
+            ) == "3"
+        },
+    );
+    wait_for(
+        "the status of the new generation",
+        Duration::from_secs(120),
+        || {
+            jsonpath(
+                &cluster,
+                &["get", "fx", "storefront-web", "-n", "shop"],
+                "{.metadata.generation}/{.status.observedGeneration}",
+            ) == "2/2"
+        },
+    );
+    let tenant_set = serving_set(&cluster, "tenant", "blog-post-page");
+    cluster.kubectl_ok(&["get", "statefulset", &tenant_set, "-n", "tenant"]);
+    assert!(operator.running(), "the operator exited");
+    let healthz = ureq::get(&format!("http://127.0.0.1:{}/healthz", operator.http_port))
+        .call()
+        .unwrap()
+        .status();
+    assert_eq!(healthz, 200);
+}
+
 /// An experience on the broker's SASL/TLS listener: its pod reads through the
 /// Secret's client properties, and deleting it with consumer-group cleanup uses
 /// the same properties, so the deletion completes and the group is gone.
@@ -438,7 +557,7 @@ fn start_operator(cluster: &ControlPlane, logs: &std::path::Path, identity: &str
     let log = std::fs::File::create(logs.join(format!("facet-{identity}.log"))).unwrap();
     let port = free_port();
     Operator {
-        _process: KillOnDrop(
+        process: KillOnDrop(
             Command::new(workspace_binary("facet-operator"))
                 .env("KUBECONFIG", cluster.impersonating_kubeconfig(OPERATOR_SA))
                 .env("FACET_OPERATOR_HTTP_ADDR", format!("127.0.0.1:{port}"))

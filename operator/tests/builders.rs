@@ -3,7 +3,8 @@
 
 use facet_operator::api::{FrontendExperience, FrontendExperienceSpec};
 use facet_operator::reconcile::builders::{
-    config_map_name, definition, desired, set_name, BuildConfig, Desired, SPEC_HASH_ANNOTATION,
+    config_map_name, consumer_groups, definition, desired, set_name, BuildConfig, Desired,
+    SPEC_HASH_ANNOTATION,
 };
 use facet_operator::reconcile::rebuild::{plan, Plan, DEFINITION_LABEL};
 
@@ -208,6 +209,19 @@ fn budget_only_with_two_replicas_and_claims_unless_persistence_is_off() {
     assert!(volumes
         .iter()
         .any(|v| v.name == "data" && v.empty_dir.is_some()));
+}
+
+#[test]
+fn consumer_groups_stop_at_the_replica_bound() {
+    assert_eq!(
+        consumer_groups("shop", "web", 2),
+        ["facet.shop.web.0", "facet.shop.web.1"]
+    );
+    assert!(consumer_groups("shop", "web", -1).is_empty());
+    // Whatever a stored object says (the compiler refuses it): no 51 GB of names.
+    let groups = consumer_groups("shop", "web", i32::MAX);
+    assert_eq!(groups.len(), 100);
+    assert_eq!(groups.last().unwrap(), "facet.shop.web.99");
 }
 
 #[test]

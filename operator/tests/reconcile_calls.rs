@@ -611,6 +611,43 @@ async fn an_invalid_spec_applies_nothing_and_reports_the_compilers_words() {
 }
 
 #[tokio::test]
+async fn replicas_beyond_the_bound_are_refused_and_reported_without_work_per_replica() {
+    // As an object stored before the CRD schema had the bound: the compiler refuses
+    // it, and the status lists a bounded number of groups (it used to abort the
+    // operator allocating 51 GB of group names).
+    let mut fx = storefront(1);
+    fx.spec.experience.replicas = i32::MAX;
+    let serving = "00000000000000aa";
+    let serving_set = set_name("storefront-web", serving);
+    let mut calls = vec![call(Method::POST, EVENTS, event())];
+    calls.extend(survey(
+        vec![set(Some(serving), true)],
+        Some(service_selecting(Some(serving))),
+    ));
+    calls.push(call(
+        Method::GET,
+        leak(format!("{STS}/{serving_set}")),
+        set(Some(serving), true),
+    ));
+    calls.push(call(
+        Method::PATCH,
+        STATUS,
+        serde_json::to_value(storefront(1)).unwrap(),
+    ));
+    let (result, bodies) = reconcile_with(fx, calls).await;
+    result.unwrap();
+    assert_eq!(bodies[0]["reason"], "InvalidSpec");
+    let note = bodies[0]["note"].as_str().unwrap();
+    assert!(
+        note.contains("spec.replicas: must be at most 100"),
+        "{note}"
+    );
+    let status = &bodies[4]["status"];
+    assert_eq!(condition(status, "SpecValid")["status"], "False");
+    assert_eq!(status["consumerGroups"].as_array().unwrap().len(), 100);
+}
+
+#[tokio::test]
 async fn a_refused_apply_names_its_phase_and_child_and_stops_there() {
     let fx = storefront(1);
     let set = set_name("storefront-web", &definition(&fx.spec.experience));

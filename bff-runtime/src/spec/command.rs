@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::bounds;
 use super::compile::{check_fields, check_topic_name, is_identifier};
 use super::error::SpecError;
 use super::expr::{Expr, Scope};
@@ -79,6 +80,14 @@ pub fn check_commands(spec: &ExperienceSpec, errors: &mut Vec<SpecError>) -> Vec
         if let Err(message) = check_topic_name(&command.topic) {
             errors.push(SpecError::new(format!("{path}.topic"), message));
         }
+        bounds::check(
+            [(
+                format!("{path}.maxWaitMs"),
+                command.max_wait_ms.into(),
+                bounds::COMMAND_MAX_WAIT_MS,
+            )],
+            errors,
+        );
         if let Some(c) = check_command(&path, spec, command, errors) {
             compiled.push(c);
         }

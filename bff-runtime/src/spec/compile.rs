@@ -154,13 +154,111 @@ pub fn short_digest(bytes: &[u8]) -> String {
 }
 
 fn check_general(spec: &ExperienceSpec, errors: &mut Vec<SpecError>) {
-    if spec.replicas < 0 {
-        errors.push(SpecError::new("spec.replicas", "must not be negative"));
-    }
+    check_numbers(spec, errors);
     check_kafka(&spec.kafka, errors);
     check_api(&spec.api, errors);
     check_auth(&spec.auth, errors);
     check_store(&spec.store, errors);
+    if let Some(pod) = &spec.pod_template {
+        check_pod_template(pod, errors);
+    }
+}
+
+/// Every number of the spec against its bound (`bounds.rs`), in one table; the
+/// numbers of each command and embed are checked with the rest of it.
+fn check_numbers(spec: &ExperienceSpec, errors: &mut Vec<SpecError>) {
+    use super::bounds::*;
+    let api = &spec.api.limits;
+    let graphql = &spec.api.graphql_limits;
+    let batch = &spec.store.batch;
+    let mut numbers = vec![
+        ("spec.replicas", i64::from(spec.replicas), REPLICAS),
+        (
+            "spec.api.limits.maxConnections",
+            api.max_connections.into(),
+            MAX_CONNECTIONS,
+        ),
+        (
+            "spec.api.limits.maxSubscriptionsPerConnection",
+            api.max_subscriptions_per_connection.into(),
+            MAX_SUBSCRIPTIONS_PER_CONNECTION,
+        ),
+        (
+            "spec.api.limits.maxMessageBytes",
+            api.max_message_bytes.into(),
+            MAX_MESSAGE_BYTES,
+        ),
+        (
+            "spec.api.limits.maxPendingRows",
+            api.max_pending_rows.into(),
+            MAX_PENDING_ROWS,
+        ),
+        (
+            "spec.api.limits.maxUnauthenticatedConnections",
+            api.max_unauthenticated_connections.into(),
+            MAX_UNAUTHENTICATED_CONNECTIONS,
+        ),
+        (
+            "spec.api.limits.headerTimeoutSeconds",
+            api.header_timeout_seconds.into(),
+            HEADER_TIMEOUT_SECONDS,
+        ),
+        (
+            "spec.api.graphqlLimits.maxDepth",
+            graphql.max_depth.into(),
+            GRAPHQL_MAX_DEPTH,
+        ),
+        (
+            "spec.api.graphqlLimits.maxComplexity",
+            graphql.max_complexity.into(),
+            GRAPHQL_MAX_COMPLEXITY,
+        ),
+        (
+            "spec.api.graphqlLimits.maxAliases",
+            graphql.max_aliases.into(),
+            GRAPHQL_MAX_ALIASES,
+        ),
+        (
+            "spec.api.graphqlLimits.maxDocumentBytes",
+            graphql.max_document_bytes.into(),
+            GRAPHQL_MAX_DOCUMENT_BYTES,
+        ),
+        (
+            "spec.api.graphqlLimits.maxBatch",
+            graphql.max_batch.into(),
+            GRAPHQL_MAX_BATCH,
+        ),
+        (
+            "spec.store.changeLogLength",
+            spec.store.change_log_length.into(),
+            CHANGE_LOG_LENGTH,
+        ),
+        (
+            "spec.store.batch.maxEvents",
+            batch.max_events.into(),
+            BATCH_MAX_EVENTS,
+        ),
+        (
+            "spec.store.batch.maxDelayMs",
+            batch.max_delay_ms.into(),
+            BATCH_MAX_DELAY_MS,
+        ),
+    ];
+    if let Some(cors) = &spec.api.cors {
+        numbers.push((
+            "spec.api.cors.maxAgeSeconds",
+            cors.max_age_seconds.into(),
+            CORS_MAX_AGE_SECONDS,
+        ));
+    }
+    if let Some(jwt) = &spec.auth.jwt {
+        numbers.push((
+            "spec.auth.jwt.jwksRefreshSeconds",
+            jwt.jwks_refresh_seconds.into(),
+            JWKS_REFRESH_SECONDS,
+        ));
+    }
+    check(numbers, errors);
 }
 
 fn check_kafka(kafka: &KafkaSpec, errors: &mut Vec<SpecError>) {
@@ -203,41 +301,7 @@ fn check_api(api: &ApiSpec, errors: &mut Vec<SpecError>) {
             "every API is turned off: enable at least one of rest, graphql, websocket, sse",
         ));
     }
-    let limits = [
-        ("maxConnections", api.limits.max_connections),
-        (
-            "maxSubscriptionsPerConnection",
-            api.limits.max_subscriptions_per_connection,
-        ),
-        ("maxMessageBytes", api.limits.max_message_bytes),
-        ("maxPendingRows", api.limits.max_pending_rows),
-        (
-            "maxUnauthenticatedConnections",
-            api.limits.max_unauthenticated_connections,
-        ),
-        ("headerTimeoutSeconds", api.limits.header_timeout_seconds),
-    ];
     let graphql = &api.graphql_limits;
-    let graphql_limits = [
-        ("maxDepth", graphql.max_depth),
-        ("maxComplexity", graphql.max_complexity),
-        ("maxAliases", graphql.max_aliases),
-        ("maxDocumentBytes", graphql.max_document_bytes),
-        ("maxBatch", graphql.max_batch),
-    ];
-    let named = limits
-        .iter()
-        .map(|(name, value)| (format!("spec.api.limits.{name}"), *value))
-        .chain(
-            graphql_limits
-                .iter()
-                .map(|(name, value)| (format!("spec.api.graphqlLimits.{name}"), *value)),
-        );
-    for (path, value) in named {
-        if value == 0 {
-            errors.push(SpecError::new(path, "must be at least 1"));
-        }
-    }
     // A safelisted document that the limits refuse could never be served.
     for (i, document) in graphql.safelist.iter().enumerate() {
         if let Err(refused) = super::graphql_query::check(document, graphql) {
@@ -324,17 +388,18 @@ fn check_store(store: &StoreSpec, errors: &mut Vec<SpecError>) {
             ));
         }
     }
-    if store.batch.max_events == 0 {
-        errors.push(SpecError::new(
-            "spec.store.batch.maxEvents",
-            "must be at least 1",
-        ));
-    }
-    if store.change_log_length == 0 {
-        errors.push(SpecError::new(
-            "spec.store.changeLogLength",
-            "must be at least 1",
-        ));
+}
+
+fn check_pod_template(pod: &PodOverrides, errors: &mut Vec<SpecError>) {
+    for (field, quantities) in [("requests", &pod.requests), ("limits", &pod.limits)] {
+        for (resource, quantity) in quantities {
+            if !is_quantity(quantity) {
+                errors.push(SpecError::new(
+                    format!("spec.podTemplate.{field}.{resource}"),
+                    format!("`{quantity}` is not a Kubernetes quantity such as 100m or 128Mi"),
+                ));
+            }
+        }
     }
 }
 
@@ -799,17 +864,21 @@ pub(super) fn check_topic_name(topic: &str) -> Result<(), String> {
     }
 }
 
-/// Kubernetes quantities: a decimal number with an optional binary or decimal suffix.
+/// Kubernetes quantities, not negative: a decimal number, then a binary suffix
+/// (`Ki` … `Ei`), a decimal one (`n`, `u`, `m`, `k`, `M` … `E`) or an exponent
+/// (`e3`, `E-2`).
 fn is_quantity(text: &str) -> bool {
     const SUFFIXES: &[&str] = &[
-        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E", "",
+        "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E",
     ];
-    SUFFIXES.iter().any(|suffix| {
-        text.strip_suffix(suffix).is_some_and(|number| {
-            !number.is_empty()
-                && number.chars().all(|c| c.is_ascii_digit() || c == '.')
-                && number.chars().filter(|&c| c == '.').count() <= 1
-                && number.chars().next().is_some_and(|c| c.is_ascii_digit())
-        })
-    })
+    let end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(end);
+    let number_ok = number.bytes().any(|b| b.is_ascii_digit()) && number.matches('.').count() <= 1;
+    let exponent = suffix.strip_prefix(['e', 'E']).is_some_and(|exponent| {
+        let digits = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    });
+    number_ok && (SUFFIXES.contains(&suffix) || exponent)
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::bounds;
 use super::compile::is_identifier;
 use super::error::SpecError;
 use super::expr::{Expr, Scope};
@@ -130,6 +131,14 @@ pub fn check_embeds(
                 }
             }
         }
+        bounds::check(
+            [(
+                format!("{at}.maxFanOut"),
+                embed.max_fan_out.into(),
+                bounds::MAX_FAN_OUT,
+            )],
+            errors,
+        );
         let key = Expr::compile(
             &format!("{at}.key"),
             &embed.key,

@@ -2,6 +2,7 @@
 
 pub mod access_plan;
 pub mod api_names;
+pub mod bounds;
 pub mod command;
 pub mod compile;
 pub mod error;

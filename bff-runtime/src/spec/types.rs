@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::bounds;
+
 /// The desired state of one Backend-for-Frontend: the Kafka topics it reads, the
 /// UI-ready projections it keeps, who may see which rows and which APIs it serves.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
@@ -16,8 +18,9 @@ use serde::{Deserialize, Serialize};
 pub struct ExperienceSpec {
     /// Number of runtime pods. Every pod consumes every partition with its own
     /// consumer group, so each one can push changes to its own connected clients.
+    /// At most 100.
     #[serde(default = "default_replicas")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = bounds::REPLICAS.min, max = bounds::REPLICAS.max))]
     pub replicas: i32,
 
     /// How to reach the Kafka cluster that holds the source topics.
@@ -161,7 +164,7 @@ pub struct EmbedSpec {
     /// Most rows one change of an embedded row may rewrite. An event that would
     /// rewrite more is refused (reason `fan_out`, sent to the dead-letter topic).
     #[serde(default = "default_max_fan_out")]
-    #[schemars(range(min = 1, max = 1000000))]
+    #[schemars(range(min = bounds::MAX_FAN_OUT.min, max = bounds::MAX_FAN_OUT.max))]
     pub max_fan_out: u32,
 }
 
@@ -252,6 +255,7 @@ pub struct CommandSpec {
     pub headers: BTreeMap<String, String>,
     /// Longest a caller may wait for the command's effect to be visible, in milliseconds.
     #[serde(default = "default_command_wait")]
+    #[schemars(range(min = bounds::COMMAND_MAX_WAIT_MS.min, max = bounds::COMMAND_MAX_WAIT_MS.max))]
     pub max_wait_ms: u32,
 }
 
@@ -383,18 +387,23 @@ pub struct ApiSpec {
 pub struct GraphqlLimits {
     /// Deepest nesting of selections (`{ orderList { items { id } } }` is 3).
     #[serde(default = "default_max_depth")]
+    #[schemars(range(min = bounds::GRAPHQL_MAX_DEPTH.min, max = bounds::GRAPHQL_MAX_DEPTH.max))]
     pub max_depth: u32,
     /// Most fields one operation selects.
     #[serde(default = "default_max_complexity")]
+    #[schemars(range(min = bounds::GRAPHQL_MAX_COMPLEXITY.min, max = bounds::GRAPHQL_MAX_COMPLEXITY.max))]
     pub max_complexity: u32,
     /// Most aliased fields in one operation.
     #[serde(default = "default_max_aliases")]
+    #[schemars(range(min = bounds::GRAPHQL_MAX_ALIASES.min, max = bounds::GRAPHQL_MAX_ALIASES.max))]
     pub max_aliases: u32,
     /// Longest document, in bytes.
     #[serde(default = "default_max_document_bytes")]
+    #[schemars(range(min = bounds::GRAPHQL_MAX_DOCUMENT_BYTES.min, max = bounds::GRAPHQL_MAX_DOCUMENT_BYTES.max))]
     pub max_document_bytes: u32,
     /// Most operations in one HTTP request; 1 (the default) refuses batches.
     #[serde(default = "default_max_batch")]
+    #[schemars(range(min = bounds::GRAPHQL_MAX_BATCH.min, max = bounds::GRAPHQL_MAX_BATCH.max))]
     pub max_batch: u32,
     /// When not empty, the only documents served (persisted queries). A client
     /// may send the document or just its SHA-256 as
@@ -443,6 +452,7 @@ pub struct CorsSpec {
     pub allow_credentials: bool,
     /// How long browsers may cache a preflight answer, in seconds.
     #[serde(default = "default_cors_max_age")]
+    #[schemars(range(min = bounds::CORS_MAX_AGE_SECONDS.min, max = bounds::CORS_MAX_AGE_SECONDS.max))]
     pub max_age_seconds: u32,
 }
 
@@ -475,25 +485,31 @@ impl Default for ApiSpec {
 pub struct ApiLimits {
     /// Most concurrent streaming connections (WebSocket, GraphQL subscriptions, SSE) per pod.
     #[serde(default = "default_max_connections")]
+    #[schemars(range(min = bounds::MAX_CONNECTIONS.min, max = bounds::MAX_CONNECTIONS.max))]
     pub max_connections: u32,
     /// Most subscriptions on one connection.
     #[serde(default = "default_max_subscriptions")]
+    #[schemars(range(min = bounds::MAX_SUBSCRIPTIONS_PER_CONNECTION.min, max = bounds::MAX_SUBSCRIPTIONS_PER_CONNECTION.max))]
     pub max_subscriptions_per_connection: u32,
     /// Largest message a client may send, in bytes.
     #[serde(default = "default_max_message_bytes")]
+    #[schemars(range(min = bounds::MAX_MESSAGE_BYTES.min, max = bounds::MAX_MESSAGE_BYTES.max))]
     pub max_message_bytes: u32,
     /// Rows with pending changes a client may fall behind by before it is disconnected
     /// (changes to the same row are coalesced, latest wins).
     #[serde(default = "default_client_backlog")]
+    #[schemars(range(min = bounds::MAX_PENDING_ROWS.min, max = bounds::MAX_PENDING_ROWS.max))]
     pub max_pending_rows: u32,
     /// Streaming connections that have not authenticated yet (a GraphQL WebSocket
     /// waiting for its `connection_init`). They have their own slots, so they cannot
     /// take those of authenticated clients.
     #[serde(default = "default_max_unauthenticated")]
+    #[schemars(range(min = bounds::MAX_UNAUTHENTICATED_CONNECTIONS.min, max = bounds::MAX_UNAUTHENTICATED_CONNECTIONS.max))]
     pub max_unauthenticated_connections: u32,
     /// Time a client has to send a request's head (line and headers), in seconds;
     /// also how long an idle connection stays open.
     #[serde(default = "default_header_timeout")]
+    #[schemars(range(min = bounds::HEADER_TIMEOUT_SECONDS.min, max = bounds::HEADER_TIMEOUT_SECONDS.max))]
     pub header_timeout_seconds: u32,
 }
 
@@ -559,6 +575,7 @@ pub struct JwtSpec {
     /// How old the cached key set may grow before it is fetched again: a key the
     /// issuer removes stops being trusted within this time.
     #[serde(default = "default_jwks_refresh_seconds")]
+    #[schemars(range(min = bounds::JWKS_REFRESH_SECONDS.min, max = bounds::JWKS_REFRESH_SECONDS.max))]
     pub jwks_refresh_seconds: u32,
 }
 
@@ -579,6 +596,7 @@ pub struct StoreSpec {
     /// How many recent changes each projection keeps, so that a reconnecting client
     /// resumes from its last version instead of taking a fresh snapshot.
     #[serde(default = "default_change_log_length")]
+    #[schemars(range(min = bounds::CHANGE_LOG_LENGTH.min, max = bounds::CHANGE_LOG_LENGTH.max))]
     pub change_log_length: u32,
 }
 
@@ -633,9 +651,11 @@ impl Default for PersistenceSpec {
 pub struct BatchSpec {
     /// Most events in one store transaction.
     #[serde(default = "default_batch_events")]
+    #[schemars(range(min = bounds::BATCH_MAX_EVENTS.min, max = bounds::BATCH_MAX_EVENTS.max))]
     pub max_events: u32,
     /// Longest time an applied event waits for its transaction to commit, in milliseconds.
     #[serde(default = "default_batch_millis")]
+    #[schemars(range(min = bounds::BATCH_MAX_DELAY_MS.min, max = bounds::BATCH_MAX_DELAY_MS.max))]
     pub max_delay_ms: u32,
 }
 

@@ -133,10 +133,21 @@ fn labels(name: &str) -> BTreeMap<String, String> {
 }
 
 /// The consumer group of each pod, as the runtime derives it from its pod name.
+/// At most [`replica_bound`] of them, whatever `replicas` says.
 pub fn consumer_groups(namespace: &str, name: &str, replicas: i32) -> Vec<String> {
-    (0..replicas.max(0))
+    (0..replica_bound(replicas))
         .map(|i| contract::group_id(namespace, name, &i.to_string()))
         .collect()
+}
+
+/// `replicas` within the spec's bound (0 to 100). Work the operator does per pod
+/// goes up to this, never to the number as written: the compiler refuses a spec
+/// out of bounds, but the operator still reports on it (and on an object stored
+/// before the CRD had the bound).
+pub fn replica_bound(replicas: i32) -> i32 {
+    let bound = facet_bff::spec::bounds::REPLICAS;
+    // The bound's ends are small: they fit in an i32.
+    replicas.clamp(bound.min as i32, bound.max as i32)
 }
 
 pub fn endpoints(namespace: &str, name: &str, spec: &ExperienceSpec) -> Endpoints {

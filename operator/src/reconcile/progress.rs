@@ -6,17 +6,21 @@
 use std::time::Duration;
 
 use facet_bff::contract::ProgressReport;
+use futures::{stream, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client};
 
+use super::builders::replica_bound;
 use super::rebuild;
 use super::status::Rollout;
 use crate::api::Rebuild;
 
 /// A pod that does not answer within this is counted as not started.
 const ASK_WITHIN: Duration = Duration::from_secs(5);
+/// Pods asked at once: 100 replicas that do not answer take 35 s, not 500.
+const ASK_AT_ONCE: usize = 16;
 
 /// The StatefulSet of the definition being built.
 pub struct NewSet {
@@ -35,11 +39,12 @@ pub async fn rebuild(
     sts: Option<&StatefulSet>,
 ) -> Rebuild {
     let rollout = sts.map(Rollout::of).unwrap_or_default();
-    let mut reports = Vec::new();
-    for ordinal in 0..new.replicas {
-        let pod = format!("{}-{ordinal}", new.name);
-        reports.push(report(client, namespace, &pod).await);
-    }
+    let pods = (0..replica_bound(new.replicas)).map(|ordinal| format!("{}-{ordinal}", new.name));
+    let reports: Vec<Option<ProgressReport>> = stream::iter(pods)
+        .map(|pod| async move { report(client, namespace, &pod).await })
+        .buffered(ASK_AT_ONCE)
+        .collect()
+        .await;
     let progress = rebuild::progress(&reports);
     Rebuild {
         definition: new.definition,
