@@ -589,6 +589,7 @@ spec:
                 dev_producer: None,
                 sample_events: Vec::new(),
                 console: false,
+                restore_from: None,
             })
             .await
             .unwrap();

@@ -30,6 +30,35 @@ pub enum Command {
     Run(RunArgs),
     /// Run a sample with an in-process Kafka, its events and the web console.
     Dev(DevArgs),
+    /// Back up a store as a verified image, or restore one.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Write an image of the store in a data directory that no runtime has open.
+    Export {
+        /// The data directory (holding `store.redb`).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Where to write the image; standard output when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Build the store of a data directory from an image, after checking that it
+    /// is whole, intact and of this spec's projection definition.
+    Restore {
+        /// The FrontendExperience manifest (or a bare spec) the store is for.
+        #[arg(long)]
+        spec: PathBuf,
+        /// The data directory to restore into; it must hold no store yet.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The image to restore.
+        #[arg(long)]
+        image: PathBuf,
+    },
 }
 
 #[derive(Parser, Debug)]
@@ -68,6 +97,11 @@ pub struct RunArgs {
     /// connections are closed with 1001 (reconnect) and the process exits.
     #[arg(long, env = contract::ENV_DRAIN_SECONDS, default_value_t = 0)]
     pub drain_seconds: u64,
+    /// An image (from `facet-bff image export`) to start from when the data
+    /// directory holds no store yet; an image that fails its checks is refused
+    /// with a log line, and the topics are replayed instead.
+    #[arg(long, env = contract::ENV_RESTORE_FROM)]
+    pub restore_from: Option<PathBuf>,
 }
 
 #[derive(Parser, Debug)]

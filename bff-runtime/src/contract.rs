@@ -23,6 +23,8 @@ pub const ENV_CONSOLE: &str = "FACET_CONSOLE";
 pub const ENV_LOG_FORMAT: &str = "FACET_LOG_FORMAT";
 /// Seconds a pod keeps serving after SIGTERM, reporting not ready meanwhile.
 pub const ENV_DRAIN_SECONDS: &str = "FACET_DRAIN_SECONDS";
+/// A store image to start from when the data directory holds no store.
+pub const ENV_RESTORE_FROM: &str = "FACET_RESTORE_FROM";
 
 /// Where the pod finds its spec: `SPEC_DIR/SPEC_FILE`, from the operator's ConfigMap.
 pub const SPEC_DIR: &str = "/etc/facet";

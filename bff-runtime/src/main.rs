@@ -2,17 +2,27 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use facet_bff::cli::{Cli, Command, RunArgs};
+use facet_bff::cli::{Cli, Command, ImageCommand, RunArgs};
 use facet_bff::contract::ordinal_of;
 use facet_bff::runtime::{Runtime, RuntimeConfig};
 use facet_bff::spec::{parse_manifests, spec_from_value};
 use facet_bff::validate::validate_path;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { files } => validate(&files),
         Command::Run(args) => serve(run(args)),
+        Command::Image(command) => match image(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("facet-bff: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Dev(args) => serve(facet_bff::dev::run(facet_bff::dev::DevOptions {
             spec: args.spec,
             events: args.events,
@@ -64,25 +74,90 @@ fn serve(task: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCod
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.spec)
-        .with_context(|| format!("reading {}", args.spec.display()))?;
+/// A manifest's name, namespace and spec; a bare spec takes `name` and `namespace`.
+fn load_spec(
+    path: &std::path::Path,
+    name: Option<String>,
+    namespace: String,
+) -> anyhow::Result<(String, String, facet_bff::spec::ExperienceSpec)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let value: serde_yaml::Value =
-        serde_yaml::from_str(&text).with_context(|| format!("parsing {}", args.spec.display()))?;
-    let (name, namespace, spec) = if value.get("kind").is_some() {
+        serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    if value.get("kind").is_some() {
         let manifest = parse_manifests(&text)
             .into_iter()
             .next()
             .context("no FrontendExperience in the spec file")?
-            .map_err(|e| anyhow::anyhow!("{}:\n{}", args.spec.display(), e.errors))?;
-        let namespace = manifest.namespace.unwrap_or(args.namespace);
-        (manifest.name, namespace, manifest.spec)
+            .map_err(|e| anyhow::anyhow!("{}:\n{}", path.display(), e.errors))?;
+        let namespace = manifest.namespace.unwrap_or(namespace);
+        Ok((manifest.name, namespace, manifest.spec))
     } else {
         let spec =
-            spec_from_value(value).map_err(|e| anyhow::anyhow!("{}:\n{e}", args.spec.display()))?;
-        let name = args.name.context("--name is needed with a bare spec")?;
-        (name, args.namespace, spec)
-    };
+            spec_from_value(value).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+        let name = name.context("--name is needed with a bare spec")?;
+        Ok((name, namespace, spec))
+    }
+}
+
+fn image(command: ImageCommand) -> anyhow::Result<()> {
+    use facet_bff::store::image;
+    match command {
+        ImageCommand::Export { data_dir, out } => {
+            let store = data_dir.join("store.redb");
+            let summary = match &out {
+                Some(path) => {
+                    let file = std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    image::export_file(&store, std::io::BufWriter::new(file))
+                }
+                None => {
+                    image::export_file(&store, std::io::BufWriter::new(std::io::stdout().lock()))
+                }
+            }
+            .with_context(|| format!("exporting {}", store.display()))?;
+            eprintln!(
+                "image of definition {}: {} entries, sha256 {}",
+                summary.definition, summary.entries, summary.sha256
+            );
+        }
+        ImageCommand::Restore {
+            spec,
+            data_dir,
+            image: path,
+        } => {
+            let (_, _, spec) = load_spec(&spec, Some("restore".into()), "default".into())?;
+            let compiled = facet_bff::spec::compile(&spec)
+                .map_err(|e| anyhow::anyhow!("invalid spec:\n{e}"))?;
+            let store = data_dir.join("store.redb");
+            anyhow::ensure!(
+                !store.exists(),
+                "{} already holds a store: restore into an empty data directory",
+                data_dir.display()
+            );
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("creating {}", data_dir.display()))?;
+            let file = std::fs::File::open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let summary = image::restore(
+                &store,
+                &compiled.store_layout(),
+                std::io::BufReader::new(file),
+            )
+            .with_context(|| format!("restoring {}", path.display()))?;
+            eprintln!(
+                "restored {} entries (sha256 {}) into {}",
+                summary.entries,
+                summary.sha256,
+                store.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let (name, namespace, spec) = load_spec(&args.spec, args.name, args.namespace)?;
     let extra_kafka_properties = match &args.kafka_secret_dir {
         Some(dir) => read_property_dir(dir)?,
         None => Vec::new(),
@@ -101,6 +176,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         dev_producer: None,
         sample_events: Vec::new(),
         console: args.console,
+        restore_from: args.restore_from,
     })
     .await?;
     let drain = std::time::Duration::from_secs(args.drain_seconds);

@@ -41,6 +41,8 @@ pub struct RuntimeConfig {
     /// Serve the web console (`/` and `/console/info`, which shows the sources,
     /// projections and access rules) without a token: dev mode, or `run --console`.
     pub console: bool,
+    /// A store image to start from when the data directory holds no store.
+    pub restore_from: Option<PathBuf>,
 }
 
 /// A started runtime.
@@ -65,6 +67,9 @@ impl Runtime {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
         let store_path = config.data_dir.join("store.redb");
+        if let Some(image) = &config.restore_from {
+            restore_if_empty(&store_path, &experience.store_layout(), image);
+        }
         let (store, opened) = Store::open(&store_path, experience.store_layout())
             .with_context(|| format!("opening the store at {}", store_path.display()))?;
         match opened {
@@ -240,4 +245,35 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// Builds the store from `image` when there is none yet. An image that cannot be
+/// read or fails its checks is logged and left aside: the topics are replayed.
+fn restore_if_empty(
+    store_path: &std::path::Path,
+    layout: &crate::store::Layout,
+    image: &std::path::Path,
+) {
+    if store_path.exists() {
+        info!(image = %image.display(), "the data directory holds a store: the image is not needed");
+        return;
+    }
+    let restored = std::fs::File::open(image)
+        .map_err(crate::store::image::ImageError::from)
+        .and_then(|file| {
+            crate::store::image::restore(store_path, layout, std::io::BufReader::new(file))
+        });
+    match restored {
+        Ok(summary) => info!(
+            image = %image.display(),
+            entries = summary.entries,
+            sha256 = %summary.sha256,
+            "store restored from an image: consuming from its offsets"
+        ),
+        Err(error) => tracing::warn!(
+            image = %image.display(),
+            %error,
+            "the image was refused: replaying the topics instead"
+        ),
+    }
 }

@@ -261,3 +261,209 @@ fn reopening_resumes_and_a_new_definition_rebuilds() {
     assert!(store.offsets().unwrap().is_empty());
     assert_eq!(store.view().unwrap().seq().unwrap(), 0);
 }
+
+#[test]
+fn a_batch_reads_through_the_one_before_while_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(&dir, "00aa", 100);
+    let mut first = store.batch().unwrap();
+    first.read_record("t", 0, 0);
+    first
+        .apply(vec![upsert("a", json!({"customerId": "alice"}))], None)
+        .unwrap();
+    let first = std::sync::Arc::new(first.seal());
+    // The second batch starts before the first is written, and builds on it.
+    let mut second = store.batch_after(Some(first.clone())).unwrap();
+    assert_eq!(
+        second.row("order", "a").unwrap(),
+        Some(row(json!({"customerId": "alice"})))
+    );
+    second.read_record("t", 0, 1);
+    second
+        .apply(vec![upsert("a", json!({"customerId": "bob"}))], None)
+        .unwrap();
+    let second = second.seal();
+    assert_eq!(second.changes()[0].seq, 2, "sequence numbers follow on");
+    assert_eq!(
+        second.changes()[0].previous,
+        Some(row(json!({"customerId": "alice"})))
+    );
+    store.write(&first).unwrap();
+    store.write(&second).unwrap();
+    assert_eq!(store.position(), at(&[(0, 2)]));
+    let view = store.view().unwrap();
+    assert_eq!(
+        view.row("order", "a").unwrap(),
+        Some(row(json!({"customerId": "bob"})))
+    );
+    // The index moved with the row: alice's entry went with the second batch.
+    let by = |customer: &str| {
+        view.rows(
+            "order",
+            None,
+            Some(("customerId", &json!(customer))),
+            10,
+            |_, _| true,
+        )
+        .unwrap()
+        .len()
+    };
+    assert_eq!((by("alice"), by("bob")), (0, 1));
+    match view.missed(&at(&[(0, 0)])).unwrap() {
+        Missed::Changes(changes) => assert_eq!(changes.len(), 2),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_batch_longer_than_the_log_leaves_the_log_starting_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(&dir, "00aa", 2);
+    commit(&store, &[(0, 0, upsert("a", json!({"n": 1})))]);
+    commit(
+        &store,
+        &[
+            (0, 1, upsert("a", json!({"n": 2}))),
+            (0, 2, upsert("b", json!({"n": 1}))),
+            (0, 3, upsert("c", json!({"n": 1}))),
+        ],
+    );
+    let view = store.view().unwrap();
+    assert_eq!(view.missed(&at(&[(0, 1)])).unwrap(), Missed::TooOld);
+    assert_eq!(
+        view.missed(&at(&[(0, 4)])).unwrap(),
+        Missed::Changes(vec![])
+    );
+    // The next batch is logged as usual, after it.
+    commit(&store, &[(0, 4, upsert("a", json!({"n": 3})))]);
+    match store.view().unwrap().missed(&at(&[(0, 4)])).unwrap() {
+        Missed::Changes(changes) => assert_eq!(changes.len(), 1),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_new_access_rule_rebuilds_the_index_from_the_stored_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(&dir, "00aa", 100);
+    commit(
+        &store,
+        &[
+            (
+                0,
+                0,
+                upsert("a", json!({"customerId": "alice", "region": "eu"})),
+            ),
+            (
+                0,
+                1,
+                upsert("b", json!({"customerId": "bob", "region": "us"})),
+            ),
+        ],
+    );
+    drop(store);
+    let mut regional = layout("00aa", 100);
+    regional.indexed = BTreeMap::from([("order".to_string(), vec!["region".to_string()])]);
+    let (store, opened) = Store::open(&dir.path().join("db"), regional).unwrap();
+    assert_eq!(opened, Opened::Resumed, "the rows are kept");
+    let view = store.view().unwrap();
+    let keys = |field: &str, value: &str| -> Vec<String> {
+        view.rows("order", None, Some((field, &json!(value))), 10, |_, _| true)
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect()
+    };
+    assert_eq!(keys("region", "us"), ["b"]);
+    assert_eq!(keys("region", "eu"), ["a"]);
+}
+
+/// A store with rows, an index entry, a change log and offsets, and its image.
+fn store_and_image(dir: &tempfile::TempDir) -> (Store, Vec<u8>) {
+    let (store, _) = open(dir, "00aa", 100);
+    commit(
+        &store,
+        &[
+            (0, 0, upsert("a", json!({"customerId": "alice"}))),
+            (1, 4, upsert("b", json!({"customerId": "bob"}))),
+        ],
+    );
+    let mut image = Vec::new();
+    let summary = store.export(&mut image).unwrap();
+    assert!(summary.entries > 4, "{summary:?}");
+    (store, image)
+}
+
+fn restore(image: &[u8], hash: &str) -> Result<(Store, tempfile::TempDir), String> {
+    use facet_bff::store::image;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    image::restore(&path, &layout(hash, 100), image)
+        .map_err(|e| e.to_string())
+        .map(|_| ())?;
+    let (store, opened) = Store::open(&path, layout(hash, 100)).unwrap();
+    assert_eq!(opened, Opened::Resumed);
+    Ok((store, dir))
+}
+
+#[test]
+fn an_image_restores_the_same_rows_log_and_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (original, image) = store_and_image(&dir);
+    let (copy, _dir) = restore(&image, "00aa").unwrap();
+    assert_eq!(copy.position(), original.position());
+    let (a, b) = (original.view().unwrap(), copy.view().unwrap());
+    let all = |view: &facet_bff::store::View<'_>| {
+        view.rows("order", None, None, 100, |_, _| true).unwrap()
+    };
+    assert_eq!(all(&a), all(&b));
+    assert_eq!(
+        a.missed(&Position::default()).unwrap(),
+        b.missed(&Position::default()).unwrap()
+    );
+    assert_eq!(
+        b.rows(
+            "order",
+            None,
+            Some(("customerId", &json!("bob"))),
+            10,
+            |_, _| true
+        )
+        .unwrap()
+        .len(),
+        1,
+        "the index came along"
+    );
+    // The copy goes on where the original stopped.
+    commit(
+        &copy,
+        &[(0, 1, upsert("c", json!({"customerId": "carol"})))],
+    );
+    assert_eq!(copy.position(), at(&[(0, 2), (1, 5)]));
+}
+
+#[test]
+fn a_truncated_corrupted_or_foreign_image_is_refused_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, image) = store_and_image(&dir);
+    let cut = &image[..image.len() * 2 / 3];
+    let cut = &cut[..=cut.iter().rposition(|b| *b == b'\n').unwrap()];
+    let error = restore(cut, "00aa").err().unwrap();
+    assert!(error.contains("truncated"), "{error}");
+
+    let mut corrupted = image.clone();
+    let at = corrupted.windows(5).position(|w| w == b"alice").unwrap();
+    corrupted[at] = b'A';
+    let error = restore(&corrupted, "00aa").err().unwrap();
+    assert!(error.contains("corrupted"), "{error}");
+
+    let error = restore(&image, "00bb").err().unwrap();
+    assert!(error.contains("definition"), "{error}");
+
+    // Nothing is left where the store would be.
+    let target = tempfile::tempdir().unwrap();
+    let path = target.path().join("db");
+    assert!(facet_bff::store::image::restore(&path, &layout("00aa", 100), cut).is_err());
+    assert!(!path.exists());
+    assert!(!path.with_extension("restoring").exists());
+}

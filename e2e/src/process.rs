@@ -6,9 +6,13 @@ use std::time::Duration;
 
 use crate::repo_root;
 
-/// The `facet-bff` binary that `cargo test --workspace` built next to the tests.
+/// The `facet-bff` binary that `cargo test --workspace` built next to the tests,
+/// or `FACET_BFF_BIN` (a benchmark comparing two builds).
 pub fn facet_bff_binary() -> PathBuf {
-    workspace_binary("facet-bff")
+    match std::env::var_os("FACET_BFF_BIN") {
+        Some(binary) => PathBuf::from(binary),
+        None => workspace_binary("facet-bff"),
+    }
 }
 
 /// A binary of the workspace, built into the same target directory as the tests.
@@ -214,19 +218,43 @@ impl Runtime {
         }
     }
 
-    /// SIGTERM and wait: a clean stop.
     /// The process's resident memory (VmRSS), in bytes.
     pub fn rss_bytes(&self) -> u64 {
-        let pid = self.child.as_ref().expect("a running runtime").id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .expect("VmRSS in /proc/<pid>/status");
-        kib * 1024
+        self.status_kib("VmRSS:") * 1024
     }
 
+    /// The most resident memory the process has had (VmHWM), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        self.status_kib("VmHWM:") * 1024
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        let pid = self.child.as_ref().expect("a running runtime").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"))
+    }
+
+    /// CPU time the process has used, user and system, across all its threads.
+    pub fn cpu_time(&self) -> Duration {
+        let pid = self.child.as_ref().expect("a running runtime").id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // Fields after the command name (which may hold spaces) start at state (3).
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis(ticks * 1000 / per_second)
+    }
+
+    /// SIGTERM and wait: a clean stop.
     pub fn terminate(&mut self) {
         if let Some(mut child) = self.child.take() {
             unsafe {

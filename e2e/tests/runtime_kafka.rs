@@ -104,7 +104,8 @@ fn runtime_against_a_real_kafka_broker() {
     }
     producer.flush();
 
-    // Runtime A is killed with SIGKILL in the middle of the stream, then restarted.
+    // Runtime A is killed with SIGKILL at several points of its replay (batches
+    // are being applied while the one before is written), then restarted.
     let dir_a = work.path().join("a");
     let start_a = |spec: &Path| {
         Runtime::start(
@@ -115,13 +116,30 @@ fn runtime_against_a_real_kafka_broker() {
             &logs.join("runtime-a.log"),
         )
     };
-    let mut a = start_a(&spec);
-    wait_for(
-        "runtime A to apply some events",
-        Duration::from_secs(120),
-        || a.metric("facet_events_applied_total") > 2000.0,
-    );
-    a.kill9();
+    let mut kills = 0;
+    for kill_after in [2000.0, 500.0, 3000.0] {
+        let mut a = start_a(&spec);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let caught_up = loop {
+            if a.metric("facet_events_applied_total") >= kill_after {
+                break false;
+            }
+            if matches!(a.get("/readyz"), Some((200, _))) {
+                break true;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "runtime A applies nothing"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        a.kill9();
+        if caught_up {
+            break;
+        }
+        kills += 1;
+    }
+    assert!(kills >= 1, "runtime A was killed mid-replay");
     let mut a = start_a(&spec);
     a.wait_ready(Duration::from_secs(300));
     let after_crash = counters(&a);

@@ -142,6 +142,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         dev_producer: Some(producer.clone()),
         sample_events: first_event_per_source(&events),
         console: true,
+        restore_from: None,
     })
     .await?;
 

@@ -27,11 +27,17 @@ use crate::command::correlate::{Correlations, COMMAND_ID_HEADER};
 use crate::live::Router;
 use crate::metrics::Metrics;
 use crate::projection::{Engine, Record};
-use crate::store::{Store, StoreError};
+use crate::store::{Sealed, Store, StoreError};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often to look for partitions added to the source topics.
 const PARTITION_CHECK: Duration = Duration::from_secs(10);
+/// While replaying (not ready yet), a transaction takes up to this many events or
+/// this much time: nobody waits for a replayed change to be pushed, and each commit
+/// costs a sync and writes every row it changed once, so fewer, larger commits
+/// replay faster. Bounded so that a batch's rows and changes fit in memory.
+const REPLAY_BATCH_EVENTS: usize = 10_000;
+const REPLAY_BATCH_DELAY: Duration = Duration::from_millis(500);
 
 /// Where to read from and how to batch.
 #[derive(Debug, Clone)]
@@ -171,13 +177,21 @@ impl Ingest {
         };
         let mut last_progress_log = Instant::now();
         let mut last_partition_check = Instant::now();
+        let mut writing = None;
         while !stop.load(Ordering::SeqCst) {
             if last_partition_check.elapsed() > PARTITION_CHECK {
+                self.finish(&consumer, writing.take())?;
                 self.assign_new_partitions(&consumer, &topics, &mut partitions)?;
                 last_partition_check = Instant::now();
             }
-            let applied =
-                self.run_batch(&consumer, config, &topics, dead_letters.as_ref(), stop)?;
+            let applied = self.run_batch(
+                &consumer,
+                config,
+                &topics,
+                dead_letters.as_ref(),
+                &mut writing,
+                stop,
+            )?;
             if applied > 0
                 && last_progress_log.elapsed() > Duration::from_secs(5)
                 && !self.progress.is_ready()
@@ -186,6 +200,7 @@ impl Ingest {
                 last_progress_log = Instant::now();
             }
         }
+        self.finish(&consumer, writing.take())?;
         if let Some((producer, _)) = dead_letters {
             let _ = producer.flush(Duration::from_secs(5));
         }
@@ -247,26 +262,45 @@ impl Ingest {
 
     /// Reads up to one batch, applies it in one store transaction, publishes the
     /// committed changes and commits the offsets to Kafka. Returns the messages read.
+    ///
+    /// While replaying, the batch is written on a thread of its own and the next one
+    /// applies meanwhile (reading through it): `writing` is the batch being written,
+    /// finished (its changes published, its offsets committed) once written. Live,
+    /// each batch is written and published before the next one starts, so a change
+    /// waits for no other batch.
     fn run_batch(
         &self,
         consumer: &KafkaConsumer,
         config: &IngestConfig,
         topics: &HashMap<String, String>,
         dead_letters: Option<&(ThreadedProducer<DefaultProducerContext>, String)>,
+        writing: &mut Option<Writing>,
         stop: &AtomicBool,
     ) -> Result<usize, IngestError> {
-        let mut batch = self.store.batch()?;
+        let mut batch = self
+            .store
+            .batch_after(writing.as_ref().map(|w| w.batch.clone()))?;
         let mut reached: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut deadline: Option<Instant> = None;
         let mut read = 0;
         let mut commands_seen = Vec::new();
         let watch_commands = !self.engine.experience().commands.is_empty();
-        while read < config.max_batch_events && !stop.load(Ordering::SeqCst) {
-            // A batch takes what is already there and commits as soon as nothing
-            // more is: changes reach clients without waiting out a window, and
-            // under load batches grow by themselves while the last one commits.
+        let replaying = !self.progress.is_ready();
+        let (max_events, max_delay) = match replaying {
+            true => (
+                REPLAY_BATCH_EVENTS.max(config.max_batch_events),
+                REPLAY_BATCH_DELAY.max(config.max_batch_delay),
+            ),
+            false => (config.max_batch_events, config.max_batch_delay),
+        };
+        while read < max_events && !stop.load(Ordering::SeqCst) {
+            // Live, a batch takes what is already there and commits as soon as
+            // nothing more is: changes reach clients without waiting out a window,
+            // and under load batches grow by themselves while the last one commits.
+            // Replaying, it waits for the next fetch instead, up to its deadline.
             let wait = match deadline {
                 Some(d) if Instant::now() >= d => break,
+                Some(d) if replaying => d.saturating_duration_since(Instant::now()),
                 Some(_) => Duration::ZERO,
                 None => Duration::from_millis(100),
             };
@@ -274,6 +308,8 @@ impl Ingest {
                 None if deadline.is_none() => {
                     // Idle: nothing to commit, but readiness may still be due
                     // (an empty topic is caught up from the start).
+                    drop(batch);
+                    self.finish(consumer, writing.take())?;
                     self.advance_past_control_records(consumer);
                     self.progress.touch();
                     return Ok(0);
@@ -289,7 +325,7 @@ impl Ingest {
                 }
                 Some(Ok(message)) => message,
             };
-            deadline.get_or_insert_with(|| Instant::now() + config.max_batch_delay);
+            deadline.get_or_insert_with(|| Instant::now() + max_delay);
             read += 1;
             let topic = message.topic();
             let source = topics.get(topic).map(String::as_str).unwrap_or_default();
@@ -381,16 +417,78 @@ impl Ingest {
                 }
             }
         }
-        let changes = batch.commit()?;
+        let batch = Arc::new(batch.seal());
+        let read_batch = ReadBatch {
+            events: read,
+            reached,
+            commands_seen,
+        };
+        self.finish(consumer, writing.take())?;
+        if replaying {
+            let (store, sealed) = (self.store.clone(), batch.clone());
+            let writer = std::thread::Builder::new()
+                .name("store-writer".into())
+                .spawn(move || store.write(&sealed))
+                .expect("spawning the store writer");
+            *writing = Some(Writing {
+                batch,
+                writer,
+                read: read_batch,
+            });
+        } else {
+            self.store.write(&batch)?;
+            self.published(consumer, batch, read_batch)?;
+        }
+        Ok(read)
+    }
+
+    /// Waits for the batch being written, then publishes it.
+    fn finish(
+        &self,
+        consumer: &KafkaConsumer,
+        writing: Option<Writing>,
+    ) -> Result<(), IngestError> {
+        let Some(Writing {
+            batch,
+            writer,
+            read,
+        }) = writing
+        else {
+            return Ok(());
+        };
+        match writer.join() {
+            Ok(result) => result?,
+            Err(_) => panic!("the store writer panicked"),
+        }
+        self.published(consumer, batch, read)
+    }
+
+    /// A batch is committed: its changes go to the live feed, the commands it made
+    /// visible are told, and its offsets are committed to Kafka for lag tools.
+    fn published(
+        &self,
+        consumer: &KafkaConsumer,
+        batch: Arc<Sealed>,
+        read: ReadBatch,
+    ) -> Result<(), IngestError> {
+        // The batch after it has been sealed and the writer is done: this is
+        // the last reference, so the changes move on without a copy.
+        let changes = Arc::try_unwrap(batch)
+            .map(Sealed::into_changes)
+            .unwrap_or_else(|batch| batch.changes().to_vec());
         self.metrics.batches_committed.inc();
         self.metrics.row_changes.inc_by(changes.len() as u64);
-        debug!(events = read, changes = changes.len(), "batch committed");
+        debug!(
+            events = read.events,
+            changes = changes.len(),
+            "batch committed"
+        );
         self.router.publish(changes);
         let position = self.store.codec().encode(&self.store.position());
-        self.correlations.visible(commands_seen, &position);
+        self.correlations.visible(read.commands_seen, &position);
 
         let mut commit = TopicPartitionList::new();
-        for ((topic, partition), next) in &reached {
+        for ((topic, partition), next) in &read.reached {
             commit.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
             self.progress.advance(topic, *partition, *next);
         }
@@ -400,8 +498,23 @@ impl Ingest {
         if let Err(e) = consumer.commit(&commit, CommitMode::Async) {
             debug!(error = %e, "committing offsets to kafka (informational only)");
         }
-        Ok(read)
+        Ok(())
     }
+}
+
+/// What a batch read, to act on once it is committed.
+struct ReadBatch {
+    events: usize,
+    /// Per partition, the next offset to read.
+    reached: BTreeMap<(String, i32), i64>,
+    commands_seen: Vec<String>,
+}
+
+/// A batch being written on a thread of its own.
+struct Writing {
+    batch: Arc<Sealed>,
+    writer: std::thread::JoinHandle<Result<(), StoreError>>,
+    read: ReadBatch,
 }
 
 /// The `facet-command-id` of an event that a command led to.

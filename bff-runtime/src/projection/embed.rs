@@ -24,20 +24,18 @@ impl Engine {
             if projection.embeds.is_empty() {
                 continue;
             }
-            let Pending {
-                key, before, row, ..
-            } = &touched.pending[i];
-            let (key, before, mut row) = (key.clone(), before.clone(), row.clone());
+            // Taken out while its embeds are filled in (an embedded row is of another
+            // projection, so it is never this one); put back below.
+            let mut row = touched.pending[i].row.take();
             for (embed, &target) in projection.embeds.iter().zip(&self.embed_targets[p]) {
+                let Pending { key, before, .. } = &touched.pending[i];
                 // A stored row always had a key it could compute.
                 let old = before
                     .as_ref()
                     .and_then(|b| embed_key(projection, embed, b.row()).ok().flatten());
                 let Some(stored) = row.as_mut() else {
                     links.extend(
-                        old.map(|target_key| {
-                            link(embed, &projection.name, &key, target_key, false)
-                        }),
+                        old.map(|target_key| link(embed, &projection.name, key, target_key, false)),
                     );
                     continue;
                 };
@@ -49,10 +47,10 @@ impl Engine {
                     continue;
                 }
                 if old != new {
-                    links.extend(old.map(|k| link(embed, &projection.name, &key, k, false)));
+                    links.extend(old.map(|k| link(embed, &projection.name, key, k, false)));
                     links.extend(
                         new.clone()
-                            .map(|k| link(embed, &projection.name, &key, k, true)),
+                            .map(|k| link(embed, &projection.name, key, k, true)),
                     );
                 }
                 let value = match &new {

@@ -15,7 +15,8 @@ use cel::Value as CelValue;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::spec::expr::{cel_to_json, cel_type_name, json_to_cel, Bound, Expr};
+use crate::spec::discriminator::{Discriminator, Verdict};
+use crate::spec::expr::{cel_to_json, cel_type_name, Bound, Expr};
 use crate::spec::fields::{conform, zero_row};
 use crate::spec::{CompiledExperience, CompiledProjection, CompiledRule, RuleAction};
 
@@ -28,6 +29,16 @@ pub type Row = serde_json::Map<String, Value>;
 pub enum RowOp {
     Upsert(Row),
     Delete,
+}
+
+impl RowOp {
+    /// The row after the change; none after a delete.
+    pub fn row(&self) -> Option<&Row> {
+        match self {
+            RowOp::Upsert(row) => Some(row),
+            RowOp::Delete => None,
+        }
+    }
 }
 
 /// One change of a served row caused by an event.
@@ -232,8 +243,9 @@ impl ApplyError {
 /// Applies events to the projections of one compiled experience.
 pub struct Engine {
     experience: Arc<CompiledExperience>,
-    /// For each source, the (projection, rule) pairs that read it, in spec order.
-    rules_by_source: HashMap<String, Vec<(usize, usize)>>,
+    /// For each source, the (projection, rule) pairs that read it, in spec order,
+    /// each with the event kind its filter requires, if it names one.
+    rules_by_source: HashMap<String, Vec<(usize, usize, Option<Discriminator>)>>,
     /// For each projection, the (projection, embed) pairs that embed its rows.
     embedded_by: Vec<Vec<(usize, usize)>>,
     /// For each projection, the projection each of its embeds shows.
@@ -306,7 +318,7 @@ impl<R: Rows> Touched<'_, R> {
 
 impl Engine {
     pub fn new(experience: Arc<CompiledExperience>) -> Self {
-        let mut rules_by_source: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
+        let mut rules_by_source: HashMap<String, Vec<_>> = HashMap::new();
         let mut embedded_by = vec![Vec::new(); experience.projections.len()];
         let mut embed_targets = Vec::with_capacity(experience.projections.len());
         for (p, projection) in experience.projections.iter().enumerate() {
@@ -314,7 +326,7 @@ impl Engine {
                 rules_by_source
                     .entry(rule.source.clone())
                     .or_default()
-                    .push((p, r));
+                    .push((p, r, rule.when.as_ref().and_then(Discriminator::of)));
             }
             let mut targets = Vec::with_capacity(projection.embeds.len());
             for (e, embed) in projection.embeds.iter().enumerate() {
@@ -403,6 +415,7 @@ impl Engine {
             true => record.bound(),
             false => Bound::json(&Value::Null),
         };
+        let event_json = event;
         let event = Event {
             value: Bound::json(event),
             record,
@@ -412,7 +425,15 @@ impl Engine {
             rows,
             pending: Vec::new(),
         };
-        for &(p, r) in rules {
+        for (p, r, discriminator) in rules {
+            let (p, r) = (*p, *r);
+            // An event of another kind is passed over before anything is bound or read.
+            let verdict = discriminator
+                .as_ref()
+                .map_or(Verdict::Evaluate, |d| d.judge(event_json));
+            if verdict == Verdict::Skip {
+                continue;
+            }
             let projection = &experience.projections[p];
             let rule = &projection.rules[r];
             let lookup = match rule.lookups.is_empty() {
@@ -426,6 +447,7 @@ impl Engine {
             // Most events match few rules: a filter that does not look at the row is
             // decided before the row is read.
             let filter_decided = match &rule.when {
+                Some(_) if verdict == Verdict::Matches => true,
                 Some(when) if !when.uses("row") => {
                     match eval_filter(when, &event, &Bound::json(&Value::Null), &lookup) {
                         Ok(true) => true,
@@ -675,19 +697,10 @@ fn rule_error(expr: &Expr, message: String) -> ApplyError {
 /// The row as CEL sees it. Number fields are doubles even when the stored JSON
 /// holds a whole number, so `row.total + 1.5` always type-checks.
 fn row_value(projection: &CompiledProjection, row: &Row) -> Bound {
-    let mut value = json_to_cel(&Value::Object(row.clone()));
-    if let CelValue::Map(map) = &mut value {
-        let entries = Arc::make_mut(&mut map.map);
-        for (name, field) in &projection.fields {
-            if field.field_type == crate::spec::FieldType::Number {
-                let key = cel::objects::Key::String(Arc::new(name.clone()));
-                if let Some(CelValue::Int(i)) = entries.get(&key) {
-                    let f = *i as f64;
-                    entries.insert(key, CelValue::Float(f));
-                }
-            }
-        }
-    }
-    // Values built from JSON always convert.
-    Bound::new(value).unwrap_or_else(|_| Bound::json(&Value::Null))
+    Bound::row_with_doubles(row, |name| {
+        projection
+            .fields
+            .get(name)
+            .is_some_and(|field| field.field_type == crate::spec::FieldType::Number)
+    })
 }

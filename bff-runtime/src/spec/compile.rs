@@ -130,11 +130,7 @@ impl CompiledExperience {
     }
 }
 
-/// The part of a spec that decides what the store holds.
-pub fn definition_hash(spec: &ExperienceSpec) -> String {
-    let definition = serde_json::json!({"sources": spec.sources, "projections": spec.projections});
-    short_digest(definition.to_string().as_bytes())
-}
+pub use super::definition::definition_hash;
 
 /// A SHA-256 in hex, as clients name persisted queries.
 pub fn sha256_hex(bytes: &[u8]) -> String {

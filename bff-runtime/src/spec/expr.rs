@@ -193,14 +193,61 @@ impl Bound {
 
     /// A row, without copying it into a JSON value first.
     pub fn row(row: &serde_json::Map<String, serde_json::Value>) -> Bound {
-        Bound::new(map_to_cel(row)).unwrap_or_else(|_| Bound(Box::new(cel::common::types::CelNull)))
+        Bound(Box::new(map_to_val(row, |_| false)))
+    }
+
+    /// A row whose `doubles` fields are CEL doubles even when the JSON holds a
+    /// whole number, so `row.total + 1.5` always type-checks.
+    pub fn row_with_doubles(
+        row: &serde_json::Map<String, serde_json::Value>,
+        doubles: impl Fn(&str) -> bool,
+    ) -> Bound {
+        Bound(Box::new(map_to_val(row, doubles)))
     }
 
     pub fn json(value: &serde_json::Value) -> Bound {
-        // JSON holds only types the interpreter has: the conversion cannot fail.
-        Bound::new(json_to_cel(value))
-            .unwrap_or_else(|_| Bound(Box::new(cel::common::types::CelNull)))
+        Bound(json_to_val(value))
     }
+}
+
+/// JSON straight into the interpreter's values, in one pass, with numbers as
+/// [`json_to_cel`] makes them (going through [`Value`] would copy every level twice
+/// more). JSON holds only types the interpreter has: the conversion cannot fail.
+fn json_to_val(value: &serde_json::Value) -> Box<dyn Val> {
+    use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelNull, CelString, CelUInt};
+    match value {
+        serde_json::Value::Null => Box::new(CelNull),
+        serde_json::Value::Bool(b) => Box::new(CelBool::from(*b)),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Box::new(CelInt::from(i)),
+            (None, Some(u)) => Box::new(CelUInt::from(u)),
+            _ => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
+        },
+        serde_json::Value::String(s) => Box::new(CelString::from(s.clone())),
+        serde_json::Value::Array(items) => Box::new(CelList::from(
+            items.iter().map(json_to_val).collect::<Vec<_>>(),
+        )),
+        serde_json::Value::Object(map) => Box::new(map_to_val(map, |_| false)),
+    }
+}
+
+/// An object as a CEL map; whole numbers of the `doubles` entries become doubles.
+fn map_to_val(
+    map: &serde_json::Map<String, serde_json::Value>,
+    doubles: impl Fn(&str) -> bool,
+) -> cel::common::types::CelMap<'static> {
+    use cel::common::types::{CelDouble, CelMapKey};
+    let entries: std::collections::HashMap<CelMapKey<'static>, Box<dyn Val>> = map
+        .iter()
+        .map(|(k, v)| {
+            let value: Box<dyn Val> = match v.as_i64() {
+                Some(i) if doubles(k) => Box::new(CelDouble::from(i as f64)),
+                _ => json_to_val(v),
+            };
+            (CelMapKey::from(k.clone()), value)
+        })
+        .collect();
+    entries.into()
 }
 
 struct Variables<'a>(&'a [(&'a str, &'a Bound)]);

@@ -5,6 +5,8 @@ pub mod api_names;
 pub mod bounds;
 pub mod command;
 pub mod compile;
+pub mod definition;
+pub mod discriminator;
 pub mod error;
 pub mod expr;
 pub mod expr_bounds;

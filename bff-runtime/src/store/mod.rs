@@ -3,18 +3,21 @@
 //! database so that a batch of events, the row changes it caused and the offsets it
 //! reached commit in one transaction.
 
+mod batch;
+pub mod image;
 mod position;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+pub use batch::{Batch, Sealed};
 pub use position::{Position, PositionCodec, PositionError};
 
-use crate::projection::{links_of, Applied, LinkKey, Row, RowChange, RowOp, Rows, Stored};
+use crate::projection::{Row, RowOp};
 
 /// (projection, key) → the row as JSON.
 const ROWS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("rows");
@@ -39,9 +42,14 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
 const DEFINITION_HASH: &str = "definition_hash";
+/// The fields the index covers, per projection (JSON).
+const INDEXED: &str = "indexed";
 /// Where the change log starts: it holds every change of every record after it.
 const LOG_START: &str = "log_start";
 const SEQ: &str = "seq";
+/// redb's page cache (its default is 1 GiB): large replay transactions would
+/// otherwise grow the pod's memory with the store instead of staying bounded.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Bumped when the tables change meaning, so an older store is rebuilt, not misread.
 const FORMAT: &str = "4";
 
@@ -147,7 +155,9 @@ impl Store {
     /// definition or table layout it is wiped, so the runtime rebuilds it from the
     /// earliest offsets.
     pub fn open(path: &Path, layout: Layout) -> Result<(Store, Opened), StoreError> {
-        let db = Database::create(path)?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)?;
         let txn = db.begin_write()?;
         let stamp = format!("{FORMAT}:{}", layout.definition_hash);
         let opened = {
@@ -180,6 +190,18 @@ impl Store {
         txn.open_table(LOG_BATCHES)?;
         txn.open_table(INDEX)?;
         txn.open_table(COUNTERS)?;
+        // The index covers what the access rules compare. A new rule keeps the rows
+        // (access is not part of the definition) but may compare other fields: the
+        // index is rebuilt from the stored rows, without reading Kafka again.
+        let indexed = serde_json::to_string(&layout.indexed)?;
+        let stored_indexed = txn
+            .open_table(META)?
+            .get(INDEXED)?
+            .map(|v| v.value().to_string());
+        if opened == Opened::Resumed && stored_indexed.as_deref() != Some(indexed.as_str()) {
+            rebuild_index(&txn, &layout.indexed)?;
+        }
+        txn.open_table(META)?.insert(INDEXED, indexed.as_str())?;
         let position = offsets_in(&txn.open_table(OFFSETS)?)?;
         txn.commit()?;
         let codec = PositionCodec::new(&layout.definition_hash, layout.topics.clone());
@@ -225,31 +247,50 @@ impl Store {
         })
     }
 
+    /// Writes an image of the store as of its last commit (see [`image`]).
+    pub fn export(
+        &self,
+        out: impl std::io::Write,
+    ) -> Result<image::ImageSummary, image::ImageError> {
+        image::export(&self.db.begin_read()?, out)
+    }
+
     /// One row.
     pub fn row(&self, projection: &str, key: &str) -> Result<Option<Row>, StoreError> {
         self.view()?.row(projection, key)
     }
+}
 
-    /// Starts a batch: row changes and offsets that commit together.
-    pub fn batch(&self) -> Result<Batch<'_>, StoreError> {
-        let txn = self.db.begin_write()?;
-        let seq = txn.open_table(COUNTERS)?.get(SEQ)?.map(|v| v.value());
-        let none_held = txn.open_table(HELD)?.is_empty()?;
-        Ok(Batch {
-            none_held,
-            links: BTreeMap::new(),
-            store: self,
-            txn,
-            rows: HashMap::new(),
-            read: Default::default(),
-            held: Default::default(),
-            changes: Vec::new(),
-            position: self.position(),
-            record: None,
-            record_position: None,
-            seq: seq.unwrap_or(0),
-        })
+/// Writes the index anew from the stored rows, for the fields `indexed` names.
+fn rebuild_index(
+    txn: &redb::WriteTransaction,
+    indexed: &BTreeMap<String, Vec<String>>,
+) -> Result<(), StoreError> {
+    txn.delete_table(INDEX)?;
+    let rows = txn.open_table(ROWS)?;
+    let mut index = txn.open_table(INDEX)?;
+    let mut entries = 0u64;
+    for (projection, fields) in indexed {
+        for entry in rows.range((projection.as_str(), "")..)? {
+            let (key, bytes) = entry?;
+            let (p, key) = key.value();
+            if p != projection {
+                break;
+            }
+            let row: Row = serde_json::from_slice(bytes.value())?;
+            for field in fields {
+                if let Some(value) = row.get(field).and_then(index_value) {
+                    index.insert((p, field.as_str(), value.as_str(), key), ())?;
+                    entries += 1;
+                }
+            }
+        }
     }
+    tracing::info!(
+        entries,
+        "the access rules compare other fields now: index rebuilt from the stored rows"
+    );
+    Ok(())
 }
 
 fn offsets_in(
@@ -420,291 +461,5 @@ impl View<'_> {
             }
         }
         Ok(Missed::Changes(changes))
-    }
-}
-
-/// An open write transaction. Reads see the batch's own writes, so every event of a
-/// batch builds on the ones before it. Writes are kept in memory and written in
-/// one pass at commit, so a hot row changed by many events is written once.
-pub struct Batch<'s> {
-    store: &'s Store,
-    txn: redb::WriteTransaction,
-    /// Rows the batch changed (`None`: deleted).
-    rows: HashMap<(String, String), Option<Row>>,
-    /// Rows as they were before the batch: a rule reads a row, the change log keeps
-    /// it as the change's previous row, and the index entries it had are removed.
-    read: std::cell::RefCell<HashMap<(String, String), Option<Row>>>,
-    /// Held rows read or written by the batch (`None`: none), written at commit.
-    held: std::cell::RefCell<HashMap<(String, String), Option<Row>>>,
-    /// Reverse-index entries the batch added (`true`) or removed (`false`), written
-    /// at commit like rows, and read through by [`Rows::embedders`].
-    links: BTreeMap<LinkKey, bool>,
-    /// Whether the store held no row when the batch began: then only the batch's
-    /// own held rows need looking at (most specs never hold one).
-    none_held: bool,
-    changes: Vec<Change>,
-    /// The position after the records read so far.
-    position: Position,
-    /// The record whose changes are being applied.
-    record: Option<Source>,
-    /// `position` as clients see it, made once per record that changes something.
-    record_position: Option<String>,
-    seq: u64,
-}
-
-impl Batch<'_> {
-    /// The current row, as the batch has left it so far.
-    pub fn row(&self, projection: &str, key: &str) -> Result<Option<Row>, StoreError> {
-        let id = (projection.to_string(), key.to_string());
-        if let Some(row) = self.rows.get(&id) {
-            return Ok(row.clone());
-        }
-        if let Some(row) = self.read.borrow().get(&id) {
-            return Ok(row.clone());
-        }
-        let table = self.txn.open_table(ROWS)?;
-        let row = match table.get((projection, key))? {
-            Some(bytes) => Some(serde_json::from_slice::<Row>(bytes.value())?),
-            None => None,
-        };
-        self.read.borrow_mut().insert(id, row.clone());
-        Ok(row)
-    }
-
-    /// The row, held or served, as the batch has left it so far.
-    pub fn stored(&self, projection: &str, key: &str) -> Result<Option<Stored>, StoreError> {
-        if let Some(row) = self.row(projection, key)? {
-            return Ok(Some(Stored::Served(row)));
-        }
-        let id = (projection.to_string(), key.to_string());
-        if let Some(row) = self.held.borrow().get(&id) {
-            return Ok(row.clone().map(Stored::Held));
-        }
-        if self.none_held {
-            return Ok(None);
-        }
-        let row = match self.txn.open_table(HELD)?.get((projection, key))? {
-            Some(bytes) => Some(serde_json::from_slice::<Row>(bytes.value())?),
-            None => None,
-        };
-        self.held.borrow_mut().insert(id, row.clone());
-        Ok(row.map(Stored::Held))
-    }
-
-    /// Writes what one event changed: its served changes (see [`Batch::apply`]),
-    /// its held rows and its reverse-index entries.
-    pub fn apply_event(
-        &mut self,
-        applied: Applied,
-        event_time_ms: Option<i64>,
-    ) -> Result<(), StoreError> {
-        {
-            let mut held = self.held.borrow_mut();
-            for change in applied.held {
-                held.insert((change.projection, change.key), change.row);
-            }
-        }
-        self.links
-            .extend(applied.links.into_iter().map(|link| link.into_entry()));
-        self.apply(applied.changes, event_time_ms)
-    }
-
-    /// A record was read from a partition: the changes applied next are its own,
-    /// and the batch's offsets move past it whether it changes anything or not.
-    pub fn read_record(&mut self, topic: &str, partition: i32, offset: i64) {
-        self.position.advance(topic, partition, offset + 1);
-        self.record = Some(Source {
-            topic: topic.to_string(),
-            partition,
-            offset,
-        });
-        self.record_position = None;
-    }
-
-    /// Records the changes of the current record.
-    pub fn apply(
-        &mut self,
-        changes: Vec<RowChange>,
-        event_time_ms: Option<i64>,
-    ) -> Result<(), StoreError> {
-        let Some(source) = self.record.clone() else {
-            debug_assert!(false, "apply before read_record");
-            return Ok(());
-        };
-        for change in changes {
-            let previous = self.row(&change.projection, &change.key)?;
-            let row = match &change.op {
-                RowOp::Upsert(row) => Some(row.clone()),
-                RowOp::Delete => None,
-            };
-            self.rows
-                .insert((change.projection.clone(), change.key.clone()), row);
-            let position = self
-                .record_position
-                .get_or_insert_with(|| self.store.codec.encode(&self.position))
-                .clone();
-            self.seq += 1;
-            self.changes.push(Change {
-                seq: self.seq,
-                projection: change.projection,
-                key: change.key,
-                op: change.op,
-                previous,
-                source: source.clone(),
-                position,
-                event_time_ms,
-            });
-        }
-        Ok(())
-    }
-
-    /// Writes everything, trims the change log and commits; returns the committed
-    /// changes for the live feed.
-    pub fn commit(self) -> Result<Vec<Change>, StoreError> {
-        {
-            let mut rows = self.txn.open_table(ROWS)?;
-            let mut index = self.txn.open_table(INDEX)?;
-            let read = self.read.borrow();
-            for ((projection, key), row) in &self.rows {
-                let id = (projection.as_str(), key.as_str());
-                match row {
-                    Some(row) => rows.insert(id, serde_json::to_vec(row)?.as_slice())?,
-                    None => rows.remove(id)?,
-                };
-                let Some(fields) = self.store.layout.indexed.get(projection) else {
-                    continue;
-                };
-                let before = read
-                    .get(&(projection.clone(), key.clone()))
-                    .and_then(Option::as_ref);
-                for field in fields {
-                    let old = before.and_then(|r| r.get(field)).and_then(index_value);
-                    let new = row
-                        .as_ref()
-                        .and_then(|r| r.get(field))
-                        .and_then(index_value);
-                    if old == new {
-                        continue;
-                    }
-                    if let Some(old) = old {
-                        index.remove((
-                            projection.as_str(),
-                            field.as_str(),
-                            old.as_str(),
-                            key.as_str(),
-                        ))?;
-                    }
-                    if let Some(new) = new {
-                        index.insert(
-                            (
-                                projection.as_str(),
-                                field.as_str(),
-                                new.as_str(),
-                                key.as_str(),
-                            ),
-                            (),
-                        )?;
-                    }
-                }
-            }
-            let mut embeds = self.txn.open_table(EMBEDS)?;
-            for ((target, target_key, embedder, embed, key), linked) in &self.links {
-                let entry = (
-                    target.as_str(),
-                    target_key.as_str(),
-                    embedder.as_str(),
-                    embed.as_str(),
-                    key.as_str(),
-                );
-                match linked {
-                    true => embeds.insert(entry, ())?,
-                    false => embeds.remove(entry)?,
-                };
-            }
-            let mut held = self.txn.open_table(HELD)?;
-            for ((projection, key), row) in self.held.borrow().iter() {
-                let id = (projection.as_str(), key.as_str());
-                match row {
-                    Some(row) => held.insert(id, serde_json::to_vec(row)?.as_slice())?,
-                    None => held.remove(id)?,
-                };
-            }
-            let mut offsets = self.txn.open_table(OFFSETS)?;
-            for ((topic, partition), next) in self.position.offsets() {
-                offsets.insert((topic.as_str(), *partition), *next)?;
-            }
-            let mut log = self.txn.open_table(CHANGES)?;
-            for change in &self.changes {
-                log.insert(change.seq, serde_json::to_vec(change)?.as_slice())?;
-            }
-            let mut batches = self.txn.open_table(LOG_BATCHES)?;
-            if !self.changes.is_empty() {
-                batches.insert(self.seq, position_to_bytes(&self.position)?.as_slice())?;
-            }
-            self.txn.open_table(COUNTERS)?.insert(SEQ, self.seq)?;
-            // Trim whole batches, oldest first, so that where the log starts is
-            // always a position: the one after the last batch dropped.
-            let mut log_start = None;
-            while log.len()? > self.store.layout.change_log_length {
-                let Some((last_seq, position)) = batches
-                    .pop_first()?
-                    .map(|(k, v)| (k.value(), v.value().to_vec()))
-                else {
-                    break;
-                };
-                log.retain_in(..=last_seq, |_, _| false)?;
-                log_start = Some(position);
-            }
-            if let Some(position) = log_start {
-                let text = String::from_utf8(position).unwrap_or_default();
-                self.txn
-                    .open_table(META)?
-                    .insert(LOG_START, text.as_str())?;
-            }
-        }
-        self.txn.commit()?;
-        *self.store.position.lock().expect("position lock") = self.position;
-        Ok(self.changes)
-    }
-}
-
-impl Rows for Batch<'_> {
-    type Error = StoreError;
-
-    fn stored(&self, projection: &str, key: &str) -> Result<Option<Stored>, StoreError> {
-        Batch::stored(self, projection, key)
-    }
-
-    fn embedders(
-        &self,
-        projection: &str,
-        key: &str,
-        embedder: &str,
-        embed: &str,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        // The batch's own entries for this row, over what the table holds.
-        let pending: Vec<(&str, bool)> =
-            links_of(&self.links, projection, key, embedder, embed).collect();
-        let removed = pending.iter().filter(|(_, linked)| !linked).count();
-        let mut keys = std::collections::BTreeSet::new();
-        let table = self.txn.open_table(EMBEDS)?;
-        for entry in table.range((projection, key, embedder, embed, "")..)? {
-            let (entry, _) = entry?;
-            let (t, k, e, name, embedder_key) = entry.value();
-            if (t, k, e, name) != (projection, key, embedder, embed)
-                || keys.len() == limit + removed
-            {
-                break;
-            }
-            keys.insert(embedder_key.to_string());
-        }
-        for (embedder_key, linked) in pending {
-            match linked {
-                true => keys.insert(embedder_key.to_string()),
-                false => keys.remove(embedder_key),
-            };
-        }
-        Ok(keys.into_iter().take(limit).collect())
     }
 }

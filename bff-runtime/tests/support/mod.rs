@@ -72,6 +72,7 @@ pub async fn start(sample: &str, adjust: impl FnOnce(&mut ExperienceSpec)) -> Ru
         dev_producer: None,
         sample_events: vec![],
         console: false,
+        restore_from: None,
     })
     .await
     .unwrap();

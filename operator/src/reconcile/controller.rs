@@ -246,8 +246,11 @@ async fn announce_generation(fx: &FrontendExperience, context: &Context) {
             .first_time(fx.meta().uid.as_deref().unwrap_or_default(), generation);
     if new_generation {
         info!(experience = %fx.name_any(), namespace = ?fx.namespace(), generation, "applied");
+        let serving = fx.status.as_ref().and_then(|s| s.definition.as_deref());
+        let change =
+            super::rebuild::change_note(serving, &builders::definition(&fx.spec.experience));
         let note = format!(
-            "applied generation {generation} ({} replicas)",
+            "applied generation {generation} ({} replicas): {change}",
             fx.spec.experience.replicas
         );
         publish(context, fx, EventType::Normal, "Applied", "Apply", note).await;

@@ -116,8 +116,29 @@ pub fn progress(reports: &[Option<ProgressReport>]) -> Progress {
     }
 }
 
+/// What applying a spec does to the running pods, for the `Applied` Event:
+/// `serving` is the definition the serving pods hold, `target` the spec's.
+pub fn change_note(serving: Option<&str>, target: &str) -> &'static str {
+    match serving {
+        None => "the pods build their stores from the topics",
+        Some(serving) if serving == target => {
+            "the projection definition is unchanged: pods that need the new settings restart on their stores, nothing is replayed and clients keep their positions"
+        }
+        Some(_) => {
+            "the projection definition changed: a new StatefulSet replays the topics beside the serving pods, and the Service moves to it once it has caught up"
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_applied_note_says_whether_anything_replays() {
+        assert!(super::change_note(Some("abc"), "abc").contains("nothing is replayed"));
+        assert!(super::change_note(Some("abc"), "def").contains("replays the topics"));
+        assert!(super::change_note(None, "def").contains("build their stores"));
+    }
+
     use super::*;
 
     fn set(name: &str, definition: Option<&str>, settled: bool) -> SetState {

@@ -1,0 +1,447 @@
+//! Batches: the row changes, held rows, reverse-index entries and offsets of a run
+//! of events, kept in memory while the events apply, then written in one
+//! transaction.
+//!
+//! Applying and writing are two steps so they can run on two cores: a batch reads
+//! the store as of the last commit plus, while that one is still being written, the
+//! batch before it ([`Store::batch_after`]), so ingest applies the next batch while
+//! another thread writes and syncs the previous one ([`Store::write`]). Batches are
+//! written in order, one at a time.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, ReadableTableMetadata};
+
+use super::{
+    index_value, position_to_bytes, Change, Source, Store, StoreError, CHANGES, COUNTERS, EMBEDS,
+    HELD, INDEX, LOG_BATCHES, LOG_START, META, OFFSETS, ROWS, SEQ,
+};
+use crate::projection::{links_of, Applied, LinkKey, Row, RowChange, Rows, Stored};
+use crate::store::Position;
+
+/// A batch being filled. Reads see the batch's own writes, so every event of a
+/// batch builds on the ones before it; a hot row changed by many events is written
+/// once.
+pub struct Batch<'s> {
+    store: &'s Store,
+    /// The store as of the last commit when the batch began.
+    snapshot: redb::ReadTransaction,
+    /// The batch before, which `snapshot` may not include yet.
+    before: Option<Arc<Sealed>>,
+    /// Rows as they were before the batch: a rule reads a row, the change log keeps
+    /// it as the change's previous row, and the index entries it had are removed.
+    read: RefCell<ByRow<Option<Row>>>,
+    /// Held rows read or written by the batch (`None`: none), written at commit.
+    held: RefCell<ByRow<Option<Row>>>,
+    /// Whether no row was held when the batch began: then only the batch's own
+    /// held rows need looking at (most specs never hold one).
+    none_held: bool,
+    writes: Sealed,
+    /// The record whose changes are being applied.
+    record: Option<Source>,
+    /// `position` as clients see it, made once per record that changes something.
+    record_position: Option<String>,
+}
+
+/// A filled batch, ready to write; shared with the batch after it until written.
+#[derive(Debug, Default)]
+pub struct Sealed {
+    /// Rows the batch changed: where in `changes` the last change of each is (a
+    /// row is kept once, in its change).
+    rows: ByRow<usize>,
+    /// Rows as they were before the batch, for the index entries to remove.
+    read: ByRow<Option<Row>>,
+    held: ByRow<Option<Row>>,
+    /// Reverse-index entries added (`true`) or removed (`false`).
+    links: BTreeMap<LinkKey, bool>,
+    changes: Vec<Change>,
+    /// The position after the batch's records.
+    position: Position,
+    /// The last commit sequence number it uses.
+    seq: u64,
+}
+
+impl Sealed {
+    /// The committed changes, for the live feed.
+    pub fn into_changes(self) -> Vec<Change> {
+        self.changes
+    }
+
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    fn row(&self, projection: &str, key: &str) -> Option<Option<&Row>> {
+        let &i = self.rows.get(projection, key)?;
+        Some(self.changes[i].op.row())
+    }
+}
+
+impl Store {
+    /// Starts a batch on what is committed.
+    pub fn batch(&self) -> Result<Batch<'_>, StoreError> {
+        self.batch_after(None)
+    }
+
+    /// Starts a batch that follows `before`, which may still be being written.
+    pub fn batch_after(&self, before: Option<Arc<Sealed>>) -> Result<Batch<'_>, StoreError> {
+        let snapshot = self.db.begin_read()?;
+        let committed_seq = snapshot.open_table(COUNTERS)?.get(SEQ)?.map(|v| v.value());
+        let none_held = snapshot.open_table(HELD)?.is_empty()?
+            && before
+                .as_ref()
+                .is_none_or(|b| b.held.iter().all(|(_, _, row)| row.is_none()));
+        let (seq, position) = match &before {
+            Some(before) => (before.seq, before.position.clone()),
+            None => (committed_seq.unwrap_or(0), self.position()),
+        };
+        Ok(Batch {
+            store: self,
+            snapshot,
+            before,
+            read: Default::default(),
+            held: Default::default(),
+            none_held,
+            writes: Sealed {
+                position,
+                seq,
+                ..Sealed::default()
+            },
+            record: None,
+            record_position: None,
+        })
+    }
+
+    /// Writes a sealed batch, trims the change log and commits (with a sync).
+    pub fn write(&self, batch: &Sealed) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut rows = txn.open_table(ROWS)?;
+            let mut index = txn.open_table(INDEX)?;
+            let mut encoded = Vec::new();
+            for (projection, key, &i) in batch.rows.iter() {
+                let row = batch.changes[i].op.row();
+                match row {
+                    Some(row) => {
+                        encoded.clear();
+                        serde_json::to_writer(&mut encoded, row)?;
+                        rows.insert((projection, key), encoded.as_slice())?
+                    }
+                    None => rows.remove((projection, key))?,
+                };
+                let Some(fields) = self.layout.indexed.get(projection) else {
+                    continue;
+                };
+                let before = batch.read.get(projection, key).and_then(Option::as_ref);
+                for field in fields {
+                    let old = before.and_then(|r| r.get(field)).and_then(index_value);
+                    let new = row.and_then(|r| r.get(field)).and_then(index_value);
+                    if old == new {
+                        continue;
+                    }
+                    if let Some(old) = old {
+                        index.remove((projection, field.as_str(), old.as_str(), key))?;
+                    }
+                    if let Some(new) = new {
+                        index.insert((projection, field.as_str(), new.as_str(), key), ())?;
+                    }
+                }
+            }
+            let mut embeds = txn.open_table(EMBEDS)?;
+            for ((target, target_key, embedder, embed, key), linked) in &batch.links {
+                let entry = (
+                    target.as_str(),
+                    target_key.as_str(),
+                    embedder.as_str(),
+                    embed.as_str(),
+                    key.as_str(),
+                );
+                match linked {
+                    true => embeds.insert(entry, ())?,
+                    false => embeds.remove(entry)?,
+                };
+            }
+            let mut held = txn.open_table(HELD)?;
+            for (projection, key, row) in batch.held.iter() {
+                match row {
+                    Some(row) => {
+                        held.insert((projection, key), serde_json::to_vec(row)?.as_slice())?
+                    }
+                    None => held.remove((projection, key))?,
+                };
+            }
+            let mut offsets = txn.open_table(OFFSETS)?;
+            for ((topic, partition), next) in batch.position.offsets() {
+                offsets.insert((topic.as_str(), *partition), *next)?;
+            }
+            txn.open_table(COUNTERS)?.insert(SEQ, batch.seq)?;
+            self.write_log(&txn, batch)?;
+        }
+        txn.commit()?;
+        *self.position.lock().expect("position lock") = batch.position.clone();
+        Ok(())
+    }
+
+    /// Appends a batch's changes to the change log and trims it to its length,
+    /// whole batches at a time, oldest first, so that where the log starts is
+    /// always a position: the one after the last batch dropped.
+    fn write_log(&self, txn: &redb::WriteTransaction, batch: &Sealed) -> Result<(), StoreError> {
+        let mut log = txn.open_table(CHANGES)?;
+        let mut batches = txn.open_table(LOG_BATCHES)?;
+        let mut log_start = None;
+        if batch.changes.len() as u64 > self.layout.change_log_length {
+            // Trimming would drop this whole batch and every one before it (as
+            // with a replay's large batches): the log starts after this batch, and
+            // its changes need not be encoded at all.
+            log.retain(|_, _| false)?;
+            batches.retain(|_, _| false)?;
+            log_start = Some(position_to_bytes(&batch.position)?);
+        } else {
+            let mut encoded = Vec::new();
+            for change in &batch.changes {
+                encoded.clear();
+                serde_json::to_writer(&mut encoded, change)?;
+                log.insert(change.seq, encoded.as_slice())?;
+            }
+            if !batch.changes.is_empty() {
+                batches.insert(batch.seq, position_to_bytes(&batch.position)?.as_slice())?;
+            }
+        }
+        while log.len()? > self.layout.change_log_length {
+            let Some((last_seq, position)) = batches
+                .pop_first()?
+                .map(|(k, v)| (k.value(), v.value().to_vec()))
+            else {
+                break;
+            };
+            log.retain_in(..=last_seq, |_, _| false)?;
+            log_start = Some(position);
+        }
+        if let Some(position) = log_start {
+            let text = String::from_utf8(position).unwrap_or_default();
+            txn.open_table(META)?.insert(LOG_START, text.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+impl Batch<'_> {
+    /// The current row, as the batch has left it so far.
+    pub fn row(&self, projection: &str, key: &str) -> Result<Option<Row>, StoreError> {
+        if let Some(row) = self.writes.row(projection, key) {
+            return Ok(row.cloned());
+        }
+        if let Some(row) = self.read.borrow().get(projection, key) {
+            return Ok(row.clone());
+        }
+        let row = match self.before.as_ref().and_then(|b| b.row(projection, key)) {
+            Some(row) => row.cloned(),
+            None => match self.snapshot.open_table(ROWS)?.get((projection, key))? {
+                Some(bytes) => Some(serde_json::from_slice::<Row>(bytes.value())?),
+                None => None,
+            },
+        };
+        self.read
+            .borrow_mut()
+            .insert(projection, key.to_string(), row.clone());
+        Ok(row)
+    }
+
+    /// The row, held or served, as the batch has left it so far.
+    pub fn stored(&self, projection: &str, key: &str) -> Result<Option<Stored>, StoreError> {
+        if let Some(row) = self.row(projection, key)? {
+            return Ok(Some(Stored::Served(row)));
+        }
+        if let Some(row) = self.held.borrow().get(projection, key) {
+            return Ok(row.clone().map(Stored::Held));
+        }
+        if self.none_held {
+            return Ok(None);
+        }
+        let row = match self
+            .before
+            .as_ref()
+            .and_then(|b| b.held.get(projection, key))
+        {
+            Some(row) => row.clone(),
+            None => match self.snapshot.open_table(HELD)?.get((projection, key))? {
+                Some(bytes) => Some(serde_json::from_slice::<Row>(bytes.value())?),
+                None => None,
+            },
+        };
+        self.held
+            .borrow_mut()
+            .insert(projection, key.to_string(), row.clone());
+        Ok(row.map(Stored::Held))
+    }
+
+    /// Writes what one event changed: its served changes (see [`Batch::apply`]),
+    /// its held rows and its reverse-index entries.
+    pub fn apply_event(
+        &mut self,
+        applied: Applied,
+        event_time_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        {
+            let mut held = self.held.borrow_mut();
+            for change in applied.held {
+                held.insert(&change.projection, change.key, change.row);
+            }
+        }
+        self.writes
+            .links
+            .extend(applied.links.into_iter().map(|link| link.into_entry()));
+        self.apply(applied.changes, event_time_ms)
+    }
+
+    /// A record was read from a partition: the changes applied next are its own,
+    /// and the batch's offsets move past it whether it changes anything or not.
+    pub fn read_record(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.writes.position.advance(topic, partition, offset + 1);
+        self.record = Some(Source {
+            topic: topic.to_string(),
+            partition,
+            offset,
+        });
+        self.record_position = None;
+    }
+
+    /// Records the changes of the current record.
+    pub fn apply(
+        &mut self,
+        changes: Vec<RowChange>,
+        event_time_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let Some(source) = self.record.clone() else {
+            debug_assert!(false, "apply before read_record");
+            return Ok(());
+        };
+        for change in changes {
+            let previous = self.row(&change.projection, &change.key)?;
+            let writes = &mut self.writes;
+            writes
+                .rows
+                .insert(&change.projection, change.key.clone(), writes.changes.len());
+            let position = self
+                .record_position
+                .get_or_insert_with(|| self.store.codec.encode(&writes.position))
+                .clone();
+            writes.seq += 1;
+            writes.changes.push(Change {
+                seq: writes.seq,
+                projection: change.projection,
+                key: change.key,
+                op: change.op,
+                previous,
+                source: source.clone(),
+                position,
+                event_time_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// The batch as it is, ready to write; the batch after it may read through it.
+    pub fn seal(self) -> Sealed {
+        Sealed {
+            read: self.read.into_inner(),
+            held: self.held.into_inner(),
+            ..self.writes
+        }
+    }
+
+    /// Writes everything and commits; returns the committed changes for the live feed.
+    pub fn commit(self) -> Result<Vec<Change>, StoreError> {
+        let store = self.store;
+        let sealed = self.seal();
+        store.write(&sealed)?;
+        Ok(sealed.into_changes())
+    }
+}
+
+impl Rows for Batch<'_> {
+    type Error = StoreError;
+
+    fn stored(&self, projection: &str, key: &str) -> Result<Option<Stored>, StoreError> {
+        Batch::stored(self, projection, key)
+    }
+
+    fn embedders(
+        &self,
+        projection: &str,
+        key: &str,
+        embedder: &str,
+        embed: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        // The entries of the batch before and of this one, over what the table holds.
+        let mut pending: Vec<(&str, bool)> = Vec::new();
+        if let Some(before) = &self.before {
+            pending.extend(links_of(&before.links, projection, key, embedder, embed));
+        }
+        pending.extend(links_of(
+            &self.writes.links,
+            projection,
+            key,
+            embedder,
+            embed,
+        ));
+        let removed = pending.iter().filter(|(_, linked)| !linked).count();
+        let mut keys = BTreeSet::new();
+        let table = self.snapshot.open_table(EMBEDS)?;
+        for entry in table.range((projection, key, embedder, embed, "")..)? {
+            let (entry, _) = entry?;
+            let (t, k, e, name, embedder_key) = entry.value();
+            if (t, k, e, name) != (projection, key, embedder, embed)
+                || keys.len() == limit + removed
+            {
+                break;
+            }
+            keys.insert(embedder_key.to_string());
+        }
+        for (embedder_key, linked) in pending {
+            match linked {
+                true => keys.insert(embedder_key.to_string()),
+                false => keys.remove(embedder_key),
+            };
+        }
+        Ok(keys.into_iter().take(limit).collect())
+    }
+}
+
+/// Values per row of a batch, found by projection and key without allocating.
+#[derive(Debug)]
+struct ByRow<V>(HashMap<String, HashMap<String, V>>);
+
+impl<V> Default for ByRow<V> {
+    fn default() -> Self {
+        ByRow(HashMap::new())
+    }
+}
+
+impl<V> ByRow<V> {
+    fn get(&self, projection: &str, key: &str) -> Option<&V> {
+        self.0.get(projection)?.get(key)
+    }
+
+    fn insert(&mut self, projection: &str, key: String, value: V) {
+        match self.0.get_mut(projection) {
+            Some(rows) => {
+                rows.insert(key, value);
+            }
+            None => {
+                self.0
+                    .insert(projection.to_string(), HashMap::from([(key, value)]));
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &str, &V)> {
+        self.0.iter().flat_map(|(projection, rows)| {
+            rows.iter()
+                .map(move |(key, value)| (projection.as_str(), key.as_str(), value))
+        })
+    }
+}

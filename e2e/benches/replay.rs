@@ -1,0 +1,215 @@
+//! Replay to readiness on a real Apache Kafka broker: the cost of building a store
+//! from the log, which every new store pays (a rebuild, a lost volume, a replica
+//! that cannot copy a peer's image).
+//!
+//! In one run, on one broker (the one `e2e/tools/install-kafka.sh` provides) and the
+//! same topics:
+//! - **baseline**: an rdkafka consumer that decodes nothing reads every record;
+//! - **facet**: the `facet-bff` release binary with the storefront sample (orders
+//!   that embed their customer, payments held until their order, a customer summary),
+//!   from start to its first `200` on `/readyz`; then again without the embed.
+//!
+//! Reported per run: events/s to ready, CPU µs per event (user + system, every
+//! thread of the process), peak RSS (VmHWM), and the ratio to the no-op consumer.
+//!
+//! Reproduce:
+//! `cargo build --release -p facet-bff && cargo bench -p facet-e2e --bench replay`
+//! Options (environment): `FACET_BENCH_EVENTS` (default 1,000,000 records in all).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use facet_e2e::kafka::Broker;
+use facet_e2e::process::Runtime;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const ORDERS: &str = "shop.orders.v1";
+const PAYMENTS: &str = "shop.payments.v1";
+const CUSTOMERS: &str = "shop.customers.v1";
+const PARTITIONS: i32 = 3;
+const CUSTOMER_COUNT: usize = 5_000;
+
+fn main() {
+    let events: usize = std::env::var("FACET_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let logs = facet_e2e::log_dir("bench-replay");
+    let broker = Broker::start(&logs);
+    for topic in [ORDERS, PAYMENTS, CUSTOMERS] {
+        broker.create_topic(topic, PARTITIONS);
+    }
+    let started = Instant::now();
+    let produced = produce(&broker.bootstrap(), events);
+    println!(
+        "produced {produced} records to {} partitions in {:.1?}",
+        3 * PARTITIONS,
+        started.elapsed()
+    );
+
+    let started = Instant::now();
+    noop_consumer(&broker.bootstrap(), produced);
+    let baseline = produced as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "no-op consumer: {baseline:.0} events/s ({produced} in {:.2?})",
+        started.elapsed()
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    println!("| run | events | to ready | events/s | CPU µs/event | peak RSS | ratio to no-op |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for (run, embeds) in [
+        ("storefront, orders embed customers", true),
+        ("without embeds", false),
+    ] {
+        let spec = work.path().join(format!("storefront-{embeds}.yaml"));
+        std::fs::write(&spec, storefront(embeds)).unwrap();
+        let data = work.path().join(format!("data-{embeds}"));
+        let ordinal = if embeds { 0 } else { 1 };
+        let result = replay(&spec, &data, &broker.bootstrap(), ordinal, &logs);
+        let rate = produced as f64 / result.to_ready.as_secs_f64();
+        println!(
+            "| {run} | {produced} | {:.1?} | {rate:.0} | {:.1} | {} MB | {:.3} |",
+            result.to_ready,
+            result.cpu.as_secs_f64() * 1e6 / produced as f64,
+            result.peak_rss / 1_000_000,
+            rate / baseline
+        );
+    }
+}
+
+struct Replayed {
+    to_ready: Duration,
+    cpu: Duration,
+    peak_rss: u64,
+}
+
+/// Starts `facet-bff run` on an empty store and waits for `/readyz`.
+fn replay(spec: &Path, data: &Path, bootstrap: &str, ordinal: u32, logs: &Path) -> Replayed {
+    let log = logs.join(format!("facet-{ordinal}.log"));
+    let started = Instant::now();
+    let pod = format!("storefront-web-{ordinal}");
+    let mut runtime = Runtime::start(spec, data, bootstrap, &pod, &log);
+    runtime.wait_ready(Duration::from_secs(1800));
+    let to_ready = started.elapsed();
+    let replayed = Replayed {
+        to_ready,
+        cpu: runtime.cpu_time(),
+        peak_rss: runtime.peak_rss_bytes(),
+    };
+    runtime.terminate();
+    replayed
+}
+
+/// The storefront sample, anonymous (no identity provider needed), with or without
+/// the order's embed of its customer.
+fn storefront(embeds: bool) -> String {
+    let text =
+        std::fs::read_to_string(facet_e2e::repo_root().join("config/samples/storefront.yaml"))
+            .unwrap();
+    let mut manifest: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let spec = &mut manifest["spec"];
+    spec["auth"] = serde_yaml::from_str("{anonymous: true}").unwrap();
+    if let serde_yaml::Value::Mapping(kafka) = &mut spec["kafka"] {
+        kafka.remove("deadLetterTopic");
+    }
+    if !embeds {
+        if let serde_yaml::Value::Mapping(order) = &mut spec["projections"][0] {
+            order.remove("embeds");
+        }
+    }
+    serde_yaml::to_string(&manifest).unwrap()
+}
+
+/// Customers, then orders of three events each (placed, payment captured, shipped)
+/// on three topics, `events` records in all. Returns how many were produced.
+fn produce(bootstrap: &str, events: usize) -> usize {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("compression.type", "lz4")
+        .create()
+        .expect("producer");
+    let send = |topic: &str, key: &str, value: serde_json::Value| {
+        let value = value.to_string();
+        let mut record = BaseRecord::<str, str>::to(topic).key(key).payload(&value);
+        loop {
+            match producer.send(record) {
+                Ok(()) => return,
+                Err((_, r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+    };
+    let customers = CUSTOMER_COUNT.min(events);
+    for i in 0..customers {
+        let customer = format!("c-{i}");
+        send(
+            CUSTOMERS,
+            &customer,
+            serde_json::json!({"type": "CustomerRegistered", "customerId": customer, "name": format!("Customer {i}")}),
+        );
+    }
+    let mut produced = customers;
+    let mut order = 0;
+    while produced < events {
+        let id = format!("o-{order}");
+        let customer = format!("c-{}", order % CUSTOMER_COUNT);
+        let at = format!("2026-11-{:02}T{:02}:00:00Z", 1 + order % 28, order % 24);
+        let kinds = [
+            (
+                ORDERS,
+                serde_json::json!({"type": "OrderPlaced", "orderId": id, "customerId": customer,
+                "items": [{"sku": "mug-01", "name": "Mug", "quantity": 1, "price": 12.5}], "total": 12.5, "at": at}),
+            ),
+            (
+                PAYMENTS,
+                serde_json::json!({"type": "PaymentCaptured", "orderId": id, "amount": 12.5}),
+            ),
+            (
+                ORDERS,
+                serde_json::json!({"type": "OrderShipped", "orderId": id, "carrier": "DHL", "at": at}),
+            ),
+        ];
+        for (topic, value) in kinds.into_iter().take(events - produced) {
+            send(topic, &id, value);
+            produced += 1;
+        }
+        order += 1;
+    }
+    producer.flush(Duration::from_secs(300)).expect("flush");
+    produced
+}
+
+/// Reads every record of the three topics and does nothing with it.
+fn noop_consumer(bootstrap: &str, events: usize) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-noop")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for topic in [ORDERS, PAYMENTS, CUSTOMERS] {
+        for p in 0..PARTITIONS {
+            assignment
+                .add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut read = 0;
+    while read < events {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            std::hint::black_box(rdkafka::Message::payload(&message));
+            read += 1;
+        }
+    }
+}
