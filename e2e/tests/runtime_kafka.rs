@@ -192,6 +192,63 @@ fn runtime_against_a_real_kafka_broker() {
         dead_letters(&broker) >= 2 * POISON as i64
     });
 
+    // Backup and restore: B's store is exported, its volume lost, and a new store
+    // restored from the image resumes at the image's offsets, equal to a replay.
+    b.terminate();
+    let dir_b = work.path().join("b");
+    let image = work.path().join("b.image");
+    let cli = |args: &[&std::ffi::OsStr]| {
+        let output = std::process::Command::new(facet_e2e::process::facet_bff_binary())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    cli(&[
+        "image".as_ref(),
+        "export".as_ref(),
+        "--data-dir".as_ref(),
+        dir_b.as_os_str(),
+        "--out".as_ref(),
+        image.as_os_str(),
+    ]);
+    std::fs::remove_dir_all(&dir_b).unwrap();
+    let dir_c = work.path().join("c");
+    cli(&[
+        "image".as_ref(),
+        "restore".as_ref(),
+        "--spec".as_ref(),
+        spec.as_os_str(),
+        "--data-dir".as_ref(),
+        dir_c.as_os_str(),
+        "--image".as_ref(),
+        image.as_os_str(),
+    ]);
+    let mut c = Runtime::start(
+        &spec,
+        &dir_c,
+        &broker.bootstrap(),
+        "counters-1",
+        &logs.join("runtime-c.log"),
+    );
+    c.wait_ready(Duration::from_secs(120));
+    assert_eq!(
+        counters(&c),
+        after_crash,
+        "a restored store equals a replay"
+    );
+    assert_eq!(
+        c.metric("facet_events_applied_total"),
+        0.0,
+        "resumed from the image's offsets, nothing replayed"
+    );
+    // The restored runtime is B from here on.
+    let mut b = c;
+
     // A clean stop resumes from the stored offsets: only new events are read.
     a.terminate();
     for n in TICKS_PER_KEY + 1..=TICKS_PER_KEY + 100 {

@@ -52,7 +52,7 @@ pub fn judge(topics: &[TopicRetention]) -> Result<(), String> {
     match problems.is_empty() {
         true => Ok(()),
         false => Err(format!(
-            "a full replay may miss events: {}",
+            "a full replay may miss events: {}; back up the stores with `facet-bff image export` (README: Backup and restore)",
             problems.join("; ")
         )),
     }
