@@ -247,7 +247,7 @@ fn runtime_against_a_real_kafka_broker() {
         "resumed from the image's offsets, nothing replayed"
     );
     // The restored runtime is B from here on.
-    let mut b = c;
+    let b = c;
 
     // A clean stop resumes from the stored offsets: only new events are read.
     a.terminate();

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
+pub use super::definition::definition_hash;
 use super::error::{SpecError, SpecErrors};
 use super::expr::{cel_to_json, cel_type_name, Expr, Scope};
 use super::fields::conform;
@@ -129,8 +130,6 @@ impl CompiledExperience {
         }
     }
 }
-
-pub use super::definition::definition_hash;
 
 /// A SHA-256 in hex, as clients name persisted queries.
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -239,7 +239,7 @@ pub(super) fn export(
         lines.entry(&Entry::Counter { k, v })?;
     }
     let entries = lines.entries;
-    let sha256 = hex(&lines.hash.clone().finalize());
+    let sha256 = format!("{:x}", lines.hash.clone().finalize());
     lines.line(&serde_json::json!({"end": Trailer { entries, sha256: sha256.clone() }}))?;
     lines.out.flush()?;
     Ok(ImageSummary {
@@ -366,7 +366,7 @@ fn restore_into(
             }
         }
     };
-    let sha256 = hex(&hash.finalize());
+    let sha256 = format!("{:x}", hash.finalize());
     if trailer.entries != entries || trailer.sha256 != sha256 {
         return Err(ImageError::Corrupted);
     }
@@ -376,8 +376,4 @@ fn restore_into(
         entries,
         sha256,
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

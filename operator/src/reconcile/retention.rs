@@ -17,6 +17,10 @@ pub struct TopicRetention {
     pub earliest: Vec<(i32, i64)>,
 }
 
+/// Where a team learns to keep what the topics do not.
+const BACKUP_HINT: &str =
+    " (back up the stores with `facet-bff image export`: README, Backup and restore)";
+
 /// The verdict: `Ok(())` when every topic keeps everything, else why not.
 pub fn judge(topics: &[TopicRetention]) -> Result<(), String> {
     let mut problems = Vec::new();
@@ -52,7 +56,7 @@ pub fn judge(topics: &[TopicRetention]) -> Result<(), String> {
     match problems.is_empty() {
         true => Ok(()),
         false => Err(format!(
-            "a full replay may miss events: {}; back up the stores with `facet-bff image export` (README: Backup and restore)",
+            "a full replay may miss events: {}{BACKUP_HINT}",
             problems.join("; ")
         )),
     }
@@ -87,11 +91,11 @@ mod tests {
         assert_eq!(judge(&[topic("delete", -1, -1, &[(0, 0), (1, 0)])]), Ok(()));
         assert_eq!(
             judge(&[topic("delete", 604_800_000, -1, &[(0, 0)])]),
-            Err("a full replay may miss events: shop.orders.v1 deletes records after 7d (retention.ms=604800000)".into())
+            Err(format!("a full replay may miss events: shop.orders.v1 deletes records after 7d (retention.ms=604800000){BACKUP_HINT}"))
         );
         assert_eq!(
             judge(&[topic("delete", -1, -1, &[(0, 40), (1, 2)])]),
-            Err("a full replay may miss events: shop.orders.v1 no longer holds its first 42 records".into())
+            Err(format!("a full replay may miss events: shop.orders.v1 no longer holds its first 42 records{BACKUP_HINT}"))
         );
         let compacted = judge(&[topic("compact", 604_800_000, -1, &[(0, 0)])]).unwrap_err();
         assert!(compacted.contains("is compacted"), "{compacted}");
