@@ -183,7 +183,7 @@ fn operator_runs_samples_on_a_real_control_plane() {
         assert_eq!(
             applied.lines().collect::<Vec<_>>(),
             [format!(
-                "applied generation 1 ({} replicas)/",
+                "applied generation 1 ({} replicas): the pods build their stores from the topics/",
                 if name == "storefront-web" { 2 } else { 1 }
             )],
             "{name}"
@@ -891,8 +891,9 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
 }
 
 /// Comments loaded before the rules change, so that the new definition's replay
-/// takes long enough for the status to report it under way.
-const REBUILD_LOAD: usize = 8_000;
+/// takes long enough (several of the operator's 5 s polls) for the status to report
+/// it under way.
+const REBUILD_LOAD: usize = 50_000;
 
 /// What a client of the Service saw while the blog's projections were rebuilt.
 #[derive(Default)]

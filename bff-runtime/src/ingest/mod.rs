@@ -38,6 +38,8 @@ const PARTITION_CHECK: Duration = Duration::from_secs(10);
 /// replay faster. Bounded so that a batch's rows and changes fit in memory.
 const REPLAY_BATCH_EVENTS: usize = 10_000;
 const REPLAY_BATCH_DELAY: Duration = Duration::from_millis(500);
+/// How often a replay batch shows how far it has applied, in events.
+const PROGRESS_EVERY: usize = 500;
 
 /// Where to read from and how to batch.
 #[derive(Debug, Clone)]
@@ -403,6 +405,11 @@ impl Ingest {
                 (topic.to_string(), message.partition()),
                 message.offset() + 1,
             );
+            if replaying && read % PROGRESS_EVERY == 0 {
+                for ((topic, partition), next) in &reached {
+                    self.progress.applying(topic, *partition, *next);
+                }
+            }
         }
         if read == 0 {
             return Ok(0);

@@ -32,6 +32,9 @@ struct State {
     waiting: Option<String>,
     kafka_error: Option<String>,
     partitions: BTreeMap<(String, i32), PartitionProgress>,
+    /// Per partition, the next offset to apply, committed or not: what the report
+    /// shows, so a replay in large batches shows its progress as it goes.
+    applied: BTreeMap<(String, i32), i64>,
 }
 
 impl State {
@@ -76,6 +79,17 @@ impl Progress {
         if state.caught_up() {
             state.ready = true;
         }
+    }
+
+    /// Records up to `next` of a partition are applied in a batch not yet committed:
+    /// shown in the report, never counted for readiness.
+    pub fn applying(&self, topic: &str, partition: i32, next: i64) {
+        let mut state = self.state();
+        let applied = state
+            .applied
+            .entry((topic.to_string(), partition))
+            .or_default();
+        *applied = (*applied).max(next);
     }
 
     /// Re-checks readiness when nothing arrives (all targets may already be met).
@@ -123,11 +137,14 @@ impl Progress {
             partitions: state
                 .partitions
                 .iter()
-                .map(|((topic, partition), p)| PartitionReport {
-                    topic: topic.clone(),
-                    partition: *partition,
+                .map(|(id, p)| PartitionReport {
+                    topic: id.0.clone(),
+                    partition: id.1,
                     start: p.start,
-                    position: p.position,
+                    position: state
+                        .applied
+                        .get(id)
+                        .map_or(p.position, |a| (*a).max(p.position)),
                     target: p.target,
                 })
                 .collect(),
