@@ -151,3 +151,24 @@ impl Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applied_records_show_in_the_report_but_readiness_waits_for_the_commit() {
+        let progress = Progress::default();
+        let partition = PartitionProgress {
+            start: 0,
+            position: 0,
+            target: 100,
+        };
+        progress.start(BTreeMap::from([(("t".to_string(), 0), partition)]));
+        progress.applying("t", 0, 100);
+        assert_eq!(progress.report().partitions[0].position, 100);
+        assert!(!progress.is_ready(), "nothing is committed yet");
+        progress.advance("t", 0, 100);
+        assert!(progress.is_ready());
+    }
+}
