@@ -56,29 +56,6 @@ fn strip_field_docs(field: &mut Value) {
     }
 }
 
-/// How an edit changes a running experience.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EditKind {
-    /// Nothing changed.
-    None,
-    /// Only how rows are served: pods restart on their stores, clients resume.
-    ServingOnly,
-    /// What the rows are: the topics are replayed into new stores.
-    Definition,
-}
-
-impl EditKind {
-    pub fn between(old: &ExperienceSpec, new: &ExperienceSpec) -> EditKind {
-        if definition_hash(old) != definition_hash(new) {
-            EditKind::Definition
-        } else if old != new {
-            EditKind::ServingOnly
-        } else {
-            EditKind::None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,8 +95,8 @@ mod tests {
         ];
         for edit in edits {
             let (old, new) = edited(edit);
+            assert_ne!(old, new);
             assert_eq!(definition_hash(&old), definition_hash(&new));
-            assert_eq!(EditKind::between(&old, &new), EditKind::ServingOnly);
         }
     }
 
@@ -141,9 +118,6 @@ mod tests {
         for edit in edits {
             let (old, new) = edited(edit);
             assert_ne!(definition_hash(&old), definition_hash(&new));
-            assert_eq!(EditKind::between(&old, &new), EditKind::Definition);
         }
-        let same = sample("storefront");
-        assert_eq!(EditKind::between(&same, &same.clone()), EditKind::None);
     }
 }
