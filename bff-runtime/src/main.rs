@@ -137,14 +137,8 @@ fn image(command: ImageCommand) -> anyhow::Result<()> {
             );
             std::fs::create_dir_all(&data_dir)
                 .with_context(|| format!("creating {}", data_dir.display()))?;
-            let file = std::fs::File::open(&path)
-                .with_context(|| format!("opening {}", path.display()))?;
-            let summary = image::restore(
-                &store,
-                &compiled.store_layout(),
-                std::io::BufReader::new(file),
-            )
-            .with_context(|| format!("restoring {}", path.display()))?;
+            let summary = image::restore_file(&store, &compiled.store_layout(), &path)
+                .with_context(|| format!("restoring {}", path.display()))?;
             eprintln!(
                 "restored {} entries (sha256 {}) into {}",
                 summary.entries,

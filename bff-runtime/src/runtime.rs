@@ -258,12 +258,7 @@ fn restore_if_empty(
         info!(image = %image.display(), "the data directory holds a store: the image is not needed");
         return;
     }
-    let restored = std::fs::File::open(image)
-        .map_err(crate::store::image::ImageError::from)
-        .and_then(|file| {
-            crate::store::image::restore(store_path, layout, std::io::BufReader::new(file))
-        });
-    match restored {
+    match crate::store::image::restore_file(store_path, layout, image) {
         Ok(summary) => info!(
             image = %image.display(),
             entries = summary.entries,

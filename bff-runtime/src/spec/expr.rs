@@ -187,10 +187,6 @@ impl Expr {
 pub struct Bound(Box<dyn Val>);
 
 impl Bound {
-    pub fn new(value: Value) -> Result<Bound, ExecutionError> {
-        Ok(Bound(value.try_into()?))
-    }
-
     /// A row, without copying it into a JSON value first.
     pub fn row(row: &serde_json::Map<String, serde_json::Value>) -> Bound {
         Bound(Box::new(map_to_val(row, |_| false)))
@@ -210,9 +206,11 @@ impl Bound {
     }
 }
 
-/// JSON straight into the interpreter's values, in one pass, with numbers as
-/// [`json_to_cel`] makes them (going through [`Value`] would copy every level twice
-/// more). JSON holds only types the interpreter has: the conversion cannot fail.
+/// JSON straight into the interpreter's values, in one pass (going through
+/// [`Value`] would copy every level twice more). Whole numbers become CEL `int`
+/// (not `uint`, as a plain serde conversion would make them), so that
+/// `row.count + 1` works. JSON holds only types the interpreter has: the
+/// conversion cannot fail.
 fn json_to_val(value: &serde_json::Value) -> Box<dyn Val> {
     use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelNull, CelString, CelUInt};
     match value {
@@ -358,45 +356,6 @@ impl ReferenceCheck<'_> {
             }
         }
     }
-}
-
-/// Converts JSON into a CEL value. Whole numbers become CEL `int` (not `uint`, as a
-/// plain serde conversion would make them), so that `row.count + 1` works.
-pub fn json_to_cel(value: &serde_json::Value) -> Value {
-    match value {
-        serde_json::Value::Object(map) => map_to_cel(map),
-        serde_json::Value::Null => Value::Null,
-        serde_json::Value::Bool(b) => Value::Bool(*b),
-        serde_json::Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::Int(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::UInt(u)
-            } else {
-                Value::Float(n.as_f64().unwrap_or(f64::NAN))
-            }
-        }
-        serde_json::Value::String(s) => Value::String(Arc::new(s.clone())),
-        serde_json::Value::Array(items) => {
-            Value::List(Arc::new(items.iter().map(json_to_cel).collect()))
-        }
-    }
-}
-
-/// A JSON object (such as a row) as a CEL map.
-pub fn map_to_cel(map: &serde_json::Map<String, serde_json::Value>) -> Value {
-    let entries: std::collections::HashMap<cel::objects::Key, Value> = map
-        .iter()
-        .map(|(k, v)| {
-            (
-                cel::objects::Key::String(Arc::new(k.clone())),
-                json_to_cel(v),
-            )
-        })
-        .collect();
-    Value::Map(cel::objects::Map {
-        map: Arc::new(entries),
-    })
 }
 
 /// Converts a CEL result into JSON, or says which type cannot be stored.

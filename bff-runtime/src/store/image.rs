@@ -272,6 +272,16 @@ pub fn restore(
     }
 }
 
+/// [`restore`] from an image file.
+pub fn restore_file(
+    path: &Path,
+    layout: &Layout,
+    image: &Path,
+) -> Result<ImageSummary, ImageError> {
+    let file = std::fs::File::open(image)?;
+    restore(path, layout, std::io::BufReader::new(file))
+}
+
 fn restore_into(
     path: &Path,
     layout: &Layout,
