@@ -590,6 +590,7 @@ spec:
                 sample_events: Vec::new(),
                 console: false,
                 restore_from: None,
+                peers: Default::default(),
             })
             .await
             .unwrap();

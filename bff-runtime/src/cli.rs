@@ -102,6 +102,18 @@ pub struct RunArgs {
     /// with a log line, and the topics are replayed instead.
     #[arg(long, env = contract::ENV_RESTORE_FROM)]
     pub restore_from: Option<PathBuf>,
+    /// Where to copy a ready replica's store from when the data directory holds
+    /// none: `host:port` entries, comma-separated (a name stands for all its
+    /// addresses). Each is asked in turn; with none to copy from, the topics are replayed.
+    #[arg(long, env = contract::ENV_PEERS, value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// The experience's peer token: needed to copy a peer's image and to serve this
+    /// pod's own (on the metrics port, at /internal/image).
+    #[arg(long, env = contract::ENV_PEER_TOKEN_FILE)]
+    pub peer_token_file: Option<PathBuf>,
+    /// This pod's IP, never asked for an image.
+    #[arg(long, env = contract::ENV_POD_IP)]
+    pub pod_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Parser, Debug)]

@@ -25,12 +25,27 @@ pub const ENV_LOG_FORMAT: &str = "FACET_LOG_FORMAT";
 pub const ENV_DRAIN_SECONDS: &str = "FACET_DRAIN_SECONDS";
 /// A store image to start from when the data directory holds no store.
 pub const ENV_RESTORE_FROM: &str = "FACET_RESTORE_FROM";
+/// Where a pod with an empty store may copy a ready replica's image from:
+/// `host:port` entries, comma-separated; a name resolves to every address it has
+/// (the headless Service's name gives every pod of the experience).
+pub const ENV_PEERS: &str = "FACET_PEERS";
+/// The file holding the experience's peer token: a pod serves its image only to a
+/// request that carries it, and presents it when it copies one.
+pub const ENV_PEER_TOKEN_FILE: &str = "FACET_PEER_TOKEN_FILE";
+/// The pod's own IP, so that it never asks itself for an image.
+pub const ENV_POD_IP: &str = "FACET_POD_IP";
 
 /// Where the pod finds its spec: `SPEC_DIR/SPEC_FILE`, from the operator's ConfigMap.
 pub const SPEC_DIR: &str = "/etc/facet";
 pub const SPEC_FILE: &str = "experience.yaml";
 pub const DATA_DIR: &str = "/var/lib/facet";
 pub const KAFKA_SECRET_DIR: &str = "/etc/facet/kafka";
+/// The peer token Secret's mount, holding the file `token`.
+pub const PEER_TOKEN_DIR: &str = "/etc/facet/peer";
+pub const PEER_TOKEN_FILE: &str = "token";
+/// Served on the metrics port (which only the headless Service exposes), so the
+/// Service that clients use never routes to it.
+pub const PEER_IMAGE_PATH: &str = "/internal/image";
 pub const HTTP_PORT: u16 = 8080;
 pub const METRICS_PORT: u16 = 9090;
 

@@ -20,6 +20,8 @@ pub mod logging;
 #[cfg(feature = "runtime")]
 pub mod metrics;
 #[cfg(feature = "runtime")]
+pub mod peer;
+#[cfg(feature = "runtime")]
 pub mod projection;
 #[cfg(feature = "runtime")]
 pub mod runtime;

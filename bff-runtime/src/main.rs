@@ -171,6 +171,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         sample_events: Vec::new(),
         console: args.console,
         restore_from: args.restore_from,
+        peers: facet_bff::peer::copy::Peers {
+            addresses: args.peers,
+            token_file: args.peer_token_file,
+            own_ip: args.pod_ip,
+        },
     })
     .await?;
     let drain = std::time::Duration::from_secs(args.drain_seconds);

@@ -81,6 +81,13 @@ pub struct Metrics {
     pub graphql_planned: Counter,
     pub http_requests: Family<RequestLabel, Counter>,
     pub http_duration: Family<RouteLabel, Histogram>,
+    pub peer_images: Family<OutcomeLabel, Counter>,
+}
+
+/// What came of asking a peer for its store image (see [`crate::peer::Outcome`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
 }
 
 impl Default for Metrics {
@@ -194,6 +201,12 @@ impl Metrics {
             "Time to answer an HTTP request's head, by route",
             http_duration.clone(),
         );
+        let peer_images = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "peer_images",
+            "Attempts to copy the store from a peer at start, by outcome (copied; otherwise why not, and the topics were replayed unless a later peer gave its image)",
+            peer_images.clone(),
+        );
         Metrics {
             registry,
             events_applied,
@@ -213,7 +226,16 @@ impl Metrics {
             graphql_planned,
             http_requests,
             http_duration,
+            peer_images,
         }
+    }
+
+    pub fn peer_image(&self, outcome: crate::peer::Outcome) {
+        self.peer_images
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.label().to_string(),
+            })
+            .inc();
     }
 
     pub fn reject(&self, reason: &str) {

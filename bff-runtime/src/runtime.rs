@@ -15,6 +15,8 @@ use crate::contract::group_id;
 use crate::ingest::{Ingest, IngestConfig, Progress};
 use crate::live::Router;
 use crate::metrics::Metrics;
+use crate::peer::copy::{copy_from_peers, Peers};
+use crate::peer::serve::ImageSource;
 use crate::projection::Engine;
 use crate::serve::access::AuthMode;
 use crate::serve::{metrics_router, AppState, DevProducer};
@@ -43,6 +45,9 @@ pub struct RuntimeConfig {
     pub console: bool,
     /// A store image to start from when the data directory holds no store.
     pub restore_from: Option<PathBuf>,
+    /// Replicas to copy the store from when the data directory holds none (after
+    /// `restore_from`), and the token this pod serves its own image with.
+    pub peers: Peers,
 }
 
 /// A started runtime.
@@ -67,10 +72,21 @@ impl Runtime {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
         let store_path = config.data_dir.join("store.redb");
+        let layout = experience.store_layout();
         if let Some(image) = &config.restore_from {
-            restore_if_empty(&store_path, &experience.store_layout(), image);
+            restore_if_empty(&store_path, &layout, image);
         }
-        let (store, opened) = Store::open(&store_path, experience.store_layout())
+        let peer_outcomes = match store_path.exists() || config.peers.addresses.is_empty() {
+            true => Vec::new(),
+            false => {
+                let (path, layout, peers) =
+                    (store_path.clone(), layout.clone(), config.peers.clone());
+                tokio::task::spawn_blocking(move || copy_from_peers(&path, &layout, &peers))
+                    .await
+                    .context("copying the store from a peer")?
+            }
+        };
+        let (store, opened) = Store::open(&store_path, layout.clone())
             .with_context(|| format!("opening the store at {}", store_path.display()))?;
         match opened {
             Opened::Empty => {
@@ -84,9 +100,20 @@ impl Runtime {
             }
         }
         let store = Arc::new(store);
+        let progress = Arc::new(Progress::default());
+        let image_source = config.peers.token_file.clone().map(|token_file| {
+            Arc::new(ImageSource::new(
+                store.clone(),
+                progress.clone(),
+                token_file,
+                crate::store::image::definition_of(&layout),
+            ))
+        });
         let router = Router::new();
         let metrics = Arc::new(Metrics::new());
-        let progress = Arc::new(Progress::default());
+        for outcome in peer_outcomes {
+            metrics.peer_image(outcome);
+        }
         let spec = &experience.spec;
 
         let mut properties = spec.kafka.properties.clone();
@@ -168,7 +195,10 @@ impl Runtime {
         let http = crate::serve::listener::StallGuardedListener(http);
         let header_timeout = Duration::from_secs(u64::from(spec.api.limits.header_timeout_seconds));
         tokio::spawn(crate::serve::server::serve(http, app, header_timeout));
-        let metrics_app = metrics_router(metrics);
+        let metrics_app = match image_source {
+            Some(source) => metrics_router(metrics).merge(crate::peer::serve::router(source)),
+            None => metrics_router(metrics),
+        };
         tokio::spawn(async move { axum::serve(metrics_listener, metrics_app).await });
         info!(%http_addr, %metrics_addr, "serving");
         Ok(Runtime {

@@ -304,6 +304,7 @@ async fn accepted_specs_start_a_runtime_that_serves_their_schema() {
             sample_events: vec![],
             console: false,
             restore_from: None,
+            peers: Default::default(),
         })
         .await
         .unwrap_or_else(|e| panic!("an accepted spec did not start: {e:#}\n{drawn:#}"));

@@ -450,6 +450,11 @@ fn a_truncated_corrupted_or_foreign_image_is_refused_and_leaves_nothing() {
     let cut = &cut[..=cut.iter().rposition(|b| *b == b'\n').unwrap()];
     let error = restore(cut, "00aa").err().unwrap();
     assert!(error.contains("truncated"), "{error}");
+    // Cut in the middle of a line, as when the peer sending it dies.
+    let mid_line = &image[..image.len() / 2];
+    assert_ne!(mid_line.last(), Some(&b'\n'));
+    let error = restore(mid_line, "00aa").err().unwrap();
+    assert!(error.contains("truncated"), "{error}");
 
     let mut corrupted = image.clone();
     let at = corrupted.windows(5).position(|w| w == b"alice").unwrap();

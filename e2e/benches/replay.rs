@@ -23,14 +23,9 @@ use facet_e2e::kafka::Broker;
 use facet_e2e::process::Runtime;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
-const ORDERS: &str = "shop.orders.v1";
-const PAYMENTS: &str = "shop.payments.v1";
-const CUSTOMERS: &str = "shop.customers.v1";
-const PARTITIONS: i32 = 3;
-const CUSTOMER_COUNT: usize = 5_000;
+use facet_e2e::storefront::{produce, storefront, CUSTOMERS, ORDERS, PARTITIONS, PAYMENTS};
 
 fn main() {
     let events: usize = std::env::var("FACET_BENCH_EVENTS")
@@ -102,90 +97,6 @@ fn replay(spec: &Path, data: &Path, bootstrap: &str, ordinal: u32, logs: &Path) 
     };
     runtime.terminate();
     replayed
-}
-
-/// The storefront sample, anonymous (no identity provider needed), with or without
-/// the order's embed of its customer.
-fn storefront(embeds: bool) -> String {
-    let text =
-        std::fs::read_to_string(facet_e2e::repo_root().join("config/samples/storefront.yaml"))
-            .unwrap();
-    let mut manifest: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    let spec = &mut manifest["spec"];
-    spec["auth"] = serde_yaml::from_str("{anonymous: true}").unwrap();
-    if let serde_yaml::Value::Mapping(kafka) = &mut spec["kafka"] {
-        kafka.remove("deadLetterTopic");
-    }
-    if !embeds {
-        if let serde_yaml::Value::Mapping(order) = &mut spec["projections"][0] {
-            order.remove("embeds");
-        }
-    }
-    serde_yaml::to_string(&manifest).unwrap()
-}
-
-/// Customers, then orders of three events each (placed, payment captured, shipped)
-/// on three topics, `events` records in all. Returns how many were produced.
-fn produce(bootstrap: &str, events: usize) -> usize {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "20")
-        .set("batch.size", "1000000")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("compression.type", "lz4")
-        .create()
-        .expect("producer");
-    let send = |topic: &str, key: &str, value: serde_json::Value| {
-        let value = value.to_string();
-        let mut record = BaseRecord::<str, str>::to(topic).key(key).payload(&value);
-        loop {
-            match producer.send(record) {
-                Ok(()) => return,
-                Err((_, r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            }
-        }
-    };
-    let customers = CUSTOMER_COUNT.min(events);
-    for i in 0..customers {
-        let customer = format!("c-{i}");
-        send(
-            CUSTOMERS,
-            &customer,
-            serde_json::json!({"type": "CustomerRegistered", "customerId": customer, "name": format!("Customer {i}")}),
-        );
-    }
-    let mut produced = customers;
-    let mut order = 0;
-    while produced < events {
-        let id = format!("o-{order}");
-        let customer = format!("c-{}", order % CUSTOMER_COUNT);
-        let at = format!("2026-11-{:02}T{:02}:00:00Z", 1 + order % 28, order % 24);
-        let kinds = [
-            (
-                ORDERS,
-                serde_json::json!({"type": "OrderPlaced", "orderId": id, "customerId": customer,
-                "items": [{"sku": "mug-01", "name": "Mug", "quantity": 1, "price": 12.5}], "total": 12.5, "at": at}),
-            ),
-            (
-                PAYMENTS,
-                serde_json::json!({"type": "PaymentCaptured", "orderId": id, "amount": 12.5}),
-            ),
-            (
-                ORDERS,
-                serde_json::json!({"type": "OrderShipped", "orderId": id, "carrier": "DHL", "at": at}),
-            ),
-        ];
-        for (topic, value) in kinds.into_iter().take(events - produced) {
-            send(topic, &id, value);
-            produced += 1;
-        }
-        order += 1;
-    }
-    producer.flush(Duration::from_secs(300)).expect("flush");
-    produced
 }
 
 /// Reads every record of the three topics and does nothing with it.

@@ -8,6 +8,7 @@ pub mod kafka;
 pub mod node;
 pub mod pki;
 pub mod process;
+pub mod storefront;
 
 use std::path::PathBuf;
 

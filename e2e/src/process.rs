@@ -56,6 +56,22 @@ impl Runtime {
         pod: &str,
         log: &Path,
     ) -> Runtime {
+        let extra: Vec<String> = secret_dir
+            .map(|dir| format!("--kafka-secret-dir={}", dir.display()))
+            .into_iter()
+            .collect();
+        Runtime::start_with_args(spec, data_dir, bootstrap, pod, log, &extra)
+    }
+
+    /// As [`Runtime::start`], with more `facet-bff run` arguments.
+    pub fn start_with_args(
+        spec: &Path,
+        data_dir: &Path,
+        bootstrap: &str,
+        pod: &str,
+        log: &Path,
+        extra: &[String],
+    ) -> Runtime {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -72,7 +88,7 @@ impl Runtime {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--kafka", bootstrap, "--pod-name", pod])
-            .args(secret_dir.map(|dir| format!("--kafka-secret-dir={}", dir.display())))
+            .args(extra)
             .args(["--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
             .env("RUST_LOG", "info,rdkafka=warn")
             .env("NO_COLOR", "1")
@@ -125,7 +141,7 @@ impl Runtime {
     }
 
     /// What this run wrote to its log so far.
-    fn this_run_log(&self) -> String {
+    pub fn this_run_log(&self) -> String {
         let bytes = std::fs::read(&self.log).unwrap_or_default();
         String::from_utf8_lossy(bytes.get(self.log_start as usize..).unwrap_or_default())
             .into_owned()
@@ -208,6 +224,11 @@ impl Runtime {
                 None => return rows,
             }
         }
+    }
+
+    /// The process id, to kill it from another thread.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("a running runtime").id()
     }
 
     /// SIGKILL: no shutdown code runs, as in a crash or an OOM kill.

@@ -143,6 +143,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         sample_events: first_event_per_source(&events),
         console: true,
         restore_from: None,
+        peers: Default::default(),
     })
     .await?;
 

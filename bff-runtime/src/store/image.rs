@@ -9,7 +9,7 @@
 //! is used: an image of another definition, a truncated or a corrupted one is
 //! refused, and nothing of it is kept.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
@@ -24,6 +24,14 @@ use super::{
 
 /// The image format: bumped when its lines change meaning.
 const IMAGE_VERSION: u32 = 1;
+/// The longest line an image may have: a row, with its embeds, is far smaller; a
+/// stream without line breaks is refused before it fills memory.
+const MAX_LINE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How an image names the definition its rows were built with.
+pub fn definition_of(layout: &Layout) -> String {
+    format!("{FORMAT}:{}", layout.definition_hash)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -287,10 +295,10 @@ fn restore_into(
     layout: &Layout,
     input: impl BufRead,
 ) -> Result<ImageSummary, ImageError> {
-    let expected = format!("{FORMAT}:{}", layout.definition_hash);
-    let mut lines = input.split(b'\n');
+    let expected = definition_of(layout);
+    let mut lines = LineReader::new(input);
     let mut hash = Sha256::new();
-    let first = lines.next().transpose()?.ok_or(ImageError::Truncated(0))?;
+    let first = lines.next()?.ok_or(ImageError::Truncated(0))?.to_vec();
     hash.update(&first);
     hash.update(b"\n");
     let header: Header = serde_json::from_slice(&first)
@@ -321,21 +329,22 @@ fn restore_into(
         let mut meta = txn.open_table(META)?;
         let mut counters = txn.open_table(COUNTERS)?;
         loop {
-            let Some(line) = lines.next().transpose()? else {
+            let Some(line) = lines.next()? else {
                 return Err(ImageError::Truncated(entries));
             };
+            let line: &[u8] = line;
             if line.starts_with(b"{\"end\"") {
                 #[derive(Deserialize)]
                 struct End {
                     end: Trailer,
                 }
-                let end: End = serde_json::from_slice(&line)
+                let end: End = serde_json::from_slice(line)
                     .map_err(|e| ImageError::Invalid(format!("a bad trailer: {e}")))?;
                 break end.end;
             }
-            hash.update(&line);
+            hash.update(line);
             hash.update(b"\n");
-            let entry: Entry<'_> = serde_json::from_slice(&line)
+            let entry: Entry<'_> = serde_json::from_slice(line)
                 .map_err(|e| ImageError::Invalid(format!("entry {}: {e}", entries + 1)))?;
             entries += 1;
             match entry {
@@ -386,4 +395,41 @@ fn restore_into(
         entries,
         sha256,
     })
+}
+
+/// The lines of an image, each at most [`MAX_LINE_BYTES`], without their `\n`;
+/// a last line without one is not returned (the image was cut off there).
+struct LineReader<R: BufRead> {
+    input: R,
+    line: Vec<u8>,
+}
+
+impl<R: BufRead> LineReader<R> {
+    fn new(input: R) -> Self {
+        LineReader {
+            input,
+            line: Vec::new(),
+        }
+    }
+
+    fn next(&mut self) -> Result<Option<&[u8]>, ImageError> {
+        self.line.clear();
+        let read = (&mut self.input)
+            .take(MAX_LINE_BYTES + 1)
+            .read_until(b'\n', &mut self.line)?;
+        if read == 0 {
+            return Ok(None);
+        }
+        if self.line.pop() == Some(b'\n') {
+            return Ok(Some(&self.line));
+        }
+        match read as u64 > MAX_LINE_BYTES {
+            true => Err(ImageError::Invalid(format!(
+                "a line longer than {} MiB",
+                MAX_LINE_BYTES / (1024 * 1024)
+            ))),
+            // Every line of a whole image ends with a line break: this one was cut off.
+            false => Ok(None),
+        }
+    }
 }

@@ -73,6 +73,7 @@ pub async fn start(sample: &str, adjust: impl FnOnce(&mut ExperienceSpec)) -> Ru
         sample_events: vec![],
         console: false,
         restore_from: None,
+        peers: Default::default(),
     })
     .await
     .unwrap();
