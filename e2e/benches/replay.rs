@@ -7,7 +7,9 @@
 //! - **baseline**: an rdkafka consumer that decodes nothing reads every record;
 //! - **facet**: the `facet-bff` release binary with the storefront sample (orders
 //!   that embed their customer, payments held until their order, a customer summary),
-//!   from start to its first `200` on `/readyz`; then again without the embed.
+//!   from start to its first `200` on `/readyz`; then a new replica of it that
+//!   copies the first one's store image (the first still running, as a peer would
+//!   be); then again without the embed.
 //!
 //! Reported per run: events/s to ready, CPU µs per event (user + system, every
 //! thread of the process), peak RSS (VmHWM), and the ratio to the no-op consumer.
@@ -54,17 +56,12 @@ fn main() {
     );
 
     let work = tempfile::tempdir().unwrap();
+    let token = work.path().join("peer-token");
+    std::fs::write(&token, "bench-token").unwrap();
+    let token_arg = format!("--peer-token-file={}", token.display());
     println!("| run | events | to ready | events/s | CPU µs/event | peak RSS | ratio to no-op |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for (run, embeds) in [
-        ("storefront, orders embed customers", true),
-        ("without embeds", false),
-    ] {
-        let spec = work.path().join(format!("storefront-{embeds}.yaml"));
-        std::fs::write(&spec, storefront(embeds)).unwrap();
-        let data = work.path().join(format!("data-{embeds}"));
-        let ordinal = if embeds { 0 } else { 1 };
-        let result = replay(&spec, &data, &broker.bootstrap(), ordinal, &logs);
+    let row = |run: &str, result: &Replayed| {
         let rate = produced as f64 / result.to_ready.as_secs_f64();
         println!(
             "| {run} | {produced} | {:.1?} | {rate:.0} | {:.1} | {} MB | {:.3} |",
@@ -73,7 +70,44 @@ fn main() {
             result.peak_rss / 1_000_000,
             rate / baseline
         );
-    }
+    };
+    let spec = |embeds: bool| {
+        let spec = work.path().join(format!("storefront-{embeds}.yaml"));
+        std::fs::write(&spec, storefront(embeds)).unwrap();
+        spec
+    };
+    let with_embeds = spec(true);
+    let bootstrap = broker.bootstrap();
+    let start = |data: &str, ordinal: u32, extra: &[String]| {
+        start_to_ready(
+            &with_embeds,
+            &work.path().join(data),
+            &bootstrap,
+            ordinal,
+            &logs,
+            extra,
+        )
+    };
+    let (result, mut peer) = start("data-0", 0, std::slice::from_ref(&token_arg));
+    row("storefront, orders embed customers", &result);
+    // A new replica of the same experience, with the first one as its peer: it
+    // copies the store's image instead of replaying (the peer keeps running).
+    let peers = format!("--peers=127.0.0.1:{}", peer.metrics);
+    let (result, mut copy) = start("data-2", 2, &[token_arg.clone(), peers]);
+    row("a new replica, from the first one's image", &result);
+    copy.terminate();
+    peer.terminate();
+    let without = spec(false);
+    let (result, mut runtime) = start_to_ready(
+        &without,
+        &work.path().join("data-1"),
+        &bootstrap,
+        1,
+        &logs,
+        &[],
+    );
+    row("without embeds", &result);
+    runtime.terminate();
 }
 
 struct Replayed {
@@ -82,12 +116,20 @@ struct Replayed {
     peak_rss: u64,
 }
 
-/// Starts `facet-bff run` on an empty store and waits for `/readyz`.
-fn replay(spec: &Path, data: &Path, bootstrap: &str, ordinal: u32, logs: &Path) -> Replayed {
+/// Starts `facet-bff run` on an empty store and waits for `/readyz`; the runtime
+/// is returned running.
+fn start_to_ready(
+    spec: &Path,
+    data: &Path,
+    bootstrap: &str,
+    ordinal: u32,
+    logs: &Path,
+    extra: &[String],
+) -> (Replayed, Runtime) {
     let log = logs.join(format!("facet-{ordinal}.log"));
     let started = Instant::now();
     let pod = format!("storefront-web-{ordinal}");
-    let mut runtime = Runtime::start(spec, data, bootstrap, &pod, &log);
+    let mut runtime = Runtime::start_with_args(spec, data, bootstrap, &pod, &log, extra);
     runtime.wait_ready(Duration::from_secs(1800));
     let to_ready = started.elapsed();
     let replayed = Replayed {
@@ -95,8 +137,7 @@ fn replay(spec: &Path, data: &Path, bootstrap: &str, ordinal: u32, logs: &Path) 
         cpu: runtime.cpu_time(),
         peak_rss: runtime.peak_rss_bytes(),
     };
-    runtime.terminate();
-    replayed
+    (replayed, runtime)
 }
 
 /// Reads every record of the three topics and does nothing with it.

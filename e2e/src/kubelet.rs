@@ -260,17 +260,16 @@ impl State {
                 (_, Some(secret), _) => {
                     let dir = pod_dir.join("secrets").join(&volume.name);
                     let name = secret.secret_name.clone().unwrap_or_default();
-                    let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
-                        .get(&name)
+                    // An optional Secret that is missing mounts as an empty directory.
+                    let found = Api::<Secret>::namespaced(client.clone(), &namespace)
+                        .get_opt(&name)
                         .await?;
-                    write_files(
-                        &dir,
-                        secret
-                            .data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.0)),
-                    );
+                    let data = match (found, secret.optional) {
+                        (Some(secret), _) => secret.data.unwrap_or_default(),
+                        (None, Some(true)) => BTreeMap::new(),
+                        (None, _) => return Ok(()),
+                    };
+                    write_files(&dir, data.into_iter().map(|(k, v)| (k, v.0)));
                     dir
                 }
                 (_, _, Some(claim)) => self
@@ -319,7 +318,7 @@ impl State {
                 &var.value,
                 var.value_from.as_ref().and_then(|v| v.field_ref.as_ref()),
             ) {
-                (Some(value), _) => local(value),
+                (Some(value), _) => resolve_services(client, &local(value)).await,
                 (None, Some(field)) => match field.field_path.as_str() {
                     "metadata.name" => name.clone(),
                     "metadata.namespace" => namespace.clone(),
@@ -495,4 +494,45 @@ async fn register_node(client: &Client) {
     let _ = nodes
         .patch_status(NODE, &PatchParams::default(), &Patch::Merge(&status))
         .await;
+}
+
+/// Plays cluster DNS for a headless Service with `publishNotReadyAddresses`:
+/// each `<service>.<namespace>.svc:<port>` in a comma-separated value becomes
+/// `<pod IP>:<port>` for every pod the Service selects that has an IP (loopback
+/// addresses here), as the name would resolve in a cluster when the pod starts.
+/// Other values are returned as they are.
+async fn resolve_services(client: &Client, value: &str) -> String {
+    let mut resolved = Vec::new();
+    for entry in value.split(',') {
+        let Some((host, port)) = entry.rsplit_once(':') else {
+            return value.to_string();
+        };
+        let parts: Vec<&str> = host.split('.').collect();
+        let [service, namespace, "svc"] = parts.as_slice() else {
+            return value.to_string();
+        };
+        let selector =
+            Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), namespace)
+                .get_opt(service)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|s| s.spec?.selector)
+                .unwrap_or_default();
+        if selector.is_empty() {
+            continue;
+        }
+        let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+            .list(&ListParams::default().labels(&labels.join(",")))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        for pod in pods {
+            if let Some(ip) = pod.status.and_then(|s| s.pod_ip) {
+                resolved.push(format!("{ip}:{port}"));
+            }
+        }
+    }
+    resolved.join(",")
 }

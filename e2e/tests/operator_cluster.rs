@@ -854,6 +854,8 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
         },
     );
 
+    scale_out_from_a_peers_image(cluster, kubelet, pod);
+
     // Deleting the experience stops its pods, deletes its consumer groups (the
     // finalizer), and garbage-collects everything it owned.
     let group = "facet.blog.blog-post-page.0";
@@ -890,10 +892,70 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
     });
 }
 
+/// Scaled from one replica to two, the new pod copies the first one's store (the
+/// first built it by replaying REBUILD_LOAD and more): it is ready far sooner than
+/// the replay took, and both give the same answers row for row.
+fn scale_out_from_a_peers_image(cluster: &ControlPlane, kubelet: &Kubelet, first: &str) {
+    let (ns, name) = ("blog", "blog-post-page");
+    let second = format!("{}-1", first.trim_end_matches("-0"));
+    cluster.kubectl_ok(&["scale", "fx", name, "-n", ns, "--replicas=2"]);
+    wait_for("two ready replicas", Duration::from_secs(180), || {
+        jsonpath(
+            cluster,
+            &["get", "fx", name, "-n", ns],
+            "{.status.readyReplicas}",
+        ) == "2"
+    });
+    let logs = facet_e2e::repo_root().join("target/e2e-logs/operator_cluster");
+    let log =
+        |pod: &str| std::fs::read_to_string(logs.join(format!("pod-{ns}-{pod}.log"))).unwrap();
+    let second_log = log(&second);
+    assert!(
+        second_log.contains("store copied from a peer: consuming from its offsets")
+            && !second_log.contains("replaying the topics"),
+        "{second_log}"
+    );
+    let replayed = time_to_ready(&log(first));
+    let copied = time_to_ready(&second_log);
+    println!(
+        "scale-out: the first pod replayed to ready in {replayed:.1?}; the second was \
+         ready from its image in {copied:.1?} ({:.1}x)",
+        replayed.as_secs_f64() / copied.as_secs_f64()
+    );
+    assert!(copied < replayed, "{copied:?} vs {replayed:?}");
+    let (a, b) = (
+        kubelet.address(ns, first).unwrap(),
+        kubelet.address(ns, &second).unwrap(),
+    );
+    for projection in ["postPage", "comment"] {
+        wait_for("both replicas to agree", Duration::from_secs(60), || {
+            let rows_a = rows(&a, projection);
+            rows_a.is_some() && rows_a == rows(&b, projection)
+        });
+    }
+}
+
+/// From a pod's first log line to its first "ready" line (its first run).
+fn time_to_ready(log: &str) -> Duration {
+    let seconds = |line: &str| -> f64 {
+        // `2026-12-03T13:13:20.770178Z ...`: the time of day is enough here.
+        let time = &line[11..line.find('Z').unwrap()];
+        let parts: Vec<f64> = time.split(':').map(|p| p.parse().unwrap()).collect();
+        parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+    };
+    let start = seconds(log.lines().next().unwrap());
+    let ready = log
+        .lines()
+        .find(|l| l.contains("caught up with the topics: ready"))
+        .map(seconds)
+        .unwrap_or_else(|| panic!("never ready:\n{log}"));
+    Duration::from_secs_f64((ready - start).rem_euclid(86_400.0))
+}
+
 /// Comments loaded before the rules change, so that the new definition's replay
 /// takes long enough (several of the operator's 5 s polls) for the status to report
 /// it under way.
-const REBUILD_LOAD: usize = 50_000;
+const REBUILD_LOAD: usize = 100_000;
 
 /// What a client of the Service saw while the blog's projections were rebuilt.
 #[derive(Default)]

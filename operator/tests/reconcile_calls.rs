@@ -154,6 +154,28 @@ const PDB: &str = "/apis/policy/v1/namespaces/shop/poddisruptionbudgets";
 const STATUS: &str =
     "/apis/facet.dev/v1alpha1/namespaces/shop/frontendexperiences/storefront-web/status";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
+const SECRETS: &str = "/api/v1/namespaces/shop/secrets";
+
+/// The peer token Secret is created when there is none (`exists: false`) and
+/// left alone when there is: a 409 is not an error.
+fn peer_token(exists: bool) -> Call {
+    match exists {
+        false => call(
+            Method::POST,
+            SECRETS,
+            object("Secret", "v1", "storefront-web-peer-token"),
+        ),
+        true => Call {
+            status: StatusCode::CONFLICT,
+            ..call(
+                Method::POST,
+                SECRETS,
+                json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                       "message": "already exists", "reason": "AlreadyExists", "code": 409}),
+            )
+        },
+    }
+}
 
 fn event() -> Value {
     json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": null})
@@ -183,10 +205,12 @@ fn survey(sets: Vec<Value>, service: Option<Value>) -> Vec<Call> {
     ]
 }
 
-/// The four applies of a one-replica storefront whose definition is `current`.
+/// The peer token (already there), then the four applies of a one-replica
+/// storefront whose definition is `current`.
 fn applies(current: &str) -> Vec<Call> {
     let set = set_name("storefront-web", current);
     vec![
+        peer_token(true),
         call(
             Method::PATCH,
             leak(format!("{CM}/{set}-spec{APPLY}")),
@@ -397,14 +421,14 @@ async fn a_valid_spec_applies_every_child_sweeps_orphans_then_writes_status() {
     ]);
     let (result, bodies) = reconcile_with(fx, calls).await;
     result.unwrap();
-    assert_eq!(bodies[5]["kind"], "StatefulSet");
-    assert_eq!(bodies[5]["spec"]["replicas"], 1);
+    assert_eq!(bodies[6]["kind"], "StatefulSet");
+    assert_eq!(bodies[6]["spec"]["replicas"], 1);
     assert_eq!(
-        bodies[3]["spec"]["selector"]["facet.dev/definition"],
+        bodies[4]["spec"]["selector"]["facet.dev/definition"],
         current.as_str()
     );
-    assert_eq!(bodies[12]["reason"], "Applied");
-    let status = &bodies[14]["status"];
+    assert_eq!(bodies[13]["reason"], "Applied");
+    let status = &bodies[15]["status"];
     assert_eq!(status["observedGeneration"], 3);
     assert_eq!(status["definition"], current.as_str());
     assert!(status["rebuild"].is_null(), "removed by name");
@@ -472,7 +496,7 @@ async fn a_changed_definition_rebuilds_beside_the_serving_set_then_moves_the_ser
     let (result, bodies) = reconcile_with(fx.clone(), calls).await;
     result.unwrap();
     assert_eq!(
-        bodies[3]["spec"]["selector"]["facet.dev/definition"], old,
+        bodies[4]["spec"]["selector"]["facet.dev/definition"], old,
         "the Service stays"
     );
     let status = &bodies.last().unwrap()["status"];
@@ -518,7 +542,7 @@ async fn a_changed_definition_rebuilds_beside_the_serving_set_then_moves_the_ser
     let (result, bodies) = reconcile_with(fx.clone(), calls).await;
     result.unwrap();
     assert_eq!(
-        bodies[3]["spec"]["selector"]["facet.dev/definition"],
+        bodies[4]["spec"]["selector"]["facet.dev/definition"],
         new.as_str(),
         "moved"
     );
@@ -537,7 +561,7 @@ async fn a_changed_definition_rebuilds_beside_the_serving_set_then_moves_the_ser
     );
     let mut apply = apply_and_sweep(&new, &config_maps, &both);
     apply.insert(
-        5,
+        6,
         call(
             Method::DELETE,
             leak(format!("{CM}/{old_set}-spec")),
@@ -545,7 +569,7 @@ async fn a_changed_definition_rebuilds_beside_the_serving_set_then_moves_the_ser
         ),
     );
     apply.insert(
-        8,
+        9,
         call(
             Method::DELETE,
             leak(format!("{STS}/{old_set}")),
@@ -652,6 +676,8 @@ async fn a_refused_apply_names_its_phase_and_child_and_stops_there() {
     let fx = storefront(1);
     let set = set_name("storefront-web", &definition(&fx.spec.experience));
     let mut calls = survey(vec![], None);
+    // A first apply: the peer token is made, with 32 random bytes.
+    calls.push(peer_token(false));
     calls.push(Call {
         method: Method::PATCH,
         path: leak(format!("{CM}/{set}-spec{APPLY}")),
@@ -659,7 +685,11 @@ async fn a_refused_apply_names_its_phase_and_child_and_stops_there() {
         answer: json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
                        "message": "configmaps is forbidden", "reason": "Forbidden", "code": 403}),
     });
-    let (result, _) = reconcile_with(fx, calls).await;
+    let (result, bodies) = reconcile_with(fx, calls).await;
+    let token = bodies[2]["stringData"]["token"].as_str().unwrap();
+    assert_eq!(token.len(), 64);
+    assert!(token.chars().all(|c| c.is_ascii_hexdigit()), "{token}");
+    assert_eq!(bodies[2]["metadata"]["ownerReferences"][0]["uid"], UID);
     let error = result.unwrap_err();
     assert_eq!(error.kind(), "apply");
     assert!(

@@ -180,6 +180,7 @@ impl Ingest {
         let mut last_progress_log = Instant::now();
         let mut last_partition_check = Instant::now();
         let mut writing = None;
+        let mut announced_ready = false;
         while !stop.load(Ordering::SeqCst) {
             if last_partition_check.elapsed() > PARTITION_CHECK {
                 self.finish(&consumer, writing.take())?;
@@ -200,6 +201,10 @@ impl Ingest {
             {
                 info!(behind = self.progress.behind(), "replaying");
                 last_progress_log = Instant::now();
+            }
+            if !announced_ready && self.progress.is_ready() {
+                info!("caught up with the topics: ready");
+                announced_ready = true;
             }
         }
         self.finish(&consumer, writing.take())?;

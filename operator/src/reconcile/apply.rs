@@ -6,14 +6,14 @@
 use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::builders::{children_selector, config_map_name, BuildError, Desired};
+use super::builders::{children_selector, config_map_name, peer_token_secret, BuildError, Desired};
 use super::error::Error;
 use crate::api::FrontendExperience;
 
@@ -26,6 +26,7 @@ pub async fn apply_all(
     desired: &Desired,
 ) -> Result<(), Error> {
     let namespace = &fx.namespace().ok_or(BuildError::Missing("namespace"))?;
+    ensure_peer_token(Api::namespaced(client.clone(), namespace), fx).await?;
     apply(
         Api::namespaced(client.clone(), namespace),
         &desired.config_map,
@@ -75,6 +76,28 @@ pub async fn apply_all(
         .collect();
     sweep::<PodDisruptionBudget>(client, namespace, &owned, &budgets).await?;
     Ok(())
+}
+
+/// Creates the peer token Secret if there is none; one that exists is left as it
+/// is (its token is random, so applying it anew would change it).
+async fn ensure_peer_token(api: Api<Secret>, fx: &FrontendExperience) -> Result<(), Error> {
+    let secret = peer_token_secret(fx, &random_token())?;
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(source) => Err(Error::Apply {
+            kind: "Secret",
+            name: secret.name_any(),
+            source,
+        }),
+    }
+}
+
+/// 32 random bytes, as hex.
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Server-side apply under the operator's field manager; it owns what it sets.

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
+    ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
     ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -24,7 +24,9 @@ use sha2::{Digest, Sha256};
 use super::rebuild::{Plan, DEFINITION_LABEL};
 use crate::api::{Endpoints, FrontendExperience};
 
-use facet_bff::contract::{self, DATA_DIR, KAFKA_SECRET_DIR, SPEC_DIR, SPEC_FILE};
+use facet_bff::contract::{
+    self, DATA_DIR, KAFKA_SECRET_DIR, PEER_TOKEN_DIR, PEER_TOKEN_FILE, SPEC_DIR, SPEC_FILE,
+};
 pub const HTTP_PORT: i32 = contract::HTTP_PORT as i32;
 pub const METRICS_PORT: i32 = contract::METRICS_PORT as i32;
 /// After SIGTERM a pod serves this long, not ready, while Services move clients
@@ -68,6 +70,38 @@ pub enum BuildError {
 
 pub fn headless_name(name: &str) -> String {
     format!("{name}-headless")
+}
+
+/// The Secret whose token an experience's pods present to copy each other's store.
+pub fn peer_token_name(name: &str) -> String {
+    format!("{name}-peer-token")
+}
+
+/// The peer token Secret of `fx`, holding `token`. The controller makes it once
+/// with a random token and never applies it again: changing the token while pods
+/// run would only make copies fail until every pod had the new one.
+pub fn peer_token_secret(fx: &FrontendExperience, token: &str) -> Result<Secret, BuildError> {
+    let name = fx
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(BuildError::Missing("name"))?;
+    let namespace = fx
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(BuildError::Missing("namespace"))?;
+    let owner = fx
+        .controller_owner_ref(&())
+        .ok_or(BuildError::Missing("uid"))?;
+    Ok(Secret {
+        metadata: meta(&peer_token_name(name), namespace, &owner, name),
+        string_data: Some(BTreeMap::from([(
+            PEER_TOKEN_FILE.to_string(),
+            token.to_string(),
+        )])),
+        ..Secret::default()
+    })
 }
 
 /// The ConfigMap a StatefulSet's pods read their spec from.
@@ -338,11 +372,24 @@ fn stateful_set(
             &format!("0.0.0.0:{METRICS_PORT}"),
         ),
         env(contract::ENV_DRAIN_SECONDS, &DRAIN_SECONDS.to_string()),
+        // A pod with an empty store copies a ready peer's: every pod of the
+        // experience is behind the headless Service's name (each answers only
+        // for its own definition, and only once ready).
+        env(
+            contract::ENV_PEERS,
+            &format!("{}.{namespace}.svc:{METRICS_PORT}", headless_name(name)),
+        ),
+        env(
+            contract::ENV_PEER_TOKEN_FILE,
+            &format!("{PEER_TOKEN_DIR}/{PEER_TOKEN_FILE}"),
+        ),
+        env_from_field(contract::ENV_POD_IP, "status.podIP"),
     ];
     let mut mounts = vec![
         mount("spec", SPEC_DIR, true),
         mount("data", DATA_DIR, false),
         mount("tmp", "/tmp", false),
+        mount("peer-token", PEER_TOKEN_DIR, true),
     ];
     let mut volumes = vec![
         Volume {
@@ -356,6 +403,16 @@ fn stateful_set(
         Volume {
             name: "tmp".into(),
             empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+        // Optional: without it a pod still starts, and replays its store.
+        Volume {
+            name: "peer-token".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(peer_token_name(name)),
+                optional: Some(true),
+                ..SecretVolumeSource::default()
+            }),
             ..Volume::default()
         },
     ];
