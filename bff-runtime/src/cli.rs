@@ -37,11 +37,23 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
-    /// Write an image of the store in a data directory that no runtime has open.
+    /// Write an image of the store in a data directory that no runtime has open,
+    /// or of a running pod's store (`--from`, checked as it arrives).
     Export {
         /// The data directory (holding `store.redb`).
+        #[arg(long, required_unless_present = "from", conflicts_with = "from")]
+        data_dir: Option<PathBuf>,
+        /// A running pod's metrics port (`host:9090`), which serves its image to
+        /// requests with the experience's peer token.
+        #[arg(long, requires_all = ["spec", "peer_token_file"])]
+        from: Option<String>,
+        /// With `--from`: the experience's spec, whose definition the image must have.
         #[arg(long)]
-        data_dir: PathBuf,
+        spec: Option<PathBuf>,
+        /// With `--from`: the file holding the peer token (the `token` key of the
+        /// Secret `<experience>-peer-token`).
+        #[arg(long)]
+        peer_token_file: Option<PathBuf>,
         /// Where to write the image; standard output when absent.
         #[arg(long)]
         out: Option<PathBuf>,

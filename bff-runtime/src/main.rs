@@ -100,22 +100,85 @@ fn load_spec(
     }
 }
 
+/// Copies a running pod's image to `out`, checking it (whole, intact, of the spec's
+/// definition) as it is written.
+fn export_from_pod(
+    from: &str,
+    spec: &std::path::Path,
+    token_file: &std::path::Path,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<facet_bff::store::image::ImageSummary> {
+    use facet_bff::peer::copy;
+    let (_, _, spec) = load_spec(spec, Some("export".into()), "default".into())?;
+    let compiled =
+        facet_bff::spec::compile(&spec).map_err(|e| anyhow::anyhow!("invalid spec:\n{e}"))?;
+    let definition = facet_bff::store::image::definition_of(&compiled.store_layout());
+    let token = facet_bff::peer::read_token(token_file)
+        .with_context(|| format!("no peer token in {}", token_file.display()))?;
+    let body = copy::open_image(&copy::agent(), from, &token, &definition).map_err(
+        |(outcome, reason)| anyhow::anyhow!("{from} gave no image ({}): {reason}", outcome.label()),
+    )?;
+    let tee = Tee { input: body, out };
+    let summary = facet_bff::store::image::verify(std::io::BufReader::new(tee), Some(&definition))
+        .with_context(|| format!("the image from {from} was refused"))?;
+    out.flush()?;
+    Ok(summary)
+}
+
+/// Writes everything read through it to `out`.
+struct Tee<'a, R> {
+    input: R,
+    out: &'a mut dyn std::io::Write,
+}
+
+impl<R: std::io::Read> std::io::Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.input.read(buf)?;
+        self.out.write_all(&buf[..read])?;
+        Ok(read)
+    }
+}
+
 fn image(command: ImageCommand) -> anyhow::Result<()> {
     use facet_bff::store::image;
     match command {
-        ImageCommand::Export { data_dir, out } => {
-            let store = data_dir.join("store.redb");
-            let summary = match &out {
-                Some(path) => {
-                    let file = std::fs::File::create(path)
-                        .with_context(|| format!("creating {}", path.display()))?;
-                    image::export_file(&store, std::io::BufWriter::new(file))
+        ImageCommand::Export {
+            data_dir,
+            from,
+            spec,
+            peer_token_file,
+            out,
+        } => {
+            let mut output: Box<dyn std::io::Write> = match &out {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let summary = match (data_dir, from, spec, peer_token_file) {
+                (Some(data_dir), ..) => {
+                    let store = data_dir.join("store.redb");
+                    image::export_file(&store, &mut output)
+                        .with_context(|| format!("exporting {}", store.display()))
                 }
-                None => {
-                    image::export_file(&store, std::io::BufWriter::new(std::io::stdout().lock()))
+                (None, Some(from), Some(spec), Some(token_file)) => {
+                    export_from_pod(&from, &spec, &token_file, &mut output)
                 }
-            }
-            .with_context(|| format!("exporting {}", store.display()))?;
+                _ => unreachable!(
+                    "clap requires --data-dir or --from with --spec and --peer-token-file"
+                ),
+            };
+            let summary = match summary {
+                Ok(summary) => summary,
+                Err(error) => {
+                    drop(output);
+                    if let Some(path) = &out {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    return Err(error);
+                }
+            };
             eprintln!(
                 "image of definition {}: {} entries, sha256 {}",
                 summary.definition, summary.entries, summary.sha256

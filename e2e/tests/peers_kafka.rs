@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use facet_e2e::kafka::Broker;
-use facet_e2e::process::Runtime;
+use facet_e2e::process::{facet_bff_binary, Runtime};
 use facet_e2e::storefront::{produce, storefront, CUSTOMERS, ORDERS, PARTITIONS, PAYMENTS};
 use facet_e2e::{log_dir, wait_for};
 

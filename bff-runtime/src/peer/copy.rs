@@ -41,12 +41,7 @@ pub fn copy_from_peers(store_path: &Path, layout: &Layout, peers: &Peers) -> Vec
         return vec![Outcome::NoPeer];
     }
     let definition = image::definition_of(layout);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(CONNECT_TIMEOUT))
-        .timeout_per_read(Some(READ_TIMEOUT))
-        .build()
-        .into();
+    let agent = agent();
     let mut outcomes = Vec::new();
     for peer in candidates {
         info!(%peer, "copying the store from a peer");
@@ -93,14 +88,25 @@ fn resolve(addresses: &[String], own_ip: Option<IpAddr>) -> Vec<SocketAddr> {
     resolved
 }
 
-fn fetch(
+/// The client peers are asked with: short connect, and a bounded wait per read,
+/// so a peer that stops sending is given up on.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_per_read(Some(READ_TIMEOUT))
+        .build()
+        .into()
+}
+
+/// Asks `peer` (`host:port` of its metrics port) for its image of `definition`;
+/// the body, or why there is none.
+pub fn open_image(
     agent: &ureq::Agent,
-    peer: SocketAddr,
+    peer: &str,
     token: &str,
     definition: &str,
-    store_path: &Path,
-    layout: &Layout,
-) -> Result<image::ImageSummary, (Outcome, String)> {
+) -> Result<ureq::BodyReader<'static>, (Outcome, String)> {
     let url = format!("http://{peer}{PEER_IMAGE_PATH}?definition={definition}");
     let response = agent
         .get(&url)
@@ -123,17 +129,31 @@ fn fetch(
             .unwrap_or_default();
         return Err((outcome, format!("HTTP {status}: {reason}")));
     }
-    let reader = std::io::BufReader::with_capacity(256 * 1024, response.into_body().into_reader());
-    image::restore(store_path, layout, reader).map_err(|e| {
-        let outcome = match &e {
-            ImageError::Truncated(_) => Outcome::Truncated,
-            ImageError::Corrupted => Outcome::Corrupted,
-            ImageError::OtherDefinition { .. } => Outcome::OtherDefinition,
-            ImageError::Io(_) => Outcome::Unreachable,
-            ImageError::Invalid(_) | ImageError::Store(_) => Outcome::Invalid,
-        };
-        (outcome, e.to_string())
-    })
+    Ok(response.into_body().into_reader())
+}
+
+fn fetch(
+    agent: &ureq::Agent,
+    peer: SocketAddr,
+    token: &str,
+    definition: &str,
+    store_path: &Path,
+    layout: &Layout,
+) -> Result<image::ImageSummary, (Outcome, String)> {
+    let body = open_image(agent, &peer.to_string(), token, definition)?;
+    let reader = std::io::BufReader::with_capacity(256 * 1024, body);
+    image::restore(store_path, layout, reader).map_err(|e| (outcome_of(&e), e.to_string()))
+}
+
+/// Why an image was refused, as an outcome.
+pub fn outcome_of(error: &ImageError) -> Outcome {
+    match error {
+        ImageError::Truncated(_) => Outcome::Truncated,
+        ImageError::Corrupted => Outcome::Corrupted,
+        ImageError::OtherDefinition { .. } => Outcome::OtherDefinition,
+        ImageError::Io(_) => Outcome::Unreachable,
+        ImageError::Invalid(_) | ImageError::Store(_) => Outcome::Invalid,
+    }
 }
 
 #[cfg(test)]

@@ -296,29 +296,9 @@ fn restore_into(
     input: impl BufRead,
 ) -> Result<ImageSummary, ImageError> {
     let expected = definition_of(layout);
-    let mut lines = LineReader::new(input);
-    let mut hash = Sha256::new();
-    let first = lines.next()?.ok_or(ImageError::Truncated(0))?.to_vec();
-    hash.update(&first);
-    hash.update(b"\n");
-    let header: Header = serde_json::from_slice(&first)
-        .map_err(|e| ImageError::Invalid(format!("not a Facet image header: {e}")))?;
-    if header.facet_image != IMAGE_VERSION {
-        return Err(ImageError::Invalid(format!(
-            "image version {} (this runtime reads {IMAGE_VERSION})",
-            header.facet_image
-        )));
-    }
-    if header.definition != expected {
-        return Err(ImageError::OtherDefinition {
-            found: header.definition,
-            expected,
-        });
-    }
     let db = Database::create(path)?;
     let txn = db.begin_write()?;
-    let mut entries = 0u64;
-    let trailer = {
+    let summary = {
         let mut rows = txn.open_table(ROWS)?;
         let mut held = txn.open_table(HELD)?;
         let mut embeds = txn.open_table(EMBEDS)?;
@@ -328,25 +308,7 @@ fn restore_into(
         let mut offsets = txn.open_table(OFFSETS)?;
         let mut meta = txn.open_table(META)?;
         let mut counters = txn.open_table(COUNTERS)?;
-        loop {
-            let Some(line) = lines.next()? else {
-                return Err(ImageError::Truncated(entries));
-            };
-            let line: &[u8] = line;
-            if line.starts_with(b"{\"end\"") {
-                #[derive(Deserialize)]
-                struct End {
-                    end: Trailer,
-                }
-                let end: End = serde_json::from_slice(line)
-                    .map_err(|e| ImageError::Invalid(format!("a bad trailer: {e}")))?;
-                break end.end;
-            }
-            hash.update(line);
-            hash.update(b"\n");
-            let entry: Entry<'_> = serde_json::from_slice(line)
-                .map_err(|e| ImageError::Invalid(format!("entry {}: {e}", entries + 1)))?;
-            entries += 1;
+        read_image(input, Some(&expected), |entry| {
             match entry {
                 Entry::Row { p, k, v } => {
                     rows.insert((p.as_str(), k.as_str()), v.get().as_bytes())?;
@@ -383,13 +345,72 @@ fn restore_into(
                     counters.insert(k.as_str(), v)?;
                 }
             }
+            Ok(())
+        })?
+    };
+    txn.commit()?;
+    Ok(summary)
+}
+
+/// Checks that `input` is a whole, intact image (of `expected`, when given)
+/// without keeping it anywhere.
+pub fn verify(input: impl BufRead, expected: Option<&str>) -> Result<ImageSummary, ImageError> {
+    read_image(input, expected, |_| Ok(()))
+}
+
+/// Reads an image, giving each entry to `each`, and checks its header (version and,
+/// when `expected` is given, definition), its entry count and its checksum. The
+/// entries have been given by the time a count or checksum fails: the caller keeps
+/// them only on success.
+fn read_image(
+    input: impl BufRead,
+    expected: Option<&str>,
+    mut each: impl FnMut(Entry<'_>) -> Result<(), ImageError>,
+) -> Result<ImageSummary, ImageError> {
+    let mut lines = LineReader::new(input);
+    let mut hash = Sha256::new();
+    let first = lines.next()?.ok_or(ImageError::Truncated(0))?.to_vec();
+    hash.update(&first);
+    hash.update(b"\n");
+    let header: Header = serde_json::from_slice(&first)
+        .map_err(|e| ImageError::Invalid(format!("not a Facet image header: {e}")))?;
+    if header.facet_image != IMAGE_VERSION {
+        return Err(ImageError::Invalid(format!(
+            "image version {} (this runtime reads {IMAGE_VERSION})",
+            header.facet_image
+        )));
+    }
+    if let Some(expected) = expected.filter(|e| *e != header.definition) {
+        return Err(ImageError::OtherDefinition {
+            found: header.definition,
+            expected: expected.to_string(),
+        });
+    }
+    let mut entries = 0u64;
+    let trailer = loop {
+        let Some(line) = lines.next()? else {
+            return Err(ImageError::Truncated(entries));
+        };
+        if line.starts_with(b"{\"end\"") {
+            #[derive(Deserialize)]
+            struct End {
+                end: Trailer,
+            }
+            let end: End = serde_json::from_slice(line)
+                .map_err(|e| ImageError::Invalid(format!("a bad trailer: {e}")))?;
+            break end.end;
         }
+        hash.update(line);
+        hash.update(b"\n");
+        let entry: Entry<'_> = serde_json::from_slice(line)
+            .map_err(|e| ImageError::Invalid(format!("entry {}: {e}", entries + 1)))?;
+        entries += 1;
+        each(entry)?;
     };
     let sha256 = format!("{:x}", hash.finalize());
     if trailer.entries != entries || trailer.sha256 != sha256 {
         return Err(ImageError::Corrupted);
     }
-    txn.commit()?;
     Ok(ImageSummary {
         definition: header.definition,
         entries,
