@@ -241,4 +241,55 @@ fn a_new_replica_starts_from_a_ready_peers_image() {
             rows.len() == expected.len() + 3 && rows == every_row(&c)
         },
     );
+
+    // A backup of a running pod: the CLI copies C's image, checked as it arrives,
+    // and it restores. With a wrong token nothing is written.
+    let backup = dir.path().join("c.image");
+    let export = |token: &Path| {
+        std::process::Command::new(facet_bff_binary())
+            .args([
+                "image",
+                "export",
+                "--from",
+                &format!("127.0.0.1:{}", c.metrics),
+            ])
+            .arg("--spec")
+            .arg(&spec)
+            .arg("--peer-token-file")
+            .arg(token)
+            .arg("--out")
+            .arg(&backup)
+            .output()
+            .unwrap()
+    };
+    let wrong = dir.path().join("wrong-token");
+    std::fs::write(&wrong, "not-the-token").unwrap();
+    let refused = export(&wrong);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("gave no image (unauthorized)"),
+        "{message}"
+    );
+    assert!(!backup.exists());
+    let exported = export(&token);
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let restored = std::process::Command::new(facet_bff_binary())
+        .args(["image", "restore", "--spec"])
+        .arg(&spec)
+        .arg("--data-dir")
+        .arg(data("restored"))
+        .arg("--image")
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
 }
