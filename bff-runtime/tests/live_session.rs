@@ -379,3 +379,90 @@ async fn a_client_that_falls_behind_catches_up_once_per_row_or_is_closed() {
     r.read(&records);
     assert!(matches!(whole.drain().await, Err(Close::TooSlow)));
 }
+
+/// An access edit keeps the store (and the definition): a client resuming from a
+/// position issued under the old rule gets no reset: the rows it may now see, a
+/// removal for each it may no longer see, and what it missed; then it holds
+/// exactly what a fresh subscription under the new rule gets.
+#[tokio::test]
+async fn a_resume_after_an_access_edit_sends_what_the_new_rule_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let open = |spec: &ExperienceSpec| {
+        let experience = Arc::new(compile(spec).unwrap());
+        let (store, _) = Store::open(&path, experience.store_layout()).unwrap();
+        Replica {
+            _dir: tempfile::tempdir().unwrap(),
+            engine: Engine::new(
+                experience,
+                Arc::new(store),
+                Router::new(),
+                Arc::new(Metrics::new()),
+            ),
+        }
+    };
+    let before = storefront_spec();
+    let mut after = before.clone();
+    let order_projection = after
+        .projections
+        .iter_mut()
+        .find(|p| p.name == "order")
+        .unwrap();
+    // Alice now also sees every large order, but no longer her small ones.
+    order_projection.access =
+        Some("(row.customerId == auth.sub && row.total >= 5) || row.total >= 100".into());
+    assert_eq!(
+        compile(&before).unwrap().definition_hash,
+        compile(&after).unwrap().definition_hash,
+        "access is not part of the definition"
+    );
+
+    let old = open(&before);
+    old.read(&[
+        (0, 0, order("o-1", "alice", 1)),
+        (0, 1, order("o-2", "alice", 7)),
+        (0, 2, order("o-3", "bob", 200)),
+        (0, 3, order("o-4", "bob", 3)),
+        (0, 4, order("o-5", "alice", 2)),
+    ]);
+    let mut alice = old.session(user("alice"));
+    let first = alice.subscribe("s", orders(), None).await.unwrap();
+    assert_eq!(describe(&first), ["snapshot [\"o-1\", \"o-2\", \"o-5\"]"]);
+    let since = position_of(&first);
+    drop(alice);
+    drop(old);
+
+    // The pods roll with the new rule on the same store, and read on meanwhile.
+    let new = open(&after);
+    new.read(&[
+        (0, 5, order("o-5", "alice", 6)),
+        (0, 6, order("o-6", "bob", 150)),
+    ]);
+    let mut alice = new.session(user("alice"));
+    let resumed = alice.subscribe("s", orders(), Some(&since)).await.unwrap();
+    let mut described = describe(&resumed);
+    described.sort();
+    assert_eq!(
+        described,
+        [
+            "remove o-1",     // hers, but small now
+            "upsert o-3 200", // bob's, large
+            "upsert o-5 6",   // missed, and visible under the new rule
+            "upsert o-6 150", // missed, and visible
+        ],
+        "no reset, no snapshot"
+    );
+    // Every later position carries the new rule: resuming from it sends nothing more.
+    let now = position_of(&resumed);
+    assert_ne!(now, since);
+    let mut again = new.session(user("alice"));
+    let nothing = again.subscribe("s", orders(), Some(&now)).await.unwrap();
+    assert!(describe(&nothing).is_empty(), "{:?}", describe(&nothing));
+    // What she holds equals a fresh subscription's snapshot under the new rule.
+    let mut fresh = new.session(user("alice"));
+    let snapshot = fresh.subscribe("s", orders(), None).await.unwrap();
+    assert_eq!(
+        describe(&snapshot),
+        ["snapshot [\"o-2\", \"o-3\", \"o-5\", \"o-6\"]"]
+    );
+}

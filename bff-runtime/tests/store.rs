@@ -25,6 +25,7 @@ fn layout(hash: &str, log: u64) -> Layout {
         topics: vec!["t".into(), "u".into()],
         indexed: BTreeMap::from([("order".to_string(), vec!["customerId".to_string()])]),
         change_log_length: log,
+        access: BTreeMap::new(),
     }
 }
 
@@ -79,8 +80,10 @@ fn changes_carry_their_record_and_the_position_after_it() {
         committed.iter().map(|c| c.seq).collect::<Vec<_>>(),
         [1, 2, 3]
     );
-    assert_eq!(committed[0].position, "00aa~0.0.1");
-    assert_eq!(committed[1].position, "00aa~0.0.1~0.1.8");
+    // The definition, then the digest of the access rules the position is issued under.
+    let head = format!("00aa.{}", layout("00aa", 0).access_digest());
+    assert_eq!(committed[0].position, format!("{head}~0.0.1"));
+    assert_eq!(committed[1].position, format!("{head}~0.0.1~0.1.8"));
     assert_eq!(
         committed[2].position, committed[1].position,
         "one record, one position"
@@ -93,7 +96,7 @@ fn changes_carry_their_record_and_the_position_after_it() {
     assert_eq!(store.row("order", "a").unwrap(), Some(row(json!({"n": 2}))));
     assert_eq!(
         store.codec().encode(&store.position()),
-        "00aa~0.0.1~0.1.8~1.0.4"
+        format!("{head}~0.0.1~0.1.8~1.0.4")
     );
     let view = store.view().unwrap();
     assert_eq!(view.seq().unwrap(), 3);

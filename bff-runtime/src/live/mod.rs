@@ -8,6 +8,7 @@
 //! - [`Session`]: one client's subscriptions, snapshots, resumes and catch-ups.
 //! - [`close::Close`]: every close code and reason.
 
+mod access_edit;
 pub mod change;
 pub mod close;
 mod outbox;
@@ -41,6 +42,9 @@ pub struct Engine {
     pub router: Router,
     pub metrics: Arc<Metrics>,
     catch_ups: Semaphore,
+    /// The experience as compiled with the access rules of an earlier digest, to
+    /// judge what clients resuming from before an access edit were sent.
+    access_shadows: std::sync::Mutex<std::collections::HashMap<String, Arc<CompiledExperience>>>,
     /// Set once when the process shuts down: every session closes.
     closing: tokio::sync::watch::Sender<bool>,
 }
@@ -58,6 +62,7 @@ impl Engine {
             router,
             metrics,
             catch_ups: Semaphore::new(CONCURRENT_CATCH_UPS),
+            access_shadows: Default::default(),
             closing: tokio::sync::watch::Sender::new(false),
         })
     }

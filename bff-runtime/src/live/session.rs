@@ -6,10 +6,11 @@
 //! first read of the store, and every change committed up to that read (which the
 //! read already reflects) is dropped when it arrives.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::access_edit::{access_diff, Before};
 use super::change::{LiveChange, Op};
 use super::close::Close;
 use super::outbox::Outbox;
@@ -18,7 +19,7 @@ use super::selector::{Selection, Selector};
 use super::Engine;
 use crate::projection::Row;
 use crate::serve::access::Viewer;
-use crate::store::{Change, Missed, PositionError, View};
+use crate::store::{access_of, with_access, Change, Missed, PositionError, View};
 
 /// Most rows one snapshot may hold (after filtering and access).
 pub const SNAPSHOT_LIMIT: usize = 10_000;
@@ -112,13 +113,21 @@ impl Session {
         if self.subs.len() >= limit && !self.subs.iter().any(|(_, s)| &*s.id == id) {
             return Err(SubscribeError::TooMany(limit));
         }
-        let since = match since.map(|s| self.engine.store.codec().decode(s)) {
+        let since = match since.map(|s| (s, self.engine.store.codec().decode(s))) {
             None => None,
-            Some(Ok(position)) => Some(Ok(position)),
-            Some(Err(PositionError::OtherEpoch)) => Some(Err(
+            Some((text, Ok(position))) => {
+                match self.engine.before(access_of(text), &selection, &self.viewer) {
+                    Before::Same => Some(Ok((position, None))),
+                    Before::Was(selector) => Some(Ok((position, Some((selector, text))))),
+                    Before::Unknown => Some(Err(
+                        "the access rules changed since that position, to rules this replica has not run with: here is a fresh snapshot",
+                    )),
+                }
+            }
+            Some((_, Err(PositionError::OtherEpoch))) => Some(Err(
                 "the projections were rebuilt since that position: here is a fresh snapshot",
             )),
-            Some(Err(e)) => return Err(SubscribeError::BadPosition(e)),
+            Some((_, Err(e))) => return Err(SubscribeError::BadPosition(e)),
         };
         let selector = Arc::new(
             Selector::new(&self.engine.experience, &selection, &self.viewer)
@@ -142,7 +151,13 @@ impl Session {
             position: String::new(),
         };
         let updates = match since {
-            Some(Ok(position)) => self.engine.resume(&mut sub, &position).await?,
+            Some(Ok((position, before))) => {
+                let before = before.map(|(selector, text)| AccessEdit {
+                    before: selector,
+                    since: text.to_string(),
+                });
+                self.engine.resume(&mut sub, &position, before).await?
+            }
             Some(Err(reason)) => {
                 let mut updates = vec![Update::Reset {
                     reason: reason.into(),
@@ -247,14 +262,15 @@ impl Session {
         let mut out = Vec::new();
         for (_, sub) in self.subs.iter_mut() {
             let updates = match self.engine.store.codec().decode(&sub.position) {
-                Ok(position) => self
-                    .engine
-                    .resume(sub, &position)
-                    .await
-                    .map_err(|e| match e {
-                        SubscribeError::Failed(close) => close,
-                        other => Close::internal(other),
-                    })?,
+                Ok(position) => {
+                    self.engine
+                        .resume(sub, &position, None)
+                        .await
+                        .map_err(|e| match e {
+                            SubscribeError::Failed(close) => close,
+                            other => Close::internal(other),
+                        })?
+                }
                 Err(e) => return Err(Close::internal(e)),
             };
             out.extend(updates.into_iter().map(|update| Out {
@@ -286,6 +302,15 @@ enum Attempt {
     Read(Read),
     TooOld,
     Ahead,
+    TooManyToCompare,
+}
+
+/// A resume from a position issued under other access rules for the projection.
+struct AccessEdit {
+    /// The subscription as those rules served it.
+    before: Arc<Selector>,
+    /// The client's position, as it gave it.
+    since: String,
 }
 
 impl Sub {
@@ -344,18 +369,23 @@ impl Engine {
         self: &Arc<Self>,
         sub: &mut Sub,
         since: &crate::store::Position,
+        edit: Option<AccessEdit>,
     ) -> Result<Vec<Update>, SubscribeError> {
         let deadline = tokio::time::Instant::now() + RESUME_WAIT;
+        let edit = edit.map(Arc::new);
         let reason = loop {
-            let since = since.clone();
+            let (since, edit) = (since.clone(), edit.clone());
             let attempt = off_the_workers(self, &sub.selector, move |engine, selector| {
-                engine.read_missed(selector, &since)
+                engine.read_missed(selector, &since, edit.as_deref())
             })
             .await?;
             match attempt {
                 Attempt::Read(read) => return Ok(sub.settle(read)),
                 Attempt::TooOld => {
                     break "the change log no longer reaches back to that position: here is a fresh snapshot"
+                }
+                Attempt::TooManyToCompare => {
+                    break "the access rules changed and too many rows are to be compared: here is a fresh snapshot"
                 }
                 Attempt::Ahead if tokio::time::Instant::now() >= deadline => {
                     break "this replica has not read as far as that position: here is a fresh snapshot"
@@ -375,6 +405,7 @@ impl Engine {
         &self,
         selector: &Selector,
         since: &crate::store::Position,
+        edit: Option<&AccessEdit>,
     ) -> Result<Attempt, SubscribeError> {
         let view = self.store.view().map_err(store_failed)?;
         let changes = match view.missed(since).map_err(store_failed)? {
@@ -382,7 +413,42 @@ impl Engine {
             Missed::TooOld => return Ok(Attempt::TooOld),
             Missed::Ahead => return Ok(Attempt::Ahead),
         };
-        let rows = missed_rows(selector, &view, &changes)?;
+        // Who saw a row at `since` is judged by the rules the client was served under.
+        let saw = edit.map_or(selector, |e| &e.before);
+        let missed = missed_rows(selector, saw, &view, &changes)?;
+        let mut rows = Vec::new();
+        if let Some(edit) = edit {
+            let projection = &selector.projection().name;
+            let touched: HashSet<&str> = changes
+                .iter()
+                .filter(|c| &c.projection == projection)
+                .map(|c| c.key.as_str())
+                .collect();
+            let Some(diff) = access_diff(
+                self,
+                &view,
+                selector,
+                &edit.before,
+                &touched,
+                SNAPSHOT_LIMIT,
+            )
+            .map_err(store_failed)?
+            else {
+                return Ok(Attempt::TooManyToCompare);
+            };
+            // Before the missed rows, at the client's own position: one that drops
+            // out part way resumes from there and is judged the same way again.
+            rows.extend(
+                diff.into_iter()
+                    .map(|(key, op, row)| (key, op, Some(row), edit.since.clone())),
+            );
+        }
+        let access = self.store.codec().access();
+        rows.extend(
+            missed
+                .into_iter()
+                .map(|(key, op, row, after)| (key, op, row, with_access(&after, access))),
+        );
         let (seen_through, position) = self.reflected(&view)?;
         let last = rows.len().saturating_sub(1);
         let projection = &selector.projection().name;
@@ -422,6 +488,7 @@ impl Engine {
 /// resumes from there misses nothing.
 fn missed_rows(
     selector: &Selector,
+    saw: &Selector,
     view: &View<'_>,
     changes: &[Change],
 ) -> Result<Vec<MissedRow>, SubscribeError> {
@@ -435,7 +502,7 @@ fn missed_rows(
         let visible = change
             .previous
             .as_ref()
-            .is_some_and(|row| selector.sees(&change.key, row));
+            .is_some_and(|row| saw.sees(&change.key, row));
         let entry = touched.entry(&change.key).or_insert((n, false));
         entry.0 = n;
         entry.1 |= visible;

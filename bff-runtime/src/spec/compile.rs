@@ -127,6 +127,12 @@ impl CompiledExperience {
                 })
                 .collect(),
             change_log_length: u64::from(self.spec.store.change_log_length),
+            access: self
+                .spec
+                .projections
+                .iter()
+                .filter_map(|p| Some((p.name.clone(), p.access.clone()?)))
+                .collect(),
         }
     }
 }

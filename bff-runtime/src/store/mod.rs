@@ -15,7 +15,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 pub use batch::{Batch, Sealed};
-pub use position::{Position, PositionCodec, PositionError};
+pub use position::{access_of, with_access, Position, PositionCodec, PositionError};
 
 use crate::projection::{Row, RowOp};
 
@@ -44,6 +44,8 @@ const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const DEFINITION_HASH: &str = "definition_hash";
 /// The fields the index covers, per projection (JSON).
 const INDEXED: &str = "indexed";
+/// `access:<digest>` → the access rules (JSON) positions with that digest were issued under.
+const ACCESS_RULES: &str = "access:";
 /// Where the change log starts: it holds every change of every record after it.
 const LOG_START: &str = "log_start";
 const SEQ: &str = "seq";
@@ -140,6 +142,26 @@ pub struct Layout {
     pub indexed: BTreeMap<String, Vec<String>>,
     /// Most changes the log keeps, across projections.
     pub change_log_length: u64,
+    /// Projection → its access rule's text (none: every row is visible). Not part
+    /// of the definition: an edit keeps the rows, and positions carry its digest.
+    pub access: BTreeMap<String, String>,
+}
+
+impl Layout {
+    /// A short digest of the access rules, as positions carry it.
+    pub fn access_digest(&self) -> String {
+        access_digest(&self.access)
+    }
+}
+
+fn access_digest(access: &BTreeMap<String, String>) -> String {
+    use sha2::Digest;
+    let text = serde_json::to_string(access).unwrap_or_default();
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 pub struct Store {
@@ -202,9 +224,19 @@ impl Store {
             rebuild_index(&txn, &layout.indexed)?;
         }
         txn.open_table(META)?.insert(INDEXED, indexed.as_str())?;
+        // The rules behind each access digest positions were issued with, so that a
+        // client resuming from before an access edit can be told what changed for it.
+        let access_key = format!("{ACCESS_RULES}{}", layout.access_digest());
+        let rules = serde_json::to_string(&layout.access)?;
+        txn.open_table(META)?
+            .insert(access_key.as_str(), rules.as_str())?;
         let position = offsets_in(&txn.open_table(OFFSETS)?)?;
         txn.commit()?;
-        let codec = PositionCodec::new(&layout.definition_hash, layout.topics.clone());
+        let codec = PositionCodec::new(
+            &layout.definition_hash,
+            &layout.access_digest(),
+            layout.topics.clone(),
+        );
         let store = Store {
             db,
             codec,
@@ -229,6 +261,20 @@ impl Store {
     /// The next offset to read for every partition the store has seen.
     pub fn offsets(&self) -> Result<BTreeMap<(String, i32), i64>, StoreError> {
         Ok(self.position().offsets().clone())
+    }
+
+    /// The access rules positions carrying `digest` were issued under, if this
+    /// store has run with them.
+    pub fn access_rules(
+        &self,
+        digest: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let key = format!("{ACCESS_RULES}{digest}");
+        match txn.open_table(META)?.get(key.as_str())? {
+            Some(text) => Ok(Some(serde_json::from_str(text.value())?)),
+            None => Ok(None),
+        }
     }
 
     /// Whether a projection's field is in the index.

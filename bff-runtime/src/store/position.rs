@@ -7,8 +7,11 @@
 //!
 //! Clients get positions as opaque strings: the definition epoch (the hash of the
 //! sources and projections: rows built by another definition are not comparable),
-//! then `~source.partition.offset` per partition, in URL-safe characters only so a
-//! position fits in a query string, an SSE id and a GraphQL string alike.
+//! `.` and the access digest (which access rules decided what the client was sent:
+//! after an access edit, a resuming client is sent the rows it may now see and told
+//! of those it may no longer see), then `~source.partition.offset` per partition,
+//! in URL-safe characters only so a position fits in a query string, an SSE id and
+//! a GraphQL string alike.
 
 use std::collections::BTreeMap;
 
@@ -78,21 +81,29 @@ pub enum PositionError {
 #[derive(Debug, Clone)]
 pub struct PositionCodec {
     epoch: String,
+    /// The access rules' digest: positions issued from here on carry it.
+    access: String,
     /// Source topics in spec order: a position names them by index.
     topics: Vec<String>,
 }
 
 impl PositionCodec {
-    pub fn new(epoch: &str, topics: Vec<String>) -> Self {
+    pub fn new(epoch: &str, access: &str, topics: Vec<String>) -> Self {
         PositionCodec {
             epoch: epoch.to_string(),
+            access: access.to_string(),
             topics,
         }
     }
 
+    /// The access digest positions are issued with.
+    pub fn access(&self) -> &str {
+        &self.access
+    }
+
     pub fn encode(&self, position: &Position) -> String {
         use std::fmt::Write;
-        let mut text = self.epoch.clone();
+        let mut text = format!("{}.{}", self.epoch, self.access);
         for ((topic, partition), next) in &position.0 {
             // A topic outside the spec is never read, so every one has an index.
             if let Some(index) = self.topics.iter().position(|t| t == topic) {
@@ -105,8 +116,14 @@ impl PositionCodec {
     pub fn decode(&self, text: &str) -> Result<Position, PositionError> {
         let malformed = || PositionError::Malformed(truncated(text));
         let mut parts = text.split('~');
-        let epoch = parts.next().ok_or_else(malformed)?;
-        if epoch.len() != self.epoch.len() || !epoch.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let head = parts.next().ok_or_else(malformed)?;
+        // Positions issued before access digests existed have none.
+        let (epoch, access) = head.split_once('.').unwrap_or((head, ""));
+        if epoch.len() != self.epoch.len()
+            || !epoch.bytes().all(|b| b.is_ascii_hexdigit())
+            || access.len() > ACCESS_DIGEST_LEN
+            || !access.bytes().all(|b| b.is_ascii_hexdigit())
+        {
             return Err(malformed());
         }
         if epoch != self.epoch {
@@ -136,6 +153,26 @@ impl PositionCodec {
     }
 }
 
+/// The longest access digest a position may carry.
+const ACCESS_DIGEST_LEN: usize = 16;
+
+/// The access digest a position was issued with (empty when it has none). Only
+/// meaningful for a position [`PositionCodec::decode`] accepts.
+pub fn access_of(text: &str) -> &str {
+    let head = text.split('~').next().unwrap_or("");
+    head.split_once('.').map_or("", |(_, access)| access)
+}
+
+/// `text` as issued under `access`: the same offsets, with another access digest.
+pub fn with_access(text: &str, access: &str) -> String {
+    let (head, offsets) = text.split_once('~').map_or((text, ""), |(h, o)| (h, o));
+    let epoch = head.split_once('.').map_or(head, |(epoch, _)| epoch);
+    match offsets.is_empty() {
+        true => format!("{epoch}.{access}"),
+        false => format!("{epoch}.{access}~{offsets}"),
+    }
+}
+
 fn truncated(text: &str) -> String {
     text.chars().take(80).collect()
 }
@@ -145,7 +182,7 @@ mod tests {
     use super::*;
 
     fn codec() -> PositionCodec {
-        PositionCodec::new("0123abcd", vec!["orders".into(), "payments".into()])
+        PositionCodec::new("0123abcd", "5e", vec!["orders".into(), "payments".into()])
     }
 
     #[test]
@@ -155,12 +192,32 @@ mod tests {
         position.advance("orders", 2, 7);
         position.advance("payments", 0, 3);
         let text = codec().encode(&position);
-        assert_eq!(text, "0123abcd~0.0.12~0.2.7~1.0.3");
+        assert_eq!(text, "0123abcd.5e~0.0.12~0.2.7~1.0.3");
         assert!(text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)));
         assert_eq!(codec().decode(&text).unwrap(), position);
-        assert_eq!(codec().decode("0123abcd").unwrap(), Position::default());
+        assert_eq!(codec().decode("0123abcd.5e").unwrap(), Position::default());
+        assert_eq!(access_of(&text), "5e");
+    }
+
+    #[test]
+    fn positions_carry_the_access_digest_they_were_issued_with() {
+        // One issued under other access rules, and one from before digests: both
+        // decode to the same offsets.
+        let mut position = Position::default();
+        position.advance("orders", 0, 12);
+        for text in ["0123abcd.77~0.0.12", "0123abcd~0.0.12"] {
+            assert_eq!(codec().decode(text).unwrap(), position);
+        }
+        assert_eq!(access_of("0123abcd.77~0.0.12"), "77");
+        assert_eq!(access_of("0123abcd~0.0.12"), "");
+        assert_eq!(
+            with_access("0123abcd.77~0.0.12", "5e"),
+            "0123abcd.5e~0.0.12"
+        );
+        assert_eq!(with_access("0123abcd", "5e"), "0123abcd.5e");
+        assert!(codec().decode("0123abcd.xyz~0.0.1").is_err());
     }
 
     #[test]
@@ -176,6 +233,7 @@ mod tests {
             "0123abcd~0.0",
             "0123abcd~0.x.1",
             "0123abcd~0.0.-1",
+            "0123abcd.00112233445566778~0.0.1",
         ] {
             assert!(
                 matches!(codec().decode(bad), Err(PositionError::Malformed(_))),
