@@ -84,6 +84,7 @@ fn with_rebuild(
         )),
         definition: Some("0123456789abcdef".into()),
         rebuild,
+        target: Some("0123456789abcdef".into()),
     };
     fx.status = Some(next_status(
         None,

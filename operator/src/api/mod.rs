@@ -109,6 +109,23 @@ pub struct FrontendExperienceStatus {
     /// Service moves to it once every new pod has caught up with the topics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebuild: Option<Rebuild>,
+
+    /// What the latest generation of the spec does to the running pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<LastChange>,
+}
+
+/// The kind of change a generation brought, as it was first applied.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastChange {
+    pub generation: i64,
+    /// `Initial` (the pods build their stores), `ServingOnly` (descriptions,
+    /// `deprecated`, `access`, API settings, limits: the pods restart on their
+    /// stores, nothing replays and clients keep their positions) or `Rebuild` (the
+    /// rows change: a new StatefulSet replays the topics beside the serving pods).
+    pub kind: String,
+    pub message: String,
 }
 
 /// The progress of a rebuild.

@@ -247,7 +247,7 @@ async fn announce_generation(fx: &FrontendExperience, context: &Context) {
     if new_generation {
         info!(experience = %fx.name_any(), namespace = ?fx.namespace(), generation, "applied");
         let serving = fx.status.as_ref().and_then(|s| s.definition.as_deref());
-        let change =
+        let (_, change) =
             super::rebuild::change_note(serving, &builders::definition(&fx.spec.experience));
         let note = format!(
             "applied generation {generation} ({} replicas): {change}",
@@ -313,6 +313,7 @@ async fn observe(
         rollout: serving_sts.as_ref().map(Rollout::of),
         definition: serving.clone(),
         rebuild,
+        target: plan.map(|_| builders::definition(spec)),
         consumer_groups: builders::consumer_groups(namespace, &name, spec.replicas),
         endpoints: builders::endpoints(namespace, &name, spec),
         selector: builders::selector_text(&builders::definition_selector(

@@ -116,17 +116,20 @@ pub fn progress(reports: &[Option<ProgressReport>]) -> Progress {
     }
 }
 
-/// What applying a spec does to the running pods, for the `Applied` Event:
-/// `serving` is the definition the serving pods hold, `target` the spec's.
-pub fn change_note(serving: Option<&str>, target: &str) -> &'static str {
+/// What applying a spec does to the running pods, for the `Applied` Event and
+/// `status.lastChange`: `serving` is the definition the serving pods hold,
+/// `target` the spec's. Returns the kind and a sentence for people.
+pub fn change_note(serving: Option<&str>, target: &str) -> (&'static str, &'static str) {
     match serving {
-        None => "the pods build their stores from the topics",
-        Some(serving) if serving == target => {
-            "the projection definition is unchanged: pods that need the new settings restart on their stores, nothing is replayed and clients keep their positions"
-        }
-        Some(_) => {
-            "the projection definition changed: a new StatefulSet replays the topics beside the serving pods, and the Service moves to it once it has caught up"
-        }
+        None => ("Initial", "the pods build their stores from the topics"),
+        Some(serving) if serving == target => (
+            "ServingOnly",
+            "the projection definition is unchanged: pods that need the new settings restart on their stores, nothing is replayed and clients keep their positions",
+        ),
+        Some(_) => (
+            "Rebuild",
+            "the projection definition changed: a new StatefulSet replays the topics beside the serving pods, and the Service moves to it once it has caught up",
+        ),
     }
 }
 
@@ -134,9 +137,15 @@ pub fn change_note(serving: Option<&str>, target: &str) -> &'static str {
 mod tests {
     #[test]
     fn the_applied_note_says_whether_anything_replays() {
-        assert!(super::change_note(Some("abc"), "abc").contains("nothing is replayed"));
-        assert!(super::change_note(Some("abc"), "def").contains("replays the topics"));
-        assert!(super::change_note(None, "def").contains("build their stores"));
+        let (kind, note) = super::change_note(Some("abc"), "abc");
+        assert_eq!(kind, "ServingOnly");
+        assert!(note.contains("nothing is replayed"));
+        let (kind, note) = super::change_note(Some("abc"), "def");
+        assert_eq!(kind, "Rebuild");
+        assert!(note.contains("replays the topics"));
+        let (kind, note) = super::change_note(None, "def");
+        assert_eq!(kind, "Initial");
+        assert!(note.contains("build their stores"));
     }
 
     use super::*;

@@ -4,7 +4,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::{Endpoints, FrontendExperienceStatus, Rebuild};
+use crate::api::{Endpoints, FrontendExperienceStatus, LastChange, Rebuild};
 
 pub const SPEC_VALID: &str = "SpecValid";
 pub const READY: &str = "Ready";
@@ -58,6 +58,8 @@ pub struct Observed {
     pub definition: Option<String>,
     /// A new definition being built beside them.
     pub rebuild: Option<Rebuild>,
+    /// The definition of the spec (none when it is invalid).
+    pub target: Option<String>,
     pub consumer_groups: Vec<String>,
     pub endpoints: Endpoints,
     /// The pods' label selector, e.g. `app.kubernetes.io/instance=web,app.kubernetes.io/name=facet-bff`.
@@ -184,7 +186,30 @@ pub fn next_status(
         endpoints: Some(observed.endpoints.clone()),
         definition: observed.definition.clone(),
         rebuild: observed.rebuild.clone(),
+        last_change: last_change(previous, observed),
     }
+}
+
+/// The kind of change this generation brought, decided when it is first observed
+/// (from the definition that served before it) and kept for the generation.
+fn last_change(
+    previous: Option<&FrontendExperienceStatus>,
+    observed: &Observed,
+) -> Option<LastChange> {
+    let kept = previous.and_then(|p| p.last_change.clone());
+    let (Some(generation), Some(target)) = (observed.generation, &observed.target) else {
+        return kept;
+    };
+    if kept.as_ref().is_some_and(|c| c.generation == generation) {
+        return kept;
+    }
+    let serving = previous.and_then(|p| p.definition.as_deref());
+    let (kind, message) = super::rebuild::change_note(serving, target);
+    Some(LastChange {
+        generation,
+        kind: kind.into(),
+        message: message.into(),
+    })
 }
 
 fn rebuild_message(rebuild: &Rebuild) -> String {
@@ -244,7 +269,47 @@ mod tests {
             retention: None,
             definition: Some("a".into()),
             rebuild: None,
+            target: Some("a".into()),
         }
+    }
+
+    #[test]
+    fn last_change_says_what_the_generation_does_and_keeps_it() {
+        let first = next_status(None, &observed(SETTLED, None), &time(100));
+        let change = first.last_change.clone().unwrap();
+        assert_eq!((change.generation, change.kind.as_str()), (3, "Initial"));
+        // Generation 4 edits only a description: same definition.
+        let edited = Observed {
+            generation: Some(4),
+            ..observed(SETTLED, None)
+        };
+        let second = next_status(Some(&first), &edited, &time(110));
+        assert_eq!(second.last_change.as_ref().unwrap().kind, "ServingOnly");
+        // Generation 5 changes the rows; it stays `Rebuild` after the switch, when
+        // the new definition serves.
+        let rebuilding = Observed {
+            generation: Some(5),
+            target: Some("b".into()),
+            ..observed(SETTLED, None)
+        };
+        let third = next_status(Some(&second), &rebuilding, &time(120));
+        assert_eq!(third.last_change.as_ref().unwrap().kind, "Rebuild");
+        let switched = Observed {
+            generation: Some(5),
+            definition: Some("b".into()),
+            target: Some("b".into()),
+            ..observed(SETTLED, None)
+        };
+        let fourth = next_status(Some(&third), &switched, &time(130));
+        assert_eq!(fourth.last_change, third.last_change);
+        // An invalid spec keeps what the last valid one did.
+        let invalid = Observed {
+            generation: Some(6),
+            target: None,
+            ..observed(SETTLED, Some("bad"))
+        };
+        let fifth = next_status(Some(&fourth), &invalid, &time(140));
+        assert_eq!(fifth.last_change, fourth.last_change);
     }
 
     fn get<'a>(status: &'a FrontendExperienceStatus, type_: &str) -> &'a Condition {
