@@ -56,6 +56,7 @@ pub fn wait_for(what: &str, timeout: std::time::Duration, mut check: impl FnMut(
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 pub mod cluster;
+pub mod follower;
 pub mod kubelet;
 pub mod service_proxy;
 

@@ -855,6 +855,7 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
     );
 
     scale_out_from_a_peers_image(cluster, kubelet, pod);
+    serving_only_edits(cluster, kubelet, &v2);
 
     // Deleting the experience stops its pods, deletes its consumer groups (the
     // finalizer), and garbage-collects everything it owned.
@@ -932,6 +933,153 @@ fn scale_out_from_a_peers_image(cluster: &ControlPlane, kubelet: &Kubelet, first
             let rows_a = rows(&a, projection);
             rows_a.is_some() && rows_a == rows(&b, projection)
         });
+    }
+}
+
+/// Edits that do not change the rows (a description, `deprecated`, the access
+/// rule) roll the pods on their stores: no new StatefulSet, no replay, and a
+/// WebSocket, an SSE and a graphql-ws client following the Service keep their
+/// positions (no reset); after the access edit each holds exactly the rows the new
+/// rule allows.
+fn serving_only_edits(cluster: &ControlPlane, kubelet: &Kubelet, v2: &str) {
+    use facet_e2e::follower::{Follower, Transport};
+    let (ns, name) = ("blog", "blog-post-page");
+    let set = serving_set(cluster, ns, name);
+    let endpoints = Arc::new(ServiceEndpoints::follow(
+        &cluster.admin_kubeconfig,
+        ns,
+        name,
+    ));
+    let followers: Vec<Follower> = [Transport::WebSocket, Transport::Sse, Transport::GraphqlWs]
+        .into_iter()
+        .map(|t| Follower::start(t, endpoints.clone(), "postPage", "id authorId title"))
+        .collect();
+    wait_for("every follower's snapshot", Duration::from_secs(30), || {
+        followers.iter().all(|f| f.followed().synced)
+    });
+    let before_edits = followers[0].followed().rows.len();
+    assert!(before_edits > 2, "{before_edits} pages");
+
+    // Two replicas now, as scaled.
+    let v2 = v2.replace("\n  replicas: 1\n", "\n  replicas: 2\n");
+    let described = v2.replace(
+        "description: A post with its author, ready to render.",
+        "description: A post with its author, ready to render (now with a longer text).",
+    );
+    let deprecated = described.replace(
+        "editedAt: {type: string}",
+        "editedAt: {type: string, deprecated: \"Read the last change from the post history.\"}",
+    );
+    let restricted = deprecated.replace(
+        "(now with a longer text).\n",
+        "(now with a longer text).\n      access: row.authorId == \"u-ada\"\n",
+    );
+    assert!(described != v2 && deprecated != described && restricted != deprecated);
+    for (what, manifest) in [
+        ("a description", &described),
+        ("deprecated", &deprecated),
+        ("the access rule", &restricted),
+    ] {
+        let pods_before: Vec<String> = (0..2)
+            .map(|i| pod_uid(cluster, ns, &format!("{set}-{i}")))
+            .collect();
+        let applied = cluster.apply(manifest);
+        assert!(
+            applied.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+        let status = || -> serde_json::Value {
+            serde_json::from_str(&cluster.kubectl_ok(&["get", "fx", name, "-n", ns, "-o", "json"]))
+                .unwrap()
+        };
+        wait_for(
+            &format!("{what}: both pods rolled and ready"),
+            Duration::from_secs(180),
+            || {
+                let now = status();
+                let generation = &now["metadata"]["generation"];
+                now["status"]["observedGeneration"] == *generation
+                    && now["status"]["lastChange"]["generation"] == *generation
+                    && now["status"]["readyReplicas"] == 2
+                    && (0..2).all(|i| {
+                        let pod = format!("{set}-{i}");
+                        let uid = pod_uid(cluster, ns, &pod);
+                        !uid.is_empty()
+                            && uid != pods_before[i]
+                            && kubelet.address(ns, &pod).is_some()
+                    })
+            },
+        );
+        let last_change = &status()["status"]["lastChange"];
+        assert_eq!(last_change["kind"], "ServingOnly", "{what}: {last_change}");
+        assert_eq!(
+            serving_set(cluster, ns, name),
+            set,
+            "{what}: no new StatefulSet"
+        );
+        let sets = cluster.kubectl_ok(&[
+            "get",
+            "statefulsets",
+            "-n",
+            ns,
+            "-l",
+            "app.kubernetes.io/instance=blog-post-page",
+            "-o",
+            "name",
+        ]);
+        assert_eq!(sets.lines().count(), 1, "{what}: {sets}");
+        // Nothing replayed: each pod applied no more than the few events since.
+        for i in 0..2 {
+            let pod = format!("{set}-{i}");
+            let ip = kubelet.address(ns, &pod).unwrap();
+            let ip = ip.split(':').next().unwrap();
+            let metrics = ureq::get(&format!("http://{ip}:9090/metrics"))
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_to_string()
+                .unwrap();
+            let applied: f64 = metrics
+                .lines()
+                .find(|l| l.starts_with("facet_events_applied_total "))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or(-1.0);
+            assert!(
+                (0.0..1000.0).contains(&applied),
+                "{what}: {pod} applied {applied} events since it started"
+            );
+        }
+    }
+    // What the new rule allows, as REST (which applies it too) answers it.
+    let address = kubelet.address(ns, &format!("{set}-0")).unwrap();
+    let allowed: Vec<String> = rows(&address, "postPage")
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !allowed.is_empty() && allowed.len() < before_edits,
+        "{allowed:?}"
+    );
+    for follower in &followers {
+        wait_for(
+            &format!("{:?} to hold the allowed rows", follower.transport),
+            Duration::from_secs(30),
+            || follower.followed().rows.keys().cloned().collect::<Vec<_>>() == allowed,
+        );
+        let followed = follower.followed();
+        assert!(
+            followed.resets.is_empty(),
+            "{:?} was reset: {:?}",
+            follower.transport,
+            followed.resets
+        );
+        assert!(
+            followed.connections >= 2,
+            "{:?} moved between pods",
+            follower.transport
+        );
     }
 }
 
