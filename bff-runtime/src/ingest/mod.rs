@@ -179,11 +179,11 @@ impl Ingest {
         };
         let mut last_progress_log = Instant::now();
         let mut last_partition_check = Instant::now();
-        let mut writing = None;
+        let mut writing = Pipeline::new(self.store.clone());
         let mut announced_ready = false;
         while !stop.load(Ordering::SeqCst) {
             if last_partition_check.elapsed() > PARTITION_CHECK {
-                self.finish(&consumer, writing.take())?;
+                self.finish(&consumer, &mut writing)?;
                 self.assign_new_partitions(&consumer, &topics, &mut partitions)?;
                 last_partition_check = Instant::now();
             }
@@ -207,7 +207,7 @@ impl Ingest {
                 announced_ready = true;
             }
         }
-        self.finish(&consumer, writing.take())?;
+        self.finish(&consumer, &mut writing)?;
         if let Some((producer, _)) = dead_letters {
             let _ = producer.flush(Duration::from_secs(5));
         }
@@ -281,12 +281,12 @@ impl Ingest {
         config: &IngestConfig,
         topics: &HashMap<String, String>,
         dead_letters: Option<&(ThreadedProducer<DefaultProducerContext>, String)>,
-        writing: &mut Option<Writing>,
+        writing: &mut Pipeline,
         stop: &AtomicBool,
     ) -> Result<usize, IngestError> {
         let mut batch = self
             .store
-            .batch_after(writing.as_ref().map(|w| w.batch.clone()))?;
+            .batch_after(writing.in_flight.as_ref().map(|w| w.batch.clone()))?;
         let mut reached: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut deadline: Option<Instant> = None;
         let mut read = 0;
@@ -316,7 +316,7 @@ impl Ingest {
                     // Idle: nothing to commit, but readiness may still be due
                     // (an empty topic is caught up from the start).
                     drop(batch);
-                    self.finish(consumer, writing.take())?;
+                    self.finish(consumer, writing)?;
                     self.advance_past_control_records(consumer);
                     self.progress.touch();
                     return Ok(0);
@@ -435,18 +435,9 @@ impl Ingest {
             reached,
             commands_seen,
         };
-        self.finish(consumer, writing.take())?;
+        self.finish(consumer, writing)?;
         if replaying {
-            let (store, sealed) = (self.store.clone(), batch.clone());
-            let writer = std::thread::Builder::new()
-                .name("store-writer".into())
-                .spawn(move || store.write(&sealed))
-                .expect("spawning the store writer");
-            *writing = Some(Writing {
-                batch,
-                writer,
-                read: read_batch,
-            });
+            writing.write(batch, read_batch);
         } else {
             self.store.write(&batch)?;
             self.published(consumer, batch, read_batch)?;
@@ -455,23 +446,11 @@ impl Ingest {
     }
 
     /// Waits for the batch being written, then publishes it.
-    fn finish(
-        &self,
-        consumer: &KafkaConsumer,
-        writing: Option<Writing>,
-    ) -> Result<(), IngestError> {
-        let Some(Writing {
-            batch,
-            writer,
-            read,
-        }) = writing
-        else {
+    fn finish(&self, consumer: &KafkaConsumer, writing: &mut Pipeline) -> Result<(), IngestError> {
+        let Some(Writing { batch, read }) = writing.in_flight.take() else {
             return Ok(());
         };
-        match writer.join() {
-            Ok(result) => result?,
-            Err(_) => panic!("the store writer panicked"),
-        }
+        writing.written()?;
         self.published(consumer, batch, read)
     }
 
@@ -522,11 +501,66 @@ struct ReadBatch {
     commands_seen: Vec<String>,
 }
 
-/// A batch being written on a thread of its own.
+/// A batch being written by the [`Pipeline`]'s writer.
 struct Writing {
     batch: Arc<Sealed>,
-    writer: std::thread::JoinHandle<Result<(), StoreError>>,
     read: ReadBatch,
+}
+
+/// Replay batches written on one thread of their own while the next applies. One
+/// thread for the whole replay, not one per batch: memory a thread allocates
+/// (redb's pages, encoding buffers) stays in that thread's heap, and a heap left
+/// by each exiting thread was never reused (peak RSS doubled).
+struct Pipeline {
+    store: Arc<Store>,
+    writer: Option<StoreWriter>,
+    in_flight: Option<Writing>,
+}
+
+struct StoreWriter {
+    batches: std::sync::mpsc::SyncSender<Arc<Sealed>>,
+    written: std::sync::mpsc::Receiver<Result<(), StoreError>>,
+}
+
+impl Pipeline {
+    fn new(store: Arc<Store>) -> Self {
+        Pipeline {
+            store,
+            writer: None,
+            in_flight: None,
+        }
+    }
+
+    /// Starts writing `batch` (the thread starts with the first one).
+    fn write(&mut self, batch: Arc<Sealed>, read: ReadBatch) {
+        let writer = self.writer.get_or_insert_with(|| {
+            let (batches, jobs) = std::sync::mpsc::sync_channel::<Arc<Sealed>>(1);
+            let (done, written) = std::sync::mpsc::sync_channel(1);
+            let store = self.store.clone();
+            std::thread::Builder::new()
+                .name("store-writer".into())
+                .spawn(move || {
+                    for batch in jobs {
+                        if done.send(store.write(&batch)).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .expect("spawning the store writer");
+            StoreWriter { batches, written }
+        });
+        writer
+            .batches
+            .send(batch.clone())
+            .expect("the store writer stopped");
+        self.in_flight = Some(Writing { batch, read });
+    }
+
+    /// Waits for the batch in flight to be written.
+    fn written(&self) -> Result<(), StoreError> {
+        let writer = self.writer.as_ref().expect("a batch in flight has a writer");
+        writer.written.recv().expect("the store writer panicked")
+    }
 }
 
 /// The `facet-command-id` of an event that a command led to.
@@ -589,6 +623,12 @@ impl rdkafka::consumer::ConsumerContext for IngestContext {}
 
 type KafkaConsumer = BaseConsumer<IngestContext>;
 
+/// The consumer's prefetch bounds, unless the spec sets them.
+const PREFETCH_DEFAULTS: &[(&str, &str)] = &[
+    ("queued.max.messages.kbytes", "16384"),
+    ("fetch.max.bytes", "16777216"),
+];
+
 fn consumer(config: &IngestConfig, progress: Arc<Progress>) -> Result<KafkaConsumer, IngestError> {
     let mut client = client_config(config);
     client
@@ -597,6 +637,14 @@ fn consumer(config: &IngestConfig, progress: Arc<Progress>) -> Result<KafkaConsu
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false");
+    // librdkafka prefetches up to 64 MiB by default; applying events, not reading
+    // them, is what limits a replay, so a smaller queue costs no speed and keeps
+    // that memory for the store. A spec may still set its own.
+    for (property, value) in PREFETCH_DEFAULTS {
+        if !config.properties.contains_key(*property) {
+            client.set(*property, *value);
+        }
+    }
     Ok(client.create_with_context(IngestContext { progress })?)
 }
 
