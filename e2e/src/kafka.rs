@@ -176,9 +176,11 @@ impl Broker {
             ("sasl.mechanisms", "SCRAM-SHA-512".to_string()),
             ("sasl.username", SCRAM_USER.to_string()),
             ("sasl.password", password.to_string()),
+            // Inline, as a Secret carries it: the operator's own clients take no
+            // file paths from a tenant.
             (
-                "ssl.ca.location",
-                self.dir.path().join("ca.pem").display().to_string(),
+                "ssl.ca.pem",
+                std::fs::read_to_string(self.dir.path().join("ca.pem")).unwrap(),
             ),
         ];
         (

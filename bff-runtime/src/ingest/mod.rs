@@ -558,7 +558,10 @@ impl Pipeline {
 
     /// Waits for the batch in flight to be written.
     fn written(&self) -> Result<(), StoreError> {
-        let writer = self.writer.as_ref().expect("a batch in flight has a writer");
+        let writer = self
+            .writer
+            .as_ref()
+            .expect("a batch in flight has a writer");
         writer.written.recv().expect("the store writer panicked")
     }
 }

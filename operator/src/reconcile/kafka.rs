@@ -33,10 +33,52 @@ pub async fn client_config(
             properties.extend(contract::secret_property(&key, &value.0));
         }
     }
-    Ok(contract::kafka_client(
-        &kafka.bootstrap_servers,
-        &properties,
-    ))
+    let (kept, dropped) = for_the_operator(properties);
+    if !dropped.is_empty() {
+        tracing::debug!(
+            experience = %fx.name_any(),
+            ?dropped,
+            "client properties the operator does not use for its own Kafka clients"
+        );
+    }
+    Ok(contract::kafka_client(&kafka.bootstrap_servers, &kept))
+}
+
+/// The properties that reach and authenticate to the brokers, which are all the
+/// operator's own clients need. Anything else a tenant writes stays with its pods:
+/// properties that load code (`plugin.library.paths`, `ssl.engine.location`), run
+/// commands (`sasl.kerberos.kinit.cmd`), read the operator's files (`*.location`),
+/// call other endpoints (OIDC token URLs) or change its logging (`debug`) would act
+/// in the operator, which serves every tenant.
+const OPERATOR_PROPERTIES: &[&str] = &[
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "sasl.oauthbearer.config",
+    "ssl.ca.pem",
+    "ssl.certificate.pem",
+    "ssl.key.pem",
+    "ssl.key.password",
+    "ssl.endpoint.identification.algorithm",
+    "client.id",
+    "client.dns.lookup",
+    "broker.address.family",
+];
+
+/// `properties` split into those the operator's clients use and the names of
+/// the rest.
+pub fn for_the_operator(
+    properties: std::collections::BTreeMap<String, String>,
+) -> (std::collections::BTreeMap<String, String>, Vec<String>) {
+    let (kept, dropped): (
+        std::collections::BTreeMap<_, _>,
+        std::collections::BTreeMap<_, _>,
+    ) = properties
+        .into_iter()
+        .partition(|(name, _)| OPERATOR_PROPERTIES.contains(&name.as_str()));
+    (kept, dropped.into_keys().collect())
 }
 
 /// Each topic's cleanup settings and the first offset each partition still holds.
@@ -92,4 +134,49 @@ pub async fn topic_retention(
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_operator_keeps_only_what_connects_and_authenticates() {
+        let properties = [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "tenant"),
+            ("sasl.password", "secret"),
+            ("ssl.ca.pem", "-----BEGIN CERTIFICATE-----"),
+            ("plugin.library.paths", "/tmp/evil.so"),
+            ("ssl.engine.location", "/tmp/engine.so"),
+            ("sasl.kerberos.kinit.cmd", "rm -rf /"),
+            (
+                "ssl.ca.location",
+                "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+            ),
+            (
+                "sasl.oauthbearer.token.endpoint.url",
+                "http://169.254.169.254/",
+            ),
+            ("debug", "all"),
+            ("fetch.max.bytes", "2147483647"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into_iter()
+        .collect();
+        let (kept, dropped) = for_the_operator(properties);
+        assert_eq!(
+            kept.keys().collect::<Vec<_>>(),
+            [
+                "sasl.mechanism",
+                "sasl.password",
+                "sasl.username",
+                "security.protocol",
+                "ssl.ca.pem"
+            ]
+        );
+        assert_eq!(dropped.len(), 7);
+        assert!(dropped.contains(&"plugin.library.paths".to_string()));
+    }
 }
