@@ -203,17 +203,7 @@ fn operator_runs_samples_on_a_real_control_plane() {
 
     // The leader reports its reconciles, and its probes answer.
     let operator_http = format!("127.0.0.1:{}", leader.http_port);
-    let metrics = ureq::get(&format!("http://{operator_http}/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    let reconciles: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("facet_operator_reconciles_total "))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0);
+    let (reconciles, metrics) = metric(&operator_http, "facet_operator_reconciles_total");
     assert!(reconciles >= 3.0, "{metrics}");
     assert!(
         metrics.contains("facet_operator_reconcile_duration_seconds_bucket"),
@@ -582,6 +572,26 @@ fn pod_uid(cluster: &ControlPlane, namespace: &str, pod: &str) -> String {
         &["get", "pod", pod, "-n", namespace],
         "{.metadata.uid}",
     )
+}
+
+/// A metric without labels from `address`'s `/metrics` (-1 when absent), and the
+/// whole text.
+fn metric(address: &str, name: &str) -> (f64, String) {
+    let text = ureq::get(&format!("http://{address}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let value = text
+        .lines()
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' '))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(-1.0);
+    (value, text)
 }
 
 fn get_json(address: &str, path: &str) -> Option<serde_json::Value> {
@@ -1032,19 +1042,9 @@ fn serving_only_edits(cluster: &ControlPlane, kubelet: &Kubelet, v2: &str) {
         // Nothing replayed: each pod applied no more than the few events since.
         for i in 0..2 {
             let pod = format!("{set}-{i}");
-            let ip = kubelet.address(ns, &pod).unwrap();
-            let ip = ip.split(':').next().unwrap();
-            let metrics = ureq::get(&format!("http://{ip}:9090/metrics"))
-                .call()
-                .unwrap()
-                .body_mut()
-                .read_to_string()
-                .unwrap();
-            let applied: f64 = metrics
-                .lines()
-                .find(|l| l.starts_with("facet_events_applied_total "))
-                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-                .unwrap_or(-1.0);
+            let address = kubelet.address(ns, &pod).unwrap();
+            let ip = address.split(':').next().unwrap();
+            let (applied, _) = metric(&format!("{ip}:9090"), "facet_events_applied_total");
             assert!(
                 (0.0..1000.0).contains(&applied),
                 "{what}: {pod} applied {applied} events since it started"

@@ -118,7 +118,13 @@ impl Session {
             Some((text, Ok(position))) => {
                 match self.engine.before(access_of(text), &selection, &self.viewer) {
                     Before::Same => Some(Ok((position, None))),
-                    Before::Was(selector) => Some(Ok((position, Some((selector, text))))),
+                    Before::Was(before) => Some(Ok((
+                        position,
+                        Some(AccessEdit {
+                            before,
+                            since: text.to_string(),
+                        }),
+                    ))),
                     Before::Unknown => Some(Err(
                         "the access rules changed since that position, to rules this replica has not run with: here is a fresh snapshot",
                     )),
@@ -151,13 +157,7 @@ impl Session {
             position: String::new(),
         };
         let updates = match since {
-            Some(Ok((position, before))) => {
-                let before = before.map(|(selector, text)| AccessEdit {
-                    before: selector,
-                    since: text.to_string(),
-                });
-                self.engine.resume(&mut sub, &position, before).await?
-            }
+            Some(Ok((position, edit))) => self.engine.resume(&mut sub, &position, edit).await?,
             Some(Err(reason)) => {
                 let mut updates = vec![Update::Reset {
                     reason: reason.into(),

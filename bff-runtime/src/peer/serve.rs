@@ -94,7 +94,7 @@ async fn image(
     let Ok(slot) = source.slots.clone().try_acquire_owned() else {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "busy writing other images");
     };
-    let (chunks, body) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let (chunks, mut pieces) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let store = source.store.clone();
     info!("writing the store image for a peer");
     tokio::task::spawn_blocking(move || {
@@ -109,8 +109,7 @@ async fn image(
             Err(error) => warn!(%error, "serving the store image to a peer stopped"),
         }
     });
-    let mut body = body;
-    let stream = futures::stream::poll_fn(move |cx| body.poll_recv(cx));
+    let stream = futures::stream::poll_fn(move |cx| pieces.poll_recv(cx));
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(stream),
