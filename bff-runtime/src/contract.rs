@@ -35,6 +35,11 @@ pub const ENV_PEER_TOKEN_FILE: &str = "FACET_PEER_TOKEN_FILE";
 /// The pod's own IP, so that it never asks itself for an image.
 pub const ENV_POD_IP: &str = "FACET_POD_IP";
 
+/// Whether the operator sets `name` in every runtime pod (so a spec may not).
+pub fn is_reserved_env(name: &str) -> bool {
+    name == ENV_POD_NAME || name.starts_with("FACET_")
+}
+
 /// Where the pod finds its spec: `SPEC_DIR/SPEC_FILE`, from the operator's ConfigMap.
 pub const SPEC_DIR: &str = "/etc/facet";
 pub const SPEC_FILE: &str = "experience.yaml";

@@ -498,6 +498,20 @@ fn pod_template_quantities_are_checked() {
 }
 
 #[test]
+fn pod_template_env_may_not_set_what_the_operator_sets() {
+    assert_eq!(
+        errors_of(spec_with(
+            "podTemplate",
+            "{env: {RUST_LOG: debug, POD_NAME: x, FACET_DATA_DIR: /tmp}}"
+        )),
+        [
+            "spec.podTemplate.env.FACET_DATA_DIR: is set by the operator (POD_NAME and every FACET_ variable): choose another name",
+            "spec.podTemplate.env.POD_NAME: is set by the operator (POD_NAME and every FACET_ variable): choose another name",
+        ]
+    );
+}
+
+#[test]
 fn wrong_value_type_names_its_path() {
     assert_error(
         "replicas",

@@ -392,6 +392,21 @@ fn check_store(store: &StoreSpec, errors: &mut Vec<SpecError>) {
 }
 
 fn check_pod_template(pod: &PodOverrides, errors: &mut Vec<SpecError>) {
+    // The operator sets these itself; a second entry of the same name is a
+    // duplicate key the API server refuses (and a runtime told two things).
+    for name in pod.env.keys() {
+        if crate::contract::is_reserved_env(name) {
+            errors.push(SpecError::new(
+                format!("spec.podTemplate.env.{name}"),
+                "is set by the operator (POD_NAME and every FACET_ variable): choose another name",
+            ));
+        } else if name.is_empty() || name.contains('=') {
+            errors.push(SpecError::new(
+                format!("spec.podTemplate.env.{name}"),
+                "is not an environment variable name",
+            ));
+        }
+    }
     for (field, quantities) in [("requests", &pod.requests), ("limits", &pod.limits)] {
         for (resource, quantity) in quantities {
             if !is_quantity(quantity) {

@@ -438,7 +438,7 @@ fn stateful_set(
     if config.json_logs {
         env_vars.push(env(contract::ENV_LOG_FORMAT, "json"));
     }
-    // Last, so an experience's own variables win.
+    // An experience's own variables; never one set above (the compiler refuses those).
     env_vars.extend(overrides.env.iter().map(|(k, v)| env(k, v)));
 
     let mut requests = BTreeMap::from([
