@@ -85,6 +85,7 @@ fn with_rebuild(
         definition: Some("0123456789abcdef".into()),
         rebuild,
         target: Some("0123456789abcdef".into()),
+        apply_error: None,
     };
     fx.status = Some(next_status(
         None,

@@ -672,7 +672,7 @@ async fn replicas_beyond_the_bound_are_refused_and_reported_without_work_per_rep
 }
 
 #[tokio::test]
-async fn a_refused_apply_names_its_phase_and_child_and_stops_there() {
+async fn a_refused_apply_names_its_phase_and_child_is_reported_and_stops_there() {
     let fx = storefront(1);
     let set = set_name("storefront-web", &definition(&fx.spec.experience));
     let mut calls = survey(vec![], None);
@@ -685,7 +685,34 @@ async fn a_refused_apply_names_its_phase_and_child_and_stops_there() {
         answer: json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
                        "message": "configmaps is forbidden", "reason": "Forbidden", "code": 403}),
     });
+    // Nothing more is applied; the refusal is told in a Warning Event and the status.
+    calls.push(call(Method::POST, EVENTS, event()));
+    // The set it would have made does not exist.
+    calls.push(Call {
+        status: StatusCode::NOT_FOUND,
+        ..call(
+            Method::GET,
+            leak(format!("{STS}/{set}")),
+            json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                   "message": "not found", "reason": "NotFound", "code": 404}),
+        )
+    });
+    calls.push(call(
+        Method::PATCH,
+        STATUS,
+        serde_json::to_value(storefront(1)).unwrap(),
+    ));
     let (result, bodies) = reconcile_with(fx, calls).await;
+    assert_eq!(bodies[4]["type"], "Warning");
+    assert_eq!(bodies[4]["reason"], "ApplyFailed");
+    let note = bodies[4]["note"].as_str().unwrap();
+    assert!(note.contains("configmaps is forbidden"), "{note}");
+    let degraded = condition(&bodies[6]["status"], "Degraded");
+    assert_eq!(
+        (degraded["status"].as_str(), degraded["reason"].as_str()),
+        (Some("True"), Some("ApplyFailed"))
+    );
+    assert_eq!(degraded["message"].as_str(), Some(note));
     let token = bodies[2]["stringData"]["token"].as_str().unwrap();
     assert_eq!(token.len(), 64);
     assert!(token.chars().all(|c| c.is_ascii_hexdigit()), "{token}");

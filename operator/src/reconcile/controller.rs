@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use super::builders::{self, BuildConfig, BuildError};
 use super::cleanup;
 use super::rebuild::{Phase, Plan};
-use super::status::{self, Observed, Rollout, SPEC_VALID};
+use super::status::{self, Observed, Rollout, APPLY_FAILED, DEGRADED, SPEC_VALID};
 use super::survey::Survey;
 use crate::api::FrontendExperience;
 use crate::metrics::OperatorMetrics;
@@ -186,7 +186,10 @@ async fn reconcile_inner(fx: &FrontendExperience, context: &Context) -> Result<A
         None => {
             let plan = survey.plan(&builders::definition(&fx.spec.experience));
             let desired = builders::desired(fx, &context.build, &plan)?;
-            super::apply::apply_all(&context.client, fx, &desired).await?;
+            if let Err(error) = super::apply::apply_all(&context.client, fx, &desired).await {
+                report_apply_failure(context, fx, &namespace, &plan, &survey, &error).await;
+                return Err(error);
+            }
             announce_generation(fx, context).await;
             if let Phase::Switching { from } = &plan.phase {
                 let note = format!(
@@ -208,6 +211,46 @@ async fn reconcile_inner(fx: &FrontendExperience, context: &Context) -> Result<A
         // Progress to report, or the old set to remove once the Service has moved.
         Some(Phase::Rebuilding { .. } | Phase::Switching { .. }) => Action::requeue(REBUILD_POLL),
     })
+}
+
+/// A child the API server refused: `Degraded=True` (reason `ApplyFailed`, with the
+/// API server's message) and a Warning Event once per distinct message, so that a
+/// change that cannot be applied does not fail in the operator's log alone. The
+/// reconcile then fails and is retried.
+async fn report_apply_failure(
+    context: &Context,
+    fx: &FrontendExperience,
+    namespace: &str,
+    plan: &Plan,
+    survey: &Survey,
+    error: &Error,
+) {
+    let message = error.to_string();
+    let already_reported = fx
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == DEGRADED))
+        .is_some_and(|c| c.reason == APPLY_FAILED && c.message == message);
+    if !already_reported {
+        publish(
+            context,
+            fx,
+            EventType::Warning,
+            APPLY_FAILED,
+            "Apply",
+            message.clone(),
+        )
+        .await;
+    }
+    match observe(context, fx, namespace, None, Some(plan), survey).await {
+        Ok(mut observed) => {
+            observed.apply_error = Some(message);
+            if let Err(e) = write_status(&context.client, fx, namespace, &observed).await {
+                warn!(experience = %fx.name_any(), error = %e, "writing the status of a refused apply");
+            }
+        }
+        Err(e) => warn!(experience = %fx.name_any(), error = %e, "observing after a refused apply"),
+    }
 }
 
 /// The spec's problems, if any: reported once per distinct message as a Warning
@@ -314,6 +357,7 @@ async fn observe(
         definition: serving.clone(),
         rebuild,
         target: plan.map(|_| builders::definition(spec)),
+        apply_error: None,
         consumer_groups: builders::consumer_groups(namespace, &name, spec.replicas),
         endpoints: builders::endpoints(namespace, &name, spec),
         selector: builders::selector_text(&builders::definition_selector(

@@ -13,6 +13,8 @@ pub const DEGRADED: &str = "Degraded";
 /// Whether the source topics still hold every event, so a full replay (a new
 /// replica, a rebuilt store) reaches what the running pods show.
 pub const REPLAYABLE: &str = "Replayable";
+/// `Degraded`'s reason when the API server refused a child.
+pub const APPLY_FAILED: &str = "ApplyFailed";
 
 /// What a StatefulSet reports.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -60,6 +62,8 @@ pub struct Observed {
     pub rebuild: Option<Rebuild>,
     /// The definition of the spec (none when it is invalid).
     pub target: Option<String>,
+    /// What the API server said when it refused a child.
+    pub apply_error: Option<String>,
     pub consumer_groups: Vec<String>,
     pub endpoints: Endpoints,
     /// The pods' label selector, e.g. `app.kubernetes.io/instance=web,app.kubernetes.io/name=facet-bff`.
@@ -156,6 +160,11 @@ pub fn next_status(
             condition(DEGRADED, false, "AsExpected", "".into()),
         ],
     };
+    if let Some(error) = &observed.apply_error {
+        for c in conditions.iter_mut().filter(|c| c.type_ == DEGRADED) {
+            *c = condition(DEGRADED, true, APPLY_FAILED, error.clone());
+        }
+    }
     let replayable = match &observed.retention {
         Some(Ok(())) => Some(condition(
             REPLAYABLE,
@@ -270,6 +279,7 @@ mod tests {
             definition: Some("a".into()),
             rebuild: None,
             target: Some("a".into()),
+            apply_error: None,
         }
     }
 
