@@ -874,11 +874,40 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
         broker.group_exists(group),
         "the pod committed offsets for lag tools"
     );
+    // Events keep coming while it is deleted: a pod still running would commit
+    // offsets after the group was deleted, and so make it again.
+    let stop_writing = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (producer, stop) = (broker.producer(), stop_writing.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let event = serde_json::json!({"type": "CommentAdded", "postId": "p-1",
+                    "commentId": format!("c-late-{i}"), "authorId": "u-grace", "text": "late",
+                    "at": "2026-11-25T00:00:00Z"});
+                producer.send("blog.comments.v1", "p-1", event.to_string().as_bytes());
+                producer.flush();
+                i += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
     cluster.kubectl_ok(&["delete", "fx", name, "-n", ns, "--timeout=120s"]);
     assert!(
         !broker.group_exists(group),
         "the consumer group was deleted"
     );
+    std::thread::sleep(Duration::from_secs(5));
+    stop_writing.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    for ordinal in 0..2 {
+        let group = format!("facet.blog.blog-post-page.{ordinal}");
+        assert!(
+            !broker.group_exists(&group),
+            "{group} came back: a pod ran on after the cleanup"
+        );
+    }
     wait_for(
         "children to be garbage-collected",
         Duration::from_secs(120),

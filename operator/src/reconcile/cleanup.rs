@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use facet_bff::contract;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
@@ -14,48 +14,19 @@ use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 use tracing::info;
 
-use super::builders::consumer_groups;
+use super::builders::{children_selector, consumer_groups};
 use super::error::CleanupError as Error;
 use crate::api::FrontendExperience;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 pub const FINALIZER: &str = "facet.dev/consumer-groups";
 
-/// Stops the pods (so none commits an offset again), then deletes every group the
-/// experience's pods may have used.
+/// Stops the pods of every definition (so none commits an offset again), then
+/// deletes every group the experience's pods may have used.
 pub async fn delete_consumer_groups(client: &Client, fx: &FrontendExperience) -> Result<(), Error> {
     let namespace = fx.namespace().unwrap_or_default();
     let name = fx.name_any();
-    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
-    if statefulsets.get_opt(&name).await?.is_some() {
-        let scale = serde_json::json!({"spec": {"replicas": 0}});
-        match statefulsets
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&scale))
-            .await
-        {
-            Ok(_) => {}
-            // Already garbage-collected: nothing runs any more.
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let running = statefulsets
-                .get_opt(&name)
-                .await?
-                .and_then(|s| s.status)
-                .map(|s| s.replicas)
-                .unwrap_or(0);
-            if running == 0 {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Failed(format!("{running} pods of {name} still run")));
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-
+    stop_every_set(client, fx, &namespace, &name).await?;
     let spec = &fx.spec.experience;
     // The same client properties the pods use, from the same Secret (SASL, TLS).
     let config = super::kafka::client_config(client, fx).await?;
@@ -78,6 +49,56 @@ pub async fn delete_consumer_groups(client: &Client, fx: &FrontendExperience) ->
                     "deleting consumer group {group}: {code}"
                 )))
             }
+        }
+    }
+    Ok(())
+}
+
+/// Scales every StatefulSet of the experience (one per definition: the serving
+/// one and one still rebuilding) to zero and waits until none has a pod left.
+async fn stop_every_set(
+    client: &Client,
+    fx: &FrontendExperience,
+    namespace: &str,
+    name: &str,
+) -> Result<(), Error> {
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let owner = fx.uid().unwrap_or_default();
+    let sets: Vec<String> = statefulsets
+        .list_metadata(&ListParams::default().labels(&children_selector(name)))
+        .await?
+        .items
+        .into_iter()
+        .filter(|set| set.owner_references().iter().any(|o| o.uid == owner))
+        .map(|set| set.name_any())
+        .collect();
+    let scale = serde_json::json!({"spec": {"replicas": 0}});
+    for set in &sets {
+        match statefulsets
+            .patch(set, &PatchParams::default(), &Patch::Merge(&scale))
+            .await
+        {
+            Ok(_) => {}
+            // Already garbage-collected: nothing runs any more.
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for set in &sets {
+        loop {
+            let running = statefulsets
+                .get_opt(set)
+                .await?
+                .and_then(|s| s.status)
+                .map_or(0, |s| s.replicas);
+            if running == 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Failed(format!("{running} pods of {set} still run")));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
     Ok(())
