@@ -66,6 +66,8 @@ pub struct Desired {
 pub enum BuildError {
     #[error("the resource has no {0}")]
     Missing(&'static str),
+    #[error("writing the spec for the pods: {0}")]
+    Serialize(String),
 }
 
 pub fn headless_name(name: &str) -> String {
@@ -220,7 +222,7 @@ pub fn desired(
     let set = set_name(&name, &definition);
     let serving = definition_selector(&name, plan.serve.as_deref());
 
-    let config_map = spec_config_map(&name, &namespace, &set, spec, &owner);
+    let config_map = spec_config_map(&name, &namespace, &set, spec, &owner)?;
     let spec_hash = hash(
         config_map
             .data
@@ -271,19 +273,21 @@ fn spec_config_map(
     set: &str,
     spec: &ExperienceSpec,
     owner: &OwnerReference,
-) -> ConfigMap {
+) -> Result<ConfigMap, BuildError> {
     let manifest = serde_json::json!({
         "apiVersion": facet_bff::spec::manifest::API_VERSION,
         "kind": facet_bff::spec::manifest::KIND,
         "metadata": {"name": name, "namespace": namespace},
         "spec": spec,
     });
-    let yaml = serde_yaml::to_string(&manifest).unwrap_or_default();
-    ConfigMap {
+    // Never an empty spec for the pods: a spec that cannot be written stops here.
+    let yaml =
+        serde_yaml::to_string(&manifest).map_err(|e| BuildError::Serialize(e.to_string()))?;
+    Ok(ConfigMap {
         metadata: meta(&config_map_name(set), namespace, owner, name),
         data: Some(BTreeMap::from([(SPEC_FILE.to_string(), yaml)])),
         ..ConfigMap::default()
-    }
+    })
 }
 
 fn env(name: &str, value: &str) -> EnvVar {

@@ -412,7 +412,9 @@ async fn write_status(
         return Ok(());
     }
     let experiences: Api<FrontendExperience> = Api::namespaced(client.clone(), namespace);
-    let mut status = serde_json::to_value(&next).unwrap_or_default();
+    // Never `status: null`: a status that cannot be written is an error.
+    let mut status =
+        serde_json::to_value(&next).map_err(|e| Error::Status(kube::Error::SerdeError(e)))?;
     // A merge patch keeps what it does not name: a finished rebuild goes by name.
     if next.rebuild.is_none() {
         status["rebuild"] = serde_json::Value::Null;

@@ -64,7 +64,7 @@ pub async fn report(client: &Client, namespace: &str, pod: &str) -> Option<Progr
         .get_opt(pod)
         .await
         .ok()??;
-    let ip = pod.status?.pod_ip?;
+    let ip: std::net::IpAddr = pod.status?.pod_ip?.parse().ok()?;
     let port = pod
         .spec?
         .containers
@@ -72,26 +72,69 @@ pub async fn report(client: &Client, namespace: &str, pod: &str) -> Option<Progr
         .flat_map(|c| c.ports.iter().flatten())
         .find(|p| p.name.as_deref() == Some("http"))?
         .container_port;
-    let body = tokio::time::timeout(ASK_WITHIN, get(&ip, port, "/readyz"))
+    let address = std::net::SocketAddr::new(ip, u16::try_from(port).ok()?);
+    let body = tokio::time::timeout(ASK_WITHIN, get(address, "/readyz"))
         .await
         .ok()??;
     serde_json::from_slice(&body).ok()
 }
 
+/// The most of a `/readyz` body read: a report is a few hundred bytes.
+const MAX_REPORT_BYTES: usize = 64 * 1024;
+
 /// One plain HTTP/1.1 GET; the body whatever the status (503 carries the report
-/// of a pod that has not caught up).
-async fn get(ip: &str, port: i32, path: &str) -> Option<bytes::Bytes> {
-    let address = format!("{ip}:{port}");
-    let stream = tokio::net::TcpStream::connect(&address).await.ok()?;
+/// of a pod that has not caught up), at most [`MAX_REPORT_BYTES`]. IPv6 addresses
+/// are written in brackets (`[fd00::1]:8080`).
+async fn get(address: std::net::SocketAddr, path: &str) -> Option<bytes::Bytes> {
+    let stream = tokio::net::TcpStream::connect(address).await.ok()?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .ok()?;
     tokio::spawn(connection);
     let request = http::Request::get(path)
-        .header(http::header::HOST, address)
+        .header(http::header::HOST, address.to_string())
         .body(Empty::<bytes::Bytes>::new())
         .ok()?;
     let response = sender.send_request(request).await.ok()?;
-    Some(response.into_body().collect().await.ok()?.to_bytes())
+    let body = http_body_util::Limited::new(response.into_body(), MAX_REPORT_BYTES);
+    Some(body.collect().await.ok()?.to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-shot HTTP server on `bind` answering `body`.
+    async fn serve(bind: &str, body: Vec<u8>) -> Option<std::net::SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(bind).await.ok()?;
+        let address = listener.local_addr().ok()?;
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request).await;
+            let head = format!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&body).await;
+        });
+        Some(address)
+    }
+
+    #[tokio::test]
+    async fn a_report_is_read_over_ipv6_and_a_huge_body_is_not() {
+        let report = br#"{"ready":false}"#.to_vec();
+        // Machines without IPv6 loopback skip that half.
+        if let Some(address) = serve("[::1]:0", report.clone()).await {
+            assert_eq!(get(address, "/readyz").await.as_deref(), Some(&report[..]));
+        }
+        let address = serve("127.0.0.1:0", report.clone()).await.unwrap();
+        assert_eq!(get(address, "/readyz").await.as_deref(), Some(&report[..]));
+        let huge = vec![b' '; MAX_REPORT_BYTES + 1];
+        let address = serve("127.0.0.1:0", huge).await.unwrap();
+        assert_eq!(get(address, "/readyz").await, None);
+    }
 }
