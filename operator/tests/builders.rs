@@ -157,6 +157,7 @@ fn each_definition_has_its_own_set_and_the_service_selects_the_serving_one() {
     let rebuilding = Plan {
         serve: Some(current.clone()),
         keep: Some(set.clone()),
+        kept_replicas: Some(rules.spec.experience.replicas),
         phase: facet_operator::reconcile::rebuild::Phase::Rebuilding {
             from: Some(current.clone()),
         },
@@ -175,11 +176,31 @@ fn each_definition_has_its_own_set_and_the_service_selects_the_serving_one() {
         .selector
         .unwrap();
     assert_eq!(budget.match_labels.unwrap()[DEFINITION_LABEL], current);
-    assert_eq!(beside.keep, Some(set));
+    assert_eq!(beside.keep, Some(set.clone()));
+    assert_eq!(beside.resize_kept, None, "the same replicas");
     let headless = beside.headless_service.spec.unwrap().selector.unwrap();
     assert!(
         !headless.contains_key(DEFINITION_LABEL),
         "DNS for every pod"
+    );
+
+    // Scaled during the rebuild: the serving set follows the new replicas (the
+    // new set has them from its own spec).
+    let mut scaled = rules.clone();
+    scaled.spec.experience.replicas = 5;
+    let resized = desired(&scaled, &config(), &rebuilding).unwrap();
+    assert_eq!(resized.resize_kept, Some((set.clone(), 5)));
+    assert_eq!(resized.stateful_set.spec.unwrap().replicas, Some(5));
+    // Once the Service has moved, the old set is not resized: it goes next.
+    let switching = Plan {
+        phase: facet_operator::reconcile::rebuild::Phase::Switching {
+            from: Some(current.clone()),
+        },
+        ..rebuilding
+    };
+    assert_eq!(
+        desired(&scaled, &config(), &switching).unwrap().resize_kept,
+        None
     );
 }
 

@@ -43,6 +43,18 @@ pub async fn apply_all(
         &desired.stateful_set,
     )
     .await?;
+    if let Some((set, replicas)) = &desired.resize_kept {
+        // Only the replicas: the rest of the kept set stays as its definition made it.
+        let scale = serde_json::json!({"spec": {"replicas": replicas}});
+        Api::<StatefulSet>::namespaced(client.clone(), namespace)
+            .patch(set, &PatchParams::default(), &Patch::Merge(&scale))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "StatefulSet",
+                name: set.clone(),
+                source,
+            })?;
+    }
     if let Some(budget) = &desired.pod_disruption_budget {
         apply(Api::namespaced(client.clone(), namespace), budget).await?;
     }

@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use super::rebuild::{Plan, DEFINITION_LABEL};
+use super::rebuild::{Phase, Plan, DEFINITION_LABEL};
 use crate::api::{Endpoints, FrontendExperience};
 
 use facet_bff::contract::{
@@ -60,6 +60,10 @@ pub struct Desired {
     /// A StatefulSet (and its ConfigMap) to leave exactly as it is: the one that
     /// serves while the current definition rebuilds.
     pub keep: Option<String>,
+    /// The kept set and the replicas it is to have, when a scale during a rebuild
+    /// changed them: it serves until the switch, so it follows `kubectl scale` and
+    /// autoscalers as the new set does.
+    pub resize_kept: Option<(String, i32)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +249,14 @@ pub fn desired(
             .then(|| pod_disruption_budget(&name, &namespace, &owner, &serving)),
         config_map,
         keep: plan.keep.clone(),
+        resize_kept: match (&plan.keep, plan.kept_replicas, &plan.phase) {
+            (Some(set), Some(now), Phase::Rebuilding { .. })
+                if now != replica_bound(spec.replicas) =>
+            {
+                Some((set.clone(), replica_bound(spec.replicas)))
+            }
+            _ => None,
+        },
     })
 }
 

@@ -20,6 +20,8 @@ pub struct SetState {
     pub definition: Option<String>,
     /// Every replica is up to date and ready.
     pub settled: bool,
+    /// `spec.replicas` as the set has it.
+    pub replicas: i32,
 }
 
 /// What the apply phase does with the sets.
@@ -31,6 +33,8 @@ pub struct Plan {
     /// A set left exactly as it is (neither applied nor swept): the one serving
     /// while its successor rebuilds, or until the Service has moved away from it.
     pub keep: Option<String>,
+    /// The replicas the kept set has now (to resize it while it serves).
+    pub kept_replicas: Option<i32>,
     pub phase: Phase,
 }
 
@@ -55,6 +59,7 @@ pub fn plan(target: &str, service_selects: Option<Option<&str>>, sets: &[SetStat
     let current = Plan {
         serve: Some(target.to_string()),
         keep: None,
+        kept_replicas: None,
         phase: Phase::Serving,
     };
     let Some(old) = serving else {
@@ -72,12 +77,14 @@ pub fn plan(target: &str, service_selects: Option<Option<&str>>, sets: &[SetStat
     match caught_up {
         true => Plan {
             keep: Some(old.name.clone()),
+            kept_replicas: Some(old.replicas),
             phase: Phase::Switching { from },
             ..current
         },
         false => Plan {
             serve: old.definition.clone(),
             keep: Some(old.name.clone()),
+            kept_replicas: Some(old.replicas),
             phase: Phase::Rebuilding { from },
         },
     }
@@ -155,6 +162,7 @@ mod tests {
             name: name.into(),
             definition: definition.map(String::from),
             settled,
+            replicas: 1,
         }
     }
 

@@ -60,11 +60,14 @@ impl Survey {
         let states: Vec<SetState> = self
             .sets
             .iter()
-            .map(|sts| SetState {
-                name: sts.name_any(),
-                definition: definition_of(sts),
-                settled: Rollout::of(sts)
-                    .settled(sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)),
+            .map(|sts| {
+                let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                SetState {
+                    name: sts.name_any(),
+                    definition: definition_of(sts),
+                    settled: Rollout::of(sts).settled(replicas),
+                    replicas,
+                }
             })
             .collect();
         let selects = self.service_selects.as_ref().map(Option::as_deref);
