@@ -157,6 +157,8 @@ fn operator_runs_samples_on_a_real_control_plane() {
             ("statefulset", set.clone()),
             ("configmap", format!("{set}-spec")),
             ("service", name.to_string()),
+            // On by default; needs the chart's RBAC for networkpolicies.
+            ("networkpolicy", name.to_string()),
         ] {
             cluster.kubectl_ok(&["get", kind, &child, "-n", namespace]);
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use facet_operator::leader::{self, LeaseConfig};
 use facet_operator::metrics::OperatorMetrics;
-use facet_operator::reconcile::builders::BuildConfig;
+use facet_operator::reconcile::builders::{BuildConfig, NetworkPolicyConfig};
 use facet_operator::reconcile::controller::{run, Context};
 
 #[derive(Parser, Debug)]
@@ -43,6 +43,21 @@ struct Args {
     /// Namespace of the Lease (the operator's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "facet-system")]
     lease_namespace: String,
+    /// Give every experience a NetworkPolicy (HTTP from `--http-from-namespaces`,
+    /// metrics only from the monitoring namespace and the experience's own pods).
+    #[arg(long, env = "FACET_NETWORK_POLICY", default_value_t = true, action = clap::ArgAction::Set)]
+    network_policy: bool,
+    /// Namespaces whose pods may use an experience's HTTP port; any when empty.
+    #[arg(
+        long,
+        env = "FACET_HTTP_FROM_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    http_from_namespaces: Vec<String>,
+    /// The namespace Prometheus scrapes from.
+    #[arg(long, env = "FACET_MONITORING_NAMESPACE", default_value = "monitoring")]
+    monitoring_namespace: String,
     /// Seconds a leader's lease lasts without renewal.
     #[arg(long, env = "FACET_LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
@@ -78,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
 
     let lease = LeaseConfig {
         name: "facet-operator".into(),
-        namespace: args.lease_namespace,
+        namespace: args.lease_namespace.clone(),
         identity: std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("facet-operator-{}", std::process::id())),
         duration: Duration::from_secs(args.lease_duration_seconds.max(3)),
@@ -90,6 +105,16 @@ async fn main() -> anyhow::Result<()> {
     let build = BuildConfig {
         image: args.runtime_image,
         json_logs: std::env::var(facet_bff::contract::ENV_LOG_FORMAT).is_ok_and(|f| f == "json"),
+        network_policy: args.network_policy.then(|| NetworkPolicyConfig {
+            http_from_namespaces: args
+                .http_from_namespaces
+                .iter()
+                .filter(|n| !n.is_empty())
+                .cloned()
+                .collect(),
+            operator_namespace: args.lease_namespace.clone(),
+            monitoring_namespace: args.monitoring_namespace.clone(),
+        }),
     };
     let context = Arc::new(Context::new(
         client.clone(),

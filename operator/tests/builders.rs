@@ -4,7 +4,7 @@
 use facet_operator::api::{FrontendExperience, FrontendExperienceSpec};
 use facet_operator::reconcile::builders::{
     config_map_name, consumer_groups, definition, desired, set_name, BuildConfig, Desired,
-    SPEC_HASH_ANNOTATION,
+    NetworkPolicyConfig, SPEC_HASH_ANNOTATION,
 };
 use facet_operator::reconcile::rebuild::{plan, Plan, DEFINITION_LABEL};
 
@@ -30,6 +30,7 @@ fn sample(name: &str) -> FrontendExperience {
 const CONFIG: BuildConfig = BuildConfig {
     image: String::new(),
     json_logs: false,
+    network_policy: None,
 };
 
 fn config() -> BuildConfig {
@@ -205,6 +206,72 @@ fn each_definition_has_its_own_set_and_the_service_selects_the_serving_one() {
 }
 
 #[test]
+fn the_network_policy_opens_http_as_configured_and_metrics_to_monitoring_and_peers() {
+    let fx = sample("storefront");
+    assert!(build(&fx).network_policy.is_none(), "switched off");
+    let restricted = BuildConfig {
+        network_policy: Some(NetworkPolicyConfig {
+            http_from_namespaces: vec!["ingress".into()],
+            operator_namespace: "facet-system".into(),
+            monitoring_namespace: "monitoring".into(),
+        }),
+        ..config()
+    };
+    let policy = desired(&fx, &restricted, &serving_itself(&fx))
+        .unwrap()
+        .network_policy
+        .unwrap();
+    let value = serde_json::to_value(&policy).unwrap();
+    let spec = &value["spec"];
+    assert_eq!(
+        spec["podSelector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "storefront-web"
+    );
+    assert_eq!(spec["policyTypes"], serde_json::json!(["Ingress"]));
+    let namespaces = |rule: &serde_json::Value| -> Vec<String> {
+        rule["from"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| {
+                p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect()
+    };
+    let (http, metrics) = (&spec["ingress"][0], &spec["ingress"][1]);
+    assert_eq!(http["ports"][0]["port"], "http");
+    assert_eq!(
+        namespaces(http),
+        ["facet-system", "ingress"],
+        "and the operator's"
+    );
+    assert_eq!(metrics["ports"][0]["port"], "metrics");
+    assert_eq!(namespaces(metrics), ["monitoring"]);
+    assert_eq!(
+        metrics["from"][1]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "storefront-web",
+        "peers copy each other's store over the metrics port"
+    );
+    // No namespaces named: HTTP from anywhere.
+    let open = BuildConfig {
+        network_policy: Some(NetworkPolicyConfig {
+            http_from_namespaces: vec![],
+            operator_namespace: "facet-system".into(),
+            monitoring_namespace: "monitoring".into(),
+        }),
+        ..config()
+    };
+    let policy = desired(&fx, &open, &serving_itself(&fx))
+        .unwrap()
+        .network_policy
+        .unwrap();
+    let value = serde_json::to_value(&policy).unwrap();
+    assert!(value["spec"]["ingress"][0].get("from").is_none(), "{value}");
+}
+
+#[test]
 fn budget_only_with_two_replicas_and_claims_unless_persistence_is_off() {
     let storefront = build(&sample("storefront"));
     assert!(storefront.pod_disruption_budget.is_some(), "2 replicas");
@@ -317,6 +384,7 @@ fn runtime_pods_log_json_when_the_operator_does() {
         let config = BuildConfig {
             image: "facet-bff:test".into(),
             json_logs,
+            ..CONFIG
         };
         let fx = sample("blog-post");
         let desired = desired(&fx, &config, &serving_itself(&fx)).unwrap();

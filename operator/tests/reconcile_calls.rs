@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use facet_operator::api::{FrontendExperience, FrontendExperienceSpec};
 use facet_operator::metrics::OperatorMetrics;
-use facet_operator::reconcile::builders::{definition, set_name, BuildConfig};
+use facet_operator::reconcile::builders::{definition, set_name, BuildConfig, NetworkPolicyConfig};
 use facet_operator::reconcile::controller::{reconcile, Context, Error};
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
@@ -151,6 +151,7 @@ const CM: &str = "/api/v1/namespaces/shop/configmaps";
 const SVC: &str = "/api/v1/namespaces/shop/services";
 const STS: &str = "/apis/apps/v1/namespaces/shop/statefulsets";
 const PDB: &str = "/apis/policy/v1/namespaces/shop/poddisruptionbudgets";
+const NETPOL: &str = "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies";
 const STATUS: &str =
     "/apis/facet.dev/v1alpha1/namespaces/shop/frontendexperiences/storefront-web/status";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
@@ -231,7 +232,25 @@ fn applies(current: &str) -> Vec<Call> {
             leak(format!("{STS}/{set}{APPLY}")),
             object("StatefulSet", "apps/v1", "x"),
         ),
+        call(
+            Method::PATCH,
+            leak(format!("{NETPOL}/storefront-web{APPLY}")),
+            object("NetworkPolicy", "networking.k8s.io/v1", "x"),
+        ),
     ]
+}
+
+/// The sweep's list of NetworkPolicies: the experience's own.
+fn network_policies() -> Call {
+    call(
+        Method::GET,
+        leak(format!("{NETPOL}{SELECTOR}")),
+        owned_list(
+            "NetworkPolicy",
+            "networking.k8s.io/v1",
+            &[("storefront-web", true)],
+        ),
+    )
 }
 
 /// Names listed as owned by the experience.
@@ -268,6 +287,7 @@ fn apply_and_sweep(current: &str, config_maps: &[&str], sets: &[&str]) -> Vec<Ca
             leak(format!("{PDB}{SELECTOR}")),
             owned_list("PodDisruptionBudget", "policy/v1", &[]),
         ),
+        network_policies(),
     ]);
     calls
 }
@@ -323,6 +343,11 @@ async fn reconcile_with(
         BuildConfig {
             image: "facet-bff:test".into(),
             json_logs: false,
+            network_policy: Some(NetworkPolicyConfig {
+                http_from_namespaces: vec![],
+                operator_namespace: "facet-system".into(),
+                monitoring_namespace: "monitoring".into(),
+            }),
         },
         false,
         Arc::new(OperatorMetrics::default()),
@@ -406,6 +431,7 @@ async fn a_valid_spec_applies_every_child_sweeps_orphans_then_writes_status() {
             leak(format!("{PDB}/storefront-web")),
             object("PodDisruptionBudget", "policy/v1", "x"),
         ),
+        network_policies(),
         // A new generation is announced once.
         call(Method::POST, EVENTS, event()),
         call(
@@ -427,8 +453,13 @@ async fn a_valid_spec_applies_every_child_sweeps_orphans_then_writes_status() {
         bodies[4]["spec"]["selector"]["facet.dev/definition"],
         current.as_str()
     );
-    assert_eq!(bodies[13]["reason"], "Applied");
-    let status = &bodies[15]["status"];
+    assert_eq!(bodies[7]["kind"], "NetworkPolicy");
+    assert_eq!(
+        bodies[7]["spec"]["ingress"][1]["ports"][0]["port"],
+        "metrics"
+    );
+    assert_eq!(bodies[15]["reason"], "Applied");
+    let status = &bodies[17]["status"];
     assert_eq!(status["observedGeneration"], 3);
     assert_eq!(status["definition"], current.as_str());
     assert!(status["rebuild"].is_null(), "removed by name");
@@ -561,7 +592,7 @@ async fn a_changed_definition_rebuilds_beside_the_serving_set_then_moves_the_ser
     );
     let mut apply = apply_and_sweep(&new, &config_maps, &both);
     apply.insert(
-        6,
+        7,
         call(
             Method::DELETE,
             leak(format!("{CM}/{old_set}-spec")),
@@ -569,7 +600,7 @@ async fn a_changed_definition_rebuilds_beside_the_serving_set_then_moves_the_ser
         ),
     );
     apply.insert(
-        9,
+        10,
         call(
             Method::DELETE,
             leak(format!("{STS}/{old_set}")),

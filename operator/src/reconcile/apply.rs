@@ -7,6 +7,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -58,6 +59,9 @@ pub async fn apply_all(
     if let Some(budget) = &desired.pod_disruption_budget {
         apply(Api::namespaced(client.clone(), namespace), budget).await?;
     }
+    if let Some(policy) = &desired.network_policy {
+        apply(Api::namespaced(client.clone(), namespace), policy).await?;
+    }
 
     let selector = children_selector(&fx.name_any());
     let owner = fx.uid().ok_or(BuildError::Missing("uid"))?;
@@ -87,6 +91,12 @@ pub async fn apply_all(
         .map(|b| b.name_any())
         .collect();
     sweep::<PodDisruptionBudget>(client, namespace, &owned, &budgets).await?;
+    let policies: Vec<String> = desired
+        .network_policy
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    sweep::<NetworkPolicy>(client, namespace, &owned, &policies).await?;
     Ok(())
 }
 

@@ -14,6 +14,10 @@ use k8s_openapi::api::core::v1::{
     ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
     ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -44,6 +48,20 @@ pub struct BuildConfig {
     /// `json` to have runtime pods log JSON lines (`FACET_LOG_FORMAT`), as the
     /// operator itself does; text otherwise.
     pub json_logs: bool,
+    /// A NetworkPolicy per experience, unless the platform turned them off.
+    pub network_policy: Option<NetworkPolicyConfig>,
+}
+
+/// Who may reach an experience's pods, as the platform team sets it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkPolicyConfig {
+    /// Namespaces whose pods may use the HTTP port (the APIs, `/readyz`); any
+    /// namespace when empty. The operator's own namespace is always among them
+    /// (it reads a rebuilding pod's `/readyz`).
+    pub http_from_namespaces: Vec<String>,
+    pub operator_namespace: String,
+    /// The namespace Prometheus scrapes the metrics port from.
+    pub monitoring_namespace: String,
 }
 
 /// Everything one experience runs as.
@@ -57,6 +75,8 @@ pub struct Desired {
     pub headless_service: Service,
     /// Only with two or more replicas: a budget for one replica cannot allow any eviction.
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
+    /// Unless the platform turned them off (see [`NetworkPolicyConfig`]).
+    pub network_policy: Option<NetworkPolicy>,
     /// A StatefulSet (and its ConfigMap) to leave exactly as it is: the one that
     /// serves while the current definition rebuilds.
     pub keep: Option<String>,
@@ -247,6 +267,10 @@ pub fn desired(
         headless_service: headless_service(&name, &namespace, &owner),
         pod_disruption_budget: (spec.replicas >= 2)
             .then(|| pod_disruption_budget(&name, &namespace, &owner, &serving)),
+        network_policy: config
+            .network_policy
+            .as_ref()
+            .map(|policy| network_policy(&name, &namespace, &owner, policy)),
         config_map,
         keep: plan.keep.clone(),
         resize_kept: match (&plan.keep, plan.kept_replicas, &plan.phase) {
@@ -654,6 +678,72 @@ fn headless_service(name: &str, namespace: &str, owner: &OwnerReference) -> Serv
             ..ServiceSpec::default()
         }),
         ..Service::default()
+    }
+}
+
+/// Who may reach the experience's pods: the HTTP port from the namespaces the
+/// platform allows (any by default); the metrics port, which also serves the store
+/// image to peers, only from the monitoring namespace and the experience's own pods.
+fn network_policy(
+    name: &str,
+    namespace: &str,
+    owner: &OwnerReference,
+    config: &NetworkPolicyConfig,
+) -> NetworkPolicy {
+    let in_namespace = |ns: &str| NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_string(),
+                ns.to_string(),
+            )])),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    let port = |name: &str| {
+        Some(vec![NetworkPolicyPort {
+            port: Some(IntOrString::String(name.into())),
+            protocol: Some("TCP".into()),
+            ..NetworkPolicyPort::default()
+        }])
+    };
+    let http_from = match config.http_from_namespaces.is_empty() {
+        true => None,
+        false => {
+            let mut namespaces = config.http_from_namespaces.clone();
+            namespaces.push(config.operator_namespace.clone());
+            namespaces.sort();
+            namespaces.dedup();
+            Some(namespaces.iter().map(|ns| in_namespace(ns)).collect())
+        }
+    };
+    let own_pods = NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(selector_labels(name)),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    NetworkPolicy {
+        metadata: meta(name, namespace, owner, name),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(name)),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    ports: port("http"),
+                    from: http_from,
+                },
+                NetworkPolicyIngressRule {
+                    ports: port("metrics"),
+                    from: Some(vec![in_namespace(&config.monitoring_namespace), own_pods]),
+                },
+            ]),
+            ..NetworkPolicySpec::default()
+        }),
     }
 }
 
