@@ -58,6 +58,10 @@ struct Args {
     /// The namespace Prometheus scrapes from.
     #[arg(long, env = "FACET_MONITORING_NAMESPACE", default_value = "monitoring")]
     monitoring_namespace: String,
+    /// Seconds a rollout may wait for ready pods before it is reported stuck
+    /// (`Progressing=False, reason=ProgressDeadlineExceeded`, `Degraded=True`); 0: never.
+    #[arg(long, env = "FACET_PROGRESS_DEADLINE_SECONDS", default_value_t = 600)]
+    progress_deadline_seconds: u64,
     /// Seconds a leader's lease lasts without renewal.
     #[arg(long, env = "FACET_LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
@@ -115,6 +119,8 @@ async fn main() -> anyhow::Result<()> {
             operator_namespace: args.lease_namespace.clone(),
             monitoring_namespace: args.monitoring_namespace.clone(),
         }),
+        progress_deadline: (args.progress_deadline_seconds > 0)
+            .then(|| Duration::from_secs(args.progress_deadline_seconds)),
     };
     let context = Arc::new(Context::new(
         client.clone(),

@@ -86,6 +86,7 @@ fn with_rebuild(
         rebuild,
         target: Some("0123456789abcdef".into()),
         apply_error: None,
+        progress_deadline: None,
     };
     fx.status = Some(next_status(
         None,

@@ -31,6 +31,7 @@ const CONFIG: BuildConfig = BuildConfig {
     image: String::new(),
     json_logs: false,
     network_policy: None,
+    progress_deadline: None,
 };
 
 fn config() -> BuildConfig {

@@ -348,6 +348,7 @@ async fn reconcile_with(
                 operator_namespace: "facet-system".into(),
                 monitoring_namespace: "monitoring".into(),
             }),
+            progress_deadline: None,
         },
         false,
         Arc::new(OperatorMetrics::default()),

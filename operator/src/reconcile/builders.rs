@@ -50,6 +50,9 @@ pub struct BuildConfig {
     pub json_logs: bool,
     /// A NetworkPolicy per experience, unless the platform turned them off.
     pub network_policy: Option<NetworkPolicyConfig>,
+    /// How long a rollout may wait for ready pods before it is reported stuck
+    /// (`Progressing=False`, `Degraded=True`); `None`: no deadline.
+    pub progress_deadline: Option<std::time::Duration>,
 }
 
 /// Who may reach an experience's pods, as the platform team sets it.

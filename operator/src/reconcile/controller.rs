@@ -358,6 +358,7 @@ async fn observe(
         rebuild,
         target: plan.map(|_| builders::definition(spec)),
         apply_error: None,
+        progress_deadline: context.build.progress_deadline,
         consumer_groups: builders::consumer_groups(namespace, &name, spec.replicas),
         endpoints: builders::endpoints(namespace, &name, spec),
         selector: builders::selector_text(&builders::definition_selector(

@@ -15,6 +15,9 @@ pub const DEGRADED: &str = "Degraded";
 pub const REPLAYABLE: &str = "Replayable";
 /// `Degraded`'s reason when the API server refused a child.
 pub const APPLY_FAILED: &str = "ApplyFailed";
+/// `Progressing=False` and `Degraded=True` when a rollout made no progress in time.
+pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+const ROLLING_OUT: &str = "RollingOut";
 
 /// What a StatefulSet reports.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -64,6 +67,9 @@ pub struct Observed {
     pub target: Option<String>,
     /// What the API server said when it refused a child.
     pub apply_error: Option<String>,
+    /// How long pods may take to become ready before the rollout counts as stuck
+    /// (`None`: no deadline).
+    pub progress_deadline: Option<std::time::Duration>,
     pub consumer_groups: Vec<String>,
     pub endpoints: Endpoints,
     /// The pods' label selector, e.g. `app.kubernetes.io/instance=web,app.kubernetes.io/name=facet-bff`.
@@ -148,17 +154,48 @@ pub fn next_status(
             ),
             condition(DEGRADED, false, "AsExpected", "".into()),
         ],
-        (None, None) => vec![
-            condition(SPEC_VALID, true, "Valid", "the spec compiles".into()),
-            condition(
+        (None, None) => {
+            let ready = condition(
                 READY,
                 false,
                 "ReplicasNotReady",
                 format!("{replicas_message} (pods become ready once caught up with Kafka)"),
-            ),
-            condition(PROGRESSING, true, "RollingOut", replicas_message),
-            condition(DEGRADED, false, "AsExpected", "".into()),
-        ],
+            );
+            let (progressing, degraded) = match rollout_stuck(previous_conditions, observed, now) {
+                Some(waited) => {
+                    let message = format!(
+                        "no progress in {waited} s: {replicas_message}; see the pods' /readyz and logs"
+                    );
+                    (
+                        condition(
+                            PROGRESSING,
+                            false,
+                            PROGRESS_DEADLINE_EXCEEDED,
+                            message.clone(),
+                        ),
+                        condition(DEGRADED, true, PROGRESS_DEADLINE_EXCEEDED, message),
+                    )
+                }
+                None => {
+                    let mut progressing =
+                        condition(PROGRESSING, true, ROLLING_OUT, replicas_message);
+                    if !rolling_out(previous_conditions, observed.generation) {
+                        // This generation's rollout starts now, whatever came before.
+                        progressing.last_transition_time = now.clone();
+                    }
+                    (
+                        progressing,
+                        condition(DEGRADED, false, "AsExpected", "".into()),
+                    )
+                }
+            };
+            vec![
+                condition(SPEC_VALID, true, "Valid", "the spec compiles".into()),
+                ready,
+                progressing,
+                degraded,
+            ]
+        }
     };
     if let Some(error) = &observed.apply_error {
         for c in conditions.iter_mut().filter(|c| c.type_ == DEGRADED) {
@@ -232,6 +269,29 @@ fn rebuild_message(rebuild: &Rebuild) -> String {
     )
 }
 
+/// Whether the previous status already reported this generation rolling out (or
+/// stuck doing so).
+fn rolling_out(previous: &[Condition], generation: Option<i64>) -> bool {
+    previous.iter().any(|c| {
+        c.type_ == PROGRESSING
+            && c.observed_generation == generation
+            && (c.reason == ROLLING_OUT || c.reason == PROGRESS_DEADLINE_EXCEEDED)
+    })
+}
+
+/// Seconds this generation's rollout has waited, once past the deadline.
+fn rollout_stuck(previous: &[Condition], observed: &Observed, now: &Time) -> Option<i64> {
+    let deadline = observed.progress_deadline?;
+    let since = previous.iter().find(|c| {
+        c.type_ == PROGRESSING
+            && c.observed_generation == observed.generation
+            && (c.reason == ROLLING_OUT || c.reason == PROGRESS_DEADLINE_EXCEEDED)
+    })?;
+    let waited = now.0.as_second() - since.last_transition_time.0.as_second();
+    (since.reason == PROGRESS_DEADLINE_EXCEEDED || waited > deadline.as_secs() as i64)
+        .then_some(waited)
+}
+
 /// A condition; its `lastTransitionTime` stays as it was unless its status changed.
 fn make_condition(
     previous: &[Condition],
@@ -280,7 +340,47 @@ mod tests {
             rebuild: None,
             target: Some("a".into()),
             apply_error: None,
+            progress_deadline: Some(std::time::Duration::from_secs(600)),
         }
+    }
+
+    #[test]
+    fn a_rollout_without_progress_past_the_deadline_is_degraded() {
+        let stuck = Rollout {
+            ready_replicas: 0,
+            ..SETTLED
+        };
+        let first = next_status(None, &observed(stuck.clone(), None), &time(1_000));
+        assert_eq!(get(&first, PROGRESSING).reason, "RollingOut");
+        let later = next_status(Some(&first), &observed(stuck.clone(), None), &time(1_500));
+        assert_eq!(get(&later, PROGRESSING).status, "True", "within 10 minutes");
+        let late = next_status(Some(&later), &observed(stuck.clone(), None), &time(1_601));
+        assert_eq!(
+            (
+                get(&late, PROGRESSING).status.as_str(),
+                get(&late, PROGRESSING).reason.as_str()
+            ),
+            ("False", "ProgressDeadlineExceeded")
+        );
+        assert_eq!(get(&late, DEGRADED).status, "True");
+        assert!(get(&late, DEGRADED)
+            .message
+            .contains("no progress in 601 s"));
+        // It stays so (no flapping) until the pods are ready, or a new generation.
+        let still = next_status(Some(&late), &observed(stuck.clone(), None), &time(1_700));
+        assert_eq!(get(&still, PROGRESSING).reason, "ProgressDeadlineExceeded");
+        let recovered = next_status(Some(&still), &observed(SETTLED, None), &time(1_800));
+        assert_eq!(get(&recovered, DEGRADED).status, "False");
+        let edited = Observed {
+            generation: Some(4),
+            ..observed(stuck, None)
+        };
+        let restarted = next_status(Some(&still), &edited, &time(1_900));
+        assert_eq!(get(&restarted, PROGRESSING).reason, "RollingOut");
+        assert_eq!(
+            get(&restarted, PROGRESSING).last_transition_time,
+            time(1_900)
+        );
     }
 
     #[test]
