@@ -576,6 +576,20 @@ fn pod_uid(cluster: &ControlPlane, namespace: &str, pod: &str) -> String {
     )
 }
 
+/// The names of the blog experience's children of `kind`, one per line.
+fn blog_children(cluster: &ControlPlane, kind: &str) -> String {
+    cluster.kubectl_ok(&[
+        "get",
+        kind,
+        "-n",
+        "blog",
+        "-l",
+        "app.kubernetes.io/instance=blog-post-page",
+        "-o",
+        "name",
+    ])
+}
+
 /// A metric without labels from `address`'s `/metrics` (-1 when absent), and the
 /// whole text.
 fn metric(address: &str, name: &str) -> (f64, String) {
@@ -914,19 +928,9 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
         "children to be garbage-collected",
         Duration::from_secs(120),
         || {
-            ["statefulset", "service", "configmap"].iter().all(|kind| {
-                let listed = cluster.kubectl_ok(&[
-                    "get",
-                    kind,
-                    "-n",
-                    ns,
-                    "-l",
-                    "app.kubernetes.io/instance=blog-post-page",
-                    "-o",
-                    "name",
-                ]);
-                listed.trim().is_empty()
-            })
+            ["statefulset", "service", "configmap"]
+                .iter()
+                .all(|kind| blog_children(cluster, kind).trim().is_empty())
         },
     );
     wait_for("the pod to stop", Duration::from_secs(60), || {
@@ -1059,16 +1063,7 @@ fn serving_only_edits(cluster: &ControlPlane, kubelet: &Kubelet, v2: &str) {
             set,
             "{what}: no new StatefulSet"
         );
-        let sets = cluster.kubectl_ok(&[
-            "get",
-            "statefulsets",
-            "-n",
-            ns,
-            "-l",
-            "app.kubernetes.io/instance=blog-post-page",
-            "-o",
-            "name",
-        ]);
+        let sets = blog_children(cluster, "statefulsets");
         assert_eq!(sets.lines().count(), 1, "{what}: {sets}");
         // Nothing replayed: each pod applied no more than the few events since.
         for i in 0..2 {

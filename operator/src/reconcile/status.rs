@@ -179,7 +179,7 @@ pub fn next_status(
                 None => {
                     let mut progressing =
                         condition(PROGRESSING, true, ROLLING_OUT, replicas_message);
-                    if !rolling_out(previous_conditions, observed.generation) {
+                    if rollout_of(previous_conditions, observed.generation).is_none() {
                         // This generation's rollout starts now, whatever came before.
                         progressing.last_transition_time = now.clone();
                     }
@@ -269,10 +269,11 @@ fn rebuild_message(rebuild: &Rebuild) -> String {
     )
 }
 
-/// Whether the previous status already reported this generation rolling out (or
-/// stuck doing so).
-fn rolling_out(previous: &[Condition], generation: Option<i64>) -> bool {
-    previous.iter().any(|c| {
+/// The previous status's `Progressing` condition if it already reported this
+/// generation rolling out (or stuck doing so): its transition time is when the
+/// rollout began.
+fn rollout_of(previous: &[Condition], generation: Option<i64>) -> Option<&Condition> {
+    previous.iter().find(|c| {
         c.type_ == PROGRESSING
             && c.observed_generation == generation
             && (c.reason == ROLLING_OUT || c.reason == PROGRESS_DEADLINE_EXCEEDED)
@@ -282,11 +283,7 @@ fn rolling_out(previous: &[Condition], generation: Option<i64>) -> bool {
 /// Seconds this generation's rollout has waited, once past the deadline.
 fn rollout_stuck(previous: &[Condition], observed: &Observed, now: &Time) -> Option<i64> {
     let deadline = observed.progress_deadline?;
-    let since = previous.iter().find(|c| {
-        c.type_ == PROGRESSING
-            && c.observed_generation == observed.generation
-            && (c.reason == ROLLING_OUT || c.reason == PROGRESS_DEADLINE_EXCEEDED)
-    })?;
+    let since = rollout_of(previous, observed.generation)?;
     let waited = now.0.as_second() - since.last_transition_time.0.as_second();
     (since.reason == PROGRESS_DEADLINE_EXCEEDED || waited > deadline.as_secs() as i64)
         .then_some(waited)
