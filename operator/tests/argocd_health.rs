@@ -56,13 +56,14 @@ fn fixtures_give_the_expected_health() {
 }
 
 fn with_status(rollout: Rollout, spec_error: Option<&str>) -> serde_json::Value {
-    with_rebuild(rollout, spec_error, None)
+    with_rebuild(rollout, spec_error, None, None)
 }
 
 fn with_rebuild(
     rollout: Rollout,
     spec_error: Option<&str>,
     rebuild: Option<Rebuild>,
+    pods_problem: Option<(&'static str, String)>,
 ) -> serde_json::Value {
     let text = std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/samples/blog-post.yaml"),
@@ -87,6 +88,7 @@ fn with_rebuild(
         target: Some("0123456789abcdef".into()),
         apply_error: None,
         progress_deadline: None,
+        pods_problem,
     };
     fx.status = Some(next_status(
         None,
@@ -126,11 +128,35 @@ fn the_operators_own_statuses_map_to_argo_health() {
         partitions_caught_up: 1,
         percent: 40,
     };
-    let (status, message) = health(&with_rebuild(settled.clone(), None, Some(rebuild)));
+    let (status, message) = health(&with_rebuild(settled.clone(), None, Some(rebuild), None));
     assert_eq!(status, "Progressing", "serving, but the change is not done");
     assert!(message.contains("40% done"), "{message}");
     assert_eq!(
-        health(&with_status(settled, Some("spec.sources: is empty"))).0,
+        health(&with_status(
+            settled.clone(),
+            Some("spec.sources: is empty")
+        ))
+        .0,
         "Degraded"
+    );
+    // A pod that reports it cannot reach Kafka.
+    let unreachable = with_rebuild(
+        Rollout {
+            ready_replicas: 0,
+            ..settled
+        },
+        None,
+        None,
+        Some((
+            "KafkaUnreachable",
+            "blog-post-page-0: SASL authentication failed".into(),
+        )),
+    );
+    assert_eq!(
+        health(&unreachable),
+        (
+            "Degraded".into(),
+            "blog-post-page-0: SASL authentication failed".into()
+        )
     );
 }

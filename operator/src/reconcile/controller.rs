@@ -346,14 +346,31 @@ async fn observe(
         }
         _ => None,
     };
+    let rollout = serving_sts.as_ref().map(Rollout::of);
+    let desired_replicas = serving_sts
+        .as_ref()
+        .and_then(|sts| sts.spec.as_ref()?.replicas)
+        .unwrap_or(spec.replicas);
+    // Pods that do not become ready say why on /readyz (Kafka refused the login, a
+    // topic is missing): asked only while a rollout is not settled.
+    let pods_problem = match (&rollout, &rebuild, spec_error.is_none()) {
+        (Some(rollout), None, true) if !rollout.settled(desired_replicas) => {
+            super::progress::why_not_ready(
+                &context.client,
+                namespace,
+                &serving_set,
+                desired_replicas,
+            )
+            .await
+        }
+        _ => None,
+    };
     Ok(Observed {
         generation: fx.meta().generation,
-        desired_replicas: serving_sts
-            .as_ref()
-            .and_then(|sts| sts.spec.as_ref()?.replicas)
-            .unwrap_or(spec.replicas),
+        desired_replicas,
         spec_error,
-        rollout: serving_sts.as_ref().map(Rollout::of),
+        rollout,
+        pods_problem,
         definition: serving.clone(),
         rebuild,
         target: plan.map(|_| builders::definition(spec)),

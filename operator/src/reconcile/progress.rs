@@ -57,6 +57,46 @@ pub async fn rebuild(
     }
 }
 
+/// Why a serving set's pods are not ready, as the first one that says so reports
+/// it on `/readyz`: `(reason, message)` for `Degraded`. `None` when no pod names a
+/// problem (still replaying, or not answering).
+pub async fn why_not_ready(
+    client: &Client,
+    namespace: &str,
+    set: &str,
+    replicas: i32,
+) -> Option<(&'static str, String)> {
+    let pods = (0..replica_bound(replicas)).map(|ordinal| format!("{set}-{ordinal}"));
+    let reports: Vec<(String, Option<ProgressReport>)> = stream::iter(pods)
+        .map(|pod| async move {
+            let report = report(client, namespace, &pod).await;
+            (pod, report)
+        })
+        .buffered(ASK_AT_ONCE)
+        .collect()
+        .await;
+    reports
+        .into_iter()
+        .find_map(|(pod, report)| problem(&pod, &report?))
+}
+
+/// The problem a pod's report names, if any.
+pub fn problem(pod: &str, report: &ProgressReport) -> Option<(&'static str, String)> {
+    if report.ready {
+        return None;
+    }
+    if let Some(error) = &report.error {
+        return Some(("IngestFailed", format!("{pod}: {error}")));
+    }
+    if let Some(error) = &report.kafka_error {
+        return Some(("KafkaUnreachable", format!("{pod}: {error}")));
+    }
+    report
+        .waiting
+        .as_ref()
+        .map(|waiting| ("SourceUnavailable", format!("{pod}: {waiting}")))
+}
+
 /// The pod's report, or `None` while it does not answer with one (not started,
 /// not scheduled, or gone).
 pub async fn report(client: &Client, namespace: &str, pod: &str) -> Option<ProgressReport> {
@@ -122,6 +162,45 @@ mod tests {
             let _ = stream.write_all(&body).await;
         });
         Some(address)
+    }
+
+    #[test]
+    fn a_report_names_the_pods_problem() {
+        let report = |json: &str| serde_json::from_str::<ProgressReport>(json).unwrap();
+        assert_eq!(
+            problem(
+                "p-0",
+                &report(r#"{"ready":true,"started":true,"kafka_error":"x"}"#)
+            ),
+            None
+        );
+        assert_eq!(
+            problem("p-0", &report(r#"{"ready":false,"started":true}"#)),
+            None,
+            "replaying"
+        );
+        assert_eq!(
+            problem(
+                "p-0",
+                &report(
+                    r#"{"ready":false,"started":false,"kafka_error":"SASL authentication failed"}"#
+                )
+            ),
+            Some(("KafkaUnreachable", "p-0: SASL authentication failed".into()))
+        );
+        assert_eq!(
+            problem("p-1", &report(r#"{"ready":false,"started":false,"waiting":"topic shop.orders.v1 does not exist"}"#))
+                .map(|(reason, _)| reason),
+            Some("SourceUnavailable")
+        );
+        assert_eq!(
+            problem(
+                "p-0",
+                &report(r#"{"ready":false,"started":true,"error":"store full"}"#)
+            )
+            .map(|(r, _)| r),
+            Some("IngestFailed")
+        );
     }
 
     #[tokio::test]

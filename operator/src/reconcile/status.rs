@@ -70,6 +70,9 @@ pub struct Observed {
     /// How long pods may take to become ready before the rollout counts as stuck
     /// (`None`: no deadline).
     pub progress_deadline: Option<std::time::Duration>,
+    /// What a pod that is not ready reports as the cause: `Degraded`'s reason
+    /// (`KafkaUnreachable`, `SourceUnavailable`, `IngestFailed`) and message.
+    pub pods_problem: Option<(&'static str, String)>,
     pub consumer_groups: Vec<String>,
     pub endpoints: Endpoints,
     /// The pods' label selector, e.g. `app.kubernetes.io/instance=web,app.kubernetes.io/name=facet-bff`.
@@ -163,9 +166,11 @@ pub fn next_status(
             );
             let (progressing, degraded) = match rollout_stuck(previous_conditions, observed, now) {
                 Some(waited) => {
-                    let message = format!(
-                        "no progress in {waited} s: {replicas_message}; see the pods' /readyz and logs"
-                    );
+                    let cause = match &observed.pods_problem {
+                        Some((_, problem)) => problem.clone(),
+                        None => "see the pods' /readyz and logs".into(),
+                    };
+                    let message = format!("no progress in {waited} s: {replicas_message}; {cause}");
                     (
                         condition(
                             PROGRESSING,
@@ -183,10 +188,13 @@ pub fn next_status(
                         // This generation's rollout starts now, whatever came before.
                         progressing.last_transition_time = now.clone();
                     }
-                    (
-                        progressing,
-                        condition(DEGRADED, false, "AsExpected", "".into()),
-                    )
+                    let degraded = match &observed.pods_problem {
+                        Some((reason, message)) => {
+                            condition(DEGRADED, true, reason, message.clone())
+                        }
+                        None => condition(DEGRADED, false, "AsExpected", "".into()),
+                    };
+                    (progressing, degraded)
                 }
             };
             vec![
@@ -338,7 +346,35 @@ mod tests {
             target: Some("a".into()),
             apply_error: None,
             progress_deadline: Some(std::time::Duration::from_secs(600)),
+            pods_problem: None,
         }
+    }
+
+    #[test]
+    fn a_pod_that_cannot_reach_kafka_degrades_the_experience_at_once() {
+        let stuck = Rollout {
+            ready_replicas: 0,
+            ..SETTLED
+        };
+        let observed = Observed {
+            pods_problem: Some((
+                "KafkaUnreachable",
+                "web-0: SASL authentication failed".into(),
+            )),
+            ..observed(stuck, None)
+        };
+        let status = next_status(None, &observed, &time(100));
+        let degraded = get(&status, DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "KafkaUnreachable")
+        );
+        assert_eq!(degraded.message, "web-0: SASL authentication failed");
+        assert_eq!(
+            get(&status, PROGRESSING).status,
+            "True",
+            "until the deadline"
+        );
     }
 
     #[test]
