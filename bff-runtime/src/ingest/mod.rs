@@ -38,6 +38,10 @@ const PARTITION_CHECK: Duration = Duration::from_secs(10);
 /// replay faster. Bounded so that a batch's rows and changes fit in memory.
 const REPLAY_BATCH_EVENTS: usize = 10_000;
 const REPLAY_BATCH_DELAY: Duration = Duration::from_millis(500);
+/// A batch is sealed once it holds this many row changes, whatever its events: one
+/// event may rewrite many rows (a customer renamed, every order embedding it), and a
+/// batch keeps each changed row and its previous state in memory until written.
+const BATCH_CHANGES: usize = 10_000;
 /// How often a replay batch shows how far it has applied, in events.
 const PROGRESS_EVERY: usize = 500;
 
@@ -284,15 +288,18 @@ impl Ingest {
         writing: &mut Pipeline,
         stop: &AtomicBool,
     ) -> Result<usize, IngestError> {
+        let replaying = !self.progress.is_ready();
         let mut batch = self
             .store
             .batch_after(writing.in_flight.as_ref().map(|w| w.batch.clone()))?;
+        if replaying {
+            batch = batch.coalescing();
+        }
         let mut reached: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut deadline: Option<Instant> = None;
         let mut read = 0;
         let mut commands_seen = Vec::new();
         let watch_commands = !self.engine.experience().commands.is_empty();
-        let replaying = !self.progress.is_ready();
         let (max_events, max_delay) = match replaying {
             true => (
                 REPLAY_BATCH_EVENTS.max(config.max_batch_events),
@@ -300,7 +307,10 @@ impl Ingest {
             ),
             false => (config.max_batch_events, config.max_batch_delay),
         };
-        while read < max_events && !stop.load(Ordering::SeqCst) {
+        while read < max_events
+            && batch.change_count() < BATCH_CHANGES
+            && !stop.load(Ordering::SeqCst)
+        {
             // Live, a batch takes what is already there and commits as soon as
             // nothing more is: changes reach clients without waiting out a window,
             // and under load batches grow by themselves while the last one commits.
@@ -466,7 +476,7 @@ impl Ingest {
         // the last reference, so the changes move on without a copy.
         let changes = Arc::try_unwrap(batch)
             .map(Sealed::into_changes)
-            .unwrap_or_else(|batch| batch.changes().to_vec());
+            .unwrap_or_else(|batch| batch.changes().cloned().collect());
         self.metrics.batches_committed.inc();
         self.metrics.row_changes.inc_by(changes.len() as u64);
         debug!(
@@ -629,6 +639,7 @@ type KafkaConsumer = BaseConsumer<IngestContext>;
 /// The consumer's prefetch bounds, unless the spec sets them.
 const PREFETCH_DEFAULTS: &[(&str, &str)] = &[
     ("queued.max.messages.kbytes", "16384"),
+    ("queued.min.messages", "5000"),
     ("fetch.max.bytes", "16777216"),
 ];
 

@@ -39,6 +39,9 @@ pub struct Batch<'s> {
     /// held rows need looking at (most specs never hold one).
     none_held: bool,
     writes: Sealed,
+    /// Whether a row changed again within the batch keeps one change, from the row
+    /// before the batch to the row now (see [`Batch::coalescing`]).
+    coalesce: bool,
     /// The record whose changes are being applied.
     record: Option<Source>,
     /// `position` as clients see it, made once per record that changes something.
@@ -51,12 +54,14 @@ pub struct Sealed {
     /// Rows the batch changed: where in `changes` the last change of each is (a
     /// row is kept once, in its change).
     rows: ByRow<usize>,
-    /// Rows as they were before the batch, for the index entries to remove.
+    /// Rows as they were before the batch, for the index entries to remove (a
+    /// coalesced row's is its change's `previous` instead).
     read: ByRow<Option<Row>>,
     held: ByRow<Option<Row>>,
     /// Reverse-index entries added (`true`) or removed (`false`).
     links: BTreeMap<LinkKey, bool>,
-    changes: Vec<Change>,
+    /// In commit order; `None` where a change was coalesced into a later one.
+    changes: Vec<Option<Change>>,
     /// The position after the batch's records.
     position: Position,
     /// The last commit sequence number it uses.
@@ -66,16 +71,20 @@ pub struct Sealed {
 impl Sealed {
     /// The committed changes, for the live feed.
     pub fn into_changes(self) -> Vec<Change> {
-        self.changes
+        self.changes.into_iter().flatten().collect()
     }
 
-    pub fn changes(&self) -> &[Change] {
-        &self.changes
+    pub fn changes(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter().flatten()
     }
 
     fn row(&self, projection: &str, key: &str) -> Option<Option<&Row>> {
+        Some(self.last_change(projection, key)?.op.row())
+    }
+
+    fn last_change(&self, projection: &str, key: &str) -> Option<&Change> {
         let &i = self.rows.get(projection, key)?;
-        Some(self.changes[i].op.row())
+        self.changes[i].as_ref()
     }
 }
 
@@ -109,6 +118,7 @@ impl Store {
                 seq,
                 ..Sealed::default()
             },
+            coalesce: false,
             record: None,
             record_position: None,
         })
@@ -122,7 +132,10 @@ impl Store {
             let mut index = txn.open_table(INDEX)?;
             let mut encoded = Vec::new();
             for (projection, key, &i) in batch.rows.iter() {
-                let row = batch.changes[i].op.row();
+                let Some(change) = &batch.changes[i] else {
+                    continue; // not reached: a row's last change is never coalesced away
+                };
+                let row = change.op.row();
                 match row {
                     Some(row) => {
                         encoded.clear();
@@ -134,7 +147,10 @@ impl Store {
                 let Some(fields) = self.layout.indexed.get(projection) else {
                     continue;
                 };
-                let before = batch.read.get(projection, key).and_then(Option::as_ref);
+                let before = match batch.read.get(projection, key) {
+                    Some(before) => before.as_ref(),
+                    None => change.previous.as_ref(),
+                };
                 for field in fields {
                     let old = before.and_then(|r| r.get(field)).and_then(index_value);
                     let new = row.and_then(|r| r.get(field)).and_then(index_value);
@@ -191,7 +207,8 @@ impl Store {
         let mut log = txn.open_table(CHANGES)?;
         let mut batches = txn.open_table(LOG_BATCHES)?;
         let mut log_start = None;
-        if batch.changes.len() as u64 > self.layout.change_log_length {
+        let count = batch.changes().count();
+        if count as u64 > self.layout.change_log_length {
             // Trimming would drop this whole batch and every one before it (as
             // with a replay's large batches): the log starts after this batch, and
             // its changes need not be encoded at all.
@@ -200,12 +217,12 @@ impl Store {
             log_start = Some(position_to_bytes(&batch.position)?);
         } else {
             let mut encoded = Vec::new();
-            for change in &batch.changes {
+            for change in batch.changes() {
                 encoded.clear();
                 serde_json::to_writer(&mut encoded, change)?;
                 log.insert(change.seq, encoded.as_slice())?;
             }
-            if !batch.changes.is_empty() {
+            if count > 0 {
                 batches.insert(batch.seq, position_to_bytes(&batch.position)?.as_slice())?;
             }
         }
@@ -227,7 +244,24 @@ impl Store {
     }
 }
 
-impl Batch<'_> {
+impl<'s> Batch<'s> {
+    /// A row changed again within the batch keeps one change, from the row before
+    /// the batch to the row now, at the position of its latest record. For replay
+    /// batches: their changes reach no client that waits for them, a replayed order
+    /// is placed, paid and shipped within one batch, and each change kept holds
+    /// two rows in memory until the batch is written.
+    pub fn coalescing(self) -> Batch<'s> {
+        Batch {
+            coalesce: true,
+            ..self
+        }
+    }
+
+    /// How many row changes the batch holds so far.
+    pub fn change_count(&self) -> usize {
+        self.writes.changes.len()
+    }
+
     /// The current row, as the batch has left it so far.
     pub fn row(&self, projection: &str, key: &str) -> Result<Option<Row>, StoreError> {
         if let Some(row) = self.writes.row(projection, key) {
@@ -236,17 +270,40 @@ impl Batch<'_> {
         if let Some(row) = self.read.borrow().get(projection, key) {
             return Ok(row.clone());
         }
-        let row = match self.before.as_ref().and_then(|b| b.row(projection, key)) {
-            Some(row) => row.cloned(),
-            None => match self.snapshot.open_table(ROWS)?.get((projection, key))? {
-                Some(bytes) => Some(serde_json::from_slice::<Row>(bytes.value())?),
-                None => None,
-            },
-        };
+        let row = self.row_before_batch(projection, key)?;
         self.read
             .borrow_mut()
             .insert(projection, key.to_string(), row.clone());
         Ok(row)
+    }
+
+    /// The row as the batch before left it, or as committed.
+    fn row_before_batch(&self, projection: &str, key: &str) -> Result<Option<Row>, StoreError> {
+        Ok(
+            match self.before.as_ref().and_then(|b| b.row(projection, key)) {
+                Some(row) => row.cloned(),
+                None => match self.snapshot.open_table(ROWS)?.get((projection, key))? {
+                    Some(bytes) => Some(serde_json::from_slice::<Row>(bytes.value())?),
+                    None => None,
+                },
+            },
+        )
+    }
+
+    /// The row before this change: the batch's current row, or when coalescing,
+    /// the row before the batch, moved out of the batch (its one change keeps it).
+    fn previous_row(&mut self, projection: &str, key: &str) -> Result<Option<Row>, StoreError> {
+        if !self.coalesce {
+            return self.row(projection, key);
+        }
+        let earlier = self.writes.rows.get(projection, key).copied();
+        if let Some(change) = earlier.and_then(|i| self.writes.changes[i].take()) {
+            return Ok(change.previous);
+        }
+        match self.read.get_mut().remove(projection, key) {
+            Some(row) => Ok(row),
+            None => self.row_before_batch(projection, key),
+        }
     }
 
     /// The row, held or served, as the batch has left it so far.
@@ -319,7 +376,7 @@ impl Batch<'_> {
             return Ok(());
         };
         for change in changes {
-            let previous = self.row(&change.projection, &change.key)?;
+            let previous = self.previous_row(&change.projection, &change.key)?;
             let writes = &mut self.writes;
             writes
                 .rows
@@ -329,7 +386,7 @@ impl Batch<'_> {
                 .get_or_insert_with(|| self.store.codec.encode(&writes.position))
                 .clone();
             writes.seq += 1;
-            writes.changes.push(Change {
+            writes.changes.push(Some(Change {
                 seq: writes.seq,
                 projection: change.projection,
                 key: change.key,
@@ -338,7 +395,7 @@ impl Batch<'_> {
                 source: source.clone(),
                 position,
                 event_time_ms,
-            });
+            }));
         }
         Ok(())
     }
@@ -436,6 +493,10 @@ impl<V> ByRow<V> {
                     .insert(projection.to_string(), HashMap::from([(key, value)]));
             }
         }
+    }
+
+    fn remove(&mut self, projection: &str, key: &str) -> Option<V> {
+        self.0.get_mut(projection)?.remove(key)
     }
 
     fn iter(&self) -> impl Iterator<Item = (&str, &str, &V)> {
