@@ -496,3 +496,56 @@ fn a_change_that_would_rewrite_more_than_max_fan_out_rows_is_refused_whole() {
     );
     assert_eq!(rows, before, "nothing of the event was applied");
 }
+
+/// Regression (issue 24): a division by zero was stored as `null`, even in an
+/// integer field. JSON has no infinity or NaN, so the event is refused.
+#[test]
+fn a_non_finite_number_is_a_rule_error_not_a_null() {
+    let manifest = r#"
+apiVersion: facet.dev/v1alpha1
+kind: FrontendExperience
+metadata: {name: ratios}
+spec:
+  kafka: {bootstrapServers: "localhost:9092"}
+  auth: {anonymous: true}
+  sources: [{name: s, topic: t}]
+  projections:
+    - name: stat
+      key: event.id
+      rules:
+        - source: s
+          when: event.type == "number"
+          upsert: {ratio: event.a / event.b}
+        - source: s
+          when: event.type == "integer"
+          upsert: {count: event.a / event.b}
+        - source: s
+          when: event.type == "nested"
+          upsert: {series: "[1.0, event.a / event.b]"}
+      fields:
+        ratio: {type: number}
+        count: {type: integer}
+        series: {type: array, items: {type: number}}
+"#;
+    let manifest = parse_manifests(manifest).remove(0).unwrap();
+    let engine = Engine::new(Arc::new(compile(&manifest.spec).unwrap()));
+    let mut tables = Tables::default();
+    for (kind, a, b) in [
+        ("number", 1.0, 0.0),
+        ("number", 0.0, 0.0),
+        ("integer", 1.0, 0.0),
+        ("nested", -1.0, 0.0),
+    ] {
+        let event = json!({"type": kind, "id": "x", "a": a, "b": b});
+        let error = apply(&engine, &mut tables, "s", &event).unwrap_err();
+        assert_eq!(error.reason(), "rule_error", "{kind} {a}/{b}: {error}");
+        assert!(
+            error.to_string().contains("cannot be stored in a row"),
+            "{error}"
+        );
+    }
+    assert!(tables.served().is_empty(), "nothing stored: {tables:?}");
+    let fine = json!({"type": "number", "id": "x", "a": 3.0, "b": 2.0});
+    apply(&engine, &mut tables, "s", &fine).unwrap();
+    assert_eq!(row(&tables, "stat", "x")["ratio"], 1.5);
+}

@@ -358,11 +358,28 @@ impl ReferenceCheck<'_> {
     }
 }
 
-/// Converts a CEL result into JSON, or says which type cannot be stored.
+/// Converts a CEL result into JSON, or says which type cannot be stored. JSON has
+/// no infinity or NaN (a division by zero gives one): such a number is refused,
+/// never stored as `null`.
 pub fn cel_to_json(value: &Value) -> Result<serde_json::Value, String> {
+    if let Some(number) = non_finite(value) {
+        return Err(format!(
+            "{number} cannot be stored in a row (JSON numbers are finite; a division by zero?)"
+        ));
+    }
     value
         .json()
         .map_err(|_| format!("a CEL {} cannot be stored in a row", value.type_of()))
+}
+
+/// The first infinite or NaN number in a value, in lists and maps too.
+fn non_finite(value: &Value) -> Option<f64> {
+    match value {
+        Value::Float(f) if !f.is_finite() => Some(*f),
+        Value::List(items) => items.iter().find_map(non_finite),
+        Value::Map(map) => map.map.values().find_map(non_finite),
+        _ => None,
+    }
 }
 
 /// The CEL type name of a value, for error messages.
