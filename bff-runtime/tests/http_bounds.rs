@@ -188,6 +188,25 @@ async fn cors_compression_request_ids_and_request_metrics() {
             Some("true")
         );
         assert_eq!(header(&headers, "access-control-max-age"), Some("600"));
+        // A command's preflight allows every header the API documents for it.
+        let command = "OPTIONS /v1/commands/x HTTP/1.1\r\nHost: x\r\nOrigin: https://blog.example\r\n\
+             Access-Control-Request-Method: POST\r\n\
+             Access-Control-Request-Headers: content-type,idempotency-key,prefer,traceparent,tracestate\r\n\r\n";
+        let (_, headers) = head(address, command);
+        let allowed = header(&headers, "access-control-allow-headers").unwrap_or_default();
+        for needed in [
+            "content-type",
+            "idempotency-key",
+            "prefer",
+            "traceparent",
+            "tracestate",
+            "last-event-id",
+        ] {
+            assert!(
+                allowed.split(',').any(|h| h.trim() == needed),
+                "{needed} in {allowed}"
+            );
+        }
         // Another origin is not.
         let (_, headers) = head(address, &preflight.replace("blog.example", "evil.example"));
         assert_eq!(header(&headers, "access-control-allow-origin"), None);

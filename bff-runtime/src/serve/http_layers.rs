@@ -50,12 +50,18 @@ pub fn cors_layer(cors: &CorsSpec) -> CorsLayer {
             false => AllowOrigin::list(origins),
         })
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        // Exactly the request headers docs/protocol.md documents: reads
+        // (conditional, resumed), commands (idempotency, waiting, trace context).
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::IF_NONE_MATCH,
             HeaderName::from_static("last-event-id"),
             REQUEST_ID,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("prefer"),
+            HeaderName::from_static("traceparent"),
+            HeaderName::from_static("tracestate"),
         ])
         .expose_headers([header::ETAG, REQUEST_ID])
         .allow_credentials(cors.allow_credentials)
