@@ -248,7 +248,9 @@ async fn tokens_are_verified_and_rows_filtered_per_user() {
     // `{"token"}`); GraphQL takes its first token in `connection_init`.
     let address = runtime.http_addr.to_string();
     tokio::task::spawn_blocking(move || {
-        let short = token(&good, "k1", json!({"sub": "alice", "iss": ISSUER, "aud": "storefront", "exp": now() + 3}));
+        // Expired 27 s ago: accepted inside the 30 s leeway, and (regression, issue
+        // 24) closed when the leeway ends, not at once.
+        let short = token(&good, "k1", json!({"sub": "alice", "iss": ISSUER, "aud": "storefront", "exp": now() - 27}));
         let long = token(&good, "k1", claims("alice"));
         let forged = token(&signer("k1"), "k1", claims("alice"));
         let native = |token: &str| tungstenite::connect(format!("ws://{address}/ws?access_token={token}")).unwrap().0;
@@ -285,6 +287,11 @@ async fn tokens_are_verified_and_rows_filtered_per_user() {
             assert_eq!(u16::from(close.code), 4401, "{close:?}");
             assert!(close.reason.contains("token expired"), "{close:?}");
         }
+        assert!(
+            started.elapsed() >= Duration::from_secs(2),
+            "a token accepted inside the leeway is not closed at once: {:?}",
+            started.elapsed()
+        );
         let mut events = String::new();
         std::io::Read::read_to_string(&mut sse, &mut events).unwrap();
         let names: Vec<&str> = events.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
@@ -293,6 +300,19 @@ async fn tokens_are_verified_and_rows_filtered_per_user() {
         assert!(started.elapsed() < Duration::from_secs(10));
         refreshed.send(tungstenite::Message::text(r#"{"type":"ping"}"#)).unwrap();
         assert_eq!(next_text(&mut refreshed)["type"], "pong", "the refreshed connection is still open");
+
+        // Regression (issue 24): a valid token for another user, sent in-band, was
+        // taken and the subscriptions re-routed with no new snapshot. It is refused.
+        let bob = token(&good, "k1", claims("bob"));
+        let mut switching = native(&long);
+        switching.send(tungstenite::Message::text(json!({"type": "auth", "token": bob}).to_string())).unwrap();
+        let mut graphql_switching = graphql(&long);
+        graphql_switching.send(tungstenite::Message::text(json!({"type": "ping", "payload": {"token": bob}}).to_string())).unwrap();
+        for socket in [&mut switching, &mut graphql_switching] {
+            let close = close_frame(socket);
+            assert_eq!(u16::from(close.code), 4401, "{close:?}");
+            assert!(close.reason.contains("same subject"), "{close:?}");
+        }
 
         // An `exp` at the integer limit streams like any other token.
         let forever = token(&good, "k1", json!({"sub": "alice", "iss": ISSUER, "aud": "storefront", "exp": i64::MAX}));

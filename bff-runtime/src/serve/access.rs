@@ -91,7 +91,9 @@ impl AuthMode {
 }
 
 impl Viewer {
-    /// Time left before the viewer's token expires (`exp`), if it has one.
+    /// Time left before the viewer's token expires, if it has an `exp`: with the
+    /// same leeway verification allows, so a token accepted inside the leeway is
+    /// not closed at once.
     pub fn expires_in(&self) -> Option<std::time::Duration> {
         let Viewer::Claims(claims) = self else {
             return None;
@@ -101,7 +103,30 @@ impl Viewer {
             .duration_since(std::time::UNIX_EPOCH)
             .ok()?
             .as_secs();
-        Some(std::time::Duration::from_secs(exp.saturating_sub(now)))
+        let until = exp.saturating_add(super::jwt::LEEWAY_SECONDS);
+        Some(std::time::Duration::from_secs(until.saturating_sub(now)))
+    }
+
+    /// The token's subject (`sub`), if it has one.
+    fn subject(&self) -> Option<&str> {
+        match self {
+            Viewer::Console => None,
+            Viewer::Claims(claims) => claims.get("sub")?.as_str(),
+        }
+    }
+
+    /// A token sent in-band to keep a connection open: accepted only for the same
+    /// subject. Its subscriptions' rows were chosen for this viewer, and moving them
+    /// to another identity without a new snapshot would mix two users' views; a
+    /// client that changes user reconnects.
+    pub fn refreshed_by(&self, fresh: Viewer) -> Result<Viewer, String> {
+        match self.subject() == fresh.subject() {
+            true => Ok(fresh),
+            false => Err(
+                "a token sent in-band must be for the same subject (sub); reconnect to change user"
+                    .into(),
+            ),
+        }
     }
 
     /// Whether the projection's access rule lets this viewer see `row`. A rule that

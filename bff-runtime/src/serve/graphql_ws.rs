@@ -202,7 +202,12 @@ pub async fn serve(
         })
         .on_ping(move |_, payload| async move {
             let payload = payload.unwrap_or_default();
-            Ok(match viewer_from_payload(&ping_state, &payload).await {
+            let fresh = viewer_from_payload(&ping_state, &payload).await;
+            let fresh = match (fresh, &*auth_on_ping.borrow()) {
+                (Ok(Some(fresh)), Auth::Valid(current)) => current.refreshed_by(fresh).map(Some),
+                (fresh, _) => fresh,
+            };
+            Ok(match fresh {
                 Ok(None) => None,
                 Ok(Some(viewer)) => {
                     auth_on_ping.send_replace(Auth::Valid(viewer));

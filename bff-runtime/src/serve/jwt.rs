@@ -10,7 +10,7 @@ use jsonwebtoken::Validation;
 use super::jwks::{Jwks, ACCEPTED};
 use crate::spec::JwtSpec;
 
-const LEEWAY_SECONDS: u64 = 30;
+pub const LEEWAY_SECONDS: u64 = 30;
 
 /// Why a token was refused; the label goes to metrics, the text to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -209,7 +209,11 @@ async fn on_message(
             if let Ok(value) = format!("Bearer {token}").parse() {
                 headers.insert(axum::http::header::AUTHORIZATION, value);
             }
-            match state.viewer(&headers, &BTreeMap::new()).await {
+            let refreshed = match state.viewer(&headers, &BTreeMap::new()).await {
+                Ok(fresh) => session.viewer().refreshed_by(fresh),
+                Err(e) => Err(e.message),
+            };
+            match refreshed {
                 Ok(viewer) => {
                     session.set_viewer(viewer);
                     send(
@@ -218,7 +222,7 @@ async fn on_message(
                     )
                     .await
                 }
-                Err(e) => Err(Close::TokenRefused(e.message)),
+                Err(why) => Err(Close::TokenRefused(why)),
             }
         }
         ClientMessage::Unsubscribe { id } => {
