@@ -72,6 +72,19 @@ impl Runtime {
         log: &Path,
         extra: &[String],
     ) -> Runtime {
+        Runtime::start_with_env(spec, data_dir, bootstrap, pod, log, extra, &[])
+    }
+
+    /// As [`Runtime::start_with_args`], with more environment variables.
+    pub fn start_with_env(
+        spec: &Path,
+        data_dir: &Path,
+        bootstrap: &str,
+        pod: &str,
+        log: &Path,
+        extra: &[String],
+        env: &[(&str, &str)],
+    ) -> Runtime {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -92,6 +105,7 @@ impl Runtime {
             .args(["--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
             .env("RUST_LOG", "info,rdkafka=warn")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
             .spawn()

@@ -7,6 +7,7 @@
 //! store), so a crash between a store commit and a Kafka commit loses nothing and
 //! applies nothing twice. Offsets are also committed to Kafka for lag tools.
 
+mod dead_letter;
 mod progress;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,17 +17,18 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
+pub use dead_letter::MAX_DEAD_LETTER_PAYLOAD;
+use dead_letter::{DeadLetters, Refusal};
 pub use progress::{PartitionProgress, Progress};
 
 use crate::command::correlate::{Correlations, COMMAND_ID_HEADER};
 use crate::live::Router;
 use crate::metrics::Metrics;
-use crate::projection::{Engine, Record};
+use crate::projection::{ApplyError, Engine, Record};
 use crate::store::{Sealed, Store, StoreError};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -178,7 +180,7 @@ impl Ingest {
         );
 
         let dead_letters = match &config.dead_letter_topic {
-            Some(topic) => Some((dead_letter_producer(config)?, topic.clone())),
+            Some(topic) => Some(DeadLetters::new(&client_config(config), topic)?),
             None => None,
         };
         let mut last_progress_log = Instant::now();
@@ -212,8 +214,8 @@ impl Ingest {
             }
         }
         self.finish(&consumer, &mut writing)?;
-        if let Some((producer, _)) = dead_letters {
-            let _ = producer.flush(Duration::from_secs(5));
+        if let Some(dead_letters) = dead_letters {
+            dead_letters.settle(stop);
         }
         Ok(())
     }
@@ -284,7 +286,7 @@ impl Ingest {
         consumer: &KafkaConsumer,
         config: &IngestConfig,
         topics: &HashMap<String, String>,
-        dead_letters: Option<&(ThreadedProducer<DefaultProducerContext>, String)>,
+        dead_letters: Option<&DeadLetters>,
         writing: &mut Pipeline,
         stop: &AtomicBool,
     ) -> Result<usize, IngestError> {
@@ -353,7 +355,10 @@ impl Ingest {
                 true => record_of(&message),
                 false => Record::default(),
             };
-            let outcome = self.engine.apply_bytes(source, payload, &record, &batch)?;
+            let outcome = apply_isolated(|| {
+                fault::panic_if_asked(payload);
+                self.engine.apply_bytes(source, payload, &record, &batch)
+            })?;
             if watch_commands {
                 commands_seen.extend(command_id_of(&message));
             }
@@ -376,43 +381,15 @@ impl Ingest {
                         error = %error,
                         "skipping an event that cannot be applied"
                     );
-                    if let Some((producer, dlq)) = dead_letters {
-                        let headers = OwnedHeaders::new()
-                            .insert(Header {
-                                key: "facet-reason",
-                                value: Some(error.reason()),
-                            })
-                            .insert(Header {
-                                key: "facet-error",
-                                value: Some(&error.to_string()),
-                            })
-                            .insert(Header {
-                                key: "facet-topic",
-                                value: Some(topic),
-                            })
-                            .insert(Header {
-                                key: "facet-partition",
-                                value: Some(&message.partition().to_string()),
-                            })
-                            .insert(Header {
-                                key: "facet-offset",
-                                value: Some(&message.offset().to_string()),
-                            });
-                        let mut record = BaseRecord::<[u8], [u8]>::to(dlq).headers(headers);
-                        if let Some(payload) = payload {
-                            record = record.payload(payload);
+                    if let Some(dead_letters) = dead_letters {
+                        let why = Refusal {
+                            reason: error.reason(),
+                            error: &error.to_string(),
+                        };
+                        if !dead_letters.send(&message, why, stop) {
+                            return Ok(0); // stopping: the batch is not committed
                         }
-                        if let Some(key) = message.key() {
-                            record = record.key(key);
-                        }
-                        match producer.send(record) {
-                            Ok(()) => {
-                                self.metrics.dead_lettered.inc();
-                            }
-                            Err((e, _)) => {
-                                warn!(error = %e, "could not send to the dead-letter topic")
-                            }
-                        }
+                        self.metrics.dead_lettered.inc();
                     }
                 }
             }
@@ -429,14 +406,11 @@ impl Ingest {
         if read == 0 {
             return Ok(0);
         }
-        if let Some((producer, _)) = dead_letters {
-            // The batch's offsets move past its rejected events only once the
-            // dead-letter topic has them: a crash re-sends, it never loses.
-            while let Err(e) = producer.flush(Duration::from_secs(10)) {
-                warn!(error = %e, "waiting for the dead-letter topic; this batch is held back");
-                if stop.load(Ordering::SeqCst) {
-                    return Ok(0);
-                }
+        // The batch's offsets move past its rejected events only once the
+        // dead-letter topic has them: a crash re-sends, it never loses.
+        if let Some(dead_letters) = dead_letters {
+            if !dead_letters.settle(stop) {
+                return Ok(0);
             }
         }
         let batch = Arc::new(batch.seal());
@@ -662,10 +636,47 @@ fn consumer(config: &IngestConfig, progress: Arc<Progress>) -> Result<KafkaConsu
     Ok(client.create_with_context(IngestContext { progress })?)
 }
 
-fn dead_letter_producer(
-    config: &IngestConfig,
-) -> Result<ThreadedProducer<DefaultProducerContext>, IngestError> {
-    Ok(client_config(config).create()?)
+/// Applies one event, so that a panic (a bug, not bad input) costs that event and
+/// not the pod: the event is refused as `panic` (and dead-lettered) with what the
+/// panic said, and ingest goes on. Applying only reads the batch, so a panic leaves
+/// it as it was.
+fn apply_isolated<T>(
+    apply: impl FnOnce() -> Result<Result<T, ApplyError>, StoreError>,
+) -> Result<Result<T, ApplyError>, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(apply)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        Ok(Err(ApplyError::Panicked(message)))
+    })
+}
+
+/// Faults a test build injects: `FACET_TEST_PANIC_ON=<text>` panics while applying
+/// any event whose payload contains the text. Release builds have no such hook.
+mod fault {
+    #[cfg(debug_assertions)]
+    pub fn panic_if_asked(payload: Option<&[u8]>) {
+        static TRIGGER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        let trigger = TRIGGER.get_or_init(|| {
+            std::env::var("FACET_TEST_PANIC_ON")
+                .ok()
+                .filter(|t| !t.is_empty())
+        });
+        if let (Some(trigger), Some(payload)) = (trigger, payload) {
+            if payload
+                .windows(trigger.len())
+                .any(|w| w == trigger.as_bytes())
+            {
+                panic!("injected by FACET_TEST_PANIC_ON");
+            }
+        }
+    }
+
+    #[cfg(not(debug_assertions))]
+    #[inline(always)]
+    pub fn panic_if_asked(_: Option<&[u8]>) {}
 }
 
 /// Every partition at its `stored` offset (the next to read), or from its beginning.

@@ -224,6 +224,9 @@ pub enum ApplyError {
     Rule { path: String, message: String },
     #[error("{path}: {message}")]
     FanOut { path: String, message: String },
+    /// A bug, not bad input: applying the event panicked.
+    #[error("applying the event panicked: {0}")]
+    Panicked(String),
 }
 
 impl ApplyError {
@@ -236,6 +239,7 @@ impl ApplyError {
             ApplyError::NoKey { .. } => "no_key",
             ApplyError::Rule { .. } => "rule_error",
             ApplyError::FanOut { .. } => "fan_out",
+            ApplyError::Panicked(_) => "panic",
         }
     }
 }
