@@ -3,8 +3,8 @@
 //! emits lets ingest tell, after the batch with such an event commits, that the
 //! command is visible, and at which position a client reads it.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 
@@ -31,14 +31,14 @@ struct State {
 impl Correlations {
     /// The position at which `command_id`'s effect became visible, if it has.
     pub fn position(&self, command_id: &str) -> Option<String> {
-        let state = self.state.lock().expect("correlations lock");
+        let state = self.state.lock();
         state.visible.get(command_id).cloned()
     }
 
     /// The position at which `command_id`'s effect is visible, if it already is;
     /// otherwise a receiver that gets it when it becomes visible.
     pub fn watch(&self, command_id: &str) -> Result<String, oneshot::Receiver<String>> {
-        let mut state = self.state.lock().expect("correlations lock");
+        let mut state = self.state.lock();
         if let Some(position) = state.visible.get(command_id) {
             return Ok(position.clone());
         }
@@ -57,7 +57,7 @@ impl Correlations {
         if command_ids.is_empty() {
             return;
         }
-        let mut state = self.state.lock().expect("correlations lock");
+        let mut state = self.state.lock();
         for id in command_ids {
             if state.visible.contains_key(&id) {
                 continue;
@@ -77,7 +77,7 @@ impl Correlations {
 
     /// Forgets the waiters of a caller that stopped waiting.
     pub fn forget_closed(&self, command_id: &str) {
-        let mut state = self.state.lock().expect("correlations lock");
+        let mut state = self.state.lock();
         if let Some(waiters) = state.waiting.get_mut(command_id) {
             waiters.retain(|w| !w.is_closed());
             if waiters.is_empty() {

@@ -8,7 +8,9 @@ pub mod correlate;
 pub mod input;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
@@ -195,13 +197,7 @@ impl Commands {
 
     /// The result of the first send of this id, brought up to date.
     fn first_result(&self, command_id: &str) -> Option<Outcome> {
-        let first = self
-            .sent
-            .lock()
-            .expect("sent lock")
-            .by_id
-            .get(command_id)
-            .cloned()?;
+        let first = self.sent.lock().by_id.get(command_id).cloned()?;
         Some(match self.correlations.position(command_id) {
             Some(position) => Outcome {
                 status: Status::Visible,
@@ -213,7 +209,7 @@ impl Commands {
     }
 
     fn remember(&self, outcome: Outcome) {
-        let mut sent = self.sent.lock().expect("sent lock");
+        let mut sent = self.sent.lock();
         if sent
             .by_id
             .insert(outcome.command_id.clone(), outcome.clone())

@@ -2,8 +2,8 @@
 //! the high watermark it had when the pod started, so no client ever sees a
 //! half-built projection.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 pub use crate::contract::{PartitionReport, ProgressReport};
 
@@ -44,9 +44,9 @@ impl State {
 }
 
 impl Progress {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn state(&self) -> parking_lot::MutexGuard<'_, State> {
         // A poisoned lock only means a panic elsewhere; the data is still a report.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 
     /// What ingest waits for before it can start.

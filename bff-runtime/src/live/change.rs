@@ -1,7 +1,9 @@
 //! A change on its way to clients: shared by every subscription that receives it,
 //! so its JSON is written once, however many clients it goes to.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 
@@ -128,7 +130,7 @@ impl LiveChange {
     /// The whole message for `op` on subscription `id` (a transport's encoding),
     /// written by `write` the first time and shared after that.
     pub fn frame(&self, op: Op, id: &str, write: impl FnOnce() -> String) -> Bytes {
-        let mut frames = self.frames.lock().expect("frame cache lock");
+        let mut frames = self.frames.lock();
         if let Some((_, _, bytes)) = frames.iter().find(|(o, i, _)| *o == op && i == id) {
             return bytes.clone();
         }

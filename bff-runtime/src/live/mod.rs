@@ -44,7 +44,7 @@ pub struct Engine {
     catch_ups: Semaphore,
     /// The experience as compiled with the access rules of an earlier digest, to
     /// judge what clients resuming from before an access edit were sent.
-    access_shadows: std::sync::Mutex<std::collections::HashMap<String, Arc<CompiledExperience>>>,
+    access_shadows: parking_lot::Mutex<std::collections::HashMap<String, Arc<CompiledExperience>>>,
     /// Set once when the process shuts down: every session closes.
     closing: tokio::sync::watch::Sender<bool>,
 }

@@ -6,7 +6,9 @@
 //! row, latest wins) or, if even that is too much, closes it so it resumes later.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use tokio::sync::Notify;
 
@@ -44,7 +46,7 @@ impl Outbox {
 
     pub fn push(&self, delivery: Delivery) {
         {
-            let mut queue = self.queue.lock().expect("outbox lock");
+            let mut queue = self.queue.lock();
             if queue.items.len() >= self.limit {
                 queue.items = VecDeque::new();
                 queue.overflowed = true;
@@ -56,7 +58,7 @@ impl Outbox {
 
     /// Everything queued, and whether some was dropped before it.
     pub fn take(&self) -> (Vec<Delivery>, bool) {
-        let mut queue = self.queue.lock().expect("outbox lock");
+        let mut queue = self.queue.lock();
         let overflowed = std::mem::take(&mut queue.overflowed);
         let items = std::mem::take(&mut queue.items);
         (items.into(), overflowed)

@@ -9,7 +9,9 @@
 //! every change of their projection.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use super::change::{LiveChange, Op};
 use super::outbox::{Delivery, Outbox};
@@ -90,7 +92,7 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut registry = self.router.registry.write().expect("router lock");
+        let mut registry = self.router.registry.write();
         if let Some(routes) = registry.projections.get_mut(&self.projection) {
             routes.remove(&self.key, self.id);
         }
@@ -112,7 +114,7 @@ impl Router {
     ) -> Registration {
         let projection = selector.projection().name.clone();
         let key = selector.route_key();
-        let mut registry = self.registry.write().expect("router lock");
+        let mut registry = self.registry.write();
         registry.next_id += 1;
         let id = registry.next_id;
         registry
@@ -137,7 +139,7 @@ impl Router {
 
     /// Routes changes the store has committed, in commit order.
     pub fn publish(&self, changes: Vec<Change>) {
-        let registry = self.registry.read().expect("router lock");
+        let registry = self.registry.read();
         for change in changes {
             let Some(routes) = registry.projections.get(&change.projection) else {
                 continue;
@@ -181,7 +183,7 @@ impl Router {
 
     /// Subscriptions registered, for tests and metrics.
     pub fn len(&self) -> usize {
-        let registry = self.registry.read().expect("router lock");
+        let registry = self.registry.read();
         registry
             .projections
             .values()
@@ -225,6 +227,22 @@ pub fn op_for(selector: &Selector, delta: bool, change: &LiveChange) -> Option<O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (issue 24): with std's locks, a panic while the registry was
+    /// held poisoned it, and every later publish and subscription panicked too.
+    #[test]
+    fn a_panic_while_holding_the_registry_leaves_the_router_working() {
+        let router = Router::default();
+        let holder = router.clone();
+        let panicked = std::thread::spawn(move || {
+            let _held = holder.registry.write();
+            panic!("while holding the router");
+        })
+        .join();
+        assert!(panicked.is_err());
+        router.publish(vec![change("o-1", "alice", None)]);
+        assert_eq!(router.len(), 0);
+    }
     use crate::live::selector::Selection;
     use crate::projection::RowOp;
     use crate::serve::access::Viewer;

@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 
 use axum::extract::ws::Message;
 use futures::channel::mpsc::Sender;
@@ -27,7 +29,7 @@ struct Tasks(Arc<Running>);
 
 impl Drop for Tasks {
     fn drop(&mut self) {
-        for (_, task) in self.0.lock().expect("tasks lock").drain() {
+        for (_, task) in self.0.lock().drain() {
             task.abort();
         }
     }
@@ -101,7 +103,7 @@ impl Live {
         }
         match kind.as_str() {
             "complete" => {
-                let task = self.tasks.0.lock().expect("tasks lock").remove(&id);
+                let task = self.tasks.0.lock().remove(&id);
                 match task {
                     Some(task) => {
                         task.abort();
@@ -141,7 +143,7 @@ impl Live {
 
     /// Starts a planned subscription; `false` leaves it to async-graphql.
     fn start(&self, id: String, plan: Plan) -> bool {
-        let mut tasks = self.tasks.0.lock().expect("tasks lock");
+        let mut tasks = self.tasks.0.lock();
         if tasks.contains_key(&id) {
             return false; // async-graphql answers a duplicate id as the protocol says
         }
@@ -182,7 +184,7 @@ impl Subscription {
         let complete = format!(r#"{{"id":{},"type":"complete"}}"#, self.id_json);
         let _ = self.outgoing.send(Message::Text(complete.into())).await;
         if let Some(tasks) = self.tasks.upgrade() {
-            tasks.lock().expect("tasks lock").remove(&self.id);
+            tasks.lock().remove(&self.id);
         }
     }
 

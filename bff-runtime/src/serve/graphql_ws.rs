@@ -138,7 +138,7 @@ pub async fn serve(
     slot: Slot,
 ) {
     // Held until the connection ends; `connection_init` may swap its kind.
-    let slot = Arc::new(std::sync::Mutex::new(slot));
+    let slot = Arc::new(parking_lot::Mutex::new(slot));
     let init_slot = slot.clone();
     let _connection = state.metrics.connection("graphql");
     let authenticated = viewer.is_some();
@@ -189,7 +189,7 @@ pub async fn serve(
                         "a bearer token is required in the connection_init payload",
                     )
                 })?;
-            let mut slot = init_slot.lock().expect("slot lock");
+            let mut slot = init_slot.lock();
             if let Slot::Unauthenticated(_) = &*slot {
                 let granted = init_state
                     .connection_slot()

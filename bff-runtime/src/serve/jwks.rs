@@ -11,7 +11,9 @@
 //!   signature algorithms are taken.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty, Limited};
@@ -101,7 +103,7 @@ impl Jwks {
     /// The key `kid`, fetching the set when it is unknown (rate-limited).
     pub async fn key(self: &Arc<Self>, kid: &str) -> Option<Key> {
         let (found, stale, generation) = {
-            let cache = self.cache.read().expect("jwks cache");
+            let cache = self.cache.read();
             let stale = cache.fetched.is_none_or(|t| t.elapsed() >= self.max_age);
             (cache.by_kid.get(kid).cloned(), stale, cache.generation)
         };
@@ -113,12 +115,7 @@ impl Jwks {
             return Some(key);
         }
         self.refresh(generation, UNKNOWN_KEY_INTERVAL).await;
-        self.cache
-            .read()
-            .expect("jwks cache")
-            .by_kid
-            .get(kid)
-            .cloned()
+        self.cache.read().by_kid.get(kid).cloned()
     }
 
     /// Fetches the set unless another fetch ended since `seen_generation`, or the
@@ -127,7 +124,7 @@ impl Jwks {
     async fn refresh(&self, seen_generation: u64, interval: Duration) {
         let _one_at_a_time = self.fetching.lock().await;
         {
-            let cache = self.cache.read().expect("jwks cache");
+            let cache = self.cache.read();
             if cache.generation != seen_generation {
                 return;
             }
@@ -141,7 +138,7 @@ impl Jwks {
         let fetched = tokio::time::timeout(FETCH_TIMEOUT, self.fetch())
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {FETCH_TIMEOUT:?}")));
-        let mut cache = self.cache.write().expect("jwks cache");
+        let mut cache = self.cache.write();
         cache.generation += 1;
         match fetched {
             Ok(keys) => {

@@ -196,7 +196,7 @@ impl Store {
             self.write_log(&txn, batch)?;
         }
         txn.commit()?;
-        *self.position.lock().expect("position lock") = batch.position.clone();
+        *self.position.lock() = batch.position.clone();
         Ok(())
     }
 

@@ -7,9 +7,9 @@ mod batch;
 pub mod image;
 mod position;
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -255,7 +255,7 @@ impl Store {
 
     /// The committed position.
     pub fn position(&self) -> Position {
-        self.position.lock().expect("position lock").clone()
+        self.position.lock().clone()
     }
 
     /// The next offset to read for every partition the store has seen.
