@@ -54,8 +54,9 @@ pub const PEER_IMAGE_PATH: &str = "/internal/image";
 pub const HTTP_PORT: u16 = 8080;
 pub const METRICS_PORT: u16 = 9090;
 
-/// What `/readyz` answers (200 when ready, 503 before): how far the pod's ingest
-/// has come. The operator reads it to report a rebuild's progress.
+/// What `/readyz` on the internal (metrics) port answers (200 when ready, 503
+/// before): how far the pod's ingest has come. The operator reads it to report a
+/// rebuild's progress; the public `/readyz` says only whether.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProgressReport {
     pub ready: bool,

@@ -19,7 +19,7 @@ use crate::peer::copy::{copy_from_peers, Peers};
 use crate::peer::serve::ImageSource;
 use crate::projection::Engine;
 use crate::serve::access::AuthMode;
-use crate::serve::{metrics_router, AppState, DevProducer};
+use crate::serve::{internal_router, AppState, DevProducer};
 use crate::spec::{compile, ExperienceSpec};
 use crate::store::{Opened, Store};
 
@@ -181,7 +181,7 @@ impl Runtime {
             ),
             store,
             metrics: metrics.clone(),
-            progress,
+            progress: progress.clone(),
             auth,
             dev_producer: config.dev_producer,
             sample_events: config.sample_events,
@@ -195,9 +195,10 @@ impl Runtime {
         let http = crate::serve::listener::StallGuardedListener(http);
         let header_timeout = Duration::from_secs(u64::from(spec.api.limits.header_timeout_seconds));
         tokio::spawn(crate::serve::server::serve(http, app, header_timeout));
+        let internal = internal_router(metrics, progress.clone());
         let metrics_app = match image_source {
-            Some(source) => metrics_router(metrics).merge(crate::peer::serve::router(source)),
-            None => metrics_router(metrics),
+            Some(source) => internal.merge(crate::peer::serve::router(source)),
+            None => internal,
         };
         tokio::spawn(async move { axum::serve(metrics_listener, metrics_app).await });
         info!(%http_addr, %metrics_addr, "serving");

@@ -174,7 +174,17 @@ impl Runtime {
 
     /// GET a JSON document; `None` when the runtime does not answer (yet).
     pub fn get(&self, path: &str) -> Option<(u16, serde_json::Value)> {
-        let mut response = self.agent.get(&self.url(path)).call().ok()?;
+        self.get_url(&self.url(path))
+    }
+
+    /// The readiness report in full, from the internal (metrics) port: the public
+    /// `/readyz` says only whether.
+    pub fn readiness(&self) -> Option<(u16, serde_json::Value)> {
+        self.get_url(&format!("http://127.0.0.1:{}/readyz", self.metrics))
+    }
+
+    fn get_url(&self, url: &str) -> Option<(u16, serde_json::Value)> {
+        let mut response = self.agent.get(url).call().ok()?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()
@@ -196,7 +206,7 @@ impl Runtime {
         }
         panic!(
             "facet-bff was not ready after {timeout:?}: {:?}",
-            self.get("/readyz")
+            self.readiness()
         );
     }
 

@@ -354,11 +354,20 @@ fn runtime_against_a_real_kafka_broker() {
         Duration::from_secs(60),
         || {
             refused
-                .get("/readyz")
+                .readiness()
                 .is_some_and(|(_, readiness)| login_refused(&readiness))
         },
     );
-    let (status, readiness) = refused.get("/readyz").unwrap();
+    let (status, readiness) = refused.readiness().unwrap();
+    let (public_status, public) = refused.get("/readyz").unwrap();
+    assert_eq!(
+        (public_status, public["ready"].as_bool()),
+        (503, Some(false))
+    );
+    assert!(
+        public.get("kafka_error").is_none() && !public.to_string().contains("e2e.ticks"),
+        "regression (issue 24): the public /readyz tells no one the topics or Kafka's errors: {public}"
+    );
     assert_eq!(
         status, 503,
         "not ready without access to Kafka: {readiness}"

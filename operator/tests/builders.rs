@@ -207,7 +207,7 @@ fn each_definition_has_its_own_set_and_the_service_selects_the_serving_one() {
 }
 
 #[test]
-fn the_network_policy_opens_http_as_configured_and_metrics_to_monitoring_and_peers() {
+fn the_network_policy_opens_http_as_configured_and_metrics_to_monitoring_the_operator_and_peers() {
     let fx = sample("storefront");
     assert!(build(&fx).network_policy.is_none(), "switched off");
     let restricted = BuildConfig {
@@ -243,15 +243,15 @@ fn the_network_policy_opens_http_as_configured_and_metrics_to_monitoring_and_pee
     };
     let (http, metrics) = (&spec["ingress"][0], &spec["ingress"][1]);
     assert_eq!(http["ports"][0]["port"], "http");
-    assert_eq!(
-        namespaces(http),
-        ["facet-system", "ingress"],
-        "and the operator's"
-    );
+    assert_eq!(namespaces(http), ["ingress"]);
     assert_eq!(metrics["ports"][0]["port"], "metrics");
-    assert_eq!(namespaces(metrics), ["monitoring"]);
     assert_eq!(
-        metrics["from"][1]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"],
+        namespaces(metrics),
+        ["monitoring", "facet-system"],
+        "and the operator, which reads the readiness reports there"
+    );
+    assert_eq!(
+        metrics["from"][2]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"],
         "storefront-web",
         "peers copy each other's store over the metrics port"
     );

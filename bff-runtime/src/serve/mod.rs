@@ -159,37 +159,55 @@ pub fn router(state: SharedState) -> Router {
     http_layers::wrap(router.with_state(state.clone()), state)
 }
 
-/// Metrics on their own port, so they are never exposed with the API.
-pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
-    Router::new().route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(
-                        "content-type",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    metrics.encode(),
-                )
-            }
-        }),
-    )
+/// The internal port, never exposed with the API: metrics, and the readiness
+/// report in full (topics, partitions, Kafka's errors) for the operator and for
+/// people debugging a pod.
+pub fn internal_router(metrics: Arc<Metrics>, progress: Arc<crate::ingest::Progress>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.encode(),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let report = progress.report();
+                async move { (readiness_status(report.ready), Json(report)) }
+            }),
+        )
 }
 
 async fn openapi_document(State(state): State<SharedState>) -> Json<serde_json::Value> {
     Json(openapi::document(&state.experience, &state.experience_name))
 }
 
+/// Public readiness: whether, and nothing about the topics, partitions or Kafka's
+/// errors behind it (those are on the internal port's `/readyz`).
 async fn readyz(State(state): State<SharedState>) -> Response {
-    let report = state.progress.report();
-    let status = if report.ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(report)).into_response()
+    let ready = state.progress.is_ready();
+    let body = serde_json::json!({
+        "ready": ready,
+        "details": "on the metrics port's /readyz",
+    });
+    (readiness_status(ready), Json(body)).into_response()
+}
+
+fn readiness_status(ready: bool) -> StatusCode {
+    match ready {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    }
 }
 
 /// An error as clients see it: a status, a stable code and a message.

@@ -58,10 +58,11 @@ pub struct BuildConfig {
 /// Who may reach an experience's pods, as the platform team sets it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkPolicyConfig {
-    /// Namespaces whose pods may use the HTTP port (the APIs, `/readyz`); any
-    /// namespace when empty. The operator's own namespace is always among them
-    /// (it reads a rebuilding pod's `/readyz`).
+    /// Namespaces whose pods may use the HTTP port (the APIs); any namespace when
+    /// empty.
     pub http_from_namespaces: Vec<String>,
+    /// The operator's namespace: it reads the pods' readiness reports on the
+    /// metrics port.
     pub operator_namespace: String,
     /// The namespace Prometheus scrapes the metrics port from.
     pub monitoring_namespace: String,
@@ -712,13 +713,13 @@ fn network_policy(
     };
     let http_from = match config.http_from_namespaces.is_empty() {
         true => None,
-        false => {
-            let mut namespaces = config.http_from_namespaces.clone();
-            namespaces.push(config.operator_namespace.clone());
-            namespaces.sort();
-            namespaces.dedup();
-            Some(namespaces.iter().map(|ns| in_namespace(ns)).collect())
-        }
+        false => Some(
+            config
+                .http_from_namespaces
+                .iter()
+                .map(|ns| in_namespace(ns))
+                .collect(),
+        ),
     };
     let own_pods = NetworkPolicyPeer {
         pod_selector: Some(LabelSelector {
@@ -740,9 +741,15 @@ fn network_policy(
                     ports: port("http"),
                     from: http_from,
                 },
+                // Prometheus; the operator, for the readiness report; the
+                // experience's own pods, for a peer's store image.
                 NetworkPolicyIngressRule {
                     ports: port("metrics"),
-                    from: Some(vec![in_namespace(&config.monitoring_namespace), own_pods]),
+                    from: Some(vec![
+                        in_namespace(&config.monitoring_namespace),
+                        in_namespace(&config.operator_namespace),
+                        own_pods,
+                    ]),
                 },
             ]),
             ..NetworkPolicySpec::default()

@@ -1,5 +1,6 @@
 //! Asks a rebuilding pod how far it is: its `/readyz` report, at the pod's IP and
-//! `http` port as its Pod object gives them. Not through the API server's pod
+//! internal `metrics` port as its Pod object gives them (the public `/readyz` says
+//! only whether the pod is ready). Not through the API server's pod
 //! proxy: that would need `pods/proxy`, a way into any pod's HTTP port, and the
 //! proxy refuses some pod addresses (loopback ones, among others).
 
@@ -110,7 +111,7 @@ pub async fn report(client: &Client, namespace: &str, pod: &str) -> Option<Progr
         .containers
         .iter()
         .flat_map(|c| c.ports.iter().flatten())
-        .find(|p| p.name.as_deref() == Some("http"))?
+        .find(|p| p.name.as_deref() == Some("metrics"))?
         .container_port;
     let address = std::net::SocketAddr::new(ip, u16::try_from(port).ok()?);
     let body = tokio::time::timeout(ASK_WITHIN, get(address, "/readyz"))
