@@ -609,7 +609,10 @@ spec:
             // The control port also serves the metrics, for the probes.
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let control_addr = listener.local_addr().unwrap();
-            let metrics_app = facet_bff::serve::metrics_router(running.state.metrics.clone());
+            let metrics_app = facet_bff::serve::internal_router(
+                running.state.metrics.clone(),
+                running.state.progress.clone(),
+            );
             tokio::spawn(async move {
                 axum::serve(listener, control.merge(metrics_app))
                     .await
