@@ -82,6 +82,14 @@ pub struct Metrics {
     pub http_requests: Family<RequestLabel, Counter>,
     pub http_duration: Family<RouteLabel, Histogram>,
     pub peer_images: Family<OutcomeLabel, Counter>,
+    pub commands: Family<CommandLabel, Counter>,
+}
+
+/// A command by name (declared in the spec, so a bounded set) and what came of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabel {
+    pub command: String,
+    pub outcome: String,
 }
 
 /// What came of asking a peer for its store image (see [`crate::peer::Outcome`]).
@@ -207,6 +215,12 @@ impl Metrics {
             "Attempts to copy the store from a peer at start, by outcome (copied; otherwise why not, and the topics were replayed unless a later peer gave its image)",
             peer_images.clone(),
         );
+        let commands = Family::<CommandLabel, Counter>::default();
+        registry.register(
+            "commands",
+            "Commands by name and outcome: accepted, visible, or the refusal's code",
+            commands.clone(),
+        );
         Metrics {
             registry,
             events_applied,
@@ -227,7 +241,17 @@ impl Metrics {
             http_requests,
             http_duration,
             peer_images,
+            commands,
         }
+    }
+
+    pub fn command(&self, command: &str, outcome: &str) {
+        self.commands
+            .get_or_create(&CommandLabel {
+                command: command.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     pub fn peer_image(&self, outcome: crate::peer::Outcome) {

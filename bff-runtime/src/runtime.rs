@@ -139,6 +139,7 @@ impl Runtime {
                 store.clone(),
                 command_producer(&ingest_config)?,
                 correlations.clone(),
+                metrics.clone(),
             ))),
         };
         let ingest = Ingest {

@@ -132,6 +132,7 @@ fn commands_through_a_real_broker_with_read_your_writes() {
         ("o-3", "alice"),
         ("o-4", "alice"),
         ("o-5", "alice"),
+        ("o-6", "alice"),
     ] {
         let placed = json!({"type": "OrderPlaced", "orderId": order, "customerId": customer, "items": [], "total": 10.0, "at": "2026-12-01T10:00:00Z"});
         producer.send(ORDERS, order, placed.to_string().as_bytes());
@@ -325,9 +326,64 @@ fn commands_through_a_real_broker_with_read_your_writes() {
         || produced(&broker) == 4,
     );
 
+    // Regression (issue 24): concurrent requests with one key each produced, as the
+    // first result was remembered only after its wait. Now one record, one command.
+    let cancel_six = json!({"orderId": "o-6"});
+    let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {
+        let sends: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    post(
+                        &runtime,
+                        "/v1/commands/cancelOrder",
+                        &alice,
+                        &[("Idempotency-Key", "k-6"), ("Prefer", "wait=10")],
+                        cancel_six.clone(),
+                    )
+                })
+            })
+            .collect();
+        sends.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    for (status, answer) in &answers {
+        assert_eq!(*status, 200, "{answers:?}");
+        assert_eq!(
+            answer["commandId"], answers[0].1["commandId"],
+            "{answers:?}"
+        );
+        assert_eq!(answer["status"], "visible", "{answers:?}");
+    }
+    assert_eq!(
+        produced(&broker),
+        5,
+        "one record for four concurrent requests"
+    );
+    // The key again with another input: refused, naming the key.
+    let (status, reused) = post(
+        &runtime,
+        "/v1/commands/cancelOrder",
+        &alice,
+        &[("Idempotency-Key", "k-6")],
+        json!({"orderId": "o-6", "reason": "other"}),
+    );
+    assert_eq!(status, 422, "{reused}");
+    assert_eq!(reused["error"]["code"], "idempotency_key_reused");
+    assert!(
+        reused["error"]["message"].as_str().unwrap().contains("k-6"),
+        "{reused}"
+    );
+    assert_eq!(produced(&broker), 5);
+    assert!(
+        runtime.metric("facet_commands_total{command=\"cancelOrder\",outcome=\"visible\"}") >= 5.0,
+        "commands counted by outcome"
+    );
+    assert!(runtime
+        .this_run_log()
+        .contains(r#"outcome="idempotency_key_reused""#));
+
     // Without Kafka: 503, and nothing half-sent.
     stop.store(true, Ordering::SeqCst);
-    assert_eq!(service.join().unwrap(), 4);
+    assert_eq!(service.join().unwrap(), 5);
     broker.kill();
     let (status, body) = post(
         &runtime,
@@ -339,6 +395,6 @@ fn commands_through_a_real_broker_with_read_your_writes() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "unavailable");
     broker.restart();
-    assert_eq!(produced(&broker), 4);
+    assert_eq!(produced(&broker), 5);
     runtime.terminate();
 }

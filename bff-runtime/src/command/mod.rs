@@ -5,13 +5,14 @@
 //! until an event carrying its id has been applied ([`correlate`]).
 
 pub mod correlate;
+mod idempotency;
 pub mod input;
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-
-use parking_lot::Mutex;
 use std::time::Duration;
+
+use idempotency::Claim;
+use tracing::info;
 
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -26,8 +27,6 @@ use correlate::{Correlations, COMMAND_ID_HEADER};
 
 /// How long producing may take before the command is refused as unavailable.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How many first results are kept for retries with an idempotency key.
-const REMEMBERED: usize = 10_000;
 
 /// What a client sends.
 pub struct CommandRequest {
@@ -77,6 +76,9 @@ pub enum CommandError {
     /// An expression of the spec failed on this input (e.g. a value that is not an object).
     #[error("{0}")]
     Failed(String),
+    /// An idempotency key sent again with another input.
+    #[error("idempotency key `{0}` was already used with another input")]
+    KeyReused(String),
 }
 
 impl CommandError {
@@ -88,6 +90,7 @@ impl CommandError {
             CommandError::Forbidden(_) => "forbidden",
             CommandError::Unavailable(_) => "unavailable",
             CommandError::Failed(_) => "command_failed",
+            CommandError::KeyReused(_) => "idempotency_key_reused",
         }
     }
 }
@@ -99,13 +102,8 @@ pub struct Commands {
     store: Arc<Store>,
     producer: FutureProducer,
     correlations: Arc<Correlations>,
-    sent: Mutex<Sent>,
-}
-
-#[derive(Default)]
-struct Sent {
-    by_id: HashMap<String, Outcome>,
-    order: VecDeque<String>,
+    keys: idempotency::Keys,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Commands {
@@ -115,6 +113,7 @@ impl Commands {
         store: Arc<Store>,
         producer: FutureProducer,
         correlations: Arc<Correlations>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         Commands {
             experience,
@@ -122,27 +121,59 @@ impl Commands {
             store,
             producer,
             correlations,
-            sent: Mutex::default(),
+            keys: idempotency::Keys::default(),
+            metrics,
         }
     }
 
+    /// Sends a command: counted by outcome and logged, one line per command.
     pub async fn send(&self, request: CommandRequest) -> Result<Outcome, CommandError> {
+        let name = request.name.clone();
+        let user = request.claims["sub"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let keyed = request.idempotency_key.is_some();
+        let result = self.send_once(request, &user).await;
+        let outcome = match &result {
+            Ok(outcome) if outcome.status == Status::Visible => "visible",
+            Ok(_) => "accepted",
+            Err(e) => e.code(),
+        };
+        // An unknown name is the client's to choose: not a label value.
+        let label = match &result {
+            Err(CommandError::Unknown(_)) => "unknown",
+            _ => name.as_str(),
+        };
+        self.metrics.command(label, outcome);
+        let command_id = result.as_ref().map(|o| o.command_id.as_str()).ok();
+        info!(command = label, outcome, command_id, user, keyed, "command");
+        result
+    }
+
+    async fn send_once(
+        &self,
+        request: CommandRequest,
+        user: &str,
+    ) -> Result<Outcome, CommandError> {
         let command = self
             .experience
             .command(&request.name)
             .ok_or_else(|| CommandError::Unknown(request.name.clone()))?;
         let input = Value::Object(input::check(command, request.input)?);
-        let user = request.claims["sub"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let command_id = match &request.idempotency_key {
-            Some(key) => idempotent_id(&self.experience_name, &command.name, &user, key),
-            None => random_id(),
+        let wait = request.wait.min(command.max_wait);
+        let (command_id, first) = match &request.idempotency_key {
+            Some(key) => {
+                let command_id = idempotent_id(&self.experience_name, &command.name, user, key);
+                let digest = crate::spec::compile::sha256_hex(input.to_string().as_bytes());
+                match self.keys.claim(&command_id, &digest).await {
+                    Claim::First(first) => (command_id, Some(first)),
+                    Claim::Produced => return Ok(self.follow(&command_id, wait).await),
+                    Claim::Conflict => return Err(CommandError::KeyReused(key.clone())),
+                }
+            }
+            None => (random_id(), None),
         };
-        if let Some(first) = self.first_result(&command_id) {
-            return Ok(first);
-        }
         let bound = self.bind(command, &input, &request.claims).await?;
         self.check(command, &bound)?;
         let key = string_of(&command.key, &bound)?;
@@ -166,7 +197,7 @@ impl Commands {
             })
             .insert(Header {
                 key: "facet-user",
-                value: Some(&user),
+                value: Some(user),
             })
             .insert(Header {
                 key: "traceparent",
@@ -188,40 +219,10 @@ impl Commands {
             .send(record, PRODUCE_TIMEOUT)
             .await
             .map_err(|(e, _)| CommandError::Unavailable(e.to_string()))?;
-        let outcome = self
-            .follow(&command_id, request.wait.min(command.max_wait))
-            .await;
-        self.remember(outcome.clone());
-        Ok(outcome)
-    }
-
-    /// The result of the first send of this id, brought up to date.
-    fn first_result(&self, command_id: &str) -> Option<Outcome> {
-        let first = self.sent.lock().by_id.get(command_id).cloned()?;
-        Some(match self.correlations.position(command_id) {
-            Some(position) => Outcome {
-                status: Status::Visible,
-                position: Some(position),
-                ..first
-            },
-            None => first,
-        })
-    }
-
-    fn remember(&self, outcome: Outcome) {
-        let mut sent = self.sent.lock();
-        if sent
-            .by_id
-            .insert(outcome.command_id.clone(), outcome.clone())
-            .is_none()
-        {
-            sent.order.push_back(outcome.command_id);
-            if sent.order.len() > REMEMBERED {
-                if let Some(oldest) = sent.order.pop_front() {
-                    sent.by_id.remove(&oldest);
-                }
-            }
+        if let Some(first) = first {
+            first.produced();
         }
+        Ok(self.follow(&command_id, wait).await)
     }
 
     /// Waits up to `wait` for the command's effect.

@@ -124,7 +124,7 @@ pub fn refusal(e: CommandError) -> Response {
         CommandError::Invalid { .. } => StatusCode::BAD_REQUEST,
         CommandError::Forbidden(_) => StatusCode::FORBIDDEN,
         CommandError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        CommandError::Failed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        CommandError::Failed(_) | CommandError::KeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
     };
     let field = match &e {
         CommandError::Invalid { field, .. } => field.clone(),
