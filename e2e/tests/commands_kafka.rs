@@ -23,7 +23,8 @@ use serde_json::{json, Value};
 const COMMANDS: &str = "shop.commands.v1";
 const ORDERS: &str = "shop.orders.v1";
 
-/// The storefront sample on this broker and identity provider.
+/// The storefront sample on this broker and identity provider, with a command
+/// rate of one a minute per user after a burst of 25.
 fn spec(jwks_uri: &str) -> String {
     let sample =
         std::fs::read_to_string(facet_e2e::repo_root().join("config/samples/storefront.yaml"))
@@ -33,6 +34,10 @@ fn spec(jwks_uri: &str) -> String {
         .replace(
             "issuer: https://id.example.com",
             &format!("issuer: {ISSUER}"),
+        )
+        .replace(
+            "    cacheControl: private, max-age=5",
+            "    cacheControl: private, max-age=5\n    limits: {commandsPerUserPerMinute: 1, commandBurst: 25}",
         )
 }
 
@@ -380,6 +385,42 @@ fn commands_through_a_real_broker_with_read_your_writes() {
     assert!(runtime
         .this_run_log()
         .contains(r#"outcome="idempotency_key_reused""#));
+
+    // Regression (issue 24): no per-user rate limit. Carol's burst of 25, then 429
+    // with Retry-After; her limit is hers alone.
+    let carol = identity.token("carol", "storefront");
+    let statuses: Vec<(u16, Value)> = (0..26)
+        .map(|_| {
+            post(
+                &runtime,
+                "/v1/commands/cancelOrder",
+                &carol,
+                &[],
+                json!({"orderId": "o-3"}),
+            )
+        })
+        .collect();
+    assert!(
+        statuses[..25].iter().all(|(s, _)| *s == 403),
+        "{statuses:?}"
+    );
+    let (status, limited) = &statuses[25];
+    assert_eq!(*status, 429, "{limited}");
+    assert_eq!(limited["error"]["code"], "rate_limited");
+    let retry_after = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+        .post(runtime.url("/v1/commands/cancelOrder"))
+        .header("Authorization", format!("Bearer {carol}"))
+        .header("Content-Type", "application/json")
+        .send(json!({"orderId": "o-3"}).to_string())
+        .unwrap()
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(matches!(retry_after, Some(1..=60)), "{retry_after:?}");
 
     // Without Kafka: 503, and nothing half-sent.
     stop.store(true, Ordering::SeqCst);

@@ -115,7 +115,7 @@ fn service_selecting(definition: Option<&str>) -> Value {
     service
 }
 
-/// A pod's `/readyz` on a local port, answering `status` and `report`.
+/// A pod's internal `/readyz` on a local port, answering `status` and `report`.
 async fn readyz(status: StatusCode, report: Value) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -130,14 +130,17 @@ async fn readyz(status: StatusCode, report: Value) -> u16 {
     port
 }
 
-/// The GET of a rebuilding pod, answered with its IP and `http` port.
-fn pod(name: &str, http_port: u16) -> Call {
+/// The GET of a rebuilding pod, answered with its IP and internal `metrics` port
+/// (the public `/readyz` on `http` gives no report).
+fn pod(name: &str, metrics_port: u16) -> Call {
     call(
         Method::GET,
         leak(format!("/api/v1/namespaces/shop/pods/{name}")),
         json!({"apiVersion": "v1", "kind": "Pod",
                "metadata": {"name": name, "namespace": "shop"},
-               "spec": {"containers": [{"name": "bff", "ports": [{"name": "http", "containerPort": http_port}]}]},
+               "spec": {"containers": [{"name": "bff", "ports": [
+                   {"name": "http", "containerPort": 1},
+                   {"name": "metrics", "containerPort": metrics_port}]}]},
                "status": {"podIP": "127.0.0.1"}}),
     )
 }

@@ -7,6 +7,7 @@
 pub mod correlate;
 mod idempotency;
 pub mod input;
+mod rate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +80,14 @@ pub enum CommandError {
     /// An idempotency key sent again with another input.
     #[error("idempotency key `{0}` was already used with another input")]
     KeyReused(String),
+    /// The user sent more commands than `commandsPerUserPerMinute` allows.
+    #[error("too many commands: try again in {} s", retry_after_seconds(*.0))]
+    RateLimited(Duration),
+}
+
+/// Whole seconds, rounded up, as `Retry-After` says them.
+pub fn retry_after_seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 impl CommandError {
@@ -91,6 +100,7 @@ impl CommandError {
             CommandError::Unavailable(_) => "unavailable",
             CommandError::Failed(_) => "command_failed",
             CommandError::KeyReused(_) => "idempotency_key_reused",
+            CommandError::RateLimited(_) => "rate_limited",
         }
     }
 }
@@ -103,6 +113,7 @@ pub struct Commands {
     producer: FutureProducer,
     correlations: Arc<Correlations>,
     keys: idempotency::Keys,
+    limits: rate::RateLimits,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -115,6 +126,9 @@ impl Commands {
         correlations: Arc<Correlations>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
+        let limits = &experience.spec.api.limits;
+        let limits =
+            rate::RateLimits::new(limits.commands_per_user_per_minute, limits.command_burst);
         Commands {
             experience,
             experience_name,
@@ -122,6 +136,7 @@ impl Commands {
             producer,
             correlations,
             keys: idempotency::Keys::default(),
+            limits,
             metrics,
         }
     }
@@ -160,6 +175,9 @@ impl Commands {
             .experience
             .command(&request.name)
             .ok_or_else(|| CommandError::Unknown(request.name.clone()))?;
+        self.limits
+            .take(user, std::time::Instant::now())
+            .map_err(CommandError::RateLimited)?;
         let input = Value::Object(input::check(command, request.input)?);
         let wait = request.wait.min(command.max_wait);
         let (command_id, first) = match &request.idempotency_key {

@@ -125,10 +125,18 @@ pub fn refusal(e: CommandError) -> Response {
         CommandError::Forbidden(_) => StatusCode::FORBIDDEN,
         CommandError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         CommandError::Failed(_) | CommandError::KeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        CommandError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
     };
     let field = match &e {
         CommandError::Invalid { field, .. } => field.clone(),
         _ => None,
     };
-    error(status, e.code(), e.to_string(), field)
+    let mut response = error(status, e.code(), e.to_string(), field);
+    if let CommandError::RateLimited(wait) = &e {
+        let seconds = crate::command::retry_after_seconds(*wait);
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, seconds.into());
+    }
+    response
 }

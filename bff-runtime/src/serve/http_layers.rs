@@ -63,7 +63,7 @@ pub fn cors_layer(cors: &CorsSpec) -> CorsLayer {
             HeaderName::from_static("traceparent"),
             HeaderName::from_static("tracestate"),
         ])
-        .expose_headers([header::ETAG, REQUEST_ID])
+        .expose_headers([header::ETAG, REQUEST_ID, header::RETRY_AFTER])
         .allow_credentials(cors.allow_credentials)
         .max_age(std::time::Duration::from_secs(u64::from(
             cors.max_age_seconds,

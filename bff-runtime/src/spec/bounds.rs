@@ -68,6 +68,11 @@ pub const MAX_UNAUTHENTICATED_CONNECTIONS: Bound = Bound::new(1, 100_000);
 /// `spec.api.limits.headerTimeoutSeconds`: an hour.
 pub const HEADER_TIMEOUT_SECONDS: Bound = Bound::new(1, 3_600);
 
+/// `spec.api.limits.commandsPerUserPerMinute`.
+pub const COMMANDS_PER_USER_PER_MINUTE: Bound = Bound::new(1, 1_000_000);
+/// `spec.api.limits.commandBurst`.
+pub const COMMAND_BURST: Bound = Bound::new(1, 100_000);
+
 /// `spec.api.cors.maxAgeSeconds`: a day.
 pub const CORS_MAX_AGE_SECONDS: Bound = Bound::new(0, 86_400);
 /// `spec.auth.jwt.jwksRefreshSeconds`: a day.

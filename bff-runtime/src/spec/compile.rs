@@ -205,6 +205,16 @@ fn check_numbers(spec: &ExperienceSpec, errors: &mut Vec<SpecError>) {
             HEADER_TIMEOUT_SECONDS,
         ),
         (
+            "spec.api.limits.commandsPerUserPerMinute",
+            api.commands_per_user_per_minute.into(),
+            COMMANDS_PER_USER_PER_MINUTE,
+        ),
+        (
+            "spec.api.limits.commandBurst",
+            api.command_burst.into(),
+            COMMAND_BURST,
+        ),
+        (
             "spec.api.graphqlLimits.maxDepth",
             graphql.max_depth.into(),
             GRAPHQL_MAX_DEPTH,

@@ -511,6 +511,22 @@ pub struct ApiLimits {
     #[serde(default = "default_header_timeout")]
     #[schemars(range(min = bounds::HEADER_TIMEOUT_SECONDS.min, max = bounds::HEADER_TIMEOUT_SECONDS.max))]
     pub header_timeout_seconds: u32,
+    /// Commands one user (the token's `sub`; anonymous callers share one) may send
+    /// per minute to one pod, on average; past it, `429` with `Retry-After`.
+    #[serde(default = "default_commands_per_minute")]
+    #[schemars(range(min = bounds::COMMANDS_PER_USER_PER_MINUTE.min, max = bounds::COMMANDS_PER_USER_PER_MINUTE.max))]
+    pub commands_per_user_per_minute: u32,
+    /// Commands one user may send at once before the rate applies.
+    #[serde(default = "default_command_burst")]
+    #[schemars(range(min = bounds::COMMAND_BURST.min, max = bounds::COMMAND_BURST.max))]
+    pub command_burst: u32,
+}
+
+fn default_commands_per_minute() -> u32 {
+    120
+}
+fn default_command_burst() -> u32 {
+    20
 }
 
 fn default_max_unauthenticated() -> u32 {
@@ -542,6 +558,8 @@ impl Default for ApiLimits {
             max_pending_rows: default_client_backlog(),
             max_unauthenticated_connections: default_max_unauthenticated(),
             header_timeout_seconds: default_header_timeout(),
+            commands_per_user_per_minute: default_commands_per_minute(),
+            command_burst: default_command_burst(),
         }
     }
 }
