@@ -139,6 +139,7 @@ async fn tokens_are_verified_and_rows_filtered_per_user() {
         let jwt = spec.auth.jwt.as_mut().unwrap();
         jwt.issuer = ISSUER.into();
         jwt.jwks_uri = format!("http://{jwks}/jwks.json");
+        jwt.allow_insecure_jwks_uri = true;
     })
     .await;
     let runtime = &running.runtime;
@@ -360,6 +361,7 @@ async fn the_key_set_is_refreshed_single_flight_and_kept_through_errors() {
         issuer: ISSUER.into(),
         audiences: vec!["storefront".into()],
         jwks_uri: format!("http://{jwks}/jwks.json"),
+        allow_insecure_jwks_uri: true,
         jwks_refresh_seconds: 1,
     }));
     // 100 tokens with made-up key ids at once, before any key is known: one
@@ -432,6 +434,7 @@ async fn unauthenticated_clients_cannot_take_the_slots_of_users() {
         let jwt = spec.auth.jwt.as_mut().unwrap();
         jwt.issuer = ISSUER.into();
         jwt.jwks_uri = format!("http://{jwks}/jwks.json");
+        jwt.allow_insecure_jwks_uri = true;
         spec.api.limits.max_connections = 2;
         spec.api.limits.max_unauthenticated_connections = 3;
     })

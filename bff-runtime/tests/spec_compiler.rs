@@ -335,6 +335,23 @@ fn jwt_settings_checked() {
             "spec.auth.jwt.jwksUri: `id.example.com/jwks` is not an http(s) URL",
         ]
     );
+    // Regression (issue 24): an http:// JWKS was accepted silently.
+    let jwt = |extra: &str| {
+        spec_with(
+            "auth",
+            &format!(
+                "{{jwt: {{issuer: i, audiences: [a], jwksUri: 'http://id.example/jwks'{extra}}}}}"
+            ),
+        )
+    };
+    let errors = errors_of(jwt(""));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("spec.auth.jwt.jwksUri: `http://id.example/jwks` is not https")
+            && errors[0].contains("allowInsecureJwksUri: true"),
+        "{errors:?}"
+    );
+    assert!(errors_of(jwt(", allowInsecureJwksUri: true")).is_empty());
 }
 
 #[test]

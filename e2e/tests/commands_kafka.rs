@@ -30,7 +30,10 @@ fn spec(jwks_uri: &str) -> String {
         std::fs::read_to_string(facet_e2e::repo_root().join("config/samples/storefront.yaml"))
             .unwrap();
     sample
-        .replace("https://id.example.com/.well-known/jwks.json", jwks_uri)
+        .replace(
+            "https://id.example.com/.well-known/jwks.json",
+            &format!("{jwks_uri}\n      allowInsecureJwksUri: true"),
+        )
         .replace(
             "issuer: https://id.example.com",
             &format!("issuer: {ISSUER}"),

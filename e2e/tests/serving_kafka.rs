@@ -50,7 +50,7 @@ spec:
         note: {{type: string}}{extra}
       access: row.owner == auth.sub
   auth:
-    jwt: {{issuer: "{ISSUER}", audiences: [{AUDIENCE}], jwksUri: "{jwks_uri}"}}
+    jwt: {{issuer: "{ISSUER}", audiences: [{AUDIENCE}], jwksUri: "{jwks_uri}", allowInsecureJwksUri: true}}
   store: {{changeLogLength: 2000, batch: {{maxEvents: 500, maxDelayMs: 20}}}}
 "#
     )

@@ -385,6 +385,16 @@ fn check_auth(auth: &AuthSpec, errors: &mut Vec<SpecError>) {
                     "spec.auth.jwt.jwksUri",
                     format!("`{}` is not an http(s) URL", jwt.jwks_uri),
                 ));
+            } else if jwt.jwks_uri.starts_with("http://") && !jwt.allow_insecure_jwks_uri {
+                errors.push(SpecError::new(
+                    "spec.auth.jwt.jwksUri",
+                    format!(
+                        "`{}` is not https: keys fetched in the clear can be replaced by anyone \
+                         on the path; use https, or set allowInsecureJwksUri: true for an \
+                         issuer inside a network you trust",
+                        jwt.jwks_uri
+                    ),
+                ));
             }
         }
     }

@@ -588,8 +588,13 @@ pub struct JwtSpec {
     pub issuer: String,
     /// Accepted `aud` values; a token must carry at least one.
     pub audiences: Vec<String>,
-    /// URL of the issuer's JSON Web Key Set.
+    /// URL of the issuer's JSON Web Key Set: `https`, unless
+    /// `allowInsecureJwksUri` says otherwise.
     pub jwks_uri: String,
+    /// Accept an `http://` JWKS URI: keys fetched in the clear can be replaced by
+    /// anyone on the path, so only for an issuer inside a network you trust.
+    #[serde(default)]
+    pub allow_insecure_jwks_uri: bool,
     /// How old the cached key set may grow before it is fetched again: a key the
     /// issuer removes stops being trusted within this time.
     #[serde(default = "default_jwks_refresh_seconds")]
