@@ -76,8 +76,8 @@ async fn http_queries_are_bounded_before_they_run() {
             (
                 "QUERY_LIMIT".into(),
                 format!(
-                    "the query selects {} fields (fragments counted each time they are spread); at most {} are allowed",
-                    (1 << 20) + 2,
+                    "the query may resolve {} fields (a list's fields once per row of its page, fragments each time they are spread); at most {} are allowed",
+                    1 + 100 * ((1 << 20) + 1),
                     limits.max_complexity
                 )
             )

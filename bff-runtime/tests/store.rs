@@ -560,3 +560,41 @@ fn a_truncated_corrupted_or_foreign_image_is_refused_and_leaves_nothing() {
     assert!(!path.exists());
     assert!(!path.with_extension("restoring").exists());
 }
+
+/// Regression (issue 24): a list read with a filter no index serves scanned and
+/// decoded the whole projection. A scan stops after SCAN_MAX_ROWS rows read and
+/// says where to go on from, even when it kept none.
+#[test]
+fn a_scan_stops_within_its_budget_and_says_where_to_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(&dir, "00aa", 10);
+    let total = facet_bff::store::SCAN_MAX_ROWS + 10;
+    let mut batch = store.batch().unwrap();
+    batch.read_record("t", 0, 0);
+    let changes = (0..total)
+        .map(|i| upsert(&format!("o-{i:06}"), json!({"n": i})))
+        .collect();
+    batch.apply(changes, None).unwrap();
+    batch.commit().unwrap();
+    let view = store.view().unwrap();
+    let scan = view.scan("order", None, None, 10, |_, _| false).unwrap();
+    assert!(scan.rows.is_empty());
+    assert!(scan.budget_spent);
+    let resume = scan.resume_after.expect("where to go on from");
+    assert_eq!(
+        resume,
+        format!("o-{:06}", facet_bff::store::SCAN_MAX_ROWS - 1)
+    );
+    let rest = view
+        .scan("order", Some(&resume), None, 10, |_, _| false)
+        .unwrap();
+    assert_eq!(
+        (rest.budget_spent, rest.resume_after),
+        (false, None),
+        "the last 10 rows, then the end"
+    );
+    let page = view.scan("order", None, None, 3, |_, _| true).unwrap();
+    assert_eq!(page.rows.len(), 3);
+    assert!(!page.budget_spent);
+    assert_eq!(page.resume_after.as_deref(), Some("o-000002"));
+}

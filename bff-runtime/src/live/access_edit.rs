@@ -75,7 +75,7 @@ pub(super) type Edited = (String, Op, Row);
 /// The rows whose visibility the access edit changed and that the missed changes
 /// do not cover (`touched`): `Upsert` for a row the client may now see, `Remove`
 /// for one it saw and may no longer see. `None` when either rule sees more than
-/// `limit` rows (the caller then resets).
+/// `limit` rows, or finding them spends a scan's budget (the caller then resets).
 pub(super) fn access_diff(
     engine: &Engine,
     view: &View<'_>,
@@ -86,6 +86,10 @@ pub(super) fn access_diff(
 ) -> Result<Option<Vec<Edited>>, StoreError> {
     let seen_now = engine.visible_rows(view, now, None, limit + 1)?;
     let seen_before = engine.visible_rows(view, before, None, limit + 1)?;
+    if seen_now.budget_spent || seen_before.budget_spent {
+        return Ok(None);
+    }
+    let (seen_now, seen_before) = (seen_now.rows, seen_before.rows);
     if seen_now.len() > limit || seen_before.len() > limit {
         return Ok(None);
     }

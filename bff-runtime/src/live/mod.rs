@@ -101,6 +101,10 @@ pub struct Page {
     /// The position the page was read at.
     pub position: String,
     pub rows: Vec<(String, crate::projection::Row)>,
+    /// Where the next page starts (`after`), unless this one reached the end. A
+    /// page may hold fewer rows than asked and still have a next: the scan's
+    /// budget ran out.
+    pub next: Option<String>,
 }
 
 impl Engine {
@@ -118,11 +122,29 @@ impl Engine {
             return Ok(None);
         };
         let view = self.store.view()?;
-        let rows = self.visible_rows(&view, &selector, after, limit)?;
+        let scan = self.visible_rows(&view, &selector, after, limit)?;
         Ok(Some(Page {
             position: self.store.codec().encode(&view.position()?),
-            rows,
+            rows: scan.rows,
+            next: scan.resume_after,
         }))
+    }
+
+    /// [`Engine::page`] on a blocking thread: reading and decoding rows (within
+    /// the scan's budget) must not hold an async worker.
+    pub async fn read_page(
+        self: &Arc<Self>,
+        selection: Selection,
+        viewer: crate::serve::access::Viewer,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Option<Page>, crate::store::StoreError> {
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || {
+            engine.page(&selection, &viewer, after.as_deref(), limit)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
     /// The rows a selector sees in one read, in key order after `after`, at most
@@ -134,20 +156,26 @@ impl Engine {
         selector: &selector::Selector,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<(String, crate::projection::Row)>, crate::store::StoreError> {
+    ) -> Result<crate::store::Scan, crate::store::StoreError> {
         let projection = &selector.projection().name;
+        let found = |rows| crate::store::Scan {
+            rows,
+            resume_after: None,
+            budget_spent: false,
+        };
         if selector.sees_nothing() {
-            return Ok(Vec::new());
+            return Ok(found(Vec::new()));
         }
         if let Some(key) = selector.key() {
             let row = view.row(projection, key)?;
-            return Ok(row
-                .filter(|row| after.is_none_or(|a| key > a) && selector.sees(key, row))
-                .map(|row| (key.to_string(), row))
-                .into_iter()
-                .collect());
+            return Ok(found(
+                row.filter(|row| after.is_none_or(|a| key > a) && selector.sees(key, row))
+                    .map(|row| (key.to_string(), row))
+                    .into_iter()
+                    .collect(),
+            ));
         }
         let lookup = selector.lookup(|f| self.store.is_indexed(projection, f));
-        view.rows(projection, after, lookup, limit, |k, r| selector.sees(k, r))
+        view.scan(projection, after, lookup, limit, |k, r| selector.sees(k, r))
     }
 }

@@ -56,6 +56,13 @@ pub enum SubscribeError {
     BadPosition(PositionError),
     #[error("more than {SNAPSHOT_LIMIT} rows match: narrow the subscription with key or where")]
     TooLarge,
+    #[error(
+        "finding the rows that match reads more than {} rows or takes over {} s: \
+         narrow the subscription with key, or where on a field the access rule indexes",
+        crate::store::SCAN_MAX_ROWS,
+        crate::store::SCAN_MAX_TIME.as_secs()
+    )]
+    ScanTooLong,
     #[error("{}", .0.reason())]
     Failed(Close),
 }
@@ -346,9 +353,13 @@ impl Engine {
 
     fn read_snapshot(&self, selector: &Selector) -> Result<Read, SubscribeError> {
         let view = self.store.view().map_err(store_failed)?;
-        let rows = self
+        let scan = self
             .visible_rows(&view, selector, None, SNAPSHOT_LIMIT + 1)
             .map_err(store_failed)?;
+        if scan.budget_spent {
+            return Err(SubscribeError::ScanTooLong);
+        }
+        let rows = scan.rows;
         if rows.len() > SNAPSHOT_LIMIT {
             return Err(SubscribeError::TooLarge);
         }

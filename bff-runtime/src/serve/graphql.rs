@@ -23,7 +23,9 @@ use crate::live::{Op, Selection, Session, Update};
 use crate::spec::api_names;
 use crate::spec::{CompiledExperience, CompiledProjection, FieldSpec, FieldType};
 
-const DEFAULT_PAGE: usize = 100;
+/// One page's rows, as the cost check counts them (`spec::graphql_query`).
+const DEFAULT_PAGE: usize = crate::spec::graphql_query::DEFAULT_PAGE as usize;
+const MAX_PAGE: usize = crate::spec::graphql_query::MAX_PAGE as usize;
 
 /// Builds the schema for an experience. Every projection `order` gives:
 /// `order(key)`, `orderList(where, first, after)` and the subscription `order(key, where, since)`.
@@ -124,7 +126,7 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
                         let first = match ctx.args.get("first") {
                             Some(n) => usize::try_from(n.i64()?)
                                 .unwrap_or(DEFAULT_PAGE)
-                                .clamp(1, 1000),
+                                .clamp(1, MAX_PAGE),
                             None => DEFAULT_PAGE,
                         };
                         let after = ctx
@@ -134,12 +136,11 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
                             .transpose()?;
                         let page = state
                             .live
-                            .page(&selection, &viewer, after.as_deref(), first)
+                            .read_page(selection, viewer, after, first)
+                            .await
                             .map_err(|e| ApiError::internal(e).message)?
                             .ok_or_else(|| format!("no projection {projection_name}"))?;
-                        let next = (page.rows.len() == first)
-                            .then(|| page.rows.last().map(|(k, _)| k.clone()))
-                            .flatten();
+                        let next = page.next;
                         let position = page.position;
                         let rows = page
                             .rows

@@ -88,17 +88,11 @@ pub async fn list(
     };
     let page = state
         .live
-        .page(
-            &selection,
-            &viewer,
-            query.get("after").map(String::as_str),
-            limit,
-        )
+        .read_page(selection, viewer, query.get("after").cloned(), limit)
+        .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("no projection named `{projection}`")))?;
-    let next = (page.rows.len() == limit)
-        .then(|| page.rows.last().map(|(k, _)| k.clone()))
-        .flatten();
+    let next = page.next;
     let items: Vec<Value> = page
         .rows
         .iter()

@@ -9,9 +9,9 @@
 
 use std::collections::HashMap;
 
-use async_graphql_parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql_parser::types::{ExecutableDocument, Field, Selection, SelectionSet};
 use async_graphql_parser::Positioned;
-use async_graphql_value::Name;
+use async_graphql_value::{Name, Value};
 
 use super::types::GraphqlLimits;
 
@@ -82,10 +82,16 @@ fn text_nesting(query: &str) -> usize {
     deepest
 }
 
+/// Rows a list field (`<projection>List`) returns without `first`, and at most.
+pub const DEFAULT_PAGE: u64 = 100;
+pub const MAX_PAGE: u64 = 1000;
+
 /// What an operation selects once its fragments are expanded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cost {
-    /// Fields selected, each spread of a fragment counting its fields again.
+    /// Fields it may resolve: a list's selection counts once per row of its page
+    /// (`first`, or [`DEFAULT_PAGE`]; a variable counts as [`MAX_PAGE`]), each
+    /// spread of a fragment counts its fields again.
     pub fields: u64,
     /// Aliased fields, counted the same way.
     pub aliases: u64,
@@ -135,7 +141,7 @@ pub fn check_document(
     }
     if cost.fields > u64::from(limits.max_complexity) {
         return Err(Refused(format!(
-            "the query selects {} fields (fragments counted each time they are spread); at most {} are allowed",
+            "the query may resolve {} fields (a list's fields once per row of its page, fragments each time they are spread); at most {} are allowed",
             cost.fields, limits.max_complexity
         )));
     }
@@ -171,8 +177,9 @@ impl<'a> FragmentCosts<'a> {
             let cost = match &item.node {
                 Selection::Field(field) => {
                     let inner = self.of_set(&field.node.selection_set);
+                    let rows = page_rows(&field.node);
                     Cost {
-                        fields: inner.fields.saturating_add(1),
+                        fields: inner.fields.saturating_mul(rows).saturating_add(1),
                         aliases: inner
                             .aliases
                             .saturating_add(u64::from(field.node.alias.is_some())),
@@ -207,6 +214,22 @@ impl<'a> FragmentCosts<'a> {
     }
 }
 
+/// How many rows a field's selection is resolved for: a page's (a field with
+/// `first`, or named as list fields are), else one.
+fn page_rows(field: &Field) -> u64 {
+    let first = field
+        .arguments
+        .iter()
+        .find(|(name, _)| name.node.as_str() == "first")
+        .map(|(_, value)| &value.node);
+    match first {
+        Some(Value::Number(n)) => n.as_u64().unwrap_or(1).clamp(1, MAX_PAGE),
+        Some(_) => MAX_PAGE,
+        None if field.name.node.ends_with("List") => DEFAULT_PAGE,
+        None => 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,17 +241,48 @@ mod tests {
     #[test]
     fn counts_fields_aliases_and_depth_through_fragments() {
         let document = async_graphql_parser::parse_query(
-            "query { a: orderList { items { ...F ...F } } b: order(key: \"1\") { id } }
+            "query { a: orderList(first: 10) { items { ...F ...F } } b: order(key: \"1\") { id } }
              fragment F on Order { id status }",
         )
         .unwrap();
         assert_eq!(
             cost(&document),
             Cost {
-                fields: 2 + 4 + 2,
+                fields: 1 + 10 * (1 + 4) + 2,
                 aliases: 2,
                 depth: 3
             }
+        );
+    }
+
+    /// Regression (issue 24): `first` did not count, so 30 aliases of
+    /// `first: 1000` passed a limit of 500 fields.
+    #[test]
+    fn a_list_counts_its_selection_once_per_row_of_its_page() {
+        let cost_of = |q: &str| cost(&async_graphql_parser::parse_query(q).unwrap()).fields;
+        assert_eq!(
+            cost_of("{ orderList { items { id } } }"),
+            1 + DEFAULT_PAGE * 2
+        );
+        assert_eq!(
+            cost_of("{ orderList(first: 1000) { items { id } } }"),
+            1 + 1000 * 2
+        );
+        assert_eq!(
+            cost_of("{ orderList(first: 5000) { items { id } } }"),
+            1 + 1000 * 2
+        );
+        assert_eq!(
+            cost_of("query($n: Int) { orderList(first: $n) { items { id } } }"),
+            1 + MAX_PAGE * 2
+        );
+        let aliases: String = (0..30)
+            .map(|i| format!("a{i}: orderList(first: 1000) {{ items {{ id }} }} "))
+            .collect();
+        let refused = check(&format!("{{ {aliases} }}"), &limits()).unwrap_err();
+        assert!(
+            refused.0.starts_with("the query may resolve 60030 fields"),
+            "{refused}"
         );
     }
 
@@ -245,8 +299,8 @@ mod tests {
         assert_eq!(
             refused.0,
             format!(
-                "the query selects {} fields (fragments counted each time they are spread); at most {} are allowed",
-                (1u64 << 40) + 2,
+                "the query may resolve {} fields (a list's fields once per row of its page, fragments each time they are spread); at most {} are allowed",
+                1 + DEFAULT_PAGE * ((1u64 << 40) + 1),
                 limits().max_complexity
             )
         );

@@ -415,8 +415,9 @@ pub struct GraphqlLimits {
 fn default_max_depth() -> u32 {
     10
 }
+/// A full page of 1,000 rows of ten fields, or a hundred rows of a hundred.
 fn default_max_complexity() -> u32 {
-    500
+    20_000
 }
 fn default_max_aliases() -> u32 {
     30

@@ -380,6 +380,22 @@ pub fn index_value(value: &serde_json::Value) -> Option<String> {
 }
 
 /// A read transaction.
+/// Most rows one scan reads, and the longest it takes, before it stops and says
+/// where to go on from: a list read is a page, not a walk over the projection.
+pub const SCAN_MAX_ROWS: usize = 100_000;
+pub const SCAN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What a scan found.
+#[derive(Debug)]
+pub struct Scan {
+    pub rows: Vec<(String, Row)>,
+    /// The key to go on after, when the scan stopped before the projection's end
+    /// (the page is full, or the budget spent).
+    pub resume_after: Option<String>,
+    /// Stopped by the budget, not because `limit` rows were found.
+    pub budget_spent: bool,
+}
+
 pub struct View<'s> {
     store: &'s Store,
     txn: redb::ReadTransaction,
@@ -417,10 +433,27 @@ impl View<'_> {
         after: Option<&str>,
         lookup: Option<(&str, &serde_json::Value)>,
         limit: usize,
-        mut keep: impl FnMut(&str, &Row) -> bool,
+        keep: impl FnMut(&str, &Row) -> bool,
     ) -> Result<Vec<(String, Row)>, StoreError> {
+        Ok(self.scan(projection, after, lookup, limit, keep)?.rows)
+    }
+
+    /// As [`View::rows`], within a budget: a scan stops once it has read
+    /// [`SCAN_MAX_ROWS`] rows or taken [`SCAN_MAX_TIME`] (a filter no index serves
+    /// may keep few of the rows it reads), and says where to go on from.
+    pub fn scan(
+        &self,
+        projection: &str,
+        after: Option<&str>,
+        lookup: Option<(&str, &serde_json::Value)>,
+        limit: usize,
+        mut keep: impl FnMut(&str, &Row) -> bool,
+    ) -> Result<Scan, StoreError> {
         let table = self.txn.open_table(ROWS)?;
         let mut rows = Vec::new();
+        let (mut read, deadline) = (0usize, std::time::Instant::now() + SCAN_MAX_TIME);
+        let mut stopped_at: Option<String> = None;
+        let mut budget_spent = false;
         let mut consider = |key: &str, bytes: &[u8]| -> Result<bool, StoreError> {
             if Some(key) == after {
                 return Ok(true);
@@ -429,7 +462,15 @@ impl View<'_> {
             if keep(key, &row) {
                 rows.push((key.to_string(), row));
             }
-            Ok(rows.len() < limit)
+            read += 1;
+            let budget_left =
+                read < SCAN_MAX_ROWS && (read % 1024 != 0 || std::time::Instant::now() < deadline);
+            if rows.len() < limit && budget_left {
+                return Ok(true);
+            }
+            budget_spent = !budget_left && rows.len() < limit;
+            stopped_at = Some(key.to_string());
+            Ok(false)
         };
         let indexed = lookup.and_then(|(field, value)| {
             let value = index_value(value)?;
@@ -473,7 +514,11 @@ impl View<'_> {
                 }
             }
         }
-        Ok(rows)
+        Ok(Scan {
+            rows,
+            resume_after: stopped_at,
+            budget_spent,
+        })
     }
 
     /// The changes of every record after `since`, if the log still has them all.
