@@ -331,3 +331,33 @@ const send = () => fetch("http://127.0.0.1:{http}/v1/commands/cancelOrder?as=ali
     );
     browser.client.close().await.unwrap();
 }
+
+/// Regression (issue 24): dev mode without `--data-dir` left its store in the
+/// temporary directory. It is removed when dev mode stops.
+#[test]
+fn dev_mode_removes_its_scratch_store_when_it_stops() {
+    let logs = log_dir("console_browser_scratch");
+    let tmp = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let log = std::fs::File::create(logs.join("facet-bff-dev.log")).unwrap();
+    let mut dev = Command::new(facet_bff_binary())
+        .current_dir(repo_root())
+        .args(["dev", "config/samples/storefront.yaml"])
+        .args(["--http", &format!("127.0.0.1:{http}")])
+        .args(["--metrics", &format!("127.0.0.1:{}", free_port())])
+        .env("TMPDIR", tmp.path())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting facet-bff dev");
+    wait_for("dev mode to serve", Duration::from_secs(60), || {
+        http_ok(&format!("http://127.0.0.1:{http}/"))
+    });
+    let scratch = tmp.path().join(format!("facet-dev-{}", dev.id()));
+    assert!(scratch.is_dir(), "the store is in {}", scratch.display());
+    unsafe {
+        libc::kill(dev.id() as i32, libc::SIGTERM);
+    }
+    assert!(dev.wait().unwrap().success());
+    assert!(!scratch.exists(), "{} is left behind", scratch.display());
+}

@@ -121,9 +121,13 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         next_round = 1;
     }
 
-    let data_dir = match &options.data_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::temp_dir().join(format!("facet-dev-{}", std::process::id())),
+    // Without --data-dir the store is scratch: removed when dev mode ends.
+    let (data_dir, scratch) = match &options.data_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let dir = std::env::temp_dir().join(format!("facet-dev-{}", std::process::id()));
+            (dir.clone(), Some(Scratch(dir)))
+        }
     };
     let runtime = Runtime::start(RuntimeConfig {
         name: manifest.name.clone(),
@@ -191,7 +195,21 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     if let Some(feeder) = feeder {
         feeder.abort();
     }
+    drop(scratch);
     result
+}
+
+/// A directory removed when dropped, however dev mode ends (short of a kill -9).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("could not remove {}: {e}", self.0.display());
+            }
+        }
+    }
 }
 
 fn display_addr(addr: SocketAddr) -> String {

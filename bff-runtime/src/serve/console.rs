@@ -85,9 +85,13 @@ pub async fn send_event(
             event.source
         )));
     };
+    // Sending waits for the broker (up to 5 s): not on an async worker.
+    let (producer, topic) = (producer.clone(), source.topic.clone());
     let payload = event.value.to_string();
-    producer
-        .send(&source.topic, event.key.as_deref(), payload.as_bytes())
+    let key = event.key.clone();
+    tokio::task::spawn_blocking(move || producer.send(&topic, key.as_deref(), payload.as_bytes()))
+        .await
+        .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
     Ok((
         StatusCode::ACCEPTED,

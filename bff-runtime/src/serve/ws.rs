@@ -273,7 +273,10 @@ async fn send_updates(
             // Every client with this subscription id gets the same bytes.
             Update::Change { op, change } => {
                 let frame = change.frame(*op, &out.id, || native_json(Some(&out.id), &out.update));
-                Utf8Bytes::try_from(frame).unwrap_or_default()
+                // Frames are JSON text; were one not, it is encoded again rather
+                // than sent empty.
+                Utf8Bytes::try_from(frame)
+                    .unwrap_or_else(|_| native_json(Some(&out.id), &out.update).into())
             }
             update => native_json(Some(&out.id), update).into(),
         })
