@@ -558,6 +558,90 @@ fn serving_against_a_real_kafka_broker() {
     drop(runtime);
 
     replicas_give_the_same_answers(&broker, &identity, &logs);
+    graphql_subscribers_that_never_read_hold_bounded_memory(&broker, &identity, &logs);
+}
+
+const STALLED_TOPIC: &str = "e2e.stalled";
+
+/// Regression (issue 24): one graphql-ws connection with 100 subscriptions that
+/// never read took 0.9 GiB (every subscription's snapshot held at once); 20 passed
+/// 8 GiB. Each connection now takes its subscriptions' first updates one at a time.
+/// 3,000 rows; 20 connections × 100 subscriptions that never read.
+fn graphql_subscribers_that_never_read_hold_bounded_memory(
+    broker: &Broker,
+    identity: &IdentityProvider,
+    logs: &std::path::Path,
+) {
+    broker.create_topic(STALLED_TOPIC, 1);
+    let producer = broker.producer();
+    for n in 0..3000 {
+        let id = format!("s-{n:04}");
+        producer.send(STALLED_TOPIC, &id, &task(&id, "alice", n, "a task"));
+    }
+    producer.flush();
+    let work = tempfile::tempdir().unwrap();
+    let spec_path = work.path().join("tasks.yaml");
+    std::fs::write(&spec_path, spec(&identity.jwks_uri, STALLED_TOPIC, false)).unwrap();
+    let mut runtime = Runtime::start(
+        &spec_path,
+        &work.path().join("data"),
+        &broker.bootstrap(),
+        "stalled-0",
+        &logs.join("runtime-stalled.log"),
+    );
+    runtime.wait_ready(Duration::from_secs(120));
+    let address: SocketAddr = format!("127.0.0.1:{}", runtime.http).parse().unwrap();
+    let alice = identity.token("alice", AUDIENCE);
+    let before = runtime.rss_bytes();
+    let connections: Vec<_> = (0..20)
+        .map(|_| {
+            let (mut socket, _) = tungstenite::client(
+                facet_e2e::graphql_ws_request(&address.to_string()),
+                tiny_window(address),
+            )
+            .unwrap();
+            let init = json!({"type": "connection_init", "payload": {"token": alice}});
+            socket
+                .send(tungstenite::Message::text(init.to_string()))
+                .unwrap();
+            for id in 0..100 {
+                let subscribe = json!({"id": id.to_string(), "type": "subscribe",
+                    "payload": {"query": "subscription { task { op key position } }"}});
+                socket
+                    .send(tungstenite::Message::text(subscribe.to_string()))
+                    .unwrap();
+            }
+            socket
+        })
+        .collect();
+    let graphql_connections = || runtime.metric("facet_connections{transport=\"graphql\"}");
+    let mut peak = 0;
+    let started = std::time::Instant::now();
+    while graphql_connections() > 0.0 || started.elapsed() < Duration::from_secs(2) {
+        peak = peak.max(runtime.rss_bytes());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the stalled connections are closed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = runtime.rss_bytes();
+    let mib = |bytes: u64| bytes / (1 << 20);
+    eprintln!(
+        "20 graphql-ws connections x 100 subscriptions that never read: {} MiB before, \
+         {} MiB at most, {} MiB after they were closed",
+        mib(before),
+        mib(peak),
+        mib(after)
+    );
+    assert!(peak < 200 << 20, "{} MiB", mib(peak));
+    assert!(
+        after < before + (32 << 20),
+        "the memory comes back: {} MiB before, {} MiB after",
+        mib(before),
+        mib(after)
+    );
+    drop(connections);
 }
 
 const REPLICATED: &str = "e2e.replicated";

@@ -173,7 +173,7 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
                 SubscriptionFieldFuture::new(async move {
                     let state = ctx.data::<SharedState>()?.clone();
                     let viewer = ctx.data::<LiveViewer>()?.clone();
-                    let slot = ctx.data::<SubscriptionBudget>()?.take()?;
+                    let budget = ctx.data::<SubscriptionBudget>()?.clone();
                     let selection = Selection {
                         projection: projection_name,
                         key: ctx.args.get("key").map(|k| k.string().map(str::to_string)).transpose()?,
@@ -181,7 +181,7 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
                         delta: false,
                     };
                     let since = ctx.args.get("since").map(|s| s.string().map(str::to_string)).transpose()?;
-                    changes(state, selection, viewer, since, slot).await
+                    changes(state, selection, viewer, since, budget).await
                 })
             })
             .argument(InputValue::new("key", TypeRef::named(TypeRef::STRING)))
@@ -281,31 +281,38 @@ async fn changes<'a>(
     selection: Selection,
     viewer: LiveViewer,
     since: Option<String>,
-    slot: tokio::sync::OwnedSemaphorePermit,
+    budget: SubscriptionBudget,
 ) -> async_graphql::Result<impl futures::Stream<Item = async_graphql::Result<FieldValue<'a>>> + 'a>
 {
+    let slot = budget.take()?;
     let mut session = Session::new(
         state.live.clone(),
         viewer.current().ok_or("not authenticated")?,
     );
+    let turn = budget.first_updates_turn().await;
     let first = session
         .subscribe("graphql", selection, since.as_deref())
         .await
         .map_err(|e| async_graphql::Error::new(e.to_string()))?;
-    // Held by the stream: its end lowers the gauge and frees the connection's slot.
-    let held = (state.metrics.subscription("graphql"), slot);
+    // Held by the stream: its end lowers the gauge and frees the connection's slot;
+    // the turn goes once the first updates are out.
+    let held = (state.metrics.subscription("graphql"), slot, Some(turn));
     let queue: VecDeque<ChangeEvent> = first.into_iter().flat_map(to_events).collect();
     let stream = futures::stream::unfold(
         (state, session, viewer, queue, false, held),
-        |(state, mut session, mut viewer, mut queue, mut ended, held)| async move {
+        |(state, mut session, mut viewer, mut queue, mut ended, mut held)| async move {
             loop {
                 if let Some(refreshed) = viewer.refreshed() {
                     session.set_viewer(refreshed);
                 }
                 if let Some(event) = queue.pop_front() {
+                    if queue.is_empty() {
+                        held.2 = None;
+                    }
                     let item = Ok(FieldValue::owned_any(event));
                     return Some((item, (state, session, viewer, queue, ended, held)));
                 }
+                held.2 = None;
                 if ended {
                     return None;
                 }

@@ -199,6 +199,7 @@ impl Subscription {
             .current()
             .ok_or_else(|| error("not authenticated".into()))?;
         let mut session = Session::new(self.state.live.clone(), viewer);
+        let turn = self.budget.first_updates_turn().await;
         let first = session
             .subscribe(
                 "graphql",
@@ -214,6 +215,7 @@ impl Subscription {
                     .map_err(|()| error("gone".into()))?;
             }
         }
+        drop(turn);
         loop {
             let outs = next_updates(&mut session, &mut self.viewer).await.map_err(|close: Close| {
                 serde_json::json!({"message": close.reason(), "extensions": {"code": close.code()}})
@@ -224,11 +226,15 @@ impl Subscription {
                     // One payload per change for every client with this plan.
                     Update::Change { op, change } => {
                         latencies.push(change.delivery_latency());
-                        let payload = change.frame(*op, &self.plan.shape, || {
+                        let frame = change.frame(*op, &self.plan.shape, || {
                             self.plan.payloads(&out.update).remove(0)
                         });
-                        let payload = std::str::from_utf8(&payload).unwrap_or("null");
-                        self.send(payload)
+                        // Frames are JSON text; were one not, it is encoded again.
+                        let payload = match std::str::from_utf8(&frame) {
+                            Ok(text) => text.to_string(),
+                            Err(_) => self.plan.payloads(&out.update).remove(0),
+                        };
+                        self.send(&payload)
                             .await
                             .map_err(|()| error("gone".into()))?;
                     }

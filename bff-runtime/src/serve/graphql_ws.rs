@@ -99,6 +99,8 @@ pub async fn next_updates(
 pub struct SubscriptionBudget {
     slots: Arc<Semaphore>,
     limit: usize,
+    /// One subscription at a time reads and sends its first updates.
+    first_updates: Arc<Semaphore>,
 }
 
 impl SubscriptionBudget {
@@ -106,7 +108,20 @@ impl SubscriptionBudget {
         SubscriptionBudget {
             slots: Arc::new(Semaphore::new(limit)),
             limit,
+            first_updates: Arc::new(Semaphore::new(1)),
         }
+    }
+
+    /// The subscriptions of one connection take their first updates (a snapshot,
+    /// or what a resume missed) one at a time, each holding the turn until its
+    /// rows are sent: a client that subscribes a hundred times and never reads
+    /// holds one snapshot, not a hundred, until it is closed as too slow.
+    pub async fn first_updates_turn(&self) -> OwnedSemaphorePermit {
+        self.first_updates
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// One subscription's share, given back when the subscription ends.
