@@ -9,9 +9,16 @@
 //! sources and projections: rows built by another definition are not comparable),
 //! `.` and the access digest (which access rules decided what the client was sent:
 //! after an access edit, a resuming client is sent the rows it may now see and told
-//! of those it may no longer see), then `~source.partition.offset` per partition,
-//! in URL-safe characters only so a position fits in a query string, an SSE id and
-//! a GraphQL string alike.
+//! of those it may no longer see), then `~b` and the offsets in a compact binary
+//! form (below), in URL-safe characters only so a position fits in a query string,
+//! an SSE id and a GraphQL string alike, and in a header at hundreds of partitions.
+//!
+//! The offsets' binary form: runs of consecutive partitions of one source, each
+//! `varint(source index) varint(first partition) varint(count)`, then the first
+//! offset and each next one as a zigzag varint of its difference from the one
+//! before, in base64url without padding. Partitions of one topic hold similar
+//! offsets, so most cost one to three bytes. Positions issued before it, with
+//! `~source.partition.offset` per partition, are still understood.
 
 use std::collections::BTreeMap;
 
@@ -102,15 +109,65 @@ impl PositionCodec {
     }
 
     pub fn encode(&self, position: &Position) -> String {
-        use std::fmt::Write;
         let mut text = format!("{}.{}", self.epoch, self.access);
-        for ((topic, partition), next) in &position.0 {
-            // A topic outside the spec is never read, so every one has an index.
-            if let Some(index) = self.topics.iter().position(|t| t == topic) {
-                let _ = write!(text, "~{index}.{partition}.{next}");
+        // A topic outside the spec is never read, so every one has an index.
+        let mut offsets: Vec<(u64, u64, u64)> = position
+            .0
+            .iter()
+            .filter_map(|((topic, partition), next)| {
+                let index = self.topics.iter().position(|t| t == topic)?;
+                Some((index as u64, *partition as u64, *next as u64))
+            })
+            .collect();
+        if offsets.is_empty() {
+            return text;
+        }
+        offsets.sort_unstable();
+        let mut bytes = Vec::with_capacity(offsets.len() * 4 + 8);
+        let mut runs = offsets.chunk_by(|a, b| a.0 == b.0 && a.1 + 1 == b.1);
+        for run in &mut runs {
+            varint(&mut bytes, run[0].0);
+            varint(&mut bytes, run[0].1);
+            varint(&mut bytes, run.len() as u64);
+            let mut previous = 0i64;
+            for (_, _, next) in run {
+                let next = *next as i64;
+                varint(&mut bytes, zigzag(next.wrapping_sub(previous)));
+                previous = next;
             }
         }
+        text.push_str("~b");
+        text.push_str(&base64url::encode(&bytes));
         text
+    }
+
+    /// The offsets of a position's compact form.
+    fn decode_compact(&self, encoded: &str) -> Option<BTreeMap<(String, i32), i64>> {
+        let bytes = base64url::decode(encoded)?;
+        let mut reader = bytes.as_slice();
+        let mut offsets = BTreeMap::new();
+        while !reader.is_empty() {
+            let topic = self
+                .topics
+                .get(usize::try_from(read_varint(&mut reader)?).ok()?)?;
+            let first = read_varint(&mut reader)?;
+            let count = read_varint(&mut reader)?;
+            // Each offset takes at least a byte: a count past what is left is garbage.
+            if count > reader.len() as u64 {
+                return None;
+            }
+            let mut previous = 0i64;
+            for i in 0..count {
+                let partition = i32::try_from(first.checked_add(i)?).ok()?;
+                let next = previous.checked_add(unzigzag(read_varint(&mut reader)?))?;
+                if next < 0 {
+                    return None;
+                }
+                offsets.insert((topic.clone(), partition), next);
+                previous = next;
+            }
+        }
+        Some(offsets)
     }
 
     pub fn decode(&self, text: &str) -> Result<Position, PositionError> {
@@ -128,6 +185,13 @@ impl PositionCodec {
         }
         if epoch != self.epoch {
             return Err(PositionError::OtherEpoch);
+        }
+        let parts: Vec<&str> = parts.collect();
+        if let [compact] = parts.as_slice() {
+            if let Some(encoded) = compact.strip_prefix('b') {
+                let offsets = self.decode_compact(encoded).ok_or_else(malformed)?;
+                return Ok(Position(offsets));
+            }
         }
         let mut offsets = BTreeMap::new();
         for part in parts {
@@ -177,6 +241,78 @@ fn truncated(text: &str) -> String {
     text.chars().take(80).collect()
 }
 
+/// Small differences either way in few bytes: 0, -1, 1, -2... as 0, 1, 2, 3...
+fn zigzag(n: i64) -> u64 {
+    ((n << 1) ^ (n >> 63)) as u64
+}
+
+fn unzigzag(n: u64) -> i64 {
+    ((n >> 1) as i64) ^ -((n & 1) as i64)
+}
+
+/// LEB128: seven bits a byte, low first.
+fn varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn read_varint(input: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = input.split_first()?;
+        *input = rest;
+        value |= u64::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// RFC 4648 base64url without padding: what a query string, an SSE id and a
+/// header carry unescaped.
+mod base64url {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+    pub fn encode(bytes: &[u8]) -> String {
+        let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4);
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+            for i in 0..=chunk.len() {
+                text.push(ALPHABET[(n >> (18 - 6 * i) & 0x3f) as usize] as char);
+            }
+        }
+        text
+    }
+
+    pub fn decode(text: &str) -> Option<Vec<u8>> {
+        let sextets: Vec<u32> = text
+            .bytes()
+            .map(|c| ALPHABET.iter().position(|&a| a == c).map(|i| i as u32))
+            .collect::<Option<_>>()?;
+        let mut bytes = Vec::with_capacity(sextets.len() * 3 / 4);
+        for chunk in sextets.chunks(4) {
+            if chunk.len() == 1 {
+                return None; // six bits make no byte
+            }
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, &s)| n | s << (18 - 6 * i));
+            for i in 0..chunk.len() - 1 {
+                bytes.push((n >> (16 - 8 * i)) as u8);
+            }
+        }
+        Some(bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,11 +328,16 @@ mod tests {
         position.advance("orders", 2, 7);
         position.advance("payments", 0, 3);
         let text = codec().encode(&position);
-        assert_eq!(text, "0123abcd.5e~0.0.12~0.2.7~1.0.3");
+        assert!(text.starts_with("0123abcd.5e~b"), "{text}");
         assert!(text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)));
         assert_eq!(codec().decode(&text).unwrap(), position);
+        // The textual form positions had before is still understood.
+        assert_eq!(
+            codec().decode("0123abcd.5e~0.0.12~0.2.7~1.0.3").unwrap(),
+            position
+        );
         assert_eq!(codec().decode("0123abcd.5e").unwrap(), Position::default());
         assert_eq!(access_of(&text), "5e");
     }
@@ -239,6 +380,70 @@ mod tests {
                 matches!(codec().decode(bad), Err(PositionError::Malformed(_))),
                 "{bad}"
             );
+        }
+    }
+
+    /// Regression (issue 24): every message and SSE id carried `~t.p.offset` for
+    /// every partition, over 8 KB at 512. Sizes are in docs/protocol.md.
+    #[test]
+    fn positions_stay_small_at_hundreds_of_partitions() {
+        let codec = PositionCodec::new(
+            "27953a286599af49",
+            "fd480f102ce5",
+            vec!["orders".into(), "payments".into()],
+        );
+        // Two sources sharing N partitions, offsets near 10^9: keyed (partitions
+        // apart by up to ±100,000 records, a pseudo-random spread) and balanced.
+        let mut sizes = Vec::new();
+        for partitions in [1, 64, 512] {
+            let (mut keyed, mut balanced) = (Position::default(), Position::default());
+            for p in 0..partitions {
+                let topic = ["orders", "payments"][p as usize % 2];
+                let spread = (i64::from(p) * 7_919_113) % 200_001 - 100_000;
+                keyed.advance(topic, p / 2, 1_000_000_000 + spread);
+                balanced.advance(topic, p / 2, 1_000_000_000 + i64::from(p % 3));
+            }
+            let (keyed_text, balanced_text) = (codec.encode(&keyed), codec.encode(&balanced));
+            assert_eq!(codec.decode(&keyed_text).unwrap(), keyed, "{partitions}");
+            assert_eq!(
+                codec.decode(&balanced_text).unwrap(),
+                balanced,
+                "{partitions}"
+            );
+            sizes.push((partitions, keyed_text.len(), balanced_text.len()));
+        }
+        eprintln!("position length at (partitions, keyed, balanced): {sizes:?}");
+        assert!(sizes[2].1 < 4096, "{sizes:?}");
+    }
+
+    #[test]
+    fn compact_garbage_is_refused() {
+        for bad in [
+            "0123abcd.5e~b",
+            "0123abcd.5e~b!!",
+            "0123abcd.5e~bA",
+            "0123abcd.5e~b_____w",
+        ] {
+            let decoded = codec().decode(bad);
+            assert!(
+                matches!(decoded, Err(PositionError::Malformed(_))) || bad.ends_with("~b"),
+                "{bad}: {decoded:?}"
+            );
+        }
+        let mut bytes = Vec::new();
+        for v in [9, 0, 1, 5] {
+            varint(&mut bytes, v); // source 9 does not exist
+        }
+        let text = format!("0123abcd.5e~b{}", base64url::encode(&bytes));
+        assert!(codec().decode(&text).is_err());
+        for n in [0u64, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
+            let mut bytes = Vec::new();
+            varint(&mut bytes, n);
+            assert_eq!(read_varint(&mut bytes.as_slice()), Some(n));
+        }
+        for len in 0..10 {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37) as u8).collect();
+            assert_eq!(base64url::decode(&base64url::encode(&bytes)), Some(bytes));
         }
     }
 
