@@ -1,10 +1,10 @@
 # The README's commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: test unit e2e crds fmt-check clippy operator-deps lint-dockerfiles dev
+.PHONY: test unit e2e crds fmt-check clippy operator-deps layering lint-dockerfiles dev
 
 ## Run every test: formatting, lints, generated files, unit and integration tests.
-test: fmt-check clippy operator-deps lint-dockerfiles unit
+test: fmt-check clippy operator-deps layering lint-dockerfiles unit
 
 # The e2e tests start the facet-bff binary: build every binary first.
 unit:
@@ -34,6 +34,12 @@ operator-deps:
 	$(CARGO) clippy -p facet-bff --no-default-features --lib --locked -- -D warnings
 	@if $(CARGO) tree -p facet-operator -e normal --prefix none --locked | grep -E '^(redb|async-graphql|async-graphql-axum|jsonwebtoken) '; then \
 		echo "the operator links runtime code"; exit 1; fi
+
+## The lower floors never reach up into the transports (docs/architecture.md).
+LOWER_FLOORS = live command store projection ingest
+layering:
+	@if grep -rn "crate::serve" $(addprefix bff-runtime/src/,$(LOWER_FLOORS)); then \
+		echo "the lines above reach from a lower floor into crate::serve"; exit 1; fi
 
 ## Regenerate the CRD into crds/, the chart and the kustomize base.
 crds:

@@ -31,3 +31,5 @@ pub mod spec;
 #[cfg(feature = "runtime")]
 pub mod store;
 pub mod validate;
+#[cfg(feature = "runtime")]
+pub mod viewer;

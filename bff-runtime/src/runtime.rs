@@ -174,12 +174,7 @@ impl Runtime {
             graphql,
             experience_name: format!("{}/{}", config.namespace, config.name),
             experience: experience.clone(),
-            live: crate::live::Engine::new(
-                experience.clone(),
-                store.clone(),
-                router,
-                metrics.clone(),
-            ),
+            live: crate::live::Hub::new(experience.clone(), store.clone(), router, metrics.clone()),
             store,
             metrics: metrics.clone(),
             progress: progress.clone(),

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use facet_bff::live::{Close, Engine, Router, Selection, Session, SubscribeError, Update};
+use facet_bff::live::{Close, Hub, Router, Selection, Session, SubscribeError, Update};
 use facet_bff::metrics::Metrics;
 use facet_bff::projection::{RowChange, RowOp};
 use facet_bff::serve::access::Viewer;
@@ -27,14 +27,14 @@ fn storefront_spec() -> ExperienceSpec {
 
 struct Replica {
     _dir: tempfile::TempDir,
-    engine: Arc<Engine>,
+    engine: Arc<Hub>,
 }
 
 fn replica_of(spec: &ExperienceSpec) -> Replica {
     let experience: Arc<CompiledExperience> = Arc::new(compile(spec).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(&dir.path().join("db"), experience.store_layout()).unwrap();
-    let engine = Engine::new(
+    let engine = Hub::new(
         experience,
         Arc::new(store),
         Router::new(),
@@ -393,7 +393,7 @@ async fn a_resume_after_an_access_edit_sends_what_the_new_rule_changes() {
         let (store, _) = Store::open(&path, experience.store_layout()).unwrap();
         Replica {
             _dir: tempfile::tempdir().unwrap(),
-            engine: Engine::new(
+            engine: Hub::new(
                 experience,
                 Arc::new(store),
                 Router::new(),

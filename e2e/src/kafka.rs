@@ -45,7 +45,21 @@ fn broker_libs() -> PathBuf {
 
 impl Broker {
     /// Formats a new single-node cluster and starts it; logs go to `logs/kafka*.log`.
+    /// A broker whose JVM exits while starting (seen once with two brokers starting
+    /// side by side: the JVM left nothing in its log) is started afresh, on new
+    /// ports, up to three times.
     pub fn start(logs: &Path) -> Broker {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Broker::try_start(logs) {
+                Ok(broker) => return broker,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("the Kafka broker did not start: {failures:?}");
+    }
+
+    fn try_start(logs: &Path) -> Result<Broker, String> {
         let libs = broker_libs();
         let dir = tempfile::tempdir().expect("creating the broker directory");
         let port = free_port();
@@ -117,8 +131,8 @@ impl Broker {
             "formatting Kafka storage failed: {}",
             String::from_utf8_lossy(&format.stderr)
         );
-        broker.launch();
-        broker
+        broker.launch()?;
+        Ok(broker)
     }
 
     fn java(&self, main: &str) -> Command {
@@ -135,7 +149,8 @@ impl Broker {
         command
     }
 
-    fn launch(&mut self) {
+    /// Starts the JVM and waits until the broker answers; an error if it exits first.
+    fn launch(&mut self) -> Result<(), String> {
         self.starts += 1;
         let log =
             std::fs::File::create(self.logs.join(format!("kafka-{}.log", self.starts))).unwrap();
@@ -148,10 +163,15 @@ impl Broker {
             .expect("starting the Kafka broker");
         self.child = Some(child);
         let bootstrap = self.bootstrap();
+        let mut exited = None;
         wait_for(
             "the Kafka broker to answer",
             Duration::from_secs(90),
             || {
+                if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                    exited = Some(status);
+                    return true;
+                }
                 let consumer: BaseConsumer = ClientConfig::new()
                     .set("bootstrap.servers", &bootstrap)
                     .create()
@@ -162,6 +182,15 @@ impl Broker {
                     .unwrap_or(false)
             },
         );
+        match exited {
+            Some(status) => {
+                self.child = None;
+                Err(format!(
+                    "the broker JVM exited with {status} while starting"
+                ))
+            }
+            None => Ok(()),
+        }
     }
 
     pub fn bootstrap(&self) -> String {
@@ -203,7 +232,7 @@ impl Broker {
     /// Kills and starts the broker again on the same port and data.
     pub fn restart(&mut self) {
         self.kill();
-        self.launch();
+        self.launch().expect("restarting the Kafka broker");
     }
 
     pub fn create_topic(&self, topic: &str, partitions: i32) {

@@ -297,7 +297,7 @@ impl Commands {
             let row = tokio::task::spawn_blocking(move || store.row(&projection, &key))
                 .await
                 .map_err(|e| CommandError::Failed(e.to_string()))?
-                .map_err(|e| CommandError::Failed(crate::serve::log_internal(e)))?;
+                .map_err(|e| CommandError::Failed(crate::logging::log_internal(e)))?;
             found.insert(lookup.name.clone(), row.map_or(Value::Null, Value::Object));
         }
         let [(_, input), (_, auth)] = lookup_scope;

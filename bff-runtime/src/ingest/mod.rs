@@ -346,55 +346,14 @@ impl Ingest {
             };
             deadline.get_or_insert_with(|| Instant::now() + max_delay);
             read += 1;
-            let topic = message.topic();
-            let source = topics.get(topic).map(String::as_str).unwrap_or_default();
-            let payload = message.payload();
-            batch.read_record(topic, message.partition(), message.offset());
-            // Built per event only when a rule reads it.
-            let record = match self.engine.uses_record() {
-                true => record_of(&message),
-                false => Record::default(),
-            };
-            let outcome = apply_isolated(|| {
-                fault::panic_if_asked(payload);
-                self.engine.apply_bytes(source, payload, &record, &batch)
-            })?;
+            if !self.apply_message(&message, topics, &mut batch, dead_letters, stop)? {
+                return Ok(0); // stopping: the batch is not committed
+            }
             if watch_commands {
                 commands_seen.extend(command_id_of(&message));
             }
-            match outcome {
-                Ok(applied) => {
-                    self.metrics.events_applied.inc();
-                    self.metrics
-                        .embed_rows_rewritten
-                        .inc_by(applied.fanned_out as u64);
-                    let time = message.timestamp().to_millis();
-                    batch.apply_event(applied, time)?;
-                }
-                Err(error) => {
-                    self.metrics.reject(error.reason());
-                    warn!(
-                        topic,
-                        partition = message.partition(),
-                        offset = message.offset(),
-                        reason = error.reason(),
-                        error = %error,
-                        "skipping an event that cannot be applied"
-                    );
-                    if let Some(dead_letters) = dead_letters {
-                        let why = Refusal {
-                            reason: error.reason(),
-                            error: &error.to_string(),
-                        };
-                        if !dead_letters.send(&message, why, stop) {
-                            return Ok(0); // stopping: the batch is not committed
-                        }
-                        self.metrics.dead_lettered.inc();
-                    }
-                }
-            }
             reached.insert(
-                (topic.to_string(), message.partition()),
+                (message.topic().to_string(), message.partition()),
                 message.offset() + 1,
             );
             if replaying && read % PROGRESS_EVERY == 0 {
@@ -413,20 +372,90 @@ impl Ingest {
                 return Ok(0);
             }
         }
-        let batch = Arc::new(batch.seal());
         let read_batch = ReadBatch {
             events: read,
             reached,
             commands_seen,
         };
+        self.commit_batch(consumer, writing, batch.seal(), read_batch, replaying)?;
+        Ok(read)
+    }
+
+    /// Applies one record to the batch, or refuses it (counted, logged, and sent
+    /// to the dead-letter topic). Returns false when asked to stop meanwhile.
+    fn apply_message(
+        &self,
+        message: &rdkafka::message::BorrowedMessage<'_>,
+        topics: &HashMap<String, String>,
+        batch: &mut crate::store::Batch<'_>,
+        dead_letters: Option<&DeadLetters>,
+        stop: &AtomicBool,
+    ) -> Result<bool, IngestError> {
+        let topic = message.topic();
+        let source = topics.get(topic).map(String::as_str).unwrap_or_default();
+        let payload = message.payload();
+        batch.read_record(topic, message.partition(), message.offset());
+        // Built per event only when a rule reads it.
+        let record = match self.engine.uses_record() {
+            true => record_of(message),
+            false => Record::default(),
+        };
+        let outcome = apply_isolated(|| {
+            fault::panic_if_asked(payload);
+            self.engine.apply_bytes(source, payload, &record, batch)
+        })?;
+        let error = match outcome {
+            Ok(applied) => {
+                self.metrics.events_applied.inc();
+                self.metrics
+                    .embed_rows_rewritten
+                    .inc_by(applied.fanned_out as u64);
+                batch.apply_event(applied, message.timestamp().to_millis())?;
+                return Ok(true);
+            }
+            Err(error) => error,
+        };
+        self.metrics.reject(error.reason());
+        warn!(
+            topic,
+            partition = message.partition(),
+            offset = message.offset(),
+            reason = error.reason(),
+            error = %error,
+            "skipping an event that cannot be applied"
+        );
+        let Some(dead_letters) = dead_letters else {
+            return Ok(true);
+        };
+        let why = Refusal {
+            reason: error.reason(),
+            error: &error.to_string(),
+        };
+        if !dead_letters.send(message, why, stop) {
+            return Ok(false);
+        }
+        self.metrics.dead_lettered.inc();
+        Ok(true)
+    }
+
+    /// Writes a sealed batch: replaying, on the store writer while the next one
+    /// applies; live, at once, then publishes it.
+    fn commit_batch(
+        &self,
+        consumer: &KafkaConsumer,
+        writing: &mut Pipeline,
+        sealed: Sealed,
+        read: ReadBatch,
+        replaying: bool,
+    ) -> Result<(), IngestError> {
+        let batch = Arc::new(sealed);
         self.finish(consumer, writing)?;
         if replaying {
-            writing.write(batch, read_batch);
-        } else {
-            self.store.write(&batch)?;
-            self.published(consumer, batch, read_batch)?;
+            writing.write(batch, read);
+            return Ok(());
         }
-        Ok(read)
+        self.store.write(&batch)?;
+        self.published(consumer, batch, read)
     }
 
     /// Waits for the batch being written, then publishes it.

@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use super::change::Op;
 use super::selector::{Selection, Selector};
-use super::Engine;
+use super::Hub;
 use crate::projection::Row;
-use crate::serve::access::Viewer;
 use crate::spec::CompiledExperience;
 use crate::store::{StoreError, View};
+use crate::viewer::Viewer;
 
 /// How the rules a position was issued under relate to today's, for one selection.
 pub(super) enum Before {
@@ -26,7 +26,7 @@ pub(super) enum Before {
     Unknown,
 }
 
-impl Engine {
+impl Hub {
     /// How `selection` was served for `viewer` under the rules of `digest`.
     pub(super) fn before(&self, digest: &str, selection: &Selection, viewer: &Viewer) -> Before {
         if digest.is_empty() || digest == self.store.codec().access() {
@@ -77,15 +77,15 @@ pub(super) type Edited = (String, Op, Row);
 /// for one it saw and may no longer see. `None` when either rule sees more than
 /// `limit` rows, or finding them spends a scan's budget (the caller then resets).
 pub(super) fn access_diff(
-    engine: &Engine,
+    hub: &Hub,
     view: &View<'_>,
     now: &Selector,
     before: &Selector,
     touched: &HashSet<&str>,
     limit: usize,
 ) -> Result<Option<Vec<Edited>>, StoreError> {
-    let seen_now = engine.visible_rows(view, now, None, limit + 1)?;
-    let seen_before = engine.visible_rows(view, before, None, limit + 1)?;
+    let seen_now = hub.visible_rows(view, now, None, limit + 1)?;
+    let seen_before = hub.visible_rows(view, before, None, limit + 1)?;
     if seen_now.budget_spent || seen_before.budget_spent {
         return Ok(None);
     }

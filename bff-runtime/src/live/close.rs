@@ -71,7 +71,7 @@ impl Close {
 
     /// A store error: logged with a correlation id that the client is given.
     pub fn internal(error: impl std::fmt::Display) -> Close {
-        Close::Internal(crate::serve::log_internal(error))
+        Close::Internal(crate::logging::log_internal(error))
     }
 }
 

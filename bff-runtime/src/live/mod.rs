@@ -35,8 +35,10 @@ pub use session::{Out, Session, SubscribeError, Update};
 /// at the same time.
 const CONCURRENT_CATCH_UPS: usize = 2;
 
-/// What every session works with.
-pub struct Engine {
+/// What every session works with: the store, the change feed and the limits
+/// shared by all clients (not to be confused with `projection::Engine`, which
+/// applies events).
+pub struct Hub {
     pub experience: Arc<CompiledExperience>,
     pub store: Arc<Store>,
     pub router: Router,
@@ -49,14 +51,14 @@ pub struct Engine {
     closing: tokio::sync::watch::Sender<bool>,
 }
 
-impl Engine {
+impl Hub {
     pub fn new(
         experience: Arc<CompiledExperience>,
         store: Arc<Store>,
         router: Router,
         metrics: Arc<Metrics>,
-    ) -> Arc<Engine> {
-        Arc::new(Engine {
+    ) -> Arc<Hub> {
+        Arc::new(Hub {
             experience,
             store,
             router,
@@ -72,10 +74,10 @@ impl Engine {
         self.closing.send_replace(true);
     }
 
-    /// Resolves once [`Engine::close_all`] was called.
+    /// Resolves once [`Hub::close_all`] was called.
     pub async fn closed(&self) {
         let mut closing = self.closing.subscribe();
-        // An error means the sender is gone with the engine: nothing to wait for.
+        // An error means the sender is gone with the hub: nothing to wait for.
         let _ = closing.wait_for(|closing| *closing).await;
     }
 
@@ -107,14 +109,14 @@ pub struct Page {
     pub next: Option<String>,
 }
 
-impl Engine {
+impl Hub {
     /// Rows `viewer` sees in `selection`, in key order after `after`: read through
     /// the store's index when the filter or the access rule allows, and never cut
     /// before filtering. `None` when there is no such projection.
     pub fn page(
         &self,
         selection: &Selection,
-        viewer: &crate::serve::access::Viewer,
+        viewer: &crate::viewer::Viewer,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Option<Page>, crate::store::StoreError> {
@@ -130,21 +132,19 @@ impl Engine {
         }))
     }
 
-    /// [`Engine::page`] on a blocking thread: reading and decoding rows (within
+    /// [`Hub::page`] on a blocking thread: reading and decoding rows (within
     /// the scan's budget) must not hold an async worker.
     pub async fn read_page(
         self: &Arc<Self>,
         selection: Selection,
-        viewer: crate::serve::access::Viewer,
+        viewer: crate::viewer::Viewer,
         after: Option<String>,
         limit: usize,
     ) -> Result<Option<Page>, crate::store::StoreError> {
-        let engine = self.clone();
-        tokio::task::spawn_blocking(move || {
-            engine.page(&selection, &viewer, after.as_deref(), limit)
-        })
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        let hub = self.clone();
+        tokio::task::spawn_blocking(move || hub.page(&selection, &viewer, after.as_deref(), limit))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
     /// The rows a selector sees in one read, in key order after `after`, at most

@@ -245,9 +245,9 @@ mod tests {
     }
     use crate::live::selector::Selection;
     use crate::projection::RowOp;
-    use crate::serve::access::Viewer;
     use crate::spec::{compile, CompiledExperience};
     use crate::store::Source;
+    use crate::viewer::Viewer;
 
     fn storefront(access: &str) -> Arc<CompiledExperience> {
         let mut spec = crate::spec::sample("storefront");

@@ -9,11 +9,11 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::projection::Row;
-use crate::serve::access::Viewer;
 use crate::spec::access_plan::claim;
 use crate::spec::expr::Bound;
 use crate::spec::{CompiledExperience, CompiledProjection};
 use crate::store::index_value;
+use crate::viewer::Viewer;
 
 /// What a client asks to watch.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -16,10 +16,10 @@ use super::close::Close;
 use super::outbox::Outbox;
 use super::router::Registration;
 use super::selector::{Selection, Selector};
-use super::Engine;
+use super::Hub;
 use crate::projection::Row;
-use crate::serve::access::Viewer;
 use crate::store::{access_of, with_access, Change, Missed, PositionError, View};
+use crate::viewer::Viewer;
 
 /// Most rows one snapshot may hold (after filtering and access).
 pub const SNAPSHOT_LIMIT: usize = 10_000;
@@ -79,7 +79,7 @@ struct Sub {
 }
 
 pub struct Session {
-    engine: Arc<Engine>,
+    hub: Arc<Hub>,
     viewer: Viewer,
     outbox: Arc<Outbox>,
     /// (number, subscription): a connection has few, and a list costs less per
@@ -89,10 +89,10 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(engine: Arc<Engine>, viewer: Viewer) -> Session {
-        let outbox = Outbox::new(engine.max_pending_rows());
+    pub fn new(hub: Arc<Hub>, viewer: Viewer) -> Session {
+        let outbox = Outbox::new(hub.max_pending_rows());
         Session {
-            engine,
+            hub,
             viewer,
             outbox,
             subs: Vec::new(),
@@ -116,14 +116,14 @@ impl Session {
         selection: Selection,
         since: Option<&str>,
     ) -> Result<Vec<Update>, SubscribeError> {
-        let limit = self.engine.max_subscriptions();
+        let limit = self.hub.max_subscriptions();
         if self.subs.len() >= limit && !self.subs.iter().any(|(_, s)| &*s.id == id) {
             return Err(SubscribeError::TooMany(limit));
         }
-        let since = match since.map(|s| (s, self.engine.store.codec().decode(s))) {
+        let since = match since.map(|s| (s, self.hub.store.codec().decode(s))) {
             None => None,
             Some((text, Ok(position))) => {
-                match self.engine.before(access_of(text), &selection, &self.viewer) {
+                match self.hub.before(access_of(text), &selection, &self.viewer) {
                     Before::Same => Some(Ok((position, None))),
                     Before::Was(before) => Some(Ok((
                         position,
@@ -143,13 +143,13 @@ impl Session {
             Some((_, Err(e))) => return Err(SubscribeError::BadPosition(e)),
         };
         let selector = Arc::new(
-            Selector::new(&self.engine.experience, &selection, &self.viewer)
+            Selector::new(&self.hub.experience, &selection, &self.viewer)
                 .ok_or_else(|| SubscribeError::UnknownProjection(selection.projection.clone()))?,
         );
         self.unsubscribe(id);
         let number = self.next_sub;
         self.next_sub += 1;
-        let registration = self.engine.router.register(
+        let registration = self.hub.router.register(
             selector.clone(),
             selection.delta,
             self.outbox.clone(),
@@ -164,15 +164,15 @@ impl Session {
             position: String::new(),
         };
         let updates = match since {
-            Some(Ok((position, edit))) => self.engine.resume(&mut sub, &position, edit).await?,
+            Some(Ok((position, edit))) => self.hub.resume(&mut sub, &position, edit).await?,
             Some(Err(reason)) => {
                 let mut updates = vec![Update::Reset {
                     reason: reason.into(),
                 }];
-                updates.push(self.engine.snapshot(&mut sub).await?);
+                updates.push(self.hub.snapshot(&mut sub).await?);
                 updates
             }
-            None => vec![self.engine.snapshot(&mut sub).await?],
+            None => vec![self.hub.snapshot(&mut sub).await?],
         };
         self.subs.push((number, sub));
         Ok(updates)
@@ -194,15 +194,14 @@ impl Session {
     pub fn set_viewer(&mut self, viewer: Viewer) {
         self.viewer = viewer;
         for (number, sub) in self.subs.iter_mut() {
-            let Some(selector) =
-                Selector::new(&self.engine.experience, &sub.selection, &self.viewer)
+            let Some(selector) = Selector::new(&self.hub.experience, &sub.selection, &self.viewer)
             else {
                 continue;
             };
             let selector = Arc::new(selector);
             // Registered anew before the old one goes: a change routed to both
             // arrives twice and the second is dropped by its commit number.
-            let registration = self.engine.router.register(
+            let registration = self.hub.router.register(
                 selector.clone(),
                 sub.selection.delta,
                 self.outbox.clone(),
@@ -226,7 +225,7 @@ impl Session {
         tokio::select! {
             () = self.outbox.pushed() => Ok(()),
             () = expiry => Err(Close::TokenExpired),
-            () = self.engine.closed() => Err(Close::ShuttingDown),
+            () = self.hub.closed() => Err(Close::ShuttingDown),
         }
     }
 
@@ -265,12 +264,12 @@ impl Session {
     }
 
     async fn catch_up(&mut self) -> Result<Vec<Out>, Close> {
-        let _slot = self.engine.catch_up_slot().await;
+        let _slot = self.hub.catch_up_slot().await;
         let mut out = Vec::new();
         for (_, sub) in self.subs.iter_mut() {
-            let updates = match self.engine.store.codec().decode(&sub.position) {
+            let updates = match self.hub.store.codec().decode(&sub.position) {
                 Ok(position) => {
-                    self.engine
+                    self.hub
                         .resume(sub, &position, None)
                         .await
                         .map_err(|e| match e {
@@ -285,8 +284,8 @@ impl Session {
                 update,
             }));
         }
-        if out.len() > self.engine.max_pending_rows() {
-            self.engine.metrics.slow_client_disconnects.inc();
+        if out.len() > self.hub.max_pending_rows() {
+            self.hub.metrics.slow_client_disconnects.inc();
             return Err(Close::TooSlow);
         }
         Ok(out)
@@ -331,21 +330,21 @@ impl Sub {
 /// Runs a store read on a blocking thread: a large snapshot or catch-up must not
 /// hold up the connections that share an async worker.
 async fn off_the_workers<T: Send + 'static>(
-    engine: &Arc<Engine>,
+    hub: &Arc<Hub>,
     selector: &Arc<Selector>,
-    read: impl FnOnce(&Engine, &Selector) -> T + Send + 'static,
+    read: impl FnOnce(&Hub, &Selector) -> T + Send + 'static,
 ) -> T {
-    let (engine, selector) = (engine.clone(), selector.clone());
-    tokio::task::spawn_blocking(move || read(&engine, &selector))
+    let (hub, selector) = (hub.clone(), selector.clone());
+    tokio::task::spawn_blocking(move || read(&hub, &selector))
         .await
         .expect("a store read panicked")
 }
 
-impl Engine {
+impl Hub {
     /// Every row the subscription sees, as of one read.
     async fn snapshot(self: &Arc<Self>, sub: &mut Sub) -> Result<Update, SubscribeError> {
-        let read = off_the_workers(self, &sub.selector, |engine, selector| {
-            engine.read_snapshot(selector)
+        let read = off_the_workers(self, &sub.selector, |hub, selector| {
+            hub.read_snapshot(selector)
         })
         .await?;
         Ok(sub.settle(read).remove(0))
@@ -386,8 +385,8 @@ impl Engine {
         let edit = edit.map(Arc::new);
         let reason = loop {
             let (since, edit) = (since.clone(), edit.clone());
-            let attempt = off_the_workers(self, &sub.selector, move |engine, selector| {
-                engine.read_missed(selector, &since, edit.as_deref())
+            let attempt = off_the_workers(self, &sub.selector, move |hub, selector| {
+                hub.read_missed(selector, &since, edit.as_deref())
             })
             .await?;
             match attempt {

@@ -256,7 +256,7 @@ async fn write(
     mut to_send: futures::channel::mpsc::Receiver<Message>,
     mut auth: watch::Receiver<Auth>,
     initialised: Arc<AtomicBool>,
-    live: Arc<crate::live::Engine>,
+    live: Arc<crate::live::Hub>,
 ) {
     let mut init_deadline = Some(tokio::time::Instant::now() + INIT_WITHIN);
     loop {

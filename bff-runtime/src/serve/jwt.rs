@@ -10,7 +10,7 @@ use jsonwebtoken::Validation;
 use super::jwks::{Jwks, ACCEPTED};
 use crate::spec::JwtSpec;
 
-pub const LEEWAY_SECONDS: u64 = 30;
+const LEEWAY_SECONDS: u64 = crate::viewer::TOKEN_LEEWAY_SECONDS;
 
 /// Why a token was refused; the label goes to metrics, the text to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -44,7 +44,7 @@ pub struct AppState {
     pub experience: Arc<CompiledExperience>,
     pub store: Arc<Store>,
     /// The live core every streaming transport subscribes through.
-    pub live: Arc<crate::live::Engine>,
+    pub live: Arc<crate::live::Hub>,
     pub metrics: Arc<Metrics>,
     pub progress: Arc<Progress>,
     pub auth: AuthMode,
@@ -264,22 +264,4 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Logs an internal failure; returns the correlation id to give the client.
-pub fn log_internal(error: impl std::fmt::Display) -> String {
-    let id = correlation_id();
-    tracing::error!(correlation_id = %id, error = %error, "request failed");
-    id
-}
-
-/// A short random id that ties a client-visible error to its log line.
-pub fn correlation_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    format!("{:016x}", hasher.finish())
-}
+pub use crate::logging::{correlation_id, log_internal};
