@@ -12,6 +12,7 @@ use facet_operator::leader::{self, LeaseConfig};
 use facet_operator::metrics::OperatorMetrics;
 use facet_operator::reconcile::builders::{BuildConfig, NetworkPolicyConfig};
 use facet_operator::reconcile::controller::{run, Context};
+use facet_operator::reconcile::policy::TenancyPolicy;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -62,6 +63,34 @@ struct Args {
     /// (`Progressing=False, reason=ProgressDeadlineExceeded`, `Degraded=True`); 0: never.
     #[arg(long, env = "FACET_PROGRESS_DEADLINE_SECONDS", default_value_t = 600)]
     progress_deadline_seconds: u64,
+    /// Runtime images `podTemplate.image` may name besides `--runtime-image`
+    /// (`*` matches any text).
+    #[arg(
+        long,
+        env = "FACET_ALLOWED_IMAGES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    allowed_images: Vec<String>,
+    /// Service accounts `podTemplate.serviceAccountName` may name; none when empty.
+    #[arg(
+        long,
+        env = "FACET_ALLOWED_SERVICE_ACCOUNTS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    allowed_service_accounts: Vec<String>,
+    /// Patterns every `kafka.bootstrapServers` entry must match.
+    #[arg(
+        long,
+        env = "FACET_ALLOWED_BOOTSTRAP_SERVERS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    allowed_bootstrap_servers: Vec<String>,
+    /// Whether a spec may set `podTemplate` at all.
+    #[arg(long, env = "FACET_ALLOW_POD_TEMPLATE", default_value_t = true, action = clap::ArgAction::Set)]
+    allow_pod_template: bool,
     /// Seconds a leader's lease lasts without renewal.
     #[arg(long, env = "FACET_LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
@@ -122,12 +151,17 @@ async fn main() -> anyhow::Result<()> {
         progress_deadline: (args.progress_deadline_seconds > 0)
             .then(|| Duration::from_secs(args.progress_deadline_seconds)),
     };
-    let context = Arc::new(Context::new(
-        client.clone(),
-        build,
-        args.delete_consumer_groups,
-        metrics,
-    ));
+    let listed = |values: &[String]| -> Vec<String> {
+        values.iter().filter(|v| !v.is_empty()).cloned().collect()
+    };
+    let mut context = Context::new(client.clone(), build, args.delete_consumer_groups, metrics);
+    context.tenancy = TenancyPolicy {
+        allowed_images: listed(&args.allowed_images),
+        allowed_service_accounts: listed(&args.allowed_service_accounts),
+        allowed_bootstrap_servers: listed(&args.allowed_bootstrap_servers),
+        pod_template: args.allow_pod_template,
+    };
+    let context = Arc::new(context);
     if !args.leader_elect {
         run(context, namespaces).await;
         tracing::info!("stopped");

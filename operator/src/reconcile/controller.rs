@@ -37,6 +37,8 @@ pub struct Context {
     pub announced: Announced,
     /// Ask the brokers about the source topics' retention (the `Replayable` condition).
     pub check_retention: bool,
+    /// What a tenant's spec may ask for (images, service accounts, Kafka servers).
+    pub tenancy: super::policy::TenancyPolicy,
 }
 
 /// The generation of each experience (by uid) last announced with an `Applied`
@@ -85,6 +87,7 @@ impl Context {
             metrics,
             announced: Announced::default(),
             check_retention: true,
+            tenancy: Default::default(),
         }
     }
 }
@@ -253,12 +256,21 @@ async fn report_apply_failure(
     }
 }
 
-/// The spec's problems, if any: reported once per distinct message as a Warning
-/// Event. Running pods are left alone while the spec is invalid.
+/// The spec's problems, if any: what the compiler refuses, else what the tenancy
+/// policy does not allow. Reported once per distinct message as a Warning Event.
+/// Running pods are left alone while the spec is invalid, and none is made.
 async fn validate(fx: &FrontendExperience, context: &Context) -> Option<String> {
-    let error = facet_bff::spec::compile(&fx.spec.experience)
-        .err()
-        .map(|e| e.summary())?;
+    let spec = &fx.spec.experience;
+    let error = match facet_bff::spec::compile(spec) {
+        Err(e) => e.summary(),
+        Ok(_) => {
+            let broken = super::policy::violations(spec, &context.build.image, &context.tenancy);
+            if broken.is_empty() {
+                return None;
+            }
+            broken.join("; ")
+        }
+    };
     let already_reported = fx
         .status
         .as_ref()

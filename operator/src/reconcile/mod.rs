@@ -7,6 +7,7 @@ pub mod cleanup;
 pub mod controller;
 pub mod error;
 pub mod kafka;
+pub mod policy;
 pub mod progress;
 pub mod rebuild;
 pub mod retention;
