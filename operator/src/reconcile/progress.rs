@@ -58,9 +58,10 @@ pub async fn rebuild(
     }
 }
 
-/// Why a serving set's pods are not ready, as the first one that says so reports
-/// it on `/readyz`: `(reason, message)` for `Degraded`. `None` when no pod names a
-/// problem (still replaying, or not answering).
+/// Why a serving set's pods are not ready: the first pod whose runtime keeps
+/// exiting (its Pod status says so), or whose readiness report names a problem:
+/// `(reason, message)` for `Degraded`. `None` when no pod names a problem (still
+/// replaying, or not answering yet).
 pub async fn why_not_ready(
     client: &Client,
     namespace: &str,
@@ -68,17 +69,43 @@ pub async fn why_not_ready(
     replicas: i32,
 ) -> Option<(&'static str, String)> {
     let pods = (0..replica_bound(replicas)).map(|ordinal| format!("{set}-{ordinal}"));
-    let reports: Vec<(String, Option<ProgressReport>)> = stream::iter(pods)
-        .map(|pod| async move {
-            let report = report(client, namespace, &pod).await;
-            (pod, report)
+    let problems: Vec<Option<(&'static str, String)>> = stream::iter(pods)
+        .map(|name| async move {
+            let pod = fetch(client, namespace, &name).await?;
+            if let Some(looping) = crash_loop(&name, &pod) {
+                return Some(("CrashLoop", looping));
+            }
+            problem(&name, &ask(&pod).await?)
         })
         .buffered(ASK_AT_ONCE)
         .collect()
         .await;
-    reports
-        .into_iter()
-        .find_map(|(pod, report)| problem(&pod, &report?))
+    problems.into_iter().flatten().next()
+}
+
+/// A pod whose containers keep exiting (`CrashLoopBackOff`): which, how often,
+/// and how it last ended, as its status tells.
+pub fn crash_loop(name: &str, pod: &Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    statuses.iter().find_map(|status| {
+        let waiting = status.state.as_ref()?.waiting.as_ref()?;
+        if waiting.reason.as_deref() != Some("CrashLoopBackOff") {
+            return None;
+        }
+        let last = status
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| {
+                let why = t.reason.as_deref().unwrap_or("exited");
+                format!("; last exit code {} ({why})", t.exit_code)
+            })
+            .unwrap_or_default();
+        Some(format!(
+            "{name}: container {} keeps exiting ({} restarts{last}); see its logs",
+            status.name, status.restart_count
+        ))
+    })
 }
 
 /// The problem a pod's report names, if any.
@@ -101,13 +128,22 @@ pub fn problem(pod: &str, report: &ProgressReport) -> Option<(&'static str, Stri
 /// The pod's report, or `None` while it does not answer with one (not started,
 /// not scheduled, or gone).
 pub async fn report(client: &Client, namespace: &str, pod: &str) -> Option<ProgressReport> {
-    let pod = Api::<Pod>::namespaced(client.clone(), namespace)
+    ask(&fetch(client, namespace, pod).await?).await
+}
+
+async fn fetch(client: &Client, namespace: &str, pod: &str) -> Option<Pod> {
+    Api::<Pod>::namespaced(client.clone(), namespace)
         .get_opt(pod)
         .await
-        .ok()??;
-    let ip: std::net::IpAddr = pod.status?.pod_ip?.parse().ok()?;
+        .ok()?
+}
+
+/// The report of a pod, at its IP and internal port as its object gives them.
+async fn ask(pod: &Pod) -> Option<ProgressReport> {
+    let ip: std::net::IpAddr = pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
     let port = pod
-        .spec?
+        .spec
+        .as_ref()?
         .containers
         .iter()
         .flat_map(|c| c.ports.iter().flatten())
@@ -202,6 +238,32 @@ mod tests {
             .map(|(r, _)| r),
             Some("IngestFailed")
         );
+    }
+
+    /// Regression (issue 23): a crash-looping runtime left the experience
+    /// `Progressing` with no cause until the deadline. Its Pod status names it.
+    #[test]
+    fn a_crash_looping_pod_is_named_with_how_it_last_ended() {
+        let pod = |state: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web-0"},
+                "status": {"containerStatuses": [{
+                    "name": "bff", "image": "facet-bff:1", "imageID": "", "ready": false,
+                    "restartCount": 5, "state": state,
+                    "lastState": {"terminated": {"exitCode": 101, "reason": "Error"}}
+                }]}
+            }))
+            .unwrap()
+        };
+        let looping = pod(serde_json::json!({"waiting": {"reason": "CrashLoopBackOff"}}));
+        assert_eq!(
+            crash_loop("web-0", &looping).as_deref(),
+            Some("web-0: container bff keeps exiting (5 restarts; last exit code 101 (Error)); see its logs")
+        );
+        let starting = pod(serde_json::json!({"waiting": {"reason": "ContainerCreating"}}));
+        assert_eq!(crash_loop("web-0", &starting), None);
+        let running = pod(serde_json::json!({"running": {}}));
+        assert_eq!(crash_loop("web-0", &running), None);
     }
 
     #[tokio::test]
