@@ -39,6 +39,8 @@ pub struct Context {
     pub check_retention: bool,
     /// What a tenant's spec may ask for (images, service accounts, Kafka servers).
     pub tenancy: super::policy::TenancyPolicy,
+    /// Retention verdicts recently asked of the brokers.
+    pub retention_checks: super::retention::RetentionChecks,
 }
 
 /// The generation of each experience (by uid) last announced with an `Applied`
@@ -88,6 +90,7 @@ impl Context {
             announced: Announced::default(),
             check_retention: true,
             tenancy: Default::default(),
+            retention_checks: Default::default(),
         }
     }
 }
@@ -155,9 +158,9 @@ pub async fn reconcile(
                 Finalizer::Apply(fx) => reconcile_inner(&fx, &context).await,
                 Finalizer::Cleanup(fx) => {
                     cleanup::delete_consumer_groups(&context.client, &fx).await?;
-                    context
-                        .announced
-                        .forget(fx.meta().uid.as_deref().unwrap_or_default());
+                    let uid = fx.meta().uid.as_deref().unwrap_or_default();
+                    context.announced.forget(uid);
+                    context.retention_checks.forget(uid);
                     Ok(Action::await_change())
                 }
             }
@@ -395,10 +398,28 @@ async fn observe(
             serving.as_deref(),
         )),
         retention: match context.check_retention {
-            true => check_retention(&context.client, fx).await,
+            true => recent_retention(context, fx).await,
             false => None,
         },
     })
+}
+
+/// The retention verdict, reused while recent (see `RetentionChecks`).
+async fn recent_retention(
+    context: &Context,
+    fx: &FrontendExperience,
+) -> Option<Result<(), String>> {
+    let uid = fx.meta().uid.as_deref().unwrap_or_default();
+    let generation = fx.meta().generation.unwrap_or(0);
+    let now = Instant::now();
+    if let Some(verdict) = context.retention_checks.recent(uid, generation, now) {
+        return verdict;
+    }
+    let verdict = check_retention(&context.client, fx).await;
+    context
+        .retention_checks
+        .remember(uid, generation, now, verdict.clone());
+    verdict
 }
 
 /// The retention verdict for the source topics, or `None` (logged) when the

@@ -3,6 +3,62 @@
 //! old records cannot rebuild what the running pods show. Judged here (pure) from
 //! what the brokers report, and reported as the `Replayable` condition.
 
+/// Verdicts recently asked of the brokers, per experience generation: asking makes
+/// two Kafka clients, so it is done at most every [`RetentionChecks::EVERY`] (every
+/// [`RetentionChecks::RETRY`] while the brokers do not answer), not on every
+/// reconcile. A new generation asks at once.
+#[derive(Default)]
+pub struct RetentionChecks(parking_lot::Mutex<std::collections::HashMap<String, Checked>>);
+
+#[derive(Clone)]
+struct Checked {
+    at: std::time::Instant,
+    generation: i64,
+    verdict: Option<Result<(), String>>,
+}
+
+impl RetentionChecks {
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+    pub const RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// The last verdict for `uid` at `generation`, if it is recent enough to reuse
+    /// (`Some(None)`: the brokers did not answer, recently).
+    pub fn recent(
+        &self,
+        uid: &str,
+        generation: i64,
+        now: std::time::Instant,
+    ) -> Option<Option<Result<(), String>>> {
+        let checks = self.0.lock();
+        let checked = checks.get(uid).filter(|c| c.generation == generation)?;
+        let fresh_for = match checked.verdict {
+            Some(_) => Self::EVERY,
+            None => Self::RETRY,
+        };
+        (now.saturating_duration_since(checked.at) < fresh_for).then(|| checked.verdict.clone())
+    }
+
+    pub fn remember(
+        &self,
+        uid: &str,
+        generation: i64,
+        now: std::time::Instant,
+        verdict: Option<Result<(), String>>,
+    ) {
+        let checked = Checked {
+            at: now,
+            generation,
+            verdict,
+        };
+        self.0.lock().insert(uid.to_string(), checked);
+    }
+
+    /// The experience is gone: its verdict with it.
+    pub fn forget(&self, uid: &str) {
+        self.0.lock().remove(uid);
+    }
+}
+
 /// What a broker says about one source topic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicRetention {
@@ -84,6 +140,41 @@ mod tests {
             retention_bytes: bytes,
             earliest: earliest.to_vec(),
         }
+    }
+
+    #[test]
+    fn a_verdict_is_reused_until_it_is_old_or_the_generation_moves() {
+        let checks = RetentionChecks::default();
+        let start = std::time::Instant::now();
+        assert_eq!(checks.recent("uid", 1, start), None, "never asked");
+        checks.remember("uid", 1, start, Some(Ok(())));
+        let later = |d: std::time::Duration| start + d;
+        assert_eq!(
+            checks.recent("uid", 1, later(RetentionChecks::EVERY / 2)),
+            Some(Some(Ok(())))
+        );
+        assert_eq!(
+            checks.recent("uid", 1, later(RetentionChecks::EVERY)),
+            None,
+            "too old"
+        );
+        assert_eq!(
+            checks.recent("uid", 2, start),
+            None,
+            "a new generation asks at once"
+        );
+        checks.remember("uid", 2, start, None);
+        assert_eq!(
+            checks.recent("uid", 2, later(RetentionChecks::RETRY / 2)),
+            Some(None)
+        );
+        assert_eq!(
+            checks.recent("uid", 2, later(RetentionChecks::RETRY)),
+            None,
+            "unanswered: retried sooner"
+        );
+        checks.forget("uid");
+        assert_eq!(checks.recent("uid", 2, start), None);
     }
 
     #[test]
