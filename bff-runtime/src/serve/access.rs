@@ -58,23 +58,38 @@ impl AuthMode {
                     })
                     .map(str::to_string)
                     .or_else(|| query.get("access_token").cloned());
-                let Some(token) = token else {
-                    return Err(Refused {
+                match token {
+                    Some(token) => verify(verifier, &token).await,
+                    None => Err(Refused {
                         status: StatusCode::UNAUTHORIZED,
                         reason: "missing",
                         message: "a bearer token is required".into(),
-                    });
-                };
-                verifier
-                    .verify(&token)
-                    .await
-                    .map(Viewer::Claims)
-                    .map_err(|e| Refused {
-                        status: StatusCode::UNAUTHORIZED,
-                        reason: e.reason,
-                        message: e.message,
-                    })
+                    }),
+                }
             }
         }
     }
+
+    /// The viewer a token sent in-band stands for (a refresh on an open
+    /// connection): checked as a bearer token is, with no header around it.
+    pub async fn viewer_for_token(&self, token: &str) -> Result<Viewer, Refused> {
+        match self {
+            AuthMode::Anonymous => Ok(Viewer::Claims(serde_json::json!({}))),
+            // Dev mode names users by query or header, never by token.
+            AuthMode::Dev => Ok(Viewer::Console),
+            AuthMode::Jwt(verifier) => verify(verifier, token).await,
+        }
+    }
+}
+
+async fn verify(verifier: &super::jwt::JwtVerifier, token: &str) -> Result<Viewer, Refused> {
+    verifier
+        .verify(token)
+        .await
+        .map(Viewer::Claims)
+        .map_err(|e| Refused {
+            status: StatusCode::UNAUTHORIZED,
+            reason: e.reason,
+            message: e.message,
+        })
 }

@@ -4,7 +4,6 @@
 //! arrives in-band (a `ping` whose payload carries `token`), and a client that stops
 //! reading for 10 seconds is closed instead of holding memory and a connection slot.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +12,6 @@ use async_graphql::dynamic::Schema;
 use async_graphql::Data;
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use axum::http::HeaderMap;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -342,26 +340,23 @@ async fn viewer_from_payload(
     state: &SharedState,
     payload: &serde_json::Value,
 ) -> Result<Option<Viewer>, String> {
-    let bearer = ["Authorization", "authorization"]
+    let authorization = ["Authorization", "authorization"]
         .iter()
-        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
-        .map(str::to_string)
-        .or_else(|| {
-            payload
-                .get("token")
-                .and_then(|v| v.as_str())
-                .map(|t| format!("Bearer {t}"))
-        });
-    let Some(bearer) = bearer else {
+        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()));
+    let token = match authorization {
+        Some(value) => Some(
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .ok_or("Authorization must be `Bearer <token>`")?,
+        ),
+        None => payload.get("token").and_then(|v| v.as_str()),
+    };
+    let Some(token) = token else {
         return Ok(None);
     };
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        axum::http::header::AUTHORIZATION,
-        bearer.parse().map_err(|_| "malformed token".to_string())?,
-    );
     state
-        .viewer(&headers, &BTreeMap::new())
+        .viewer_for_token(token)
         .await
         .map(Some)
         .map_err(|e| e.message)

@@ -79,15 +79,24 @@ impl AppState {
         headers: &axum::http::HeaderMap,
         query: &std::collections::BTreeMap<String, String>,
     ) -> Result<access::Viewer, ApiError> {
-        self.auth.viewer(headers, query).await.map_err(|refused| {
-            self.metrics
-                .auth_failures
-                .get_or_create(&crate::metrics::ReasonLabel {
-                    reason: refused.reason.into(),
-                })
-                .inc();
-            refused.into()
-        })
+        let viewer = self.auth.viewer(headers, query).await;
+        viewer.map_err(|refused| self.refused(refused))
+    }
+
+    /// The viewer a token sent in-band stands for; refusals counted by reason.
+    pub async fn viewer_for_token(&self, token: &str) -> Result<access::Viewer, ApiError> {
+        let viewer = self.auth.viewer_for_token(token).await;
+        viewer.map_err(|refused| self.refused(refused))
+    }
+
+    fn refused(&self, refused: access::Refused) -> ApiError {
+        self.metrics
+            .auth_failures
+            .get_or_create(&crate::metrics::ReasonLabel {
+                reason: refused.reason.into(),
+            })
+            .inc();
+        refused.into()
     }
 
     /// A slot for one more streaming connection, or a refusal when all are taken.

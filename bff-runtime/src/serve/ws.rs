@@ -205,11 +205,7 @@ async fn on_message(
             send(socket, vec![Utf8Bytes::from_static(r#"{"type":"pong"}"#)]).await
         }
         ClientMessage::Auth { token } => {
-            let mut headers = HeaderMap::new();
-            if let Ok(value) = format!("Bearer {token}").parse() {
-                headers.insert(axum::http::header::AUTHORIZATION, value);
-            }
-            let refreshed = match state.viewer(&headers, &BTreeMap::new()).await {
+            let refreshed = match state.viewer_for_token(&token).await {
                 Ok(fresh) => session.viewer().refreshed_by(fresh),
                 Err(e) => Err(e.message),
             };
