@@ -132,8 +132,7 @@ impl Hub {
         }))
     }
 
-    /// [`Hub::page`] on a blocking thread: reading and decoding rows (within
-    /// the scan's budget) must not hold an async worker.
+    /// [`Hub::page`] off the async workers.
     pub async fn read_page(
         self: &Arc<Self>,
         selection: Selection,
@@ -141,8 +140,19 @@ impl Hub {
         after: Option<String>,
         limit: usize,
     ) -> Result<Option<Page>, crate::store::StoreError> {
+        self.off_the_workers(move |hub| hub.page(&selection, &viewer, after.as_deref(), limit))
+            .await
+    }
+
+    /// Runs a store read on a blocking thread: reading and decoding rows (a page,
+    /// a snapshot, a catch-up) must not hold up the connections that share an
+    /// async worker. A panic in it goes on in the caller.
+    pub(crate) async fn off_the_workers<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&Hub) -> T + Send + 'static,
+    ) -> T {
         let hub = self.clone();
-        tokio::task::spawn_blocking(move || hub.page(&selection, &viewer, after.as_deref(), limit))
+        tokio::task::spawn_blocking(move || read(&hub))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }

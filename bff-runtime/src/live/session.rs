@@ -327,26 +327,13 @@ impl Sub {
     }
 }
 
-/// Runs a store read on a blocking thread: a large snapshot or catch-up must not
-/// hold up the connections that share an async worker.
-async fn off_the_workers<T: Send + 'static>(
-    hub: &Arc<Hub>,
-    selector: &Arc<Selector>,
-    read: impl FnOnce(&Hub, &Selector) -> T + Send + 'static,
-) -> T {
-    let (hub, selector) = (hub.clone(), selector.clone());
-    tokio::task::spawn_blocking(move || read(&hub, &selector))
-        .await
-        .expect("a store read panicked")
-}
-
 impl Hub {
     /// Every row the subscription sees, as of one read.
     async fn snapshot(self: &Arc<Self>, sub: &mut Sub) -> Result<Update, SubscribeError> {
-        let read = off_the_workers(self, &sub.selector, |hub, selector| {
-            hub.read_snapshot(selector)
-        })
-        .await?;
+        let selector = sub.selector.clone();
+        let read = self
+            .off_the_workers(move |hub| hub.read_snapshot(&selector))
+            .await?;
         Ok(sub.settle(read).remove(0))
     }
 
@@ -385,10 +372,10 @@ impl Hub {
         let edit = edit.map(Arc::new);
         let reason = loop {
             let (since, edit) = (since.clone(), edit.clone());
-            let attempt = off_the_workers(self, &sub.selector, move |hub, selector| {
-                hub.read_missed(selector, &since, edit.as_deref())
-            })
-            .await?;
+            let selector = sub.selector.clone();
+            let attempt = self
+                .off_the_workers(move |hub| hub.read_missed(&selector, &since, edit.as_deref()))
+                .await?;
             match attempt {
                 Attempt::Read(read) => return Ok(sub.settle(read)),
                 Attempt::TooOld => {

@@ -257,7 +257,8 @@ impl<'s> Batch<'s> {
         }
     }
 
-    /// How many row changes the batch holds so far.
+    /// How many row changes the batch has recorded so far, those coalesced into
+    /// a later one included (an upper bound on what it holds).
     pub fn change_count(&self) -> usize {
         self.writes.changes.len()
     }
