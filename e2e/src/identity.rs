@@ -1,8 +1,11 @@
 //! A minimal OpenID-style identity provider for the tests: one ES256 key, its JWKS
-//! served over HTTP on loopback, and tokens signed with it.
+//! served over HTTP on loopback, tokens signed with it, and an OAuth 2.0 token
+//! endpoint (client credentials grant, RFC 6749 §4.4) for Kafka's OAUTHBEARER.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -11,10 +14,19 @@ use serde_json::json;
 pub const ISSUER: &str = "https://id.e2e.test";
 const KID: &str = "e2e-1";
 
+/// The one client the token endpoint knows, and the audience its tokens carry
+/// (the broker expects it).
+pub const KAFKA_CLIENT_ID: &str = "facet-runtime";
+pub const KAFKA_CLIENT_SECRET: &str = "facet-e2e-oidc-secret";
+pub const KAFKA_AUDIENCE: &str = "kafka";
+
 pub struct IdentityProvider {
-    key: EncodingKey,
+    key: Arc<EncodingKey>,
     /// Where the runtime fetches the public key (`spec.auth.jwt.jwksUri`).
     pub jwks_uri: String,
+    /// Where a client trades its id and secret for a token (`POST`, HTTP Basic).
+    pub token_uri: String,
+    issued: Arc<AtomicUsize>,
 }
 
 impl IdentityProvider {
@@ -25,39 +37,122 @@ impl IdentityProvider {
         let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig",
             "kid": KID, "x": b64(&raw[1..33]), "y": b64(&raw[33..65])}]})
         .to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the JWKS server");
-        let jwks_uri = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        let key = Arc::new(EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap());
+        let issued = Arc::new(AtomicUsize::new(0));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the identity provider");
+        let address = listener.local_addr().unwrap();
+        let (signer, counter) = (key.clone(), issued.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let mut reader = BufReader::new(stream);
-                // The request itself does not matter: every path answers the JWKS.
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
+                let Some(request) = read_request(&mut reader) else {
+                    continue;
+                };
+                let (status, body) = if request.path == "/token" {
+                    token_response(&request, &signer, &counter)
+                } else {
+                    ("200 OK", jwks.clone())
+                };
                 let _ = write!(
                     reader.get_mut(),
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{jwks}",
-                    jwks.len()
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
                 );
             }
         });
         IdentityProvider {
-            key: EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap(),
-            jwks_uri,
+            key,
+            jwks_uri: format!("http://{address}/jwks.json"),
+            token_uri: format!("http://{address}/token"),
+            issued,
         }
     }
 
     /// A token for `sub`, for audience `audience`, valid for an hour.
     pub fn token(&self, sub: &str, audience: &str) -> String {
-        let exp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 3600;
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(KID.into());
-        let claims = json!({"sub": sub, "iss": ISSUER, "aud": audience, "exp": exp});
-        jsonwebtoken::encode(&header, &claims, &self.key).expect("signing a token")
+        sign(&self.key, sub, audience)
     }
+
+    /// How many tokens the token endpoint has handed out.
+    pub fn tokens_issued(&self) -> usize {
+        self.issued.load(Ordering::SeqCst)
+    }
+}
+
+fn sign(key: &EncodingKey, sub: &str, audience: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(KID.into());
+    // Kafka's broker-side validator requires `iat` as well as `exp`.
+    let claims = json!({"sub": sub, "iss": ISSUER, "aud": audience, "iat": now, "exp": now + 3600});
+    jsonwebtoken::encode(&header, &claims, key).expect("signing a token")
+}
+
+struct Request {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    body: String,
+}
+
+fn read_request(reader: &mut impl BufRead) -> Option<Request> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut words = line.split_whitespace();
+    let (method, path) = (words.next()?.to_string(), words.next()?.to_string());
+    let (mut authorization, mut length) = (None, 0);
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).ok()? <= 2 {
+            break;
+        }
+        let (name, value) = line.split_once(':')?;
+        match name.trim().to_ascii_lowercase().as_str() {
+            "authorization" => authorization = Some(value.trim().to_string()),
+            "content-length" => length = value.trim().parse().ok()?,
+            _ => {}
+        }
+    }
+    let mut body = vec![0; length.min(64 * 1024)];
+    reader.read_exact(&mut body).ok()?;
+    Some(Request {
+        method,
+        path,
+        authorization,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// The client credentials grant: HTTP Basic with the known client, or 401.
+fn token_response(
+    request: &Request,
+    key: &EncodingKey,
+    issued: &AtomicUsize,
+) -> (&'static str, String) {
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{KAFKA_CLIENT_ID}:{KAFKA_CLIENT_SECRET}"))
+    );
+    if request.method != "POST" || !request.body.contains("grant_type=client_credentials") {
+        return (
+            "400 Bad Request",
+            json!({"error": "unsupported_grant_type"}).to_string(),
+        );
+    }
+    if request.authorization.as_deref() != Some(expected.as_str()) {
+        return (
+            "401 Unauthorized",
+            json!({"error": "invalid_client"}).to_string(),
+        );
+    }
+    issued.fetch_add(1, Ordering::SeqCst);
+    let token = sign(key, KAFKA_CLIENT_ID, KAFKA_AUDIENCE);
+    (
+        "200 OK",
+        json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600}).to_string(),
+    )
 }

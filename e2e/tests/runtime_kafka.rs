@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use facet_e2e::identity::{IdentityProvider, KAFKA_CLIENT_ID, KAFKA_CLIENT_SECRET};
 use facet_e2e::kafka::Broker;
 use facet_e2e::process::Runtime;
 use facet_e2e::{log_dir, wait_for};
@@ -85,7 +86,8 @@ fn dead_letters(broker: &Broker) -> i64 {
 #[test]
 fn runtime_against_a_real_kafka_broker() {
     let logs = log_dir("runtime_kafka");
-    let mut broker = Broker::start(&logs);
+    let identity = IdentityProvider::start();
+    let mut broker = Broker::start_with_oauth(&logs, &identity.jwks_uri);
     broker.create_topic("e2e.ticks", 3);
     broker.create_topic("e2e.dlq", 1);
     let work = tempfile::tempdir().unwrap();
@@ -324,8 +326,7 @@ fn runtime_against_a_real_kafka_broker() {
     // A broker that wants TLS and SASL/SCRAM, as managed Kafka services do: the
     // properties come from the mounted Secret. The same topics give the same rows;
     // a wrong password keeps the pod unready and says why.
-    let secured = |password: &str, name: &str| {
-        let (bootstrap, properties) = broker.secure_bootstrap(password);
+    let with_secret = |(bootstrap, properties): (String, Vec<(String, String)>), name: &str| {
         let secret = work.path().join(format!("{name}-secret"));
         std::fs::create_dir_all(&secret).unwrap();
         for (property, value) in properties {
@@ -340,6 +341,7 @@ fn runtime_against_a_real_kafka_broker() {
             &logs.join(format!("runtime-{name}.log")),
         )
     };
+    let secured = |password: &str, name: &str| with_secret(broker.secure_bootstrap(password), name);
     let mut tls = secured(facet_e2e::kafka::SCRAM_PASSWORD, "tls");
     tls.wait_ready(Duration::from_secs(300));
     assert_eq!(counters(&tls), counters(&b), "the same rows over SASL_SSL");
@@ -373,6 +375,43 @@ fn runtime_against_a_real_kafka_broker() {
         "not ready without access to Kafka: {readiness}"
     );
     drop((tls, refused));
+
+    // A broker that takes only OAUTHBEARER tokens (Kafka's own validator, against
+    // the identity provider's JWKS): the runtime fetches its token from the token
+    // endpoint with the client id and secret of its Secret (regression, issue 24:
+    // librdkafka was built without curl, so `sasl.oauthbearer.method=oidc` could
+    // not work). A wrong client secret gets no token, and readiness says so.
+    let oauth = |secret: &str, name: &str| {
+        with_secret(
+            broker.oauth_bootstrap(&identity.token_uri, KAFKA_CLIENT_ID, secret),
+            name,
+        )
+    };
+    let mut oidc = oauth(KAFKA_CLIENT_SECRET, "oidc");
+    oidc.wait_ready(Duration::from_secs(300));
+    assert_eq!(
+        counters(&oidc),
+        counters(&b),
+        "the same rows over OAUTHBEARER"
+    );
+    assert!(
+        identity.tokens_issued() >= 1,
+        "the runtime logged in with a token from the token endpoint"
+    );
+    let no_token = oauth("not-the-secret", "no-token");
+    wait_for(
+        "readiness to report that no token was issued",
+        Duration::from_secs(60),
+        || {
+            no_token.readiness().is_some_and(|(status, readiness)| {
+                status == 503
+                    && readiness["kafka_error"].as_str().is_some_and(|e| {
+                        e.contains("OAUTHBEARER token") && e.contains("invalid_client")
+                    })
+            })
+        },
+    );
+    drop((oidc, no_token));
 
     // `facet-bff dev --kafka` uses a real broker: it creates the topics, loads the
     // sample's events and serves them.

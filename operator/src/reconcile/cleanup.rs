@@ -12,10 +12,11 @@ use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::builders::{children_selector, consumer_groups};
 use super::error::CleanupError as Error;
+use super::kafka::NoClient;
 use crate::api::FrontendExperience;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -29,7 +30,15 @@ pub async fn delete_consumer_groups(client: &Client, fx: &FrontendExperience) ->
     stop_every_set(client, fx, &namespace, &name).await?;
     let spec = &fx.spec.experience;
     // The same client properties the pods use, from the same Secret (SASL, TLS).
-    let config = super::kafka::client_config(client, fx).await?;
+    let config = match super::kafka::client_config(client, fx).await {
+        Ok(config) => config,
+        Err(NoClient::Secret(e)) => return Err(e.into()),
+        // Deletion must not wait for what the operator will never do.
+        Err(why @ NoClient::TenantTokenEndpoint) => {
+            warn!(experience = %name, %why, "the consumer groups are left on the brokers");
+            return Ok(());
+        }
+    };
     let groups = groups_to_delete(&config, &namespace, &name, spec.replicas).await?;
     let admin: AdminClient<DefaultClientContext> = config
         .create()

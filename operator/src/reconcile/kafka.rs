@@ -18,11 +18,22 @@ use crate::api::FrontendExperience;
 /// Longest wait for one broker request.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why the operator has no client for an experience's brokers.
+#[derive(Debug, thiserror::Error)]
+pub enum NoClient {
+    #[error("reading the Kafka Secret: {0}")]
+    Secret(#[from] kube::Error),
+    /// The pods log in with tokens from an OIDC endpoint the tenant names; the
+    /// operator, which serves every tenant, calls no such endpoint.
+    #[error("the pods log in with OIDC tokens (sasl.oauthbearer.method=oidc); the operator does not call a tenant's token endpoint")]
+    TenantTokenEndpoint,
+}
+
 /// The client properties the experience's pods use.
 pub async fn client_config(
     client: &Client,
     fx: &FrontendExperience,
-) -> Result<ClientConfig, kube::Error> {
+) -> Result<ClientConfig, NoClient> {
     let kafka = &fx.spec.experience.kafka;
     let mut properties = kafka.properties.clone();
     if let Some(secret) = &kafka.secret_ref {
@@ -32,6 +43,9 @@ pub async fn client_config(
         for (key, value) in found.data.unwrap_or_default() {
             properties.extend(contract::secret_property(&key, &value.0));
         }
+    }
+    if uses_tenant_token_endpoint(&properties) {
+        return Err(NoClient::TenantTokenEndpoint);
     }
     let (kept, dropped) = for_the_operator(properties);
     if !dropped.is_empty() {
@@ -66,6 +80,13 @@ const OPERATOR_PROPERTIES: &[&str] = &[
     "client.dns.lookup",
     "broker.address.family",
 ];
+
+/// Whether the properties make librdkafka fetch OAUTHBEARER tokens itself.
+fn uses_tenant_token_endpoint(properties: &std::collections::BTreeMap<String, String>) -> bool {
+    properties
+        .get("sasl.oauthbearer.method")
+        .is_some_and(|method| method.eq_ignore_ascii_case("oidc"))
+}
 
 /// `properties` split into those the operator's clients use and the names of
 /// the rest.
@@ -139,6 +160,19 @@ pub async fn topic_retention(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oidc_logins_are_left_to_the_pods() {
+        let with = |method: &str| {
+            [("sasl.oauthbearer.method", method)]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into_iter()
+                .collect()
+        };
+        assert!(uses_tenant_token_endpoint(&with("OIDC")));
+        assert!(!uses_tenant_token_endpoint(&with("default")));
+        assert!(!uses_tenant_token_endpoint(&Default::default()));
+    }
 
     #[test]
     fn the_operator_keeps_only_what_connects_and_authenticates() {
