@@ -321,17 +321,9 @@ spec:
         sts_replicas() == "1"
     });
 
-    // A second replica stands by; when the leader dies it takes over the Lease,
-    // and the blog scenarios below are reconciled by it.
-    let _standby = start_operator(&cluster, &logs, "operator-b");
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(lease_holder(&cluster), "operator-a");
-    drop(leader);
-    wait_for(
-        "the standby to take the lease",
-        Duration::from_secs(30),
-        || lease_holder(&cluster) == "operator-b",
-    );
+    // A second replica stands by and takes over from a paused leader; the blog
+    // scenarios below are reconciled by it.
+    let _standby = a_paused_leader_is_replaced_without_overlap(&cluster, &logs, leader);
 
     blog_lifecycle(&cluster, &kubelet, &mut broker);
     sasl_cleanup(&cluster, &broker);
@@ -496,12 +488,64 @@ fn a_tenant_out_of_bounds_cannot_stop_the_operator_for_others() {
     );
     let tenant_set = serving_set(&cluster, "tenant", "blog-post-page");
     cluster.kubectl_ok(&["get", "statefulset", &tenant_set, "-n", "tenant"]);
+    a_store_volume_change_is_refused_up_front(&cluster);
     assert!(operator.running(), "the operator exited");
     let healthz = ureq::get(&format!("http://127.0.0.1:{}/healthz", operator.http_port))
         .call()
         .unwrap()
         .status();
     assert_eq!(healthz, 200);
+}
+
+/// A new store size for a running experience: a StatefulSet's volume claims cannot
+/// change, so it is refused with `SpecValid=False` naming both volumes, the set is
+/// left as it is, and setting the size back makes the spec valid again. Regression
+/// (issue 23): the API server refused the apply on every reconcile.
+fn a_store_volume_change_is_refused_up_front(cluster: &ControlPlane) {
+    let resize = |size: &str| {
+        cluster.kubectl_ok(&[
+            "patch",
+            "fx",
+            "storefront-web",
+            "-n",
+            "shop",
+            "--type",
+            "merge",
+            "-p",
+            &format!(r#"{{"spec":{{"store":{{"persistence":{{"size":"{size}"}}}}}}}}"#),
+        ]);
+    };
+    let spec_valid = |field: &str| {
+        jsonpath(
+            cluster,
+            &["get", "fx", "storefront-web", "-n", "shop"],
+            &format!(r#"{{.status.conditions[?(@.type=="SpecValid")].{field}}}"#),
+        )
+    };
+    resize("2Gi");
+    wait_for("the resize to be refused", Duration::from_secs(60), || {
+        spec_valid("status") == "False"
+    });
+    let message = spec_valid("message");
+    assert!(
+        message.starts_with("spec.store.persistence: ")
+            && message.contains("1.0 GiB")
+            && message.contains("2.0 GiB"),
+        "{message}"
+    );
+    let set = serving_set(cluster, "shop", "storefront-web");
+    let claimed = jsonpath(
+        cluster,
+        &["get", "statefulset", &set, "-n", "shop"],
+        "{.spec.volumeClaimTemplates[0].spec.resources.requests.storage}",
+    );
+    assert_eq!(claimed, "1Gi", "the set was left as it is");
+    resize("1024Mi");
+    wait_for(
+        "the same size, written another way, to be valid",
+        Duration::from_secs(60),
+        || spec_valid("status") == "True",
+    );
 }
 
 /// An experience on the broker's SASL/TLS listener: its pod reads through the
@@ -589,6 +633,63 @@ fn definition(cluster: &ControlPlane, namespace: &str, name: &str) -> String {
 /// The StatefulSet of the serving definition: `<name>-<first 10 hex digits>`.
 fn serving_set(cluster: &ControlPlane, namespace: &str, name: &str) -> String {
     format!("{name}-{}", &definition(cluster, namespace, name)[..10])
+}
+
+/// Two operators and a paused leader (SIGSTOP, as a long GC pause or a frozen VM
+/// would): the standby takes the Lease once it has seen it unchanged for a lease
+/// duration by its own clock; the old leader, woken, acts on nothing it missed (its
+/// renew deadline has passed) and exits. Regression (issue 23): the old leader
+/// compared wall clocks and went on until a whole lease had passed since its last
+/// renewal, the moment a standby may take over, so both could reconcile.
+fn a_paused_leader_is_replaced_without_overlap(
+    cluster: &ControlPlane,
+    logs: &std::path::Path,
+    mut leader: Operator,
+) -> Operator {
+    let standby = start_operator(cluster, logs, "operator-b");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lease_holder(cluster), "operator-a");
+    let pid = leader.process.0.id() as libc::pid_t;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    wait_for(
+        "the standby to take the lease",
+        Duration::from_secs(30),
+        || lease_holder(cluster) == "operator-b",
+    );
+    // While the old leader sleeps, an experience arrives that only the new one may
+    // act on (a refused image: a status, an Event, no pods).
+    let probe = sample("blog-post", "127.0.0.1:9")
+        .replace("namespace: blog", "namespace: shop")
+        .replace("name: blog-post-page", "name: while-paused")
+        .replace(
+            "\n  replicas: 1\n",
+            "\n  replicas: 1\n  podTemplate: {image: 'evil/miner:1'}\n",
+        );
+    assert!(cluster.apply(&probe).status.success());
+    wait_for(
+        "the new leader to judge the experience",
+        Duration::from_secs(60),
+        || {
+            jsonpath(
+                cluster,
+                &["get", "fx", "while-paused", "-n", "shop"],
+                r#"{.status.conditions[?(@.type=="SpecValid")].status}"#,
+            ) == "False"
+        },
+    );
+    let log = logs.join("facet-operator-a.log");
+    let paused_at = std::fs::read_to_string(&log).unwrap().len();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    wait_for("the old leader to give up", Duration::from_secs(30), || {
+        !leader.running()
+    });
+    let woken = std::fs::read_to_string(&log).unwrap()[paused_at..].to_string();
+    assert!(
+        !woken.contains("invalid spec") && !woken.contains(": applied"),
+        "the old leader acted after the standby took over:\n{woken}"
+    );
+    assert!(woken.contains("lost leadership"), "{woken}");
+    standby
 }
 
 fn lease_holder(cluster: &ControlPlane) -> String {

@@ -8,7 +8,7 @@ use axum::routing::get;
 use clap::Parser;
 use std::time::Duration;
 
-use facet_operator::leader::{self, LeaseConfig};
+use facet_operator::leader::{self, Leadership, LeaseConfig};
 use facet_operator::metrics::OperatorMetrics;
 use facet_operator::reconcile::builders::{BuildConfig, NetworkPolicyConfig};
 use facet_operator::reconcile::controller::{run, Context};
@@ -131,9 +131,13 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|_| format!("facet-operator-{}", std::process::id())),
         duration: Duration::from_secs(args.lease_duration_seconds.max(3)),
     };
-    if args.leader_elect {
-        leader::acquire(&client, &lease).await?;
-    }
+    let leadership = if args.leader_elect {
+        let leadership = Leadership::elected(&lease);
+        leader::acquire(&client, &lease, &leadership).await?;
+        leadership
+    } else {
+        Leadership::unconditional()
+    };
     tracing::info!(namespaces = ?namespaces, image = %args.runtime_image, "starting");
     let build = BuildConfig {
         image: args.runtime_image,
@@ -161,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
         allowed_bootstrap_servers: listed(&args.allowed_bootstrap_servers),
         pod_template: args.allow_pod_template,
     };
+    context.leadership = leadership.clone();
     let context = Arc::new(context);
     if !args.leader_elect {
         run(context, namespaces).await;
@@ -173,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("stopped");
             Ok(())
         }
-        _ = leader::hold(&client, &lease) => {
+        _ = leader::hold(&client, &lease, &leadership) => {
             anyhow::bail!("lost leadership; exiting so that a restart campaigns again")
         }
     }

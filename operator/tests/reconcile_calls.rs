@@ -95,7 +95,12 @@ fn set(definition: Option<&str>, ready: bool) -> Value {
         "name": name, "namespace": "shop", "generation": 1, "labels": labels,
         "ownerReferences": [{"apiVersion": "facet.dev/v1alpha1", "kind": "FrontendExperience",
                              "name": "storefront-web", "uid": UID}]},
-        "spec": {"replicas": 1, "selector": {}, "serviceName": "x", "template": {}},
+        // The sample's store volume, with what the API server adds to a template.
+        "spec": {"replicas": 1, "selector": {}, "serviceName": "x", "template": {},
+                 "volumeClaimTemplates": [{"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                     "metadata": {"name": "data"}, "status": {"phase": "Pending"},
+                     "spec": {"accessModes": ["ReadWriteOnce"], "volumeMode": "Filesystem",
+                              "resources": {"requests": {"storage": "1Gi"}}}}]},
         "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
                    "readyReplicas": if ready { 1 } else { 0 }}})
 }

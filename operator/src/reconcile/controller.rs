@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -41,6 +43,8 @@ pub struct Context {
     pub tenancy: super::policy::TenancyPolicy,
     /// Retention verdicts recently asked of the brokers.
     pub retention_checks: super::retention::RetentionChecks,
+    /// Whether this replica leads (always, without leader election).
+    pub leadership: crate::leader::Leadership,
 }
 
 /// The generation of each experience (by uid) last announced with an `Applied`
@@ -89,6 +93,7 @@ impl Context {
             metrics,
             announced: Announced::default(),
             check_retention: true,
+            leadership: crate::leader::Leadership::unconditional(),
             tenancy: Default::default(),
             retention_checks: Default::default(),
         }
@@ -113,7 +118,10 @@ pub async fn run(context: Arc<Context>, namespaces: Vec<String>) {
         )
         .owns(scoped::<StatefulSet>(&client, ns), children.clone())
         .owns(scoped::<ConfigMap>(&client, ns), children.clone())
-        .owns(scoped::<Service>(&client, ns), children)
+        .owns(scoped::<Service>(&client, ns), children.clone())
+        // A budget or policy deleted by hand comes back at once, not at the requeue.
+        .owns(scoped::<PodDisruptionBudget>(&client, ns), children.clone())
+        .owns(scoped::<NetworkPolicy>(&client, ns), children)
         .shutdown_on_signal()
         .run(reconcile, error_policy, context.clone())
         .for_each(|result| async move {
@@ -148,6 +156,11 @@ pub async fn reconcile(
     fx: Arc<FrontendExperience>,
     context: Arc<Context>,
 ) -> Result<Action, Error> {
+    // Before anything is written: a leader that slept past its renew deadline
+    // (and may have been replaced) must not act on what it wakes up to.
+    if !context.leadership.held() {
+        return Err(Error::NotLeading);
+    }
     let started = Instant::now();
     context.metrics.reconciles.inc();
     let result = if context.delete_consumer_groups {
@@ -185,13 +198,20 @@ const REBUILD_POLL: Duration = Duration::from_secs(5);
 /// orphan sweep), observe (the rollout, a rebuild's progress, retention), status.
 async fn reconcile_inner(fx: &FrontendExperience, context: &Context) -> Result<Action, Error> {
     let namespace = fx.namespace().ok_or(BuildError::Missing("namespace"))?;
-    let spec_error = validate(fx, context).await;
+    let mut spec_error = validate(fx, context).await;
     let survey = Survey::take(&context.client, fx, &namespace).await?;
-    let plan = match spec_error {
-        Some(_) => None,
-        None => {
-            let plan = survey.plan(&builders::definition(&fx.spec.experience));
-            let desired = builders::desired(fx, &context.build, &plan)?;
+    let mut desired = None;
+    if spec_error.is_none() {
+        let plan = survey.plan(&builders::definition(&fx.spec.experience));
+        let built = builders::desired(fx, &context.build, &plan)?;
+        match survey.storage_change(&built.stateful_set) {
+            Some(refusal) => spec_error = Some(report_invalid_spec(context, fx, refusal).await),
+            None => desired = Some((plan, built)),
+        }
+    }
+    let plan = match desired {
+        None => None,
+        Some((plan, desired)) => {
             if let Err(error) = super::apply::apply_all(&context.client, fx, &desired).await {
                 report_apply_failure(context, fx, &namespace, &plan, &survey, &error).await;
                 return Err(error);
@@ -274,6 +294,12 @@ async fn validate(fx: &FrontendExperience, context: &Context) -> Option<String> 
             broken.join("; ")
         }
     };
+    Some(report_invalid_spec(context, fx, error).await)
+}
+
+/// A spec that cannot run: a warning and an `InvalidSpec` Event once per message
+/// (the status then says `SpecValid=False`); running pods are left alone.
+async fn report_invalid_spec(context: &Context, fx: &FrontendExperience, error: String) -> String {
     let already_reported = fx
         .status
         .as_ref()
@@ -291,7 +317,7 @@ async fn validate(fx: &FrontendExperience, context: &Context) -> Option<String> 
         )
         .await;
     }
-    Some(error)
+    error
 }
 
 /// An `Applied` Event, once per generation.

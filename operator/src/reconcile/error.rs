@@ -34,6 +34,9 @@ pub enum Error {
     Cleanup(#[from] CleanupError),
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// This replica's leadership lapsed (it could not renew the lease in time).
+    #[error("not the leader: the lease was not renewed within the renew deadline")]
+    NotLeading,
 }
 
 impl Error {
@@ -47,6 +50,7 @@ impl Error {
             Error::Status(_) => "status",
             Error::Cleanup(_) => "cleanup",
             Error::Finalizer(_) => "finalizer",
+            Error::NotLeading => "not_leading",
         }
     }
 }

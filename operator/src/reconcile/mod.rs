@@ -12,4 +12,5 @@ pub mod progress;
 pub mod rebuild;
 pub mod retention;
 pub mod status;
+pub mod storage;
 pub mod survey;

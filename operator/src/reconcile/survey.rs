@@ -75,6 +75,18 @@ impl Survey {
     }
 }
 
+impl Survey {
+    /// Why `desired` cannot replace the set of the same name, if one exists and
+    /// its store volumes differ (see [`super::storage`]).
+    pub fn storage_change(&self, desired: &StatefulSet) -> Option<String> {
+        let existing = self
+            .sets
+            .iter()
+            .find(|sts| sts.metadata.name == desired.metadata.name)?;
+        super::storage::change(existing, desired)
+    }
+}
+
 fn definition_of(sts: &StatefulSet) -> Option<String> {
     sts.labels().get(DEFINITION_LABEL).cloned()
 }
