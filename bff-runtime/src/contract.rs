@@ -74,6 +74,27 @@ pub struct ProgressReport {
     pub kafka_error: Option<String>,
     #[serde(default)]
     pub partitions: Vec<PartitionReport>,
+    /// The source topics' retention, once asked of the brokers (soon after start,
+    /// then every few minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Vec<TopicRetention>>,
+}
+
+/// What the brokers say about one source topic's retention, as a pod sees it with
+/// its own Kafka credentials; the operator judges from it whether a full replay can
+/// rebuild what runs (the `Replayable` condition), so it needs neither the
+/// experience's Secret nor a Kafka client of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicRetention {
+    pub topic: String,
+    /// `cleanup.policy`: `delete`, `compact` or both.
+    pub cleanup_policy: String,
+    /// `retention.ms` (-1: forever).
+    pub retention_ms: i64,
+    /// `retention.bytes` (-1: no limit).
+    pub retention_bytes: i64,
+    /// The first offset each partition still holds (its low watermark).
+    pub earliest: Vec<(i32, i64)>,
 }
 
 /// One source partition: read from `start` (the store's offset, or the low

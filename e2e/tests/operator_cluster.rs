@@ -593,6 +593,26 @@ spec:
         ns,
         "--timeout=120s",
     ]);
+    // `Replayable` from what the pod's own client was told (regression, issue 23:
+    // the operator asked with clients of its own, which needed the Secret, readable
+    // only with deleteConsumerGroups).
+    let replayable = |field: &str| {
+        jsonpath(
+            cluster,
+            &["get", "fx", "ticks", "-n", ns],
+            &format!(r#"{{.status.conditions[?(@.type=="Replayable")].{field}}}"#),
+        )
+    };
+    wait_for(
+        "Replayable from the pod's report",
+        Duration::from_secs(90),
+        || replayable("status") == "False",
+    );
+    let message = replayable("message");
+    assert!(
+        message.contains("e2e.secure.ticks deletes records after 7d"),
+        "{message}"
+    );
     let group = "facet.secure.ticks.0";
     wait_for("the pod to commit offsets", Duration::from_secs(60), || {
         broker.group_exists(group)

@@ -398,6 +398,23 @@ fn runtime_against_a_real_kafka_broker() {
         identity.tokens_issued() >= 1,
         "the runtime logged in with a token from the token endpoint"
     );
+    // What the brokers keep, asked with the pod's own client (the operator reads it
+    // for `Replayable`).
+    wait_for("the retention report", Duration::from_secs(60), || {
+        oidc.readiness()
+            .is_some_and(|(_, report)| report["retention"].is_array())
+    });
+    let (_, report) = oidc.readiness().unwrap();
+    assert_eq!(report["retention"][0]["topic"], "e2e.ticks", "{report}");
+    assert_eq!(
+        report["retention"][0]["cleanup_policy"], "delete",
+        "{report}"
+    );
+    assert_eq!(
+        report["retention"][0]["earliest"].as_array().map(Vec::len),
+        Some(4),
+        "{report}"
+    );
     let no_token = oauth("not-the-secret", "no-token");
     wait_for(
         "readiness to report that no token was issued",

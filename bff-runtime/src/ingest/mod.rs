@@ -9,6 +9,7 @@
 
 mod dead_letter;
 mod progress;
+mod retention;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -170,6 +171,9 @@ impl Ingest {
         }
         consumer.assign(&assignment)?;
         self.progress.start(targets);
+        let mut source_topics: Vec<String> = topics.keys().cloned().collect();
+        source_topics.sort();
+        retention::watch(client_config(config), source_topics, &self.progress);
         self.metrics
             .partitions_behind
             .set(self.progress.behind() as i64);

@@ -5,7 +5,7 @@
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 
-pub use crate::contract::{PartitionReport, ProgressReport};
+pub use crate::contract::{PartitionReport, ProgressReport, TopicRetention};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionProgress {
@@ -35,6 +35,7 @@ struct State {
     /// Per partition, the next offset to apply, committed or not: what the report
     /// shows, so a replay in large batches shows its progress as it goes.
     applied: BTreeMap<(String, i32), i64>,
+    retention: Option<Vec<TopicRetention>>,
 }
 
 impl State {
@@ -100,6 +101,11 @@ impl Progress {
         }
     }
 
+    /// What the brokers last said about the source topics' retention.
+    pub fn retention(&self, topics: Vec<TopicRetention>) {
+        self.state().retention = Some(topics);
+    }
+
     pub fn fail(&self, error: String) {
         let mut state = self.state();
         state.error = Some(error);
@@ -148,6 +154,7 @@ impl Progress {
                     target: p.target,
                 })
                 .collect(),
+            retention: state.retention.clone(),
         }
     }
 }

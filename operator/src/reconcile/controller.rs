@@ -230,9 +230,14 @@ async fn reconcile_inner(fx: &FrontendExperience, context: &Context) -> Result<A
     };
     let observed = observe(context, fx, &namespace, spec_error, plan.as_ref(), &survey).await?;
     write_status(&context.client, fx, &namespace, &observed).await?;
+    let retention_unknown = context.check_retention && observed.retention.is_none();
     Ok(match plan.map(|p| p.phase) {
         // Nothing will change until the spec does: no retry loop.
         None => Action::await_change(),
+        // The pods have not said yet what the brokers keep: ask again soon.
+        Some(Phase::Serving) if retention_unknown => {
+            Action::requeue(super::retention::RetentionChecks::RETRY)
+        }
         Some(Phase::Serving) => Action::requeue(Duration::from_secs(300)),
         // Progress to report, or the old set to remove once the Service has moved.
         Some(Phase::Rebuilding { .. } | Phase::Switching { .. }) => Action::requeue(REBUILD_POLL),
@@ -424,7 +429,7 @@ async fn observe(
             serving.as_deref(),
         )),
         retention: match context.check_retention {
-            true => recent_retention(context, fx).await,
+            true => recent_retention(context, fx, namespace, &serving_set).await,
             false => None,
         },
     })
@@ -434,6 +439,8 @@ async fn observe(
 async fn recent_retention(
     context: &Context,
     fx: &FrontendExperience,
+    namespace: &str,
+    serving_set: &str,
 ) -> Option<Result<(), String>> {
     let uid = fx.meta().uid.as_deref().unwrap_or_default();
     let generation = fx.meta().generation.unwrap_or(0);
@@ -441,33 +448,28 @@ async fn recent_retention(
     if let Some(verdict) = context.retention_checks.recent(uid, generation, now) {
         return verdict;
     }
-    let verdict = check_retention(&context.client, fx).await;
+    let verdict = check_retention(&context.client, namespace, serving_set).await;
     context
         .retention_checks
         .remember(uid, generation, now, verdict.clone());
     verdict
 }
 
-/// The retention verdict for the source topics, or `None` (logged) when the
-/// brokers cannot be asked: the condition then keeps what was last known.
-async fn check_retention(client: &Client, fx: &FrontendExperience) -> Option<Result<(), String>> {
-    let mut topics: Vec<String> = fx
-        .spec
-        .experience
-        .sources
-        .iter()
-        .map(|s| s.topic.clone())
-        .collect();
-    topics.sort();
-    topics.dedup();
-    let asked = match super::kafka::client_config(client, fx).await {
-        Ok(config) => super::kafka::topic_retention(&config, &topics).await,
-        Err(e) => Err(e.to_string()),
-    };
-    match asked {
-        Ok(found) => Some(super::retention::judge(&found)),
-        Err(error) => {
-            warn!(experience = %fx.name_any(), %error, "could not check the source topics' retention");
+/// The retention verdict for the source topics from what a serving pod's Kafka
+/// client was told (its readiness report), or `None` while no pod has said: the
+/// condition then keeps what was last known. The pods hold the credentials, so
+/// the operator reads no Secret and opens no Kafka client for this.
+async fn check_retention(
+    client: &Client,
+    namespace: &str,
+    serving_set: &str,
+) -> Option<Result<(), String>> {
+    let pod = format!("{serving_set}-0");
+    let report = super::progress::report(client, namespace, &pod).await;
+    match report.and_then(|r| r.retention) {
+        Some(found) => Some(super::retention::judge(&found)),
+        None => {
+            tracing::debug!(%pod, "no retention report yet");
             None
         }
     }

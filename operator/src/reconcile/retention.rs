@@ -1,12 +1,12 @@
 //! Whether the source topics still hold every event: a full replay (a new replica,
 //! a rebuilt store) reads each topic from its first offset, so a topic that deletes
 //! old records cannot rebuild what the running pods show. Judged here (pure) from
-//! what the brokers report, and reported as the `Replayable` condition.
+//! what the brokers told a serving pod (its readiness report), and reported as the
+//! `Replayable` condition.
 
-/// Verdicts recently asked of the brokers, per experience generation: asking makes
-/// two Kafka clients, so it is done at most every [`RetentionChecks::EVERY`] (every
-/// [`RetentionChecks::RETRY`] while the brokers do not answer), not on every
-/// reconcile. A new generation asks at once.
+/// Verdicts recently judged, per experience generation: a pod is asked at most
+/// every [`RetentionChecks::EVERY`] (every [`RetentionChecks::RETRY`] while none
+/// has answered), not on every reconcile. A new generation asks at once.
 #[derive(Default)]
 pub struct RetentionChecks(parking_lot::Mutex<std::collections::HashMap<String, Checked>>);
 
@@ -59,19 +59,7 @@ impl RetentionChecks {
     }
 }
 
-/// What a broker says about one source topic.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TopicRetention {
-    pub topic: String,
-    /// `cleanup.policy`: `delete`, `compact` or both.
-    pub cleanup_policy: String,
-    /// `retention.ms` (-1: forever).
-    pub retention_ms: i64,
-    /// `retention.bytes` (-1: no limit).
-    pub retention_bytes: i64,
-    /// The first offset each partition still holds (its low watermark).
-    pub earliest: Vec<(i32, i64)>,
-}
+pub use facet_bff::contract::TopicRetention;
 
 /// Where a team learns to keep what the topics do not.
 const BACKUP_HINT: &str =
