@@ -10,9 +10,9 @@ use async_graphql::dynamic::{
 };
 use async_graphql::{ErrorExtensions, Value};
 
-use super::graphql_ws::LiveViewer;
-use super::SharedState;
+use super::connection::LiveViewer;
 use crate::command::{CommandError, CommandRequest, Outcome, Status};
+use crate::serve::SharedState;
 use crate::spec::api_names::{self, COMMAND_RESULT_TYPE, COMMAND_STATUS_TYPE};
 use crate::spec::command::CompiledCommand;
 use crate::spec::{FieldSpec, FieldType};
@@ -57,7 +57,8 @@ pub fn mutation(commands: &[CompiledCommand], types: &mut Vec<Type>) -> Option<O
                         .data::<LiveViewer>()?
                         .current()
                         .ok_or_else(|| async_graphql::Error::new("not authenticated"))?;
-                    let commands = super::commands::commands(state).map_err(|e| e.message)?;
+                    let commands =
+                        crate::serve::commands::commands(state).map_err(|e| e.message)?;
                     let input = ctx.args.try_get("input")?.as_value().clone().into_json()?;
                     let idempotency_key = match ctx.args.get("idempotencyKey") {
                         Some(key) => Some(key.string()?.to_string()),
@@ -71,7 +72,7 @@ pub fn mutation(commands: &[CompiledCommand], types: &mut Vec<Type>) -> Option<O
                         .send(CommandRequest {
                             name,
                             input,
-                            claims: super::commands::claims_of(&viewer),
+                            claims: crate::serve::commands::claims_of(&viewer),
                             idempotency_key,
                             wait,
                             traceparent: None,

@@ -13,123 +13,12 @@ use async_graphql::Data;
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit};
 
-use super::access::Viewer;
-use super::SharedState;
+use super::connection::{Auth, LiveViewer, SubscriptionBudget};
 use crate::live::close::{Close, INIT_WITHIN, SEND_TIMEOUT};
-use crate::live::{Out, Session};
-
-/// Where a connection's authentication stands.
-#[derive(Debug, Clone)]
-pub enum Auth {
-    /// Waiting for the token in the `connection_init` payload.
-    Pending,
-    Valid(Viewer),
-    /// A token sent in-band was refused: the connection closes with this reason.
-    Refused(String),
-}
-
-/// The viewer of a request or connection, as resolvers see it. On a WebSocket it
-/// follows in-band token refreshes, so running subscriptions apply the new claims.
-#[derive(Clone)]
-pub struct LiveViewer(watch::Receiver<Auth>);
-
-impl LiveViewer {
-    /// A viewer that never changes (one HTTP request).
-    pub fn fixed(viewer: Viewer) -> Self {
-        LiveViewer(watch::channel(Auth::Valid(viewer)).1)
-    }
-
-    pub fn current(&self) -> Option<Viewer> {
-        match &*self.0.borrow() {
-            Auth::Valid(viewer) => Some(viewer.clone()),
-            Auth::Pending | Auth::Refused(_) => None,
-        }
-    }
-
-    /// Waits for a fresh token and gives its viewer (never returns on a fixed one).
-    pub async fn next_refresh(&mut self) -> Option<Viewer> {
-        if self.0.changed().await.is_err() {
-            return std::future::pending().await;
-        }
-        match &*self.0.borrow_and_update() {
-            Auth::Valid(viewer) => Some(viewer.clone()),
-            Auth::Pending | Auth::Refused(_) => None,
-        }
-    }
-
-    /// The new viewer, if a fresh token replaced it since the last call.
-    pub fn refreshed(&mut self) -> Option<Viewer> {
-        if !self.0.has_changed().unwrap_or(false) {
-            return None;
-        }
-        match &*self.0.borrow_and_update() {
-            Auth::Valid(viewer) => Some(viewer.clone()),
-            Auth::Pending | Auth::Refused(_) => None,
-        }
-    }
-}
-
-/// The next updates of a GraphQL subscription's session; a fresh token that
-/// arrives meanwhile is applied to it (both GraphQL paths serve this way).
-pub async fn next_updates(
-    session: &mut Session,
-    viewer: &mut LiveViewer,
-) -> Result<Vec<Out>, Close> {
-    loop {
-        tokio::select! {
-            waited = session.wait() => {
-                waited?;
-                return session.drain().await;
-            }
-            refreshed = viewer.next_refresh() => {
-                if let Some(refreshed) = refreshed {
-                    session.set_viewer(refreshed);
-                }
-            }
-        }
-    }
-}
-
-/// A connection's `maxSubscriptionsPerConnection`, shared by its subscriptions.
-#[derive(Clone)]
-pub struct SubscriptionBudget {
-    slots: Arc<Semaphore>,
-    limit: usize,
-    /// One subscription at a time reads and sends its first updates.
-    first_updates: Arc<Semaphore>,
-}
-
-impl SubscriptionBudget {
-    fn new(limit: usize) -> Self {
-        SubscriptionBudget {
-            slots: Arc::new(Semaphore::new(limit)),
-            limit,
-            first_updates: Arc::new(Semaphore::new(1)),
-        }
-    }
-
-    /// The subscriptions of one connection take their first updates (a snapshot,
-    /// or what a resume missed) one at a time, each holding the turn until its
-    /// rows are sent: a client that subscribes a hundred times and never reads
-    /// holds one snapshot, not a hundred, until it is closed as too slow.
-    pub async fn first_updates_turn(&self) -> OwnedSemaphorePermit {
-        self.first_updates
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed")
-    }
-
-    /// One subscription's share, given back when the subscription ends.
-    pub fn take(&self) -> async_graphql::Result<OwnedSemaphorePermit> {
-        self.slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| format!("at most {} subscriptions per connection", self.limit).into())
-    }
-}
+use crate::serve::SharedState;
+use crate::viewer::Viewer;
 
 /// The connection slot a GraphQL WebSocket holds: of the unauthenticated kind
 /// until `connection_init` brings a good token, then an ordinary one.
@@ -158,7 +47,7 @@ pub async fn serve(
     let (auth, auth_changes) = watch::channel(viewer.map_or(Auth::Pending, Auth::Valid));
     let mut data = Data::default();
     data.insert(state.clone());
-    data.insert(LiveViewer(auth_changes.clone()));
+    data.insert(LiveViewer::following(auth_changes.clone()));
     let limits = &state.experience.spec.api.limits;
     let budget = SubscriptionBudget::new(limits.max_subscriptions_per_connection as usize);
     data.insert(budget.clone());
@@ -175,9 +64,9 @@ pub async fn serve(
     let init_seen = initialised.clone();
     // Subscriptions the live core can answer alone are taken out of the stream
     // before async-graphql sees them (graphql-transport-ws only).
-    let live = super::graphql_live_ws::Live::new(
+    let live = super::live::Live::new(
         state.clone(),
-        LiveViewer(auth_changes.clone()),
+        LiveViewer::following(auth_changes.clone()),
         budget,
         outgoing.clone(),
         initialised.clone(),

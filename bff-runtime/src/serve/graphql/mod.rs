@@ -16,12 +16,19 @@ use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Response};
 use std::collections::VecDeque;
 
-use super::access::Viewer;
-use super::graphql_ws::{next_updates, LiveViewer, SubscriptionBudget};
-use super::{ApiError, AppState, SharedState};
+mod admit;
+mod connection;
+mod live;
+mod mutations;
+mod plan;
+mod transport;
+
+use self::connection::{next_updates, LiveViewer, SubscriptionBudget};
 use crate::live::{Op, Selection, Session, Update};
+use crate::serve::{ApiError, AppState, SharedState};
 use crate::spec::api_names;
 use crate::spec::{CompiledExperience, CompiledProjection, FieldSpec, FieldType};
+use crate::viewer::Viewer;
 
 /// One page's rows, as the cost check counts them (`spec::graphql_query`).
 const DEFAULT_PAGE: usize = crate::spec::graphql_query::DEFAULT_PAGE as usize;
@@ -193,7 +200,7 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
             )),
         );
     }
-    let mutation = super::graphql_commands::mutation(&experience.commands, &mut types);
+    let mutation = mutations::mutation(&experience.commands, &mut types);
     let mut builder = Schema::build(
         "Query",
         mutation.as_ref().map(|_| "Mutation"),
@@ -520,7 +527,7 @@ fn to_field_value(spec: &FieldSpec, value: &serde_json::Value) -> Option<FieldVa
 
 /// POST `/graphql`: queries, as JSON (`application/json`). The caller is known
 /// before the body is read, the body is bounded by `maxMessageBytes`, and every
-/// operation passes [`graphql_admit::admit`] before async-graphql sees it.
+/// operation passes [`admit::admit`] before async-graphql sees it.
 /// Multipart uploads are not served: nothing in Facet takes files.
 pub async fn execute(
     State(state): State<SharedState>,
@@ -532,21 +539,18 @@ pub async fn execute(
         .graphql
         .as_ref()
         .ok_or_else(|| ApiError::not_found("GraphQL is off".into()))?;
-    let (requests, batched) =
-        super::graphql_admit::read_requests(request, &state.experience.spec.api).await?;
+    let (requests, batched) = admit::read_requests(request, &state.experience.spec.api).await?;
     let mut responses = Vec::with_capacity(requests.len());
     for mut request in requests {
-        responses.push(
-            match super::graphql_admit::admit(&state.experience, &mut request) {
-                Ok(()) => {
-                    let request = request
-                        .data(state.clone())
-                        .data(LiveViewer::fixed(viewer.clone()));
-                    schema.execute(request).await
-                }
-                Err(refused) => async_graphql::Response::from_errors(vec![refused]),
-            },
-        );
+        responses.push(match admit::admit(&state.experience, &mut request) {
+            Ok(()) => {
+                let request = request
+                    .data(state.clone())
+                    .data(LiveViewer::fixed(viewer.clone()));
+                schema.execute(request).await
+            }
+            Err(refused) => async_graphql::Response::from_errors(vec![refused]),
+        });
     }
     let response = match batched {
         true => async_graphql::BatchResponse::Batch(responses),
@@ -583,8 +587,8 @@ pub async fn subscriptions(
     // Until it authenticates, a connection holds a slot of its own kind, so
     // clients that never do cannot take the slots of those who have.
     let slot = match viewer {
-        Some(_) => super::graphql_ws::Slot::Authenticated(state.connection_slot()?),
-        None => super::graphql_ws::Slot::Unauthenticated(state.unauthenticated_slot()?),
+        Some(_) => transport::Slot::Authenticated(state.connection_slot()?),
+        None => transport::Slot::Unauthenticated(state.unauthenticated_slot()?),
     };
     let schema = state
         .graphql
@@ -599,12 +603,11 @@ pub async fn subscriptions(
         .max_message_size(max_message)
         // A frame is refused by its header, before any of it is buffered.
         .max_frame_size(max_message)
-        .read_buffer_size(super::ws::READ_BUFFER)
-        .write_buffer_size(super::ws::WRITE_BUFFER)
+        .read_buffer_size(crate::serve::ws::READ_BUFFER)
+        .write_buffer_size(crate::serve::ws::WRITE_BUFFER)
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| async move {
-            super::graphql_ws::serve(state, socket, schema, protocol, transport_ws, viewer, slot)
-                .await;
+            transport::serve(state, socket, schema, protocol, transport_ws, viewer, slot).await;
         })
         .into_response())
 }

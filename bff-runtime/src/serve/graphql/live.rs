@@ -1,4 +1,4 @@
-//! Runs the graphql-transport-ws subscriptions that [`super::graphql_live`] can
+//! Runs the graphql-transport-ws subscriptions that [`super::plan`] can
 //! plan, beside async-graphql on the same connection: their `subscribe` and
 //! `complete` messages are taken out of the incoming stream, and their `next`
 //! messages go into the same outgoing queue, so the connection's writer (expiry,
@@ -14,12 +14,12 @@ use axum::extract::ws::Message;
 use futures::channel::mpsc::Sender;
 use futures::SinkExt;
 
-use super::graphql_admit::admit_payload;
-use super::graphql_live::{plan, Plan};
-use super::graphql_ws::{next_updates, LiveViewer, SubscriptionBudget};
-use super::SharedState;
+use super::admit::admit_payload;
+use super::connection::{next_updates, LiveViewer, SubscriptionBudget};
+use super::plan::{plan, Plan};
 use crate::live::change::json_string;
 use crate::live::{Close, Session, Update};
+use crate::serve::SharedState;
 
 type Running = Mutex<HashMap<String, tokio::task::AbortHandle>>;
 

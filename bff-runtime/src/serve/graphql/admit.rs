@@ -5,7 +5,7 @@
 use async_graphql::{BatchRequest, ErrorExtensions, Pos, Request, ServerError};
 use axum::http::{header, StatusCode};
 
-use super::ApiError;
+use crate::serve::ApiError;
 use crate::spec::graphql_query;
 use crate::spec::{ApiSpec, CompiledExperience};
 
