@@ -33,6 +33,38 @@ pub enum Command {
     /// Back up a store as a verified image, or restore one.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Print what a spec serves, from the runtime's own compiler: the GraphQL
+    /// schema (SDL), the OpenAPI document, or TypeScript types for clients.
+    Schema(SchemaArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SchemaArgs {
+    /// The experience's manifest (or a bare spec, with `--name`).
+    pub spec: PathBuf,
+    #[command(flatten)]
+    pub format: SchemaFormat,
+    /// The experience's name, for a bare spec.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Its namespace, when the manifest names none.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+}
+
+/// Exactly one of the three.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct SchemaFormat {
+    /// GraphQL SDL, as the runtime's `/graphql` serves it.
+    #[arg(long)]
+    pub graphql: bool,
+    /// The OpenAPI 3.1 document (JSON), as `/openapi.json` serves it.
+    #[arg(long)]
+    pub openapi: bool,
+    /// TypeScript declarations: row types, filters, command inputs and results.
+    #[arg(long)]
+    pub typescript: bool,
 }
 
 #[derive(Subcommand, Debug)]

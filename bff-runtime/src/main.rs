@@ -23,6 +23,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Schema(args) => match schema(args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("facet-bff: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Dev(args) => serve(facet_bff::dev::run(facet_bff::dev::DevOptions {
             spec: args.spec,
             events: args.events,
@@ -72,6 +82,27 @@ fn serve(task: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCod
             ExitCode::FAILURE
         }
     }
+}
+
+/// `facet-bff schema`: the spec compiled exactly as `run` compiles it, then written
+/// out as the runtime would serve it.
+fn schema(args: facet_bff::cli::SchemaArgs) -> anyhow::Result<String> {
+    let (name, namespace, spec) = load_spec(&args.spec, args.name, args.namespace)?;
+    let compiled = facet_bff::spec::compile(&spec)
+        .map_err(|e| anyhow::anyhow!("{}:\n{e}", args.spec.display()))?;
+    // The title the runtime gives its OpenAPI document and the TypeScript header.
+    let title = format!("{namespace}/{name}");
+    let format = &args.format;
+    Ok(if format.graphql {
+        facet_bff::serve::graphql::schema(&compiled)
+            .map_err(|e| anyhow::anyhow!("building the GraphQL schema: {e}"))?
+            .sdl()
+    } else if format.openapi {
+        let document = facet_bff::serve::openapi::document(&compiled, &title);
+        serde_json::to_string_pretty(&document)? + "\n"
+    } else {
+        facet_bff::spec::typescript::declarations(&compiled, &title)
+    })
 }
 
 /// A manifest's name, namespace and spec; a bare spec takes `name` and `namespace`.

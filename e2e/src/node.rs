@@ -14,11 +14,34 @@ fn clients_dir() -> PathBuf {
 /// `node e2e/js/<script>`, with the packages from e2e/js/package-lock.json
 /// installed first (`npm ci`, once per test process).
 pub fn script(script: &str) -> Command {
+    install();
+    let mut command = Command::new("node");
+    command.arg(clients_dir().join(script));
+    command
+}
+
+/// The TypeScript compiler of e2e/js/package-lock.json, as a frontend project
+/// would run it on the types `facet-bff schema --typescript` writes.
+pub fn tsc() -> Command {
+    install();
+    let mut command = Command::new("node");
+    command.arg(clients_dir().join("node_modules/typescript/bin/tsc"));
+    command
+}
+
+fn install() {
     static INSTALL: Once = Once::new();
     let dir = clients_dir();
     INSTALL.call_once(|| {
-        if dir.join("node_modules/.package-lock.json").exists() {
-            return;
+        // Installed, and since the lock file last changed: nothing to do.
+        let modified = |path: &str| std::fs::metadata(dir.join(path)).and_then(|m| m.modified());
+        if let (Ok(installed), Ok(locked)) = (
+            modified("node_modules/.package-lock.json"),
+            modified("package-lock.json"),
+        ) {
+            if installed >= locked {
+                return;
+            }
         }
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
@@ -27,7 +50,4 @@ pub fn script(script: &str) -> Command {
             .expect("running npm (Node.js must be installed)");
         assert!(status.success(), "npm ci in {} failed", dir.display());
     });
-    let mut command = Command::new("node");
-    command.arg(dir.join(script));
-    command
 }

@@ -15,6 +15,7 @@ pub mod graphql_query;
 pub mod links;
 pub mod manifest;
 pub mod types;
+pub mod typescript;
 
 pub use compile::{compile, CompiledExperience, CompiledProjection, CompiledRule, RuleAction};
 pub use error::{SpecError, SpecErrors};
