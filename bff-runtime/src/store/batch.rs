@@ -27,7 +27,7 @@ use crate::store::Position;
 pub struct Batch<'s> {
     store: &'s Store,
     /// The store as of the last commit when the batch began.
-    snapshot: redb::ReadTransaction,
+    committed: Committed,
     /// The batch before, which `snapshot` may not include yet.
     before: Option<Arc<Sealed>>,
     /// Rows as they were before the batch: a rule reads a row, the change log keeps
@@ -46,6 +46,23 @@ pub struct Batch<'s> {
     record: Option<Source>,
     /// `position` as clients see it, made once per record that changes something.
     record_position: Option<String>,
+}
+
+/// The tables a batch reads, opened once from one read transaction (opening a
+/// table per lookup was a tenth of a replay's reads).
+struct Committed {
+    rows: redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
+    held: redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
+    embeds: redb::ReadOnlyTable<
+        (
+            &'static str,
+            &'static str,
+            &'static str,
+            &'static str,
+            &'static str,
+        ),
+        (),
+    >,
 }
 
 /// A filled batch, ready to write; shared with the batch after it until written.
@@ -98,7 +115,12 @@ impl Store {
     pub fn batch_after(&self, before: Option<Arc<Sealed>>) -> Result<Batch<'_>, StoreError> {
         let snapshot = self.db.begin_read()?;
         let committed_seq = snapshot.open_table(COUNTERS)?.get(SEQ)?.map(|v| v.value());
-        let none_held = snapshot.open_table(HELD)?.is_empty()?
+        let committed = Committed {
+            rows: snapshot.open_table(ROWS)?,
+            held: snapshot.open_table(HELD)?,
+            embeds: snapshot.open_table(EMBEDS)?,
+        };
+        let none_held = committed.held.is_empty()?
             && before
                 .as_ref()
                 .is_none_or(|b| b.held.iter().all(|(_, _, row)| row.is_none()));
@@ -108,7 +130,7 @@ impl Store {
         };
         Ok(Batch {
             store: self,
-            snapshot,
+            committed,
             before,
             read: Default::default(),
             held: Default::default(),
@@ -283,7 +305,7 @@ impl<'s> Batch<'s> {
         Ok(
             match self.before.as_ref().and_then(|b| b.row(projection, key)) {
                 Some(row) => row.cloned(),
-                None => match self.snapshot.open_table(ROWS)?.get((projection, key))? {
+                None => match self.committed.rows.get((projection, key))? {
                     Some(bytes) => Some(serde_json::from_slice::<Row>(bytes.value())?),
                     None => None,
                 },
@@ -324,7 +346,7 @@ impl<'s> Batch<'s> {
             .and_then(|b| b.held.get(projection, key))
         {
             Some(row) => row.clone(),
-            None => match self.snapshot.open_table(HELD)?.get((projection, key))? {
+            None => match self.committed.held.get((projection, key))? {
                 Some(bytes) => Some(serde_json::from_slice::<Row>(bytes.value())?),
                 None => None,
             },
@@ -448,8 +470,11 @@ impl Rows for Batch<'_> {
         ));
         let removed = pending.iter().filter(|(_, linked)| !linked).count();
         let mut keys = BTreeSet::new();
-        let table = self.snapshot.open_table(EMBEDS)?;
-        for entry in table.range((projection, key, embedder, embed, "")..)? {
+        for entry in self
+            .committed
+            .embeds
+            .range((projection, key, embedder, embed, "")..)?
+        {
             let (entry, _) = entry?;
             let (t, k, e, name, embedder_key) = entry.value();
             if (t, k, e, name) != (projection, key, embedder, embed)
