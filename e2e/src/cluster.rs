@@ -35,6 +35,17 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub fn start(logs: &Path) -> ControlPlane {
+        ControlPlane::start_with(logs, false)
+    }
+
+    /// As [`ControlPlane::start`], with every request written to `logs/audit.log`
+    /// (JSON lines at the Metadata level: who, verb, resource), so a benchmark can
+    /// count what one client asked of the API server.
+    pub fn start_audited(logs: &Path) -> ControlPlane {
+        ControlPlane::start_with(logs, true)
+    }
+
+    fn start_with(logs: &Path, audited: bool) -> ControlPlane {
         let bin = kube_bin();
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
@@ -93,10 +104,25 @@ impl ControlPlane {
             ]),
         );
         let file = |name: &str| path(name).display().to_string();
+        let mut audit = Vec::new();
+        if audited {
+            std::fs::write(
+                path("audit-policy.yaml"),
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n",
+            )
+            .unwrap();
+            audit.push(format!("--audit-policy-file={}", file("audit-policy.yaml")));
+            audit.push(format!(
+                "--audit-log-path={}",
+                logs.join("audit.log").display()
+            ));
+            // One file, however long (it is rotated at 100 MB otherwise).
+            audit.push("--audit-log-maxsize=100000".into());
+        }
         plane.spawn(
             logs,
             "kube-apiserver",
-            Command::new(bin.join("kube-apiserver")).args([
+            Command::new(bin.join("kube-apiserver")).args(audit).args([
                 format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
                 "--bind-address=127.0.0.1".into(),
                 "--advertise-address=127.0.0.1".into(),
@@ -108,7 +134,8 @@ impl ControlPlane {
                 "--service-account-issuer=https://kubernetes.default.svc".into(),
                 format!("--service-account-key-file={}", file("sa.pub")),
                 format!("--service-account-signing-key-file={}", file("sa.key")),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                // Room for a thousand experiences' Services (a /24 ran out at 254).
+                "--service-cluster-ip-range=10.0.0.0/16".into(),
                 "--allow-privileged=true".into(),
                 "--enable-priority-and-fairness=false".into(),
             ]),

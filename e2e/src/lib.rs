@@ -58,6 +58,7 @@ pub fn wait_for(what: &str, timeout: std::time::Duration, mut check: impl FnMut(
 pub mod cluster;
 pub mod follower;
 pub mod kubelet;
+pub mod operator;
 pub mod service_proxy;
 
 /// The upgrade request of a graphql-transport-ws connection to `address`.

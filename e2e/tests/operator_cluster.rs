@@ -2,7 +2,6 @@
 //! collector controllers) and a real Kafka broker. The operator runs out of cluster
 //! as the chart's service account (impersonated), so a missing RBAC rule fails here.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,68 +9,14 @@ use std::time::Duration;
 use facet_e2e::cluster::ControlPlane;
 use facet_e2e::kafka::Broker;
 use facet_e2e::kubelet::Kubelet;
-use facet_e2e::process::workspace_binary;
+use facet_e2e::operator::{install_chart, start_operator, Operator};
 use facet_e2e::service_proxy::ServiceEndpoints;
-use facet_e2e::{free_port, log_dir, repo_root, wait_for, KillOnDrop};
-
-const OPERATOR_SA: &str = "system:serviceaccount:facet-system:facet-operator";
-
-/// A running operator (killed when dropped) and the port of its /metrics,
-/// /healthz and /readyz.
-struct Operator {
-    process: KillOnDrop,
-    http_port: u16,
-}
-
-impl Operator {
-    /// Whether the process is still running (not exited, not aborted).
-    fn running(&mut self) -> bool {
-        self.process.0.try_wait().unwrap().is_none()
-    }
-}
+use facet_e2e::{free_port, log_dir, repo_root, wait_for};
 
 fn sample(name: &str, bootstrap: &str) -> String {
     std::fs::read_to_string(repo_root().join(format!("config/samples/{name}.yaml")))
         .unwrap()
         .replace("kafka.kafka.svc:9092", bootstrap)
-}
-
-fn install_chart(cluster: &ControlPlane) {
-    let helm = cluster.bin.join("helm");
-    let output = Command::new(helm)
-        .args([
-            "template",
-            "facet-operator",
-            "charts/facet-operator",
-            "--namespace",
-            "facet-system",
-            "--include-crds",
-            "--kube-version",
-            "1.35.4",
-            "--set",
-            "deleteConsumerGroups=true",
-        ])
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    cluster.kubectl_ok(&["create", "namespace", "facet-system"]);
-    let applied = cluster.apply(&String::from_utf8(output.stdout).unwrap());
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-    cluster.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/frontendexperiences.facet.dev",
-        "--timeout=60s",
-    ]);
 }
 
 fn jsonpath(cluster: &ControlPlane, args: &[&str], path: &str) -> String {
@@ -718,32 +663,6 @@ fn lease_holder(cluster: &ControlPlane) -> String {
         &["get", "lease", "facet-operator", "-n", "facet-system"],
         "{.spec.holderIdentity}",
     )
-}
-
-/// The operator, out of cluster, as the chart's service account (impersonated).
-fn start_operator(cluster: &ControlPlane, logs: &std::path::Path, identity: &str) -> Operator {
-    let log = std::fs::File::create(logs.join(format!("facet-{identity}.log"))).unwrap();
-    let port = free_port();
-    Operator {
-        process: KillOnDrop(
-            Command::new(workspace_binary("facet-operator"))
-                .env("KUBECONFIG", cluster.impersonating_kubeconfig(OPERATOR_SA))
-                .env("FACET_OPERATOR_HTTP_ADDR", format!("127.0.0.1:{port}"))
-                .env("FACET_RUNTIME_IMAGE", "facet-bff:e2e")
-                .env("POD_NAME", identity)
-                .env("POD_NAMESPACE", "facet-system")
-                .env("FACET_LEASE_DURATION_SECONDS", "4")
-                .env("FACET_DELETE_CONSUMER_GROUPS", "true")
-                // The e2e brokers listen on loopback; some specs are never run.
-                .env("FACET_ALLOWED_BOOTSTRAP_SERVERS", "127.0.0.1:*,*.svc:9092")
-                .env("RUST_LOG", "info,kube=warn")
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("starting facet-operator"),
-        ),
-        http_port: port,
-    }
 }
 
 fn pod_uid(cluster: &ControlPlane, namespace: &str, pod: &str) -> String {

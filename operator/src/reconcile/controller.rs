@@ -41,7 +41,7 @@ pub struct Context {
     pub check_retention: bool,
     /// What a tenant's spec may ask for (images, service accounts, Kafka servers).
     pub tenancy: super::policy::TenancyPolicy,
-    /// Retention verdicts recently asked of the brokers.
+    /// Retention verdicts recently judged from the serving pods' reports.
     pub retention_checks: super::retention::RetentionChecks,
     /// Whether this replica leads (always, without leader election).
     pub leadership: crate::leader::Leadership,
@@ -230,14 +230,19 @@ async fn reconcile_inner(fx: &FrontendExperience, context: &Context) -> Result<A
     };
     let observed = observe(context, fx, &namespace, spec_error, plan.as_ref(), &survey).await?;
     write_status(&context.client, fx, &namespace, &observed).await?;
-    let retention_unknown = context.check_retention && observed.retention.is_none();
+    // Ready pods that have not yet said what the brokers keep (their first answer
+    // comes soon after they start): ask again soon. Pods that never run are not
+    // asked on a timer; their becoming ready reconciles anyway.
+    let retention_due = context.check_retention
+        && observed.retention.is_none()
+        && observed
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.settled(observed.desired_replicas));
     Ok(match plan.map(|p| p.phase) {
         // Nothing will change until the spec does: no retry loop.
         None => Action::await_change(),
-        // The pods have not said yet what the brokers keep: ask again soon.
-        Some(Phase::Serving) if retention_unknown => {
-            Action::requeue(super::retention::RetentionChecks::RETRY)
-        }
+        Some(Phase::Serving) if retention_due => Action::requeue(Duration::from_secs(30)),
         Some(Phase::Serving) => Action::requeue(Duration::from_secs(300)),
         // Progress to report, or the old set to remove once the Service has moved.
         Some(Phase::Rebuilding { .. } | Phase::Switching { .. }) => Action::requeue(REBUILD_POLL),
@@ -446,13 +451,13 @@ async fn recent_retention(
     let generation = fx.meta().generation.unwrap_or(0);
     let now = Instant::now();
     if let Some(verdict) = context.retention_checks.recent(uid, generation, now) {
-        return verdict;
+        return Some(verdict);
     }
-    let verdict = check_retention(&context.client, namespace, serving_set).await;
+    let verdict = check_retention(&context.client, namespace, serving_set).await?;
     context
         .retention_checks
         .remember(uid, generation, now, verdict.clone());
-    verdict
+    Some(verdict)
 }
 
 /// The retention verdict for the source topics from what a serving pod's Kafka

@@ -4,9 +4,11 @@
 //! what the brokers told a serving pod (its readiness report), and reported as the
 //! `Replayable` condition.
 
-/// Verdicts recently judged, per experience generation: a pod is asked at most
-/// every [`RetentionChecks::EVERY`] (every [`RetentionChecks::RETRY`] while none
-/// has answered), not on every reconcile. A new generation asks at once.
+/// Verdicts recently judged, per experience generation: a serving pod is asked at
+/// most every [`RetentionChecks::EVERY`] once it has answered. Until one answers
+/// (no pod has started yet) every reconcile asks, and none is scheduled for it:
+/// the pod becoming ready moves its StatefulSet, which reconciles again. A new
+/// generation asks at once.
 #[derive(Default)]
 pub struct RetentionChecks(parking_lot::Mutex<std::collections::HashMap<String, Checked>>);
 
@@ -14,28 +16,22 @@ pub struct RetentionChecks(parking_lot::Mutex<std::collections::HashMap<String, 
 struct Checked {
     at: std::time::Instant,
     generation: i64,
-    verdict: Option<Result<(), String>>,
+    verdict: Result<(), String>,
 }
 
 impl RetentionChecks {
     pub const EVERY: std::time::Duration = std::time::Duration::from_secs(300);
-    pub const RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
-    /// The last verdict for `uid` at `generation`, if it is recent enough to reuse
-    /// (`Some(None)`: the brokers did not answer, recently).
+    /// The last verdict for `uid` at `generation`, if it is recent enough to reuse.
     pub fn recent(
         &self,
         uid: &str,
         generation: i64,
         now: std::time::Instant,
-    ) -> Option<Option<Result<(), String>>> {
+    ) -> Option<Result<(), String>> {
         let checks = self.0.lock();
         let checked = checks.get(uid).filter(|c| c.generation == generation)?;
-        let fresh_for = match checked.verdict {
-            Some(_) => Self::EVERY,
-            None => Self::RETRY,
-        };
-        (now.saturating_duration_since(checked.at) < fresh_for).then(|| checked.verdict.clone())
+        (now.saturating_duration_since(checked.at) < Self::EVERY).then(|| checked.verdict.clone())
     }
 
     pub fn remember(
@@ -43,7 +39,7 @@ impl RetentionChecks {
         uid: &str,
         generation: i64,
         now: std::time::Instant,
-        verdict: Option<Result<(), String>>,
+        verdict: Result<(), String>,
     ) {
         let checked = Checked {
             at: now,
@@ -135,11 +131,11 @@ mod tests {
         let checks = RetentionChecks::default();
         let start = std::time::Instant::now();
         assert_eq!(checks.recent("uid", 1, start), None, "never asked");
-        checks.remember("uid", 1, start, Some(Ok(())));
+        checks.remember("uid", 1, start, Ok(()));
         let later = |d: std::time::Duration| start + d;
         assert_eq!(
             checks.recent("uid", 1, later(RetentionChecks::EVERY / 2)),
-            Some(Some(Ok(())))
+            Some(Ok(()))
         );
         assert_eq!(
             checks.recent("uid", 1, later(RetentionChecks::EVERY)),
@@ -151,18 +147,8 @@ mod tests {
             None,
             "a new generation asks at once"
         );
-        checks.remember("uid", 2, start, None);
-        assert_eq!(
-            checks.recent("uid", 2, later(RetentionChecks::RETRY / 2)),
-            Some(None)
-        );
-        assert_eq!(
-            checks.recent("uid", 2, later(RetentionChecks::RETRY)),
-            None,
-            "unanswered: retried sooner"
-        );
         checks.forget("uid");
-        assert_eq!(checks.recent("uid", 2, start), None);
+        assert_eq!(checks.recent("uid", 1, start), None);
     }
 
     #[test]
