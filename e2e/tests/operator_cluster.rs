@@ -19,6 +19,21 @@ fn sample(name: &str, bootstrap: &str) -> String {
         .replace("kafka.kafka.svc:9092", bootstrap)
 }
 
+/// `field` (`status`, `message`, …) of the experience's condition `kind`.
+fn condition(
+    cluster: &ControlPlane,
+    namespace: &str,
+    name: &str,
+    kind: &str,
+    field: &str,
+) -> String {
+    jsonpath(
+        cluster,
+        &["get", "fx", name, "-n", namespace],
+        &format!(r#"{{.status.conditions[?(@.type=="{kind}")].{field}}}"#),
+    )
+}
+
 fn jsonpath(cluster: &ControlPlane, args: &[&str], path: &str) -> String {
     let mut all = args.to_vec();
     let template = format!("jsonpath={path}");
@@ -76,13 +91,7 @@ fn operator_runs_samples_on_a_real_control_plane() {
             "--timeout=180s",
         ]);
         // Whether a full replay can rebuild what runs, from the brokers' answers.
-        let replayable = |field: &str| {
-            jsonpath(
-                &cluster,
-                &["get", "fx", name, "-n", namespace],
-                &format!(r#"{{.status.conditions[?(@.type=="Replayable")].{field}}}"#),
-            )
-        };
+        let replayable = |field: &str| condition(&cluster, namespace, name, "Replayable", field);
         wait_for("the Replayable condition", Duration::from_secs(60), || {
             !replayable("status").is_empty()
         });
@@ -364,19 +373,13 @@ fn a_tenant_out_of_bounds_cannot_stop_the_operator_for_others() {
             spec = spec.replace(&unreachable, "attacker.example:9092");
         }
         assert!(cluster.apply(&spec).status.success(), "{name}");
-        let condition = |field: &str| {
-            jsonpath(
-                &cluster,
-                &["get", "fx", name, "-n", "tenant"],
-                &format!(r#"{{.status.conditions[?(@.type=="SpecValid")].{field}}}"#),
-            )
-        };
+        let spec_valid = |field: &str| condition(&cluster, "tenant", name, "SpecValid", field);
         wait_for(
             &format!("{name}: SpecValid=False"),
             Duration::from_secs(60),
-            || condition("status") == "False",
+            || spec_valid("status") == "False",
         );
-        let message = condition("message");
+        let message = spec_valid("message");
         assert!(
             message.starts_with(field) && message.contains("is not an allowed"),
             "{message}"
@@ -460,13 +463,7 @@ fn a_store_volume_change_is_refused_up_front(cluster: &ControlPlane) {
             &format!(r#"{{"spec":{{"store":{{"persistence":{{"size":"{size}"}}}}}}}}"#),
         ]);
     };
-    let spec_valid = |field: &str| {
-        jsonpath(
-            cluster,
-            &["get", "fx", "storefront-web", "-n", "shop"],
-            &format!(r#"{{.status.conditions[?(@.type=="SpecValid")].{field}}}"#),
-        )
-    };
+    let spec_valid = |field: &str| condition(cluster, "shop", "storefront-web", "SpecValid", field);
     resize("2Gi");
     wait_for("the resize to be refused", Duration::from_secs(60), || {
         spec_valid("status") == "False"
@@ -541,13 +538,7 @@ spec:
     // `Replayable` from what the pod's own client was told (regression, issue 23:
     // the operator asked with clients of its own, which needed the Secret, readable
     // only with deleteConsumerGroups).
-    let replayable = |field: &str| {
-        jsonpath(
-            cluster,
-            &["get", "fx", "ticks", "-n", ns],
-            &format!(r#"{{.status.conditions[?(@.type=="Replayable")].{field}}}"#),
-        )
-    };
+    let replayable = |field: &str| condition(cluster, ns, "ticks", "Replayable", field);
     wait_for(
         "Replayable from the pod's report",
         Duration::from_secs(90),
@@ -634,13 +625,7 @@ fn a_paused_leader_is_replaced_without_overlap(
     wait_for(
         "the new leader to judge the experience",
         Duration::from_secs(60),
-        || {
-            jsonpath(
-                cluster,
-                &["get", "fx", "while-paused", "-n", "shop"],
-                r#"{.status.conditions[?(@.type=="SpecValid")].status}"#,
-            ) == "False"
-        },
+        || condition(cluster, "shop", "while-paused", "SpecValid", "status") == "False",
     );
     let log = logs.join("facet-operator-a.log");
     let paused_at = std::fs::read_to_string(&log).unwrap().len();
@@ -881,17 +866,9 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
         "the CRD schema cannot see this error; the operator must"
     );
     wait_for("SpecValid=False", Duration::from_secs(60), || {
-        jsonpath(
-            cluster,
-            &["get", "fx", name, "-n", ns],
-            r#"{.status.conditions[?(@.type=="SpecValid")].status}"#,
-        ) == "False"
+        condition(cluster, ns, name, "SpecValid", "status") == "False"
     });
-    let message = jsonpath(
-        cluster,
-        &["get", "fx", name, "-n", ns],
-        r#"{.status.conditions[?(@.type=="SpecValid")].message}"#,
-    );
+    let message = condition(cluster, ns, name, "SpecValid", "message");
     assert_eq!(
         message,
         "spec.projections[1].rules[1].when: unknown variable `evnt`: this expression may use event, row, record, lookup (in `evnt.type == \"PostEdited\"`)"
@@ -913,11 +890,7 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
     );
     assert!(cluster.apply(&v2).status.success());
     wait_for("SpecValid=True again", Duration::from_secs(60), || {
-        jsonpath(
-            cluster,
-            &["get", "fx", name, "-n", ns],
-            r#"{.status.conditions[?(@.type=="SpecValid")].status}"#,
-        ) == "True"
+        condition(cluster, ns, name, "SpecValid", "status") == "True"
     });
 
     // Mid-stream, the runtime process is killed and the broker restarts; afterwards
