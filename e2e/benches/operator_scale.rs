@@ -65,12 +65,7 @@ fn main() {
                     .replace("namespace: blog", &format!("namespace: scale-{n}"))
             })
             .collect();
-        let applied = cluster.apply(&documents.join("\n---\n"));
-        assert!(
-            applied.status.success(),
-            "{}",
-            String::from_utf8_lossy(&applied.stderr)
-        );
+        cluster.apply_ok(&documents.join("\n---\n"));
     }
     wait_for(
         "every experience's status to show its StatefulSet",

@@ -221,6 +221,16 @@ impl ControlPlane {
         String::from_utf8(output.stdout).unwrap()
     }
 
+    /// [`ControlPlane::apply`] that must succeed.
+    pub fn apply_ok(&self, manifest: &str) {
+        let applied = self.apply(manifest);
+        assert!(
+            applied.status.success(),
+            "kubectl apply failed:\n{}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+    }
+
     /// `kubectl apply -f -` with the given manifest text.
     pub fn apply(&self, manifest: &str) -> Output {
         use std::io::Write;

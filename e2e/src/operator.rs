@@ -51,12 +51,7 @@ pub fn install_chart(cluster: &ControlPlane) {
         String::from_utf8_lossy(&output.stderr)
     );
     cluster.kubectl_ok(&["create", "namespace", "facet-system"]);
-    let applied = cluster.apply(&String::from_utf8(output.stdout).unwrap());
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
+    cluster.apply_ok(&String::from_utf8(output.stdout).unwrap());
     cluster.kubectl_ok(&[
         "wait",
         "--for=condition=Established",

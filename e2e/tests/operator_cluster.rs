@@ -19,6 +19,13 @@ fn sample(name: &str, bootstrap: &str) -> String {
         .replace("kafka.kafka.svc:9092", bootstrap)
 }
 
+/// A JSON merge patch of experience `name`.
+fn merge_patch_fx(cluster: &ControlPlane, namespace: &str, name: &str, patch: &str) {
+    cluster.kubectl_ok(&[
+        "patch", "fx", name, "-n", namespace, "--type", "merge", "-p", patch,
+    ]);
+}
+
 /// `field` (`status`, `message`, …) of the experience's condition `kind`.
 fn condition(
     cluster: &ControlPlane,
@@ -74,12 +81,7 @@ fn operator_runs_samples_on_a_real_control_plane() {
     ];
     for (sample_name, namespace, _) in samples {
         cluster.kubectl_ok(&["create", "namespace", namespace]);
-        let applied = cluster.apply(&sample(sample_name, &broker.bootstrap()));
-        assert!(
-            applied.status.success(),
-            "{}",
-            String::from_utf8_lossy(&applied.stderr)
-        );
+        cluster.apply_ok(&sample(sample_name, &broker.bootstrap()));
     }
     for (_, namespace, name) in samples {
         cluster.kubectl_ok(&[
@@ -176,17 +178,12 @@ fn operator_runs_samples_on_a_real_control_plane() {
     }
 
     // Scaled down to one replica, the budget is no longer asked for: it is deleted.
-    cluster.kubectl_ok(&[
-        "patch",
-        "fx",
-        "storefront-web",
-        "-n",
+    merge_patch_fx(
+        &cluster,
         "shop",
-        "--type",
-        "merge",
-        "-p",
+        "storefront-web",
         r#"{"spec":{"replicas":1}}"#,
-    ]);
+    );
     wait_for(
         "the PodDisruptionBudget to go",
         Duration::from_secs(60),
@@ -300,12 +297,7 @@ fn a_tenant_out_of_bounds_cannot_stop_the_operator_for_others() {
     for namespace in ["shop", "tenant"] {
         cluster.kubectl_ok(&["create", "namespace", namespace]);
     }
-    let applied = cluster.apply(&sample("storefront", &unreachable));
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
+    cluster.apply_ok(&sample("storefront", &unreachable));
     let storefront_set = serving_set(&cluster, "shop", "storefront-web");
 
     let tenant = sample("blog-post", &unreachable).replace("namespace: blog", "namespace: tenant");
@@ -329,12 +321,7 @@ fn a_tenant_out_of_bounds_cannot_stop_the_operator_for_others() {
         "nothing was stored"
     );
     // Within the bound it is accepted; scaled past it, refused the same way.
-    let applied = cluster.apply(&tenant);
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
+    cluster.apply_ok(&tenant);
     let scaled = cluster.kubectl(&[
         "scale",
         "fx",
@@ -401,17 +388,12 @@ fn a_tenant_out_of_bounds_cannot_stop_the_operator_for_others() {
 
     // The operator is alive and reconciles both tenants: a change in `shop` reaches
     // its StatefulSet, and `tenant`'s experience gets its own.
-    cluster.kubectl_ok(&[
-        "patch",
-        "fx",
-        "storefront-web",
-        "-n",
+    merge_patch_fx(
+        &cluster,
         "shop",
-        "--type",
-        "merge",
-        "-p",
+        "storefront-web",
         r#"{"spec":{"replicas":3}}"#,
-    ]);
+    );
     wait_for(
         "the other tenant's change to reach its StatefulSet",
         Duration::from_secs(120),
@@ -451,17 +433,12 @@ fn a_tenant_out_of_bounds_cannot_stop_the_operator_for_others() {
 /// (issue 23): the API server refused the apply on every reconcile.
 fn a_store_volume_change_is_refused_up_front(cluster: &ControlPlane) {
     let resize = |size: &str| {
-        cluster.kubectl_ok(&[
-            "patch",
-            "fx",
-            "storefront-web",
-            "-n",
+        merge_patch_fx(
+            cluster,
             "shop",
-            "--type",
-            "merge",
-            "-p",
+            "storefront-web",
             &format!(r#"{{"spec":{{"store":{{"persistence":{{"size":"{size}"}}}}}}}}"#),
-        ]);
+        );
     };
     let spec_valid = |field: &str| condition(cluster, "shop", "storefront-web", "SpecValid", field);
     resize("2Gi");
@@ -521,12 +498,7 @@ spec:
   auth: {{anonymous: true}}
 "#
     );
-    let applied = cluster.apply(&fx);
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
+    cluster.apply_ok(&fx);
     cluster.kubectl_ok(&[
         "wait",
         "--for=condition=Ready",
