@@ -944,3 +944,65 @@ fn embeds_and_rule_lookups_are_checked_where_they_are_written() {
         ]
     );
 }
+
+/// Rules read events and rows borrowed, a field at a time; everything else binds
+/// them converted whole. Both must give every expression the same value or the
+/// same error, whatever the expression reaches for.
+#[test]
+fn borrowed_and_converted_variables_agree() {
+    use facet_bff::spec::expr::{Bound, Expr, Scope};
+    let event = serde_json::json!({
+        "id": "o-1", "n": 2, "total": 3, "big": 18446744073709551615u64, "f": 1.5,
+        "customer": {"name": "Ada", "tags": ["a", "b"]}, "nothing": null,
+    });
+    let row = serde_json::json!({"total": 4, "count": 1, "name": "x"});
+    let row = row.as_object().unwrap();
+    let doubles = |name: &str| name == "total";
+    let fields = [
+        ("total", facet_bff::spec::FieldType::Number),
+        ("count", facet_bff::spec::FieldType::Integer),
+        ("name", facet_bff::spec::FieldType::String),
+    ]
+    .into_iter()
+    .map(|(name, field_type)| {
+        let spec = serde_json::json!({"type": field_type});
+        (name.to_string(), serde_json::from_value(spec).unwrap())
+    })
+    .collect();
+    let sources = [
+        "event.id + '!'",
+        "event.n + 1",
+        "event.big",
+        "event.f * 2.0",
+        "event.customer.name",
+        "event.customer.tags[1]",
+        "event.customer.tags.size()",
+        "event.missing",
+        "event.customer.missing",
+        "event.nothing",
+        "event.id.size",
+        "has(event.customer.name) && !has(event.missing)",
+        "event",
+        "row.total + 1.5",
+        "row.count + 1",
+        "row.name",
+        "row",
+        "event.customer.tags.map(t, t + row.name)",
+    ];
+    for source in sources {
+        let expr = Expr::compile("p", source, Scope::Rule, &fields).unwrap();
+        let borrowed_event = Bound::borrow_json(&event);
+        let borrowed_row = Bound::borrow_row(row, &doubles);
+        let converted_event = Bound::json(&event);
+        let converted_row = Bound::row_with_doubles(row, doubles);
+        let borrowed = expr.eval(&[("event", &borrowed_event), ("row", &borrowed_row)]);
+        let converted = expr.eval(&[("event", &converted_event), ("row", &converted_row)]);
+        match (borrowed, converted) {
+            (Ok(borrowed), Ok(converted)) => assert_eq!(borrowed, converted, "`{source}`"),
+            (Err(borrowed), Err(converted)) => {
+                assert_eq!(borrowed.to_string(), converted.to_string(), "`{source}`")
+            }
+            (borrowed, converted) => panic!("`{source}`: {borrowed:?} but {converted:?}"),
+        }
+    }
+}

@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::spec::command::CompiledCommand;
-use crate::spec::expr::{cel_to_json, Bound, Expr};
+use crate::spec::expr::{cel_to_json, Bound, Expr, Variable};
 use crate::spec::CompiledExperience;
 use crate::store::Store;
 use correlate::{Correlations, COMMAND_ID_HEADER};
@@ -280,12 +280,10 @@ impl Commands {
         input: &Value,
         claims: &Value,
     ) -> Result<Bindings, CommandError> {
-        let lookup_scope = [("input", Bound::json(input)), ("auth", Bound::json(claims))];
+        let (input, auth) = (Bound::json(input), Bound::json(claims));
         let mut found = serde_json::Map::new();
         for lookup in &command.lookups {
-            let variables: Vec<(&str, &Bound)> =
-                lookup_scope.iter().map(|(n, b)| (*n, b)).collect();
-            let key = match lookup.key.eval(&variables) {
+            let key = match lookup.key.eval(&[("input", &input), ("auth", &auth)]) {
                 Ok(cel::Value::String(key)) => key.to_string(),
                 Ok(_) | Err(_) => {
                     found.insert(lookup.name.clone(), Value::Null);
@@ -300,7 +298,6 @@ impl Commands {
                 .map_err(|e| CommandError::Failed(crate::logging::log_internal(e)))?;
             found.insert(lookup.name.clone(), row.map_or(Value::Null, Value::Object));
         }
-        let [(_, input), (_, auth)] = lookup_scope;
         Ok(Bindings {
             input,
             auth,
@@ -329,13 +326,13 @@ impl Commands {
 }
 
 struct Bindings {
-    input: Bound,
-    auth: Bound,
-    lookup: Bound,
+    input: Bound<'static>,
+    auth: Bound<'static>,
+    lookup: Bound<'static>,
 }
 
 impl Bindings {
-    fn variables(&self) -> [(&'static str, &Bound); 3] {
+    fn variables(&self) -> [(&'static str, &dyn Variable); 3] {
         [
             ("input", &self.input),
             ("auth", &self.auth),

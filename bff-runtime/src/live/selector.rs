@@ -40,7 +40,7 @@ enum Access {
     Equal(Vec<(String, Value)>),
     /// CEL decides; these equalities (necessary conditions) are checked first.
     Rule {
-        claims: Bound,
+        claims: Bound<'static>,
         narrowed: Vec<(String, Value)>,
     },
 }

@@ -30,16 +30,18 @@ impl Engine {
             for (embed, &target) in projection.embeds.iter().zip(&self.embed_targets[p]) {
                 let Pending { key, before, .. } = &touched.pending[i];
                 // A stored row always had a key it could compute.
-                let old = before
-                    .as_ref()
-                    .and_then(|b| embed_key(projection, embed, b.row()).ok().flatten());
+                let old = before.as_ref().and_then(|b| {
+                    embed_key(&self.number_fields[p], embed, b.row())
+                        .ok()
+                        .flatten()
+                });
                 let Some(stored) = row.as_mut() else {
                     links.extend(
                         old.map(|target_key| link(embed, &projection.name, key, target_key, false)),
                     );
                     continue;
                 };
-                let new = match embed_key(projection, embed, stored.row()) {
+                let new = match embed_key(&self.number_fields[p], embed, stored.row()) {
                     Ok(new) => new,
                     Err(error) => return Ok(Err(error)),
                 };
@@ -114,7 +116,7 @@ impl Engine {
                         continue;
                     };
                     // The index may still name a row whose key changed in this event.
-                    if !matches!(embed_key(embedder, embed, stored.row()), Ok(Some(k)) if k == key)
+                    if !matches!(embed_key(&self.number_fields[e_p], embed, stored.row()), Ok(Some(k)) if k == key)
                     {
                         continue;
                     }
@@ -164,7 +166,7 @@ fn shown(embed: &CompiledEmbed, row: Option<&Row>) -> Value {
 
 /// The key of the row an embed shows: `None` for null or an empty string.
 fn embed_key(
-    projection: &crate::spec::CompiledProjection,
+    numbers: &crate::spec::expr::Doubles,
     embed: &CompiledEmbed,
     row: &Row,
 ) -> Result<Option<String>, ApplyError> {
@@ -182,7 +184,7 @@ fn embed_key(
             ))),
         };
     }
-    let bound = row_value(projection, row);
+    let bound = row_value(numbers, row);
     match embed.key.eval(&[("row", &bound)]) {
         Ok(cel::Value::String(s)) if s.is_empty() => Ok(None),
         Ok(cel::Value::String(s)) => Ok(Some(s.to_string())),

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::spec::discriminator::{Discriminator, Verdict};
-use crate::spec::expr::{cel_to_json, cel_type_name, Bound, Expr};
+use crate::spec::expr::{cel_to_json, cel_type_name, Bound, Doubles, Expr, Variable};
 use crate::spec::fields::{conform, zero_row};
 use crate::spec::{CompiledExperience, CompiledProjection, CompiledRule, RuleAction};
 
@@ -192,7 +192,7 @@ pub struct Record {
 }
 
 impl Record {
-    fn bound(&self) -> Bound {
+    fn bound(&self) -> Bound<'static> {
         let headers: serde_json::Map<String, Value> = self
             .headers
             .iter()
@@ -256,6 +256,8 @@ pub struct Engine {
     embed_targets: Vec<Vec<usize>>,
     /// Whether any expression reads `record`; if none does, it is not built per event.
     uses_record: bool,
+    /// For each projection, which of its fields are numbers (CEL doubles).
+    number_fields: Vec<Box<Doubles>>,
 }
 
 /// A row as the rules of one event have left it so far (`None`: deleted).
@@ -355,8 +357,22 @@ impl Engine {
                     }
             })
         });
+        let number_fields = experience
+            .projections
+            .iter()
+            .map(|projection| {
+                let numbers: std::collections::HashSet<String> = projection
+                    .fields
+                    .iter()
+                    .filter(|(_, field)| field.field_type == crate::spec::FieldType::Number)
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                Box::new(move |name: &str| numbers.contains(name)) as Box<Doubles>
+            })
+            .collect();
         Engine {
             experience,
+            number_fields,
             rules_by_source,
             embedded_by,
             embed_targets,
@@ -417,11 +433,11 @@ impl Engine {
         let tombstone = event.is_null();
         let record = match self.uses_record {
             true => record.bound(),
-            false => Bound::json(&Value::Null),
+            false => Bound::borrow_json(&Value::Null),
         };
         let event_json = event;
         let event = Event {
-            value: Bound::json(event),
+            value: Bound::borrow_json(event),
             record,
         };
         let experience = &*self.experience;
@@ -441,7 +457,7 @@ impl Engine {
             let projection = &experience.projections[p];
             let rule = &projection.rules[r];
             let lookup = match rule.lookups.is_empty() {
-                true => Bound::json(&Value::Null),
+                true => Bound::borrow_json(&Value::Null),
                 false => match self.lookups(rule, &event, &touched)? {
                     Ok(lookup) => lookup,
                     Err(_) if tombstone => continue,
@@ -453,7 +469,7 @@ impl Engine {
             let filter_decided = match &rule.when {
                 Some(_) if verdict == Verdict::Matches => true,
                 Some(when) if !when.uses("row") => {
-                    match eval_filter(when, &event, &Bound::json(&Value::Null), &lookup) {
+                    match eval_filter(when, &event, &Bound::borrow_json(&Value::Null), &lookup) {
                         Ok(true) => true,
                         Ok(false) => continue,
                         Err(_) if tombstone => continue,
@@ -469,7 +485,8 @@ impl Engine {
                     // An event of another kind may lack this rule's key: only an
                     // event the rule is meant for must have one.
                     if !filter_decided {
-                        let zero = row_value(projection, &zero_row(&projection.fields));
+                        let zero = zero_row(&projection.fields);
+                        let zero = row_value(&self.number_fields[p], &zero);
                         if matches!(rule_matches(rule, &event, &zero, &lookup), Ok(false)) {
                             continue;
                         }
@@ -484,6 +501,7 @@ impl Engine {
             };
             let result = apply_rule(
                 projection,
+                &self.number_fields[p],
                 rule,
                 &event,
                 &lookup,
@@ -558,7 +576,7 @@ impl Engine {
         rule: &CompiledRule,
         event: &Event,
         touched: &Touched<'_, R>,
-    ) -> Result<Result<Bound, ApplyError>, R::Error> {
+    ) -> Result<Result<Bound<'static>, ApplyError>, R::Error> {
         let mut found = serde_json::Map::new();
         for lookup in &rule.lookups {
             let key = match key_of(&lookup.key, event) {
@@ -585,16 +603,22 @@ impl Engine {
 /// a row no `upsert` has created yet held, so that its fields are not lost.
 fn apply_rule(
     projection: &CompiledProjection,
+    numbers: &Doubles,
     rule: &CompiledRule,
     event: &Event,
     lookup: &Bound,
     current: Option<&Stored>,
     filter_decided: bool,
 ) -> Result<Option<Option<Stored>>, ApplyError> {
-    let base = current
-        .map(|stored| stored.row().clone())
-        .unwrap_or_else(|| zero_row(&projection.fields));
-    let row = row_value(projection, &base);
+    let zero;
+    let before = match current {
+        Some(stored) => stored.row(),
+        None => {
+            zero = zero_row(&projection.fields);
+            &zero
+        }
+    };
+    let row = row_value(numbers, before);
     if !filter_decided && !rule_matches(rule, event, &row, lookup)? {
         return Ok(None);
     }
@@ -603,7 +627,7 @@ fn apply_rule(
         RuleAction::Patch(assignments) => (assignments, matches!(current, Some(Stored::Served(_)))),
         RuleAction::Upsert(assignments) => (assignments, true),
     };
-    let mut next = base;
+    let mut next = before.clone();
     for (field, expr) in assignments {
         let value = eval(expr, &event.with(&row, lookup))?;
         let json = cel_to_json(&value).map_err(|message| rule_error(expr, message))?;
@@ -645,13 +669,17 @@ fn eval_filter(
 }
 
 /// An event and its record, bound once for every expression that reads them.
-struct Event {
-    value: Bound,
-    record: Bound,
+struct Event<'a> {
+    value: Bound<'a>,
+    record: Bound<'static>,
 }
 
-impl Event {
-    fn with<'a>(&'a self, row: &'a Bound, lookup: &'a Bound) -> [(&'static str, &'a Bound); 4] {
+impl<'e> Event<'e> {
+    fn with<'a>(
+        &'a self,
+        row: &'a Bound,
+        lookup: &'a Bound,
+    ) -> [(&'static str, &'a dyn Variable); 4] {
         [
             ("event", &self.value),
             ("record", &self.record),
@@ -686,7 +714,7 @@ fn number_key(n: impl std::fmt::Display) -> String {
     format!("the key is the number {n}, not a string: write string(...) around it to key rows by number")
 }
 
-fn eval(expr: &Expr, variables: &[(&str, &Bound)]) -> Result<CelValue, ApplyError> {
+fn eval(expr: &Expr, variables: &[(&str, &dyn Variable)]) -> Result<CelValue, ApplyError> {
     expr.eval(variables)
         .map_err(|e| rule_error(expr, e.to_string()))
 }
@@ -698,13 +726,8 @@ fn rule_error(expr: &Expr, message: String) -> ApplyError {
     }
 }
 
-/// The row as CEL sees it. Number fields are doubles even when the stored JSON
-/// holds a whole number, so `row.total + 1.5` always type-checks.
-fn row_value(projection: &CompiledProjection, row: &Row) -> Bound {
-    Bound::row_with_doubles(row, |name| {
-        projection
-            .fields
-            .get(name)
-            .is_some_and(|field| field.field_type == crate::spec::FieldType::Number)
-    })
+/// The row as CEL sees it, borrowed. Number fields are doubles even when the
+/// stored JSON holds a whole number, so `row.total + 1.5` always type-checks.
+fn row_value<'a>(numbers: &'a Doubles, row: &'a Row) -> Bound<'a> {
+    Bound::borrow_row(row, numbers)
 }

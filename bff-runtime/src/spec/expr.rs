@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use cel::common::ast::{EntryExpr, Expr as Ast};
+use cel::common::types::CelDouble;
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use cel::parser::Expression;
@@ -155,7 +156,7 @@ impl Expr {
     }
 
     /// Evaluates with the given variables (`event`, `row`, `auth`).
-    pub fn eval(&self, variables: &[(&str, &Bound)]) -> Result<Value, ExecutionError> {
+    pub fn eval(&self, variables: &[(&str, &dyn Variable)]) -> Result<Value, ExecutionError> {
         let resolver = Variables(variables);
         let mut context = Context::with_env(shared_env());
         context.set_variable_resolver(&resolver);
@@ -181,15 +182,39 @@ impl Expr {
     }
 }
 
-/// A value converted once into the interpreter's own representation, so that every
-/// expression evaluated over the same event or row borrows it instead of
-/// converting it again.
-pub struct Bound(Box<dyn Val>);
+/// A variable's value as expressions see it: converted once into the interpreter's
+/// own representation, or borrowed from JSON and converted a field at a time.
+///
+/// Borrowing is what rules use: a rule reads a few fields of an event and of a
+/// row, and converting whole events and rows per rule was a sixth of a replay.
+/// `event.orderId` reaches the interpreter as one qualified name, which is
+/// answered from the JSON directly (strings borrowed, not copied); anything else
+/// (`event` alone, `has(event.x)`, a missing field) converts the whole value, so
+/// every expression gives the same result and the same errors either way.
+pub struct Bound<'a> {
+    binding: Binding<'a>,
+    /// The whole value, converted the first time an expression needs it.
+    whole: OnceLock<Box<dyn Val + 'a>>,
+}
 
-impl Bound {
+enum Binding<'a> {
+    Converted(Box<dyn Val>),
+    Json(&'a serde_json::Value),
+    /// A row whose number fields (`doubles`) are CEL doubles.
+    Row(&'a serde_json::Map<String, serde_json::Value>, &'a Doubles),
+}
+
+/// Which fields of a row are numbers: their whole values are CEL doubles, so
+/// `row.total + 1.5` always type-checks.
+pub type Doubles = dyn Fn(&str) -> bool + Send + Sync;
+
+impl Bound<'static> {
     /// A row, without copying it into a JSON value first.
-    pub fn row(row: &serde_json::Map<String, serde_json::Value>) -> Bound {
-        Bound(Box::new(map_to_val(row, |_| false)))
+    pub fn row(row: &serde_json::Map<String, serde_json::Value>) -> Bound<'static> {
+        Bound::new(Binding::Converted(Box::new(map_to_val::<CopyText>(
+            row,
+            &|_| false,
+        ))))
     }
 
     /// A row whose `doubles` fields are CEL doubles even when the JSON holds a
@@ -197,22 +222,91 @@ impl Bound {
     pub fn row_with_doubles(
         row: &serde_json::Map<String, serde_json::Value>,
         doubles: impl Fn(&str) -> bool,
-    ) -> Bound {
-        Bound(Box::new(map_to_val(row, doubles)))
+    ) -> Bound<'static> {
+        Bound::new(Binding::Converted(Box::new(map_to_val::<CopyText>(
+            row, &doubles,
+        ))))
     }
 
-    pub fn json(value: &serde_json::Value) -> Bound {
-        Bound(json_to_val(value))
+    pub fn json(value: &serde_json::Value) -> Bound<'static> {
+        Bound::new(Binding::Converted(json_to_val::<CopyText>(value)))
     }
 }
 
-/// JSON straight into the interpreter's values, in one pass (going through
-/// [`Value`] would copy every level twice more). Whole numbers become CEL `int`
-/// (not `uint`, as a plain serde conversion would make them), so that
-/// `row.count + 1` works. JSON holds only types the interpreter has: the
-/// conversion cannot fail.
-fn json_to_val(value: &serde_json::Value) -> Box<dyn Val> {
-    use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelNull, CelString, CelUInt};
+impl<'a> Bound<'a> {
+    fn new(binding: Binding<'a>) -> Bound<'a> {
+        Bound {
+            binding,
+            whole: OnceLock::new(),
+        }
+    }
+
+    /// JSON, borrowed: converted as expressions read it.
+    pub fn borrow_json(value: &'a serde_json::Value) -> Bound<'a> {
+        Bound::new(Binding::Json(value))
+    }
+
+    /// A row, borrowed: see [`Bound::row_with_doubles`].
+    pub fn borrow_row(
+        row: &'a serde_json::Map<String, serde_json::Value>,
+        doubles: &'a Doubles,
+    ) -> Bound<'a> {
+        Bound::new(Binding::Row(row, doubles))
+    }
+}
+
+/// What the interpreter asks of a bound variable. A trait object so that one
+/// call can pass variables borrowed for different lifetimes (an event's fields
+/// live longer than the row a rule is building).
+pub trait Variable: Sync {
+    /// The whole value.
+    fn whole(&self) -> CowVal<'_, '_>;
+    /// The value at a dotted path below the variable, when it can be answered
+    /// without converting the whole value.
+    fn field(&self, path: &str) -> Option<CowVal<'_, '_>>;
+}
+
+impl Variable for Bound<'_> {
+    fn whole(&self) -> CowVal<'_, '_> {
+        let value = match &self.binding {
+            Binding::Converted(value) => value,
+            Binding::Json(value) => self.whole.get_or_init(|| json_to_val::<BorrowText>(value)),
+            Binding::Row(row, doubles) => self
+                .whole
+                .get_or_init(|| Box::new(map_to_val::<BorrowText>(row, *doubles))),
+        };
+        CowVal::Borrowed(value.as_ref())
+    }
+
+    /// The value at `path` (`orderId`, `customer.name`), when every step of it
+    /// is a field that is there; `None` sends the interpreter to [`Bound::whole`].
+    fn field(&self, path: &str) -> Option<CowVal<'_, '_>> {
+        let mut steps = path.split('.');
+        let first = steps.next()?;
+        let (mut value, double) = match &self.binding {
+            Binding::Converted(_) => return None,
+            Binding::Json(value) => (value.as_object()?.get(first)?, false),
+            Binding::Row(row, doubles) => (row.get(first)?, doubles(first)),
+        };
+        let mut nested = false;
+        for step in steps {
+            value = value.as_object()?.get(step)?;
+            nested = true;
+        }
+        Some(CowVal::Owned(match value.as_i64() {
+            Some(i) if double && !nested => Box::new(CelDouble::from(i as f64)),
+            _ => json_to_val::<BorrowText>(value),
+        }))
+    }
+}
+
+/// JSON into the interpreter's values, in one pass (going through [`Value`]
+/// would copy every level twice more), strings borrowed or copied as `S` says.
+/// Whole numbers become CEL `int` (not `uint`, as a plain serde conversion would
+/// make them), so that `row.count + 1` works. JSON holds only types the
+/// interpreter has: the conversion cannot fail.
+fn json_to_val<'v, 'o, S: Strings<'v, 'o>>(value: &'v serde_json::Value) -> Box<dyn Val + 'o> {
+    use cel::common::types::{CelBool, CelInt, CelList, CelNull, CelUInt};
     match value {
         serde_json::Value::Null => Box::new(CelNull),
         serde_json::Value::Bool(b) => Box::new(CelBool::from(*b)),
@@ -221,41 +315,73 @@ fn json_to_val(value: &serde_json::Value) -> Box<dyn Val> {
             (None, Some(u)) => Box::new(CelUInt::from(u)),
             _ => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
         },
-        serde_json::Value::String(s) => Box::new(CelString::from(s.clone())),
+        serde_json::Value::String(s) => Box::new(S::text(s)),
         serde_json::Value::Array(items) => Box::new(CelList::from(
-            items.iter().map(json_to_val).collect::<Vec<_>>(),
+            items.iter().map(json_to_val::<S>).collect::<Vec<_>>(),
         )),
-        serde_json::Value::Object(map) => Box::new(map_to_val(map, |_| false)),
+        serde_json::Value::Object(map) => Box::new(map_to_val::<S>(map, &|_| false)),
     }
 }
 
 /// An object as a CEL map; whole numbers of the `doubles` entries become doubles.
-fn map_to_val(
-    map: &serde_json::Map<String, serde_json::Value>,
-    doubles: impl Fn(&str) -> bool,
-) -> cel::common::types::CelMap<'static> {
-    use cel::common::types::{CelDouble, CelMapKey};
-    let entries: std::collections::HashMap<CelMapKey<'static>, Box<dyn Val>> = map
+fn map_to_val<'v, 'o, S: Strings<'v, 'o>>(
+    map: &'v serde_json::Map<String, serde_json::Value>,
+    doubles: &dyn Fn(&str) -> bool,
+) -> cel::common::types::CelMap<'o> {
+    let entries: std::collections::HashMap<_, Box<dyn Val + 'o>> = map
         .iter()
         .map(|(k, v)| {
-            let value: Box<dyn Val> = match v.as_i64() {
+            let value: Box<dyn Val + 'o> = match v.as_i64() {
                 Some(i) if doubles(k) => Box::new(CelDouble::from(i as f64)),
-                _ => json_to_val(v),
+                _ => json_to_val::<S>(v),
             };
-            (CelMapKey::from(k.clone()), value)
+            (S::key(k), value)
         })
         .collect();
     entries.into()
 }
 
-struct Variables<'a>(&'a [(&'a str, &'a Bound)]);
+/// Whether converted strings borrow the JSON's text ([`BorrowText`]: a variable that
+/// lives no longer than its JSON) or copy it ([`CopyText`]: one that outlives it).
+trait Strings<'v, 'o> {
+    fn text(s: &'v str) -> cel::common::types::CelString<'o>;
+    fn key(s: &'v str) -> cel::common::types::CelMapKey<'o>;
+}
+
+struct BorrowText;
+struct CopyText;
+
+impl<'v> Strings<'v, 'v> for BorrowText {
+    fn text(s: &'v str) -> cel::common::types::CelString<'v> {
+        s.into()
+    }
+    fn key(s: &'v str) -> cel::common::types::CelMapKey<'v> {
+        s.into()
+    }
+}
+
+impl<'v> Strings<'v, 'static> for CopyText {
+    fn text(s: &'v str) -> cel::common::types::CelString<'static> {
+        s.to_string().into()
+    }
+    fn key(s: &'v str) -> cel::common::types::CelMapKey<'static> {
+        s.to_string().into()
+    }
+}
+
+struct Variables<'a>(&'a [(&'a str, &'a dyn Variable)]);
 
 impl VariableResolver for Variables<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
-        self.0
-            .iter()
-            .find(|(name, _)| *name == variable)
-            .map(|(_, bound)| CowVal::Borrowed(bound.0.as_ref()))
+        let (name, path) = match variable.split_once('.') {
+            Some((name, path)) => (name, Some(path)),
+            None => (variable, None),
+        };
+        let (_, bound) = self.0.iter().find(|(n, _)| *n == name)?;
+        match path {
+            None => Some(bound.whole()),
+            Some(path) => bound.field(path),
+        }
     }
 }
 
