@@ -598,3 +598,32 @@ fn a_scan_stops_within_its_budget_and_says_where_to_go_on() {
     assert!(!page.budget_spent);
     assert_eq!(page.resume_after.as_deref(), Some("o-000002"));
 }
+
+/// A replay commits most batches without a sync: readers, the batch after and a
+/// peer's image see such a batch at once, and a later sync keeps it.
+#[test]
+fn an_unsynced_batch_is_seen_at_once_and_kept_by_the_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(&dir, "00aa", 100);
+    let mut batch = store.batch().unwrap();
+    batch.read_record("t", 0, 0);
+    batch
+        .apply(vec![upsert("a", json!({"customerId": "alice"}))], None)
+        .unwrap();
+    store
+        .write_as(&batch.seal(), redb::Durability::None)
+        .unwrap();
+    assert!(store.row("order", "a").unwrap().is_some());
+    assert_eq!(store.position(), at(&[(0, 1)]));
+    let mut image = Vec::new();
+    store.export(&mut image).unwrap();
+    let (copy, _copy_dir) = restore(&image, "00aa").unwrap();
+    assert!(copy.row("order", "a").unwrap().is_some(), "the image has it");
+    commit(&store, &[(0, 1, upsert("b", json!({"customerId": "bob"})))]);
+    store.sync().unwrap();
+    drop(store);
+    let (store, opened) = open(&dir, "00aa", 100);
+    assert_eq!(opened, Opened::Resumed);
+    assert!(store.row("order", "a").unwrap().is_some());
+    assert_eq!(store.position(), at(&[(0, 2)]));
+}

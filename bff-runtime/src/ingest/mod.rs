@@ -48,6 +48,9 @@ const BATCH_CHANGES: usize = 10_000;
 /// How often a replay batch shows how far it has applied, in events.
 const PROGRESS_EVERY: usize = 500;
 
+/// A replay syncs the store every this many batches (and when it ends).
+const SYNC_EVERY: usize = 16;
+
 /// Where to read from and how to batch.
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -213,6 +216,8 @@ impl Ingest {
                 last_progress_log = Instant::now();
             }
             if !announced_ready && self.progress.is_ready() {
+                self.finish(&consumer, &mut writing)?;
+                writing.sync()?;
                 info!("caught up with the topics: ready");
                 announced_ready = true;
             }
@@ -528,14 +533,21 @@ struct Writing {
 /// thread for the whole replay, not one per batch: memory a thread allocates
 /// (redb's pages, encoding buffers) stays in that thread's heap, and a heap left
 /// by each exiting thread was never reused (peak RSS doubled).
+///
+/// Most replayed batches are committed without a sync (see [`Store::write_as`]):
+/// every [`SYNC_EVERY`]th is synced, which bounds both what a crash replays again
+/// and how far the file grows (pages freed by an unsynced commit are reused only
+/// after a synced one), and the replay ends with one ([`Pipeline::sync`]).
 struct Pipeline {
     store: Arc<Store>,
     writer: Option<StoreWriter>,
     in_flight: Option<Writing>,
+    /// Batches written since the last sync.
+    unsynced: usize,
 }
 
 struct StoreWriter {
-    batches: std::sync::mpsc::SyncSender<Arc<Sealed>>,
+    batches: std::sync::mpsc::SyncSender<(Arc<Sealed>, redb::Durability)>,
     written: std::sync::mpsc::Receiver<Result<(), StoreError>>,
 }
 
@@ -545,20 +557,21 @@ impl Pipeline {
             store,
             writer: None,
             in_flight: None,
+            unsynced: 0,
         }
     }
 
     /// Starts writing `batch` (the thread starts with the first one).
     fn write(&mut self, batch: Arc<Sealed>, read: ReadBatch) {
         let writer = self.writer.get_or_insert_with(|| {
-            let (batches, jobs) = std::sync::mpsc::sync_channel::<Arc<Sealed>>(1);
+            let (batches, jobs) = std::sync::mpsc::sync_channel::<(Arc<Sealed>, _)>(1);
             let (done, written) = std::sync::mpsc::sync_channel(1);
             let store = self.store.clone();
             std::thread::Builder::new()
                 .name("store-writer".into())
                 .spawn(move || {
-                    for batch in jobs {
-                        if done.send(store.write(&batch)).is_err() {
+                    for (batch, durability) in jobs {
+                        if done.send(store.write_as(&batch, durability)).is_err() {
                             return;
                         }
                     }
@@ -566,11 +579,25 @@ impl Pipeline {
                 .expect("spawning the store writer");
             StoreWriter { batches, written }
         });
+        self.unsynced += 1;
+        let durability = match self.unsynced % SYNC_EVERY {
+            0 => redb::Durability::Immediate,
+            _ => redb::Durability::None,
+        };
         writer
             .batches
-            .send(batch.clone())
+            .send((batch.clone(), durability))
             .expect("the store writer stopped");
         self.in_flight = Some(Writing { batch, read });
+    }
+
+    /// Syncs what the replay wrote, once it is finished.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        if self.unsynced % SYNC_EVERY != 0 {
+            self.store.sync()?;
+        }
+        self.unsynced = 0;
+        Ok(())
     }
 
     /// Waits for the batch in flight to be written.

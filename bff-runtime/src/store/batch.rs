@@ -148,7 +148,17 @@ impl Store {
 
     /// Writes a sealed batch, trims the change log and commits (with a sync).
     pub fn write(&self, batch: &Sealed) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        self.write_as(batch, redb::Durability::Immediate)
+    }
+
+    /// Writes a sealed batch; a commit with [`redb::Durability::None`] is seen by
+    /// every reader at once but reaches the disk only with the next synced one
+    /// (a crash before it returns the store to the last synced batch, whose
+    /// offsets it replays from). Replays skip the sync of most batches: it was
+    /// the store writer's wait, not its work.
+    pub fn write_as(&self, batch: &Sealed, durability: redb::Durability) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(durability)?;
         {
             let mut rows = txn.open_table(ROWS)?;
             let mut index = txn.open_table(INDEX)?;
@@ -219,6 +229,12 @@ impl Store {
         }
         txn.commit()?;
         *self.position.lock() = batch.position.clone();
+        Ok(())
+    }
+
+    /// Syncs every batch written so far to the disk (an empty synced commit).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.db.begin_write()?.commit()?;
         Ok(())
     }
 
