@@ -593,7 +593,7 @@ impl Pipeline {
 
     /// Syncs what the replay wrote, once it is finished.
     fn sync(&mut self) -> Result<(), StoreError> {
-        if self.unsynced % SYNC_EVERY != 0 {
+        if !self.unsynced.is_multiple_of(SYNC_EVERY) {
             self.store.sync()?;
         }
         self.unsynced = 0;
