@@ -158,18 +158,51 @@ pub fn secret_property(name: &str, value: &[u8]) -> Option<(String, String)> {
     Some((name.to_string(), value.trim_end().to_string()))
 }
 
-/// Whether `group` is the consumer group of one of the experience's pods (any
-/// ordinal, including ones beyond today's replicas).
+/// Whether `group` is the consumer group of one of the experience's pods: of any
+/// definition and ordinal (including ones beyond today's replicas), or of a release
+/// from before groups were per definition (`facet.<namespace>.<name>.<ordinal>`).
 pub fn is_group_of(namespace: &str, experience: &str, group: &str) -> bool {
-    let prefix = group_id(namespace, experience, "");
-    group
-        .strip_prefix(&prefix)
-        .is_some_and(|ordinal| !ordinal.is_empty() && ordinal.bytes().all(|b| b.is_ascii_digit()))
+    group_parts(namespace, experience, group).is_some()
 }
 
-/// The consumer group of a runtime pod.
-pub fn group_id(namespace: &str, experience: &str, ordinal: &str) -> String {
-    format!("facet.{namespace}.{experience}.{ordinal}")
+/// Whether `group` is the consumer group of one of the pods of `definition`.
+pub fn is_group_of_definition(
+    namespace: &str,
+    experience: &str,
+    definition: &str,
+    group: &str,
+) -> bool {
+    group_parts(namespace, experience, group)
+        .is_some_and(|tag| tag == Some(definition_tag(definition)))
+}
+
+/// The definition tag of one of the experience's groups (`None` inside: a group
+/// from before groups were per definition); `None` for any other group.
+fn group_parts<'g>(namespace: &str, experience: &str, group: &'g str) -> Option<Option<&'g str>> {
+    let rest = group.strip_prefix(&format!("facet.{namespace}.{experience}."))?;
+    let is_number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match rest.split_once('.') {
+        None => is_number(rest).then_some(None),
+        Some((tag, ordinal)) => {
+            let is_tag = !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_hexdigit());
+            (is_tag && is_number(ordinal)).then_some(Some(tag))
+        }
+    }
+}
+
+/// The consumer group of a runtime pod: one per definition and ordinal, so the
+/// pods rebuilding a new definition never share a group (and lag) with the pods
+/// serving the old one beside them.
+pub fn group_id(namespace: &str, experience: &str, definition: &str, ordinal: &str) -> String {
+    format!(
+        "facet.{namespace}.{experience}.{}.{ordinal}",
+        definition_tag(definition)
+    )
+}
+
+/// The part of a definition's hash that names its StatefulSet and its groups.
+pub fn definition_tag(definition: &str) -> &str {
+    &definition[..definition.len().min(10)]
 }
 
 /// The ordinal of a StatefulSet pod from its name (`web-2` → `2`).
@@ -182,15 +215,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_groups_of_an_experience_are_those_with_its_prefix_and_an_ordinal() {
-        assert!(is_group_of("shop", "web", "facet.shop.web.0"));
-        assert!(is_group_of("shop", "web", "facet.shop.web.17"));
+    fn the_groups_of_an_experience_are_per_definition_and_ordinal() {
+        let group = group_id("shop", "web", "0123456789abcdef", "17");
+        assert_eq!(group, "facet.shop.web.0123456789.17");
+        assert!(is_group_of("shop", "web", &group));
+        assert!(is_group_of_definition(
+            "shop",
+            "web",
+            "0123456789abcdef",
+            &group
+        ));
+        assert!(!is_group_of_definition(
+            "shop",
+            "web",
+            "fedcba9876543210",
+            &group
+        ));
+        assert!(
+            is_group_of("shop", "web", "facet.shop.web.0"),
+            "before groups were per definition"
+        );
+        assert!(!is_group_of_definition(
+            "shop",
+            "web",
+            "0123456789",
+            "facet.shop.web.0"
+        ));
         assert!(!is_group_of("shop", "web", "facet.shop.web."));
+        assert!(!is_group_of("shop", "web", "facet.shop.web.0123456789."));
         assert!(
             !is_group_of("shop", "web", "facet.shop.web.x.0"),
             "experience `web.x`"
         );
         assert!(!is_group_of("shop", "web", "facet.shop.web-2.0"));
+        assert!(!is_group_of("shop", "web", "facet.shop.web-2.0123456789.0"));
     }
 
     #[test]

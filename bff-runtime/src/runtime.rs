@@ -123,7 +123,12 @@ impl Runtime {
                 .bootstrap_servers
                 .clone()
                 .unwrap_or_else(|| spec.kafka.bootstrap_servers.clone()),
-            group_id: group_id(&config.namespace, &config.name, &config.ordinal),
+            group_id: group_id(
+                &config.namespace,
+                &config.name,
+                &experience.definition_hash,
+                &config.ordinal,
+            ),
             properties,
             max_batch_events: spec.store.batch.max_events as usize,
             max_batch_delay: Duration::from_millis(u64::from(spec.store.batch.max_delay_ms)),

@@ -618,7 +618,10 @@ fn an_unsynced_batch_is_seen_at_once_and_kept_by_the_next_sync() {
     let mut image = Vec::new();
     store.export(&mut image).unwrap();
     let (copy, _copy_dir) = restore(&image, "00aa").unwrap();
-    assert!(copy.row("order", "a").unwrap().is_some(), "the image has it");
+    assert!(
+        copy.row("order", "a").unwrap().is_some(),
+        "the image has it"
+    );
     commit(&store, &[(0, 1, upsert("b", json!({"customerId": "bob"})))]);
     store.sync().unwrap();
     drop(store);

@@ -41,6 +41,16 @@ fn condition(
     )
 }
 
+/// The consumer groups the experience's status lists (one per definition and pod).
+fn consumer_groups(cluster: &ControlPlane, namespace: &str, name: &str) -> Vec<String> {
+    let listed = jsonpath(
+        cluster,
+        &["get", "fx", name, "-n", namespace],
+        "{.status.consumerGroups[*]}",
+    );
+    listed.split_whitespace().map(str::to_string).collect()
+}
+
 fn jsonpath(cluster: &ControlPlane, args: &[&str], path: &str) -> String {
     let mut all = args.to_vec();
     let template = format!("jsonpath={path}");
@@ -521,7 +531,7 @@ spec:
         message.contains("e2e.secure.ticks deletes records after 7d"),
         "{message}"
     );
-    let group = "facet.secure.ticks.0";
+    let group = &consumer_groups(cluster, ns, "ticks")[0];
     wait_for("the pod to commit offsets", Duration::from_secs(60), || {
         broker.group_exists(group)
     });
@@ -927,7 +937,8 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
 
     // Deleting the experience stops its pods, deletes its consumer groups (the
     // finalizer), and garbage-collects everything it owned.
-    let group = "facet.blog.blog-post-page.0";
+    let groups = consumer_groups(cluster, ns, name);
+    let group = &groups[0];
     assert!(
         broker.group_exists(group),
         "the pod committed offsets for lag tools"
@@ -959,10 +970,9 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
     std::thread::sleep(Duration::from_secs(5));
     stop_writing.store(true, Ordering::SeqCst);
     writer.join().unwrap();
-    for ordinal in 0..2 {
-        let group = format!("facet.blog.blog-post-page.{ordinal}");
+    for group in &groups {
         assert!(
-            !broker.group_exists(&group),
+            !broker.group_exists(group),
             "{group} came back: a pod ran on after the cleanup"
         );
     }
@@ -1267,6 +1277,11 @@ fn rebuild_without_downtime(
     producer.flush();
     let old = definition(cluster, ns, name);
     let old_set = format!("{name}-{}", &old[..10]);
+    let old_groups = consumer_groups(cluster, ns, name);
+    assert!(
+        !old_groups.is_empty() && old_groups.iter().all(|g| g.contains(&old[..10])),
+        "groups are per definition: {old_groups:?}"
+    );
     let endpoints = Arc::new(ServiceEndpoints::follow(
         &cluster.admin_kubeconfig,
         ns,
@@ -1370,6 +1385,13 @@ fn rebuild_without_downtime(
             new = rebuild["definition"].as_str().unwrap().to_string();
             // The old definition serves until the Service moves (the last report).
             assert!(serving == old || serving == new, "{now}");
+            if serving == old {
+                let groups = now["status"]["consumerGroups"].to_string();
+                assert!(
+                    groups.contains(&old[..10]) && groups.contains(&new[..10]),
+                    "the serving and the rebuilding pods' groups: {groups}"
+                );
+            }
             assert_eq!(
                 condition(&now, "Progressing"),
                 ("True".into(), "Rebuilding".into())
@@ -1418,6 +1440,24 @@ fn rebuild_without_downtime(
         "the old pod to drain and stop",
         Duration::from_secs(60),
         || kubelet.address(ns, &format!("{old_set}-0")).is_none(),
+    );
+    // Serving and rebuilding pods had groups of their own; the replaced one's go
+    // once its pods have stopped (the operator runs with deleteConsumerGroups).
+    let new_groups = consumer_groups(cluster, ns, name);
+    assert!(
+        new_groups
+            .iter()
+            .all(|g| g.contains(&new[..10]) && !old_groups.contains(g)),
+        "{new_groups:?} after {old_groups:?}"
+    );
+    wait_for(
+        "the replaced definition's consumer groups to be deleted",
+        Duration::from_secs(60),
+        || old_groups.iter().all(|g| !broker.group_exists(g)),
+    );
+    assert!(
+        new_groups.iter().any(|g| broker.group_exists(g)),
+        "the new pods commit to their own groups: {new_groups:?}"
     );
     // The client is back on the new pod, and the poller has asked it a few times.
     let new_endpoint = endpoints.pick().unwrap();

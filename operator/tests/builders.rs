@@ -301,16 +301,17 @@ fn budget_only_with_two_replicas_and_claims_unless_persistence_is_off() {
 }
 
 #[test]
-fn consumer_groups_stop_at_the_replica_bound() {
+fn consumer_groups_are_per_definition_and_stop_at_the_replica_bound() {
+    let definition = "0123456789abcdef";
     assert_eq!(
-        consumer_groups("shop", "web", 2),
-        ["facet.shop.web.0", "facet.shop.web.1"]
+        consumer_groups("shop", "web", definition, 2),
+        ["facet.shop.web.0123456789.0", "facet.shop.web.0123456789.1"]
     );
-    assert!(consumer_groups("shop", "web", -1).is_empty());
+    assert!(consumer_groups("shop", "web", definition, -1).is_empty());
     // Whatever a stored object says (the compiler refuses it): no 51 GB of names.
-    let groups = consumer_groups("shop", "web", i32::MAX);
+    let groups = consumer_groups("shop", "web", definition, i32::MAX);
     assert_eq!(groups.len(), 100);
-    assert_eq!(groups.last().unwrap(), "facet.shop.web.99");
+    assert_eq!(groups.last().unwrap(), "facet.shop.web.0123456789.99");
 }
 
 #[test]

@@ -141,7 +141,7 @@ pub fn config_map_name(stateful_set: &str) -> String {
 
 /// The StatefulSet of one projection definition: `<name>-<first 10 hex digits>`.
 pub fn set_name(name: &str, definition: &str) -> String {
-    format!("{name}-{}", &definition[..definition.len().min(10)])
+    format!("{name}-{}", contract::definition_tag(definition))
 }
 
 /// The projection definition of a spec, as the runtime stamps its store.
@@ -196,11 +196,17 @@ fn labels(name: &str) -> BTreeMap<String, String> {
     labels
 }
 
-/// The consumer group of each pod, as the runtime derives it from its pod name.
-/// At most [`replica_bound`] of them, whatever `replicas` says.
-pub fn consumer_groups(namespace: &str, name: &str, replicas: i32) -> Vec<String> {
+/// The consumer group of each pod of `definition`, as the runtime derives it from
+/// its definition and its pod name. At most [`replica_bound`] of them, whatever
+/// `replicas` says.
+pub fn consumer_groups(
+    namespace: &str,
+    name: &str,
+    definition: &str,
+    replicas: i32,
+) -> Vec<String> {
     (0..replica_bound(replicas))
-        .map(|i| contract::group_id(namespace, name, &i.to_string()))
+        .map(|i| contract::group_id(namespace, name, definition, &i.to_string()))
         .collect()
 }
 

@@ -1,11 +1,13 @@
-//! Optional external cleanup on delete: the experience's Kafka consumer groups.
-//! Only with `--delete-consumer-groups`; otherwise no finalizer is ever added and
-//! deletion is plain garbage collection.
+//! Optional external cleanup: the experience's Kafka consumer groups, when it is
+//! deleted and, after a switch, those of the definition it replaced. Only with
+//! `--delete-consumer-groups`; otherwise no finalizer is ever added, deletion is
+//! plain garbage collection and groups stay on the brokers.
 
 use std::time::{Duration, Instant};
 
 use facet_bff::contract;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use rdkafka::admin::{AdminClient, AdminOptions};
@@ -14,7 +16,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 use tracing::{info, warn};
 
-use super::builders::{children_selector, consumer_groups};
+use super::builders::{
+    children_selector, consumer_groups, definition, definition_selector, selector_text,
+};
 use super::error::CleanupError as Error;
 use super::kafka::NoClient;
 use crate::api::FrontendExperience;
@@ -28,18 +32,87 @@ pub async fn delete_consumer_groups(client: &Client, fx: &FrontendExperience) ->
     let namespace = fx.namespace().unwrap_or_default();
     let name = fx.name_any();
     stop_every_set(client, fx, &namespace, &name).await?;
+    let Some(config) = kafka_config(client, fx).await? else {
+        return Ok(());
+    };
     let spec = &fx.spec.experience;
-    // The same client properties the pods use, from the same Secret (SASL, TLS).
-    let config = match super::kafka::client_config(client, fx).await {
-        Ok(config) => config,
-        Err(NoClient::Secret(e)) => return Err(e.into()),
+    let today = consumer_groups(&namespace, &name, &definition(spec), spec.replicas.max(1));
+    let groups = groups_to_delete(&config, today, move |group| {
+        contract::is_group_of(&namespace, &name, group)
+    })
+    .await?;
+    delete_groups(&config, &groups).await
+}
+
+/// After a switch, once no pod of the definition that served before runs any
+/// more, deletes its groups: lag tools then show only the groups of what runs.
+pub async fn delete_groups_of_replaced(
+    client: &Client,
+    fx: &FrontendExperience,
+    replaced: &str,
+) -> Result<(), Error> {
+    let namespace = fx.namespace().unwrap_or_default();
+    let name = fx.name_any();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let selector = selector_text(&definition_selector(&name, Some(replaced)));
+    let deadline = Instant::now() + REPLACED_PODS_DEADLINE;
+    loop {
+        let left = pods
+            .list_metadata(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .len();
+        if left == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Failed(format!(
+                "{left} pods of the replaced definition {replaced} still run"
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let Some(config) = kafka_config(client, fx).await? else {
+        return Ok(());
+    };
+    let known = consumer_groups(
+        &namespace,
+        &name,
+        replaced,
+        fx.spec.experience.replicas.max(1),
+    );
+    let replaced = replaced.to_string();
+    let groups = groups_to_delete(&config, known, move |group| {
+        contract::is_group_of_definition(&namespace, &name, &replaced, group)
+    })
+    .await?;
+    delete_groups(&config, &groups).await
+}
+
+/// How long the pods of a replaced definition may take to stop (they drain first).
+const REPLACED_PODS_DEADLINE: Duration = Duration::from_secs(600);
+
+/// The same client properties the pods use, from the same Secret (SASL, TLS);
+/// `None` when the operator may not make a client (the groups are left).
+async fn kafka_config(
+    client: &Client,
+    fx: &FrontendExperience,
+) -> Result<Option<ClientConfig>, Error> {
+    match super::kafka::client_config(client, fx).await {
+        Ok(config) => Ok(Some(config)),
+        Err(NoClient::Secret(e)) => Err(e.into()),
         // Deletion must not wait for what the operator will never do.
         Err(why @ NoClient::TenantTokenEndpoint) => {
-            warn!(experience = %name, %why, "the consumer groups are left on the brokers");
-            return Ok(());
+            warn!(experience = %fx.name_any(), %why, "the consumer groups are left on the brokers");
+            Ok(None)
         }
-    };
-    let groups = groups_to_delete(&config, &namespace, &name, spec.replicas).await?;
+    }
+}
+
+async fn delete_groups(config: &ClientConfig, groups: &[String]) -> Result<(), Error> {
+    if groups.is_empty() {
+        return Ok(());
+    }
     let admin: AdminClient<DefaultClientContext> = config
         .create()
         .map_err(|e| Error::Failed(format!("kafka admin client: {e}")))?;
@@ -113,13 +186,12 @@ async fn stop_every_set(
     Ok(())
 }
 
-/// Every group the cluster has for the experience's pods, whatever ordinals it
-/// ever had, and today's ordinals (a group may exist only as committed offsets).
+/// `known` (a group may exist only as committed offsets, which the group list
+/// does not show) and every group on the brokers that `ours` claims.
 async fn groups_to_delete(
     config: &ClientConfig,
-    namespace: &str,
-    name: &str,
-    replicas: i32,
+    known: Vec<String>,
+    ours: impl Fn(&str) -> bool + Send + 'static,
 ) -> Result<Vec<String>, Error> {
     let config = config.clone();
     let listed: Vec<String> = tokio::task::spawn_blocking(move || {
@@ -131,9 +203,9 @@ async fn groups_to_delete(
     .await
     .map_err(|e| Error::Failed(e.to_string()))?
     .map_err(|e| Error::Failed(format!("listing consumer groups: {e}")))?;
-    let mut groups = consumer_groups(namespace, name, replicas.max(1));
+    let mut groups = known;
     for group in listed {
-        if contract::is_group_of(namespace, name, &group) && !groups.contains(&group) {
+        if ours(&group) && !groups.contains(&group) {
             groups.push(group);
         }
     }

@@ -45,6 +45,8 @@ pub struct Context {
     pub retention_checks: super::retention::RetentionChecks,
     /// Whether this replica leads (always, without leader election).
     pub leadership: crate::leader::Leadership,
+    /// (experience uid, definition) whose groups are being deleted after a switch.
+    pub replaced_groups: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 /// The generation of each experience (by uid) last announced with an `Applied`
@@ -96,6 +98,7 @@ impl Context {
             leadership: crate::leader::Leadership::unconditional(),
             tenancy: Default::default(),
             retention_checks: Default::default(),
+            replaced_groups: Default::default(),
         }
     }
 }
@@ -196,7 +199,7 @@ const REBUILD_POLL: Duration = Duration::from_secs(5);
 /// One reconcile, in phases: validate (the runtime's own compiler), survey (which
 /// definition serves) and plan (pure), build (pure), apply (every child, then the
 /// orphan sweep), observe (the rollout, a rebuild's progress, retention), status.
-async fn reconcile_inner(fx: &FrontendExperience, context: &Context) -> Result<Action, Error> {
+async fn reconcile_inner(fx: &FrontendExperience, context: &Arc<Context>) -> Result<Action, Error> {
     let namespace = fx.namespace().ok_or(BuildError::Missing("namespace"))?;
     let mut spec_error = validate(fx, context).await;
     let survey = Survey::take(&context.client, fx, &namespace).await?;
@@ -224,6 +227,9 @@ async fn reconcile_inner(fx: &FrontendExperience, context: &Context) -> Result<A
                     from.as_deref().unwrap_or("the previous spec"),
                 );
                 publish(context, fx, EventType::Normal, "Switched", "Switch", note).await;
+                if let (true, Some(replaced)) = (context.delete_consumer_groups, from.as_deref()) {
+                    delete_groups_of_replaced(context, fx, replaced);
+                }
             }
             Some(plan)
         }
@@ -351,6 +357,53 @@ async fn announce_generation(fx: &FrontendExperience, context: &Context) {
     }
 }
 
+/// Deletes the groups of a replaced definition in the background, once its pods
+/// are gone (they drain first); once per switch, however often it reconciles.
+fn delete_groups_of_replaced(context: &Arc<Context>, fx: &FrontendExperience, replaced: &str) {
+    let job = (fx.uid().unwrap_or_default(), replaced.to_string());
+    let mut running = context
+        .replaced_groups
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if !running.insert(job.clone()) {
+        return;
+    }
+    let (context, fx) = (context.clone(), fx.clone());
+    tokio::spawn(async move {
+        let result = cleanup::delete_groups_of_replaced(&context.client, &fx, &job.1).await;
+        if let Err(error) = result {
+            warn!(experience = %fx.name_any(), replaced = %job.1, %error, "the replaced definition's consumer groups are left on the brokers");
+        }
+        let mut running = context
+            .replaced_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        running.remove(&job);
+    });
+}
+
+/// The consumer groups of the serving pods, then of the pods rebuilding beside
+/// them (each definition has its own).
+fn consumer_groups(
+    namespace: &str,
+    name: &str,
+    serving: Option<&str>,
+    plan: Option<&Plan>,
+    spec: &facet_bff::spec::ExperienceSpec,
+) -> Vec<String> {
+    let rebuilding = match plan.map(|p| &p.phase) {
+        Some(Phase::Rebuilding { .. }) => Some(builders::definition(spec)),
+        _ => None,
+    };
+    serving
+        .into_iter()
+        .chain(rebuilding.as_deref())
+        .flat_map(|definition| {
+            builders::consumer_groups(namespace, name, definition, spec.replicas)
+        })
+        .collect()
+}
+
 /// What the status reports: the spec's validity, the serving pods' rollout, a
 /// rebuild's progress and (when asked for) the source topics' retention.
 /// Without a plan (an invalid spec) it reports on what serves as it is.
@@ -427,7 +480,7 @@ async fn observe(
         target: plan.map(|_| builders::definition(spec)),
         apply_error: None,
         progress_deadline: context.build.progress_deadline,
-        consumer_groups: builders::consumer_groups(namespace, &name, spec.replicas),
+        consumer_groups: consumer_groups(namespace, &name, serving.as_deref(), plan, spec),
         endpoints: builders::endpoints(namespace, &name, spec),
         selector: builders::selector_text(&builders::definition_selector(
             &name,
