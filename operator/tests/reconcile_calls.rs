@@ -57,7 +57,8 @@ fn call(method: Method, path: &'static str, answer: Value) -> Call {
 /// An object as the API server returns it.
 fn object(kind: &str, api_version: &str, name: &str) -> Value {
     json!({"apiVersion": api_version, "kind": kind,
-           "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}")}})
+           "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}"),
+                        "resourceVersion": "7", "generation": 1}})
 }
 
 /// A list of children owned by the experience (or, with `owner: false`, only labelled alike).
@@ -70,7 +71,7 @@ fn owned_list(kind: &str, api_version: &str, names: &[(&str, bool)]) -> Value {
                 false => "someone-else",
             };
             json!({"apiVersion": api_version, "kind": kind, "metadata": {
-                "name": name, "namespace": "shop",
+                "name": name, "namespace": "shop", "resourceVersion": "7", "generation": 1,
                 "ownerReferences": [{"apiVersion": "facet.dev/v1alpha1", "kind": "FrontendExperience",
                                      "name": "storefront-web", "uid": owner}]}})
         })
@@ -214,12 +215,10 @@ fn survey(sets: Vec<Value>, service: Option<Value>) -> Vec<Call> {
     ]
 }
 
-/// The peer token (already there), then the four applies of a one-replica
-/// storefront whose definition is `current`.
+/// The applies of a one-replica storefront whose definition is `current`.
 fn applies(current: &str) -> Vec<Call> {
     let set = set_name("storefront-web", current);
     vec![
-        peer_token(true),
         call(
             Method::PATCH,
             leak(format!("{CM}/{set}-spec{APPLY}")),
@@ -266,37 +265,51 @@ fn owned<'a>(names: &[&'a str]) -> Vec<(&'a str, bool)> {
     names.iter().map(|name| (*name, true)).collect()
 }
 
-/// The apply phase: [`applies`], then the sweep's lists of what exists (all of it
-/// owned by the experience). A test inserts the deletes it expects among them.
-fn apply_and_sweep(current: &str, config_maps: &[&str], sets: &[&str]) -> Vec<Call> {
-    let mut calls = applies(current);
-    calls.extend([
+/// The children the experience has, listed (metadata only) before anything is
+/// applied: each kind's names, each owned by the experience or not.
+fn lists(
+    config_maps: &[(&str, bool)],
+    services: &[(&str, bool)],
+    sets: &[(&str, bool)],
+    budgets: &[(&str, bool)],
+) -> Vec<Call> {
+    vec![
         call(
             Method::GET,
             leak(format!("{CM}{SELECTOR}")),
-            owned_list("ConfigMap", "v1", &owned(config_maps)),
+            owned_list("ConfigMap", "v1", config_maps),
         ),
         call(
             Method::GET,
             leak(format!("{SVC}{SELECTOR}")),
-            owned_list(
-                "Service",
-                "v1",
-                &owned(&["storefront-web", "storefront-web-headless"]),
-            ),
+            owned_list("Service", "v1", services),
         ),
         call(
             Method::GET,
             leak(format!("{STS}{SELECTOR}")),
-            owned_list("StatefulSet", "apps/v1", &owned(sets)),
+            owned_list("StatefulSet", "apps/v1", sets),
         ),
         call(
             Method::GET,
             leak(format!("{PDB}{SELECTOR}")),
-            owned_list("PodDisruptionBudget", "policy/v1", &[]),
+            owned_list("PodDisruptionBudget", "policy/v1", budgets),
         ),
         network_policies(),
-    ]);
+    ]
+}
+
+/// The apply phase: the peer token (already there), the lists of what exists
+/// (all of it owned by the experience), then [`applies`]. A test appends the
+/// sweep's deletes it expects.
+fn apply_and_sweep(current: &str, config_maps: &[&str], sets: &[&str]) -> Vec<Call> {
+    let mut calls = vec![peer_token(true)];
+    calls.extend(lists(
+        &owned(config_maps),
+        &owned(&["storefront-web", "storefront-web-headless"]),
+        &owned(sets),
+        &[],
+    ));
+    calls.extend(applies(current));
     calls
 }
 
@@ -305,6 +318,15 @@ async fn reconcile_with(
     fx: FrontendExperience,
     calls: Vec<Call>,
 ) -> (Result<(), Error>, Vec<Value>) {
+    let (mut results, bodies) = reconcile_in_turn(vec![fx], calls).await;
+    (results.remove(0), bodies)
+}
+
+/// Reconciles each of `experiences` in turn, with one operator (one context).
+async fn reconcile_in_turn(
+    experiences: Vec<FrontendExperience>,
+    calls: Vec<Call>,
+) -> (Vec<Result<(), Error>>, Vec<Value>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let server = tokio::spawn(async move {
         let mut bodies = Vec::new();
@@ -364,8 +386,11 @@ async fn reconcile_with(
     // No broker here: the retention check is the e2e's.
     context.check_retention = false;
     let context = Arc::new(context);
-    let result = reconcile(Arc::new(fx), context).await.map(|_| ());
-    (result, server.await.unwrap())
+    let mut results = Vec::new();
+    for fx in experiences {
+        results.push(reconcile(Arc::new(fx), context.clone()).await.map(|_| ()));
+    }
+    (results, server.await.unwrap())
 }
 
 trait NoMoreCalls {
@@ -389,58 +414,32 @@ async fn a_valid_spec_applies_every_child_sweeps_orphans_then_writes_status() {
         vec![set(Some(&current), true)],
         Some(service_selecting(Some(&current))),
     );
+    calls.push(peer_token(true));
+    // One replica: no budget is applied, and the sweep removes the one a
+    // two-replica spec left, and a ConfigMap an older operator made; what is
+    // labelled alike but owned by someone else stays.
+    calls.extend(lists(
+        &[
+            (leak(format!("{current_set}-spec")), true),
+            ("storefront-web-v0", true),
+            ("lookalike", false),
+        ],
+        &owned(&["storefront-web", "storefront-web-headless"]),
+        &owned(&[current_set.as_str()]),
+        &owned(&["storefront-web"]),
+    ));
     calls.extend(applies(&current));
     calls.extend(vec![
-        // One replica: no budget is applied, and the sweep removes the one a
-        // two-replica spec left, and a ConfigMap an older operator made; what is
-        // labelled alike but owned by someone else stays.
-        call(
-            Method::GET,
-            leak(format!("{CM}{SELECTOR}")),
-            owned_list(
-                "ConfigMap",
-                "v1",
-                &[
-                    (leak(format!("{current_set}-spec")), true),
-                    ("storefront-web-v0", true),
-                    ("lookalike", false),
-                ],
-            ),
-        ),
         call(
             Method::DELETE,
             leak(format!("{CM}/storefront-web-v0")),
             object("ConfigMap", "v1", "x"),
         ),
         call(
-            Method::GET,
-            leak(format!("{SVC}{SELECTOR}")),
-            owned_list(
-                "Service",
-                "v1",
-                &[("storefront-web", true), ("storefront-web-headless", true)],
-            ),
-        ),
-        call(
-            Method::GET,
-            leak(format!("{STS}{SELECTOR}")),
-            owned_list("StatefulSet", "apps/v1", &[(current_set.as_str(), true)]),
-        ),
-        call(
-            Method::GET,
-            leak(format!("{PDB}{SELECTOR}")),
-            owned_list(
-                "PodDisruptionBudget",
-                "policy/v1",
-                &[("storefront-web", true)],
-            ),
-        ),
-        call(
             Method::DELETE,
             leak(format!("{PDB}/storefront-web")),
             object("PodDisruptionBudget", "policy/v1", "x"),
         ),
-        network_policies(),
         // A new generation is announced once.
         call(Method::POST, EVENTS, event()),
         call(
@@ -456,15 +455,15 @@ async fn a_valid_spec_applies_every_child_sweeps_orphans_then_writes_status() {
     ]);
     let (result, bodies) = reconcile_with(fx, calls).await;
     result.unwrap();
-    assert_eq!(bodies[6]["kind"], "StatefulSet");
-    assert_eq!(bodies[6]["spec"]["replicas"], 1);
+    assert_eq!(bodies[11]["kind"], "StatefulSet");
+    assert_eq!(bodies[11]["spec"]["replicas"], 1);
     assert_eq!(
-        bodies[4]["spec"]["selector"]["facet.dev/definition"],
+        bodies[9]["spec"]["selector"]["facet.dev/definition"],
         current.as_str()
     );
-    assert_eq!(bodies[7]["kind"], "NetworkPolicy");
+    assert_eq!(bodies[12]["kind"], "NetworkPolicy");
     assert_eq!(
-        bodies[7]["spec"]["ingress"][1]["ports"][0]["port"],
+        bodies[12]["spec"]["ingress"][1]["ports"][0]["port"],
         "metrics"
     );
     assert_eq!(bodies[15]["reason"], "Applied");
@@ -489,6 +488,51 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
 /// the Service stays, the serving set is neither applied nor swept, and the status
 /// reports the new pod's progress, asked of the pod at the IP its Pod gives. Once
 /// the new set is ready the Service moves; the old set goes at the next reconcile.
+/// Once settled, a periodic reconcile reads what exists and writes nothing: no
+/// apply of a child that is as it was applied, no peer token made again.
+#[tokio::test]
+async fn a_settled_experience_is_not_applied_again() {
+    let fx = storefront(1);
+    let current = definition(&fx.spec.experience);
+    let current_set = set_name("storefront-web", &current);
+    let config_maps = [leak(format!("{current_set}-spec"))];
+    let reconcile = |first: bool| {
+        let mut calls = survey(
+            vec![set(Some(&current), true)],
+            Some(service_selecting(Some(&current))),
+        );
+        match first {
+            true => calls.extend(apply_and_sweep(&current, &config_maps, &[&current_set])),
+            false => calls.extend(lists(
+                &owned(&config_maps),
+                &owned(&["storefront-web", "storefront-web-headless"]),
+                &owned(&[current_set.as_str()]),
+                &[],
+            )),
+        }
+        if first {
+            calls.push(call(Method::POST, EVENTS, event()));
+        }
+        calls.push(call(
+            Method::GET,
+            leak(format!("{STS}/{current_set}")),
+            set(Some(&current), true),
+        ));
+        calls.push(call(
+            Method::PATCH,
+            STATUS,
+            serde_json::to_value(storefront(1)).unwrap(),
+        ));
+        calls
+    };
+    let mut calls = reconcile(true);
+    calls.extend(reconcile(false));
+    let (results, _) = reconcile_in_turn(vec![fx.clone(), fx], calls).await;
+    for result in results {
+        result.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_changed_definition_rebuilds_beside_the_serving_set_then_moves_the_service() {
     let fx = storefront(1);
@@ -536,7 +580,7 @@ async fn a_changed_definition_rebuilds_beside_the_serving_set_then_moves_the_ser
     let (result, bodies) = reconcile_with(fx.clone(), calls).await;
     result.unwrap();
     assert_eq!(
-        bodies[4]["spec"]["selector"]["facet.dev/definition"], old,
+        bodies[9]["spec"]["selector"]["facet.dev/definition"], old,
         "the Service stays"
     );
     let status = &bodies.last().unwrap()["status"];
@@ -582,7 +626,7 @@ async fn a_changed_definition_rebuilds_beside_the_serving_set_then_moves_the_ser
     let (result, bodies) = reconcile_with(fx.clone(), calls).await;
     result.unwrap();
     assert_eq!(
-        bodies[4]["spec"]["selector"]["facet.dev/definition"],
+        bodies[9]["spec"]["selector"]["facet.dev/definition"],
         new.as_str(),
         "moved"
     );
@@ -599,24 +643,19 @@ async fn a_changed_definition_rebuilds_beside_the_serving_set_then_moves_the_ser
         vec![set(Some(old), true), set(Some(&new), true)],
         Some(service_selecting(Some(&new))),
     );
-    let mut apply = apply_and_sweep(&new, &config_maps, &both);
-    apply.insert(
-        7,
+    calls.extend(apply_and_sweep(&new, &config_maps, &both));
+    calls.extend([
         call(
             Method::DELETE,
             leak(format!("{CM}/{old_set}-spec")),
             object("ConfigMap", "v1", "x"),
         ),
-    );
-    apply.insert(
-        10,
         call(
             Method::DELETE,
             leak(format!("{STS}/{old_set}")),
             object("StatefulSet", "apps/v1", "x"),
         ),
-    );
-    calls.extend(apply);
+    ]);
     calls.push(call(Method::POST, EVENTS, event()));
     calls.push(call(
         Method::GET,
@@ -718,6 +757,7 @@ async fn a_refused_apply_names_its_phase_and_child_is_reported_and_stops_there()
     let mut calls = survey(vec![], None);
     // A first apply: the peer token is made, with 32 random bytes.
     calls.push(peer_token(false));
+    calls.extend(lists(&[], &[], &[], &[]));
     calls.push(Call {
         method: Method::PATCH,
         path: leak(format!("{CM}/{set}-spec{APPLY}")),
@@ -743,11 +783,11 @@ async fn a_refused_apply_names_its_phase_and_child_is_reported_and_stops_there()
         serde_json::to_value(storefront(1)).unwrap(),
     ));
     let (result, bodies) = reconcile_with(fx, calls).await;
-    assert_eq!(bodies[4]["type"], "Warning");
-    assert_eq!(bodies[4]["reason"], "ApplyFailed");
-    let note = bodies[4]["note"].as_str().unwrap();
+    assert_eq!(bodies[9]["type"], "Warning");
+    assert_eq!(bodies[9]["reason"], "ApplyFailed");
+    let note = bodies[9]["note"].as_str().unwrap();
     assert!(note.contains("configmaps is forbidden"), "{note}");
-    let degraded = condition(&bodies[6]["status"], "Degraded");
+    let degraded = condition(&bodies[11]["status"], "Degraded");
     assert_eq!(
         (degraded["status"].as_str(), degraded["reason"].as_str()),
         (Some("True"), Some("ApplyFailed"))

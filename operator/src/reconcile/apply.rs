@@ -3,13 +3,17 @@
 //! longer desired is deleted (the orphan sweep), so what runs is exactly what the
 //! builders return, whatever an earlier version of the spec or the operator made.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -21,29 +25,46 @@ use crate::api::FrontendExperience;
 pub const FIELD_MANAGER: &str = "facet-operator";
 
 /// Applies `desired` for `fx` and sweeps what is no longer in it.
+///
+/// What exists is listed first (metadata only), so that a child whose desired
+/// state and version are what they were after this operator last applied it is
+/// not applied again (see [`Applied`]), and the same lists serve the sweep.
 pub async fn apply_all(
     client: &Client,
     fx: &FrontendExperience,
     desired: &Desired,
+    applied: &Applied,
 ) -> Result<(), Error> {
     let namespace = &fx.namespace().ok_or(BuildError::Missing("namespace"))?;
-    ensure_peer_token(Api::namespaced(client.clone(), namespace), fx).await?;
-    apply(
-        Api::namespaced(client.clone(), namespace),
-        &desired.config_map,
-    )
-    .await?;
-    apply(Api::namespaced(client.clone(), namespace), &desired.service).await?;
-    apply(
-        Api::namespaced(client.clone(), namespace),
-        &desired.headless_service,
-    )
-    .await?;
-    apply(
-        Api::namespaced(client.clone(), namespace),
-        &desired.stateful_set,
-    )
-    .await?;
+    let owner = fx.uid().ok_or(BuildError::Missing("uid"))?;
+    if !applied.has_token(&owner) {
+        ensure_peer_token(Api::namespaced(client.clone(), namespace), fx).await?;
+        applied.token_made(&owner);
+    }
+    let selector = children_selector(&fx.name_any());
+    let listed = Listed {
+        config_maps: list(client, namespace, &selector).await?,
+        services: list(client, namespace, &selector).await?,
+        stateful_sets: list(client, namespace, &selector).await?,
+        budgets: list(client, namespace, &selector).await?,
+        policies: list(client, namespace, &selector).await?,
+    };
+    let child = Child {
+        client,
+        namespace,
+        owner: &owner,
+        applied,
+    };
+    child
+        .apply(&desired.config_map, &listed.config_maps)
+        .await?;
+    child.apply(&desired.service, &listed.services).await?;
+    child
+        .apply(&desired.headless_service, &listed.services)
+        .await?;
+    child
+        .apply(&desired.stateful_set, &listed.stateful_sets)
+        .await?;
     if let Some((set, replicas)) = &desired.resize_kept {
         // Only the replicas: the rest of the kept set stays as its definition made it.
         let scale = serde_json::json!({"spec": {"replicas": replicas}});
@@ -57,47 +78,137 @@ pub async fn apply_all(
             })?;
     }
     if let Some(budget) = &desired.pod_disruption_budget {
-        apply(Api::namespaced(client.clone(), namespace), budget).await?;
+        child.apply(budget, &listed.budgets).await?;
     }
     if let Some(policy) = &desired.network_policy {
-        apply(Api::namespaced(client.clone(), namespace), policy).await?;
+        child.apply(policy, &listed.policies).await?;
     }
 
-    let selector = children_selector(&fx.name_any());
-    let owner = fx.uid().ok_or(BuildError::Missing("uid"))?;
-    let owned = Owned {
-        selector: &selector,
-        owner: &owner,
-    };
     // The set that serves while the current definition rebuilds stays as it is.
     let kept_set = desired.keep.iter().cloned();
     let kept_config_map = desired.keep.iter().map(|set| config_map_name(set));
     let config_maps: Vec<String> = std::iter::once(desired.config_map.name_any())
         .chain(kept_config_map)
         .collect();
-    sweep::<ConfigMap>(client, namespace, &owned, &config_maps).await?;
+    child.sweep(&listed.config_maps, &config_maps).await?;
     let services = [
         desired.service.name_any(),
         desired.headless_service.name_any(),
     ];
-    sweep::<Service>(client, namespace, &owned, &services).await?;
+    child.sweep(&listed.services, &services).await?;
     let statefulsets: Vec<String> = std::iter::once(desired.stateful_set.name_any())
         .chain(kept_set)
         .collect();
-    sweep::<StatefulSet>(client, namespace, &owned, &statefulsets).await?;
+    child.sweep(&listed.stateful_sets, &statefulsets).await?;
     let budgets: Vec<String> = desired
         .pod_disruption_budget
         .iter()
         .map(|b| b.name_any())
         .collect();
-    sweep::<PodDisruptionBudget>(client, namespace, &owned, &budgets).await?;
+    child.sweep(&listed.budgets, &budgets).await?;
     let policies: Vec<String> = desired
         .network_policy
         .iter()
         .map(|p| p.name_any())
         .collect();
-    sweep::<NetworkPolicy>(client, namespace, &owned, &policies).await?;
+    child.sweep(&listed.policies, &policies).await?;
     Ok(())
+}
+
+/// The children that carry the experience's labels, as they were before applying.
+struct Listed {
+    config_maps: Vec<PartialObjectMeta<ConfigMap>>,
+    services: Vec<PartialObjectMeta<Service>>,
+    stateful_sets: Vec<PartialObjectMeta<StatefulSet>>,
+    budgets: Vec<PartialObjectMeta<PodDisruptionBudget>>,
+    policies: Vec<PartialObjectMeta<NetworkPolicy>>,
+}
+
+async fn list<K>(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+) -> Result<Vec<PartialObjectMeta<K>>, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + k8s_openapi::Resource
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let listed = api
+        .list_metadata(&ListParams::default().labels(selector))
+        .await
+        .map_err(|source| Error::Sweep {
+            kind: K::KIND,
+            name: "list".into(),
+            source,
+        })?;
+    Ok(listed.items)
+}
+
+/// What this operator last applied to each child and the version the API server
+/// gave the child then. A child is applied again only when what is desired
+/// changed, or the child did (edited, deleted, made anew): an experience that
+/// has settled costs its periodic reconcile no write at all. A StatefulSet's or
+/// budget's version is its generation (their status moves their resourceVersion
+/// all the time); labels edited by hand on a StatefulSet therefore come back only
+/// with the next change of its spec or of the experience, or a restart.
+#[derive(Default)]
+pub struct Applied {
+    children: Mutex<HashMap<ChildKey, (u64, Option<String>)>>,
+    tokens: Mutex<HashSet<String>>,
+}
+
+/// (owner uid, kind, name).
+type ChildKey = (String, &'static str, String);
+
+impl Applied {
+    fn unchanged(&self, key: &ChildKey, desired: u64, version: Option<String>) -> bool {
+        let children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        version.is_some() && children.get(key) == Some(&(desired, version))
+    }
+
+    fn record(&self, key: ChildKey, desired: u64, version: Option<String>) {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        children.insert(key, (desired, version));
+    }
+
+    fn has_token(&self, owner: &str) -> bool {
+        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens.contains(owner)
+    }
+
+    fn token_made(&self, owner: &str) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens.insert(owner.to_string());
+    }
+
+    /// Forgets a deleted experience.
+    pub fn forget(&self, owner: &str) {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        children.retain(|(uid, _, _), _| uid != owner);
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens.remove(owner);
+    }
+}
+
+/// The version of a child that says whether its spec moved (see [`Applied`]).
+fn version_of<K: k8s_openapi::Resource>(meta: &ObjectMeta) -> Option<String> {
+    match K::KIND {
+        "StatefulSet" | "PodDisruptionBudget" => meta.generation.map(|g| format!("g{g}")),
+        _ => meta.resource_version.clone(),
+    }
+}
+
+/// A hash of what is desired of a child, to tell whether it changed since.
+fn desired_hash<K: Serialize>(object: &K) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(object)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Creates the peer token Secret if there is none; one that exists is left as it
@@ -122,78 +233,85 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Server-side apply under the operator's field manager; it owns what it sets.
-async fn apply<K>(api: Api<K>, object: &K) -> Result<(), Error>
-where
-    K: Resource<DynamicType = ()>
-        + k8s_openapi::Resource
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
-{
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let name = object.name_any();
-    api.patch(&name, &params, &Patch::Apply(object))
-        .await
-        .map_err(|source| Error::Apply {
-            kind: K::KIND,
-            name,
-            source,
-        })?;
-    Ok(())
-}
-
-/// What marks a child of this experience: its labels and its owner's uid.
-struct Owned<'a> {
-    selector: &'a str,
+/// Applies and sweeps the children of one experience.
+struct Child<'a> {
+    client: &'a Client,
+    namespace: &'a str,
+    /// The experience's uid: only what it owns is swept.
     owner: &'a str,
+    applied: &'a Applied,
 }
 
-/// Deletes the objects of kind `K` that carry the experience's labels, are owned by
-/// it, and are not in `keep`.
-async fn sweep<K>(
-    client: &Client,
-    namespace: &str,
-    owned: &Owned<'_>,
-    keep: &[String],
-) -> Result<(), Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + k8s_openapi::Resource
-        + Clone
-        + Debug
-        + DeserializeOwned,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let error = |name: &str| {
-        let name = name.to_string();
-        move |source| Error::Sweep {
-            kind: K::KIND,
-            name,
-            source,
-        }
-    };
-    let listed = api
-        .list_metadata(&ListParams::default().labels(owned.selector))
-        .await
-        .map_err(error("list"))?;
-    for object in listed.items {
+impl Child<'_> {
+    /// Server-side apply under the operator's field manager (it owns what it
+    /// sets), unless the child is as this operator last applied it.
+    async fn apply<K>(&self, object: &K, listed: &[PartialObjectMeta<K>]) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + k8s_openapi::Resource
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
+    {
         let name = object.name_any();
-        let ours = object
-            .metadata
-            .owner_references
+        let key = (self.owner.to_string(), K::KIND, name.clone());
+        let desired = desired_hash(object);
+        let now = listed
             .iter()
-            .flatten()
-            .any(|o| o.uid == owned.owner);
-        if keep.contains(&name) || !ours {
-            continue;
+            .find(|o| o.metadata.name.as_deref() == Some(name.as_str()))
+            .and_then(|o| version_of::<K>(&o.metadata));
+        if self.applied.unchanged(&key, desired, now) {
+            return Ok(());
         }
-        match api.delete(&name, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => return Err(error(&name)(e)),
-        }
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let made = api
+            .patch(&name, &params, &Patch::Apply(object))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: K::KIND,
+                name,
+                source,
+            })?;
+        self.applied
+            .record(key, desired, version_of::<K>(made.meta()));
+        Ok(())
     }
-    Ok(())
+
+    /// Deletes the listed objects owned by the experience that are not in `keep`.
+    async fn sweep<K>(&self, listed: &[PartialObjectMeta<K>], keep: &[String]) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + k8s_openapi::Resource
+            + Clone
+            + Debug
+            + DeserializeOwned,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
+        for object in listed {
+            let name = object.name_any();
+            let ours = object
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == self.owner);
+            if keep.contains(&name) || !ours {
+                continue;
+            }
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(source) => {
+                    return Err(Error::Sweep {
+                        kind: K::KIND,
+                        name,
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
 }

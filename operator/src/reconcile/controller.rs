@@ -45,6 +45,8 @@ pub struct Context {
     pub retention_checks: super::retention::RetentionChecks,
     /// Whether this replica leads (always, without leader election).
     pub leadership: crate::leader::Leadership,
+    /// What was last applied to each child, so that an unchanged one is not again.
+    pub applied: super::apply::Applied,
     /// (experience uid, definition) whose groups are being deleted after a switch.
     pub replaced_groups: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
@@ -99,6 +101,7 @@ impl Context {
             tenancy: Default::default(),
             retention_checks: Default::default(),
             replaced_groups: Default::default(),
+            applied: Default::default(),
         }
     }
 }
@@ -177,6 +180,7 @@ pub async fn reconcile(
                     let uid = fx.meta().uid.as_deref().unwrap_or_default();
                     context.announced.forget(uid);
                     context.retention_checks.forget(uid);
+                    context.applied.forget(uid);
                     Ok(Action::await_change())
                 }
             }
@@ -215,7 +219,9 @@ async fn reconcile_inner(fx: &FrontendExperience, context: &Arc<Context>) -> Res
     let plan = match desired {
         None => None,
         Some((plan, desired)) => {
-            if let Err(error) = super::apply::apply_all(&context.client, fx, &desired).await {
+            if let Err(error) =
+                super::apply::apply_all(&context.client, fx, &desired, &context.applied).await
+            {
                 report_apply_failure(context, fx, &namespace, &plan, &survey, &error).await;
                 return Err(error);
             }
