@@ -135,12 +135,12 @@ fn operator_runs_samples_on_a_real_control_plane() {
             "-n",
             namespace,
         ]);
-        let groups = jsonpath(
-            &cluster,
-            &["get", "fx", name, "-n", namespace],
-            "{.status.consumerGroups[0]}",
+        // One group per pod, named after the serving definition.
+        let tag = &set[name.len() + 1..];
+        assert_eq!(
+            consumer_groups(&cluster, namespace, name),
+            [format!("facet.{namespace}.{name}.{tag}.0")]
         );
-        assert_eq!(groups, format!("facet.{namespace}.{name}.0"));
         // One `Applied` Event for the generation, however many reconciles it took
         // (a repeat would show as a series on the Event).
         let applied = jsonpath(

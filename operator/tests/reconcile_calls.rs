@@ -1,15 +1,19 @@
 //! The exact API calls one reconcile makes, without a cluster: the client talks to
 //! a mocked API server (tower-test) that checks each request's method and path in
-//! order and answers it.
+//! order and answers it; what the operator's watches have seen of the children is
+//! put in its caches instead (`seen`), since a reconcile reads them there.
 
 use std::sync::Arc;
 
 use facet_operator::api::{FrontendExperience, FrontendExperienceSpec};
 use facet_operator::metrics::OperatorMetrics;
 use facet_operator::reconcile::builders::{definition, set_name, BuildConfig, NetworkPolicyConfig};
-use facet_operator::reconcile::controller::{reconcile, Context, Error};
+use facet_operator::reconcile::children::Children;
+use facet_operator::reconcile::controller::{reconcile, Context, Error, Scope};
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
 use kube::Client;
 use serde_json::{json, Value};
 
@@ -43,6 +47,9 @@ struct Call {
     path: &'static str,
     status: StatusCode,
     answer: Value,
+    /// Not a request: what the operator's watches have seen (its answer, or the
+    /// items of its list), read from the caches instead of the API server.
+    seen: bool,
 }
 
 fn call(method: Method, path: &'static str, answer: Value) -> Call {
@@ -51,7 +58,13 @@ fn call(method: Method, path: &'static str, answer: Value) -> Call {
         path,
         status: StatusCode::OK,
         answer,
+        seen: false,
     }
+}
+
+/// What a watch has seen, in place of a request (see [`Call::seen`]).
+fn seen(call: Call) -> Call {
+    Call { seen: true, ..call }
 }
 
 /// An object as the API server returns it.
@@ -72,6 +85,8 @@ fn owned_list(kind: &str, api_version: &str, names: &[(&str, bool)]) -> Value {
             };
             json!({"apiVersion": api_version, "kind": kind, "metadata": {
                 "name": name, "namespace": "shop", "resourceVersion": "7", "generation": 1,
+                "labels": {"app.kubernetes.io/instance": "storefront-web",
+                           "app.kubernetes.io/managed-by": "facet-operator"},
                 "ownerReferences": [{"apiVersion": "facet.dev/v1alpha1", "kind": "FrontendExperience",
                                      "name": "storefront-web", "uid": owner}]}})
         })
@@ -116,7 +131,7 @@ fn service_selecting(definition: Option<&str>) -> Value {
     if let Some(d) = definition {
         selector["facet.dev/definition"] = json!(d);
     }
-    let mut service = object("Service", "v1", "storefront-web");
+    let mut service = owned_list("Service", "v1", &[("storefront-web", true)])["items"][0].take();
     service["spec"] = json!({"selector": selector});
     service
 }
@@ -191,28 +206,11 @@ fn event() -> Value {
     json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": null})
 }
 
-/// The survey before anything is applied: the sets and the Service as they are.
+/// What the watches have seen of the sets and the Service before the reconcile.
 fn survey(sets: Vec<Value>, service: Option<Value>) -> Vec<Call> {
-    let service = match service {
-        Some(service) => call(Method::GET, leak(format!("{SVC}/storefront-web")), service),
-        None => Call {
-            status: StatusCode::NOT_FOUND,
-            ..call(
-                Method::GET,
-                leak(format!("{SVC}/storefront-web")),
-                json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
-                       "message": "not found", "reason": "NotFound", "code": 404}),
-            )
-        },
-    };
-    vec![
-        call(
-            Method::GET,
-            leak(format!("{STS}{SELECTOR}")),
-            set_list(sets),
-        ),
-        service,
-    ]
+    let mut seen_before = vec![seen(call(Method::GET, STS, set_list(sets)))];
+    seen_before.extend(service.map(|service| seen(call(Method::GET, SVC, service))));
+    seen_before
 }
 
 /// The applies of a one-replica storefront whose definition is `current`.
@@ -265,8 +263,8 @@ fn owned<'a>(names: &[&'a str]) -> Vec<(&'a str, bool)> {
     names.iter().map(|name| (*name, true)).collect()
 }
 
-/// The children the experience has, listed (metadata only) before anything is
-/// applied: each kind's names, each owned by the experience or not.
+/// What the watches have seen of the experience's other children: each kind's
+/// names, each owned by the experience or not.
 fn lists(
     config_maps: &[(&str, bool)],
     services: &[(&str, bool)],
@@ -274,27 +272,27 @@ fn lists(
     budgets: &[(&str, bool)],
 ) -> Vec<Call> {
     vec![
-        call(
+        seen(call(
             Method::GET,
             leak(format!("{CM}{SELECTOR}")),
             owned_list("ConfigMap", "v1", config_maps),
-        ),
-        call(
+        )),
+        seen(call(
             Method::GET,
             leak(format!("{SVC}{SELECTOR}")),
             owned_list("Service", "v1", services),
-        ),
-        call(
+        )),
+        seen(call(
             Method::GET,
             leak(format!("{STS}{SELECTOR}")),
             owned_list("StatefulSet", "apps/v1", sets),
-        ),
-        call(
+        )),
+        seen(call(
             Method::GET,
             leak(format!("{PDB}{SELECTOR}")),
             owned_list("PodDisruptionBudget", "policy/v1", budgets),
-        ),
-        network_policies(),
+        )),
+        seen(network_policies()),
     ]
 }
 
@@ -327,6 +325,8 @@ async fn reconcile_in_turn(
     experiences: Vec<FrontendExperience>,
     calls: Vec<Call>,
 ) -> (Vec<Result<(), Error>>, Vec<Value>) {
+    let (seen_before, calls): (Vec<Call>, Vec<Call>) = calls.into_iter().partition(|c| c.seen);
+    let children = caches(&seen_before);
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let server = tokio::spawn(async move {
         let mut bodies = Vec::new();
@@ -385,12 +385,56 @@ async fn reconcile_in_turn(
     );
     // No broker here: the retention check is the e2e's.
     context.check_retention = false;
-    let context = Arc::new(context);
+    let scope = Arc::new(Scope {
+        context: Arc::new(context),
+        children,
+    });
     let mut results = Vec::new();
     for fx in experiences {
-        results.push(reconcile(Arc::new(fx), context.clone()).await.map(|_| ()));
+        results.push(reconcile(Arc::new(fx), scope.clone()).await.map(|_| ()));
     }
     (results, server.await.unwrap())
+}
+
+/// Caches holding what the watches have seen: each object (or each item of a
+/// list) once, the first seen of a kind and name winning.
+fn caches(seen_before: &[Call]) -> Children {
+    let mut objects: Vec<Value> = Vec::new();
+    for answer in seen_before.iter().map(|c| &c.answer) {
+        let items = match answer["items"].as_array() {
+            Some(items) => items.clone(),
+            None => vec![answer.clone()],
+        };
+        for item in items {
+            let same = |o: &Value| {
+                o["kind"] == item["kind"] && o["metadata"]["name"] == item["metadata"]["name"]
+            };
+            if !objects.iter().any(same) {
+                objects.push(item);
+            }
+        }
+    }
+    Children {
+        stateful_sets: cache(&objects, "StatefulSet"),
+        services: cache(&objects, "Service"),
+        config_maps: cache(&objects, "ConfigMap"),
+        budgets: cache(&objects, "PodDisruptionBudget"),
+        policies: cache(&objects, "NetworkPolicy"),
+    }
+}
+
+fn cache<K>(objects: &[Value], kind: &str) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
+{
+    let (reader, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for object in objects.iter().filter(|o| o["kind"] == kind) {
+        let object = serde_json::from_value(object.clone()).unwrap();
+        writer.apply_watcher_event(&watcher::Event::InitApply(object));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    reader
 }
 
 trait NoMoreCalls {
@@ -455,19 +499,19 @@ async fn a_valid_spec_applies_every_child_sweeps_orphans_then_writes_status() {
     ]);
     let (result, bodies) = reconcile_with(fx, calls).await;
     result.unwrap();
-    assert_eq!(bodies[11]["kind"], "StatefulSet");
-    assert_eq!(bodies[11]["spec"]["replicas"], 1);
+    assert_eq!(bodies[4]["kind"], "StatefulSet");
+    assert_eq!(bodies[4]["spec"]["replicas"], 1);
     assert_eq!(
-        bodies[9]["spec"]["selector"]["facet.dev/definition"],
+        bodies[2]["spec"]["selector"]["facet.dev/definition"],
         current.as_str()
     );
-    assert_eq!(bodies[12]["kind"], "NetworkPolicy");
+    assert_eq!(bodies[5]["kind"], "NetworkPolicy");
     assert_eq!(
-        bodies[12]["spec"]["ingress"][1]["ports"][0]["port"],
+        bodies[5]["spec"]["ingress"][1]["ports"][0]["port"],
         "metrics"
     );
-    assert_eq!(bodies[15]["reason"], "Applied");
-    let status = &bodies[17]["status"];
+    assert_eq!(bodies[8]["reason"], "Applied");
+    let status = &bodies[10]["status"];
     assert_eq!(status["observedGeneration"], 3);
     assert_eq!(status["definition"], current.as_str());
     assert!(status["rebuild"].is_null(), "removed by name");
@@ -580,7 +624,7 @@ async fn a_changed_definition_rebuilds_beside_the_serving_set_then_moves_the_ser
     let (result, bodies) = reconcile_with(fx.clone(), calls).await;
     result.unwrap();
     assert_eq!(
-        bodies[9]["spec"]["selector"]["facet.dev/definition"], old,
+        bodies[2]["spec"]["selector"]["facet.dev/definition"], old,
         "the Service stays"
     );
     let status = &bodies.last().unwrap()["status"];
@@ -626,7 +670,7 @@ async fn a_changed_definition_rebuilds_beside_the_serving_set_then_moves_the_ser
     let (result, bodies) = reconcile_with(fx.clone(), calls).await;
     result.unwrap();
     assert_eq!(
-        bodies[9]["spec"]["selector"]["facet.dev/definition"],
+        bodies[2]["spec"]["selector"]["facet.dev/definition"],
         new.as_str(),
         "moved"
     );
@@ -705,7 +749,7 @@ async fn an_invalid_spec_applies_nothing_and_reports_the_compilers_words() {
         note.contains("spec.projections[0].key: unknown variable `evnt`"),
         "{note}"
     );
-    let conditions = bodies[4]["status"]["conditions"].as_array().unwrap();
+    let conditions = bodies[2]["status"]["conditions"].as_array().unwrap();
     let spec_valid = conditions
         .iter()
         .find(|c| c["type"] == "SpecValid")
@@ -745,7 +789,7 @@ async fn replicas_beyond_the_bound_are_refused_and_reported_without_work_per_rep
         note.contains("spec.replicas: must be at most 100"),
         "{note}"
     );
-    let status = &bodies[4]["status"];
+    let status = &bodies[2]["status"];
     assert_eq!(condition(status, "SpecValid")["status"], "False");
     assert_eq!(status["consumerGroups"].as_array().unwrap().len(), 100);
 }
@@ -759,11 +803,13 @@ async fn a_refused_apply_names_its_phase_and_child_is_reported_and_stops_there()
     calls.push(peer_token(false));
     calls.extend(lists(&[], &[], &[], &[]));
     calls.push(Call {
-        method: Method::PATCH,
-        path: leak(format!("{CM}/{set}-spec{APPLY}")),
         status: StatusCode::FORBIDDEN,
-        answer: json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
-                       "message": "configmaps is forbidden", "reason": "Forbidden", "code": 403}),
+        ..call(
+            Method::PATCH,
+            leak(format!("{CM}/{set}-spec{APPLY}")),
+            json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                   "message": "configmaps is forbidden", "reason": "Forbidden", "code": 403}),
+        )
     });
     // Nothing more is applied; the refusal is told in a Warning Event and the status.
     calls.push(call(Method::POST, EVENTS, event()));
@@ -783,20 +829,20 @@ async fn a_refused_apply_names_its_phase_and_child_is_reported_and_stops_there()
         serde_json::to_value(storefront(1)).unwrap(),
     ));
     let (result, bodies) = reconcile_with(fx, calls).await;
-    assert_eq!(bodies[9]["type"], "Warning");
-    assert_eq!(bodies[9]["reason"], "ApplyFailed");
-    let note = bodies[9]["note"].as_str().unwrap();
+    assert_eq!(bodies[2]["type"], "Warning");
+    assert_eq!(bodies[2]["reason"], "ApplyFailed");
+    let note = bodies[2]["note"].as_str().unwrap();
     assert!(note.contains("configmaps is forbidden"), "{note}");
-    let degraded = condition(&bodies[11]["status"], "Degraded");
+    let degraded = condition(&bodies[4]["status"], "Degraded");
     assert_eq!(
         (degraded["status"].as_str(), degraded["reason"].as_str()),
         (Some("True"), Some("ApplyFailed"))
     );
     assert_eq!(degraded["message"].as_str(), Some(note));
-    let token = bodies[2]["stringData"]["token"].as_str().unwrap();
+    let token = bodies[0]["stringData"]["token"].as_str().unwrap();
     assert_eq!(token.len(), 64);
     assert!(token.chars().all(|c| c.is_ascii_hexdigit()), "{token}");
-    assert_eq!(bodies[2]["metadata"]["ownerReferences"][0]["uid"], UID);
+    assert_eq!(bodies[0]["metadata"]["ownerReferences"][0]["uid"], UID);
     let error = result.unwrap_err();
     assert_eq!(error.kind(), "apply");
     assert!(

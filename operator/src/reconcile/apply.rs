@@ -6,19 +6,20 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::builders::{children_selector, config_map_name, peer_token_secret, BuildError, Desired};
+use super::builders::{config_map_name, peer_token_secret, BuildError, Desired};
+use super::children::{self as cached, Children};
 use super::error::Error;
 use crate::api::FrontendExperience;
 
@@ -34,6 +35,7 @@ pub async fn apply_all(
     fx: &FrontendExperience,
     desired: &Desired,
     applied: &Applied,
+    children: &Children,
 ) -> Result<(), Error> {
     let namespace = &fx.namespace().ok_or(BuildError::Missing("namespace"))?;
     let owner = fx.uid().ok_or(BuildError::Missing("uid"))?;
@@ -41,13 +43,13 @@ pub async fn apply_all(
         ensure_peer_token(Api::namespaced(client.clone(), namespace), fx).await?;
         applied.token_made(&owner);
     }
-    let selector = children_selector(&fx.name_any());
+    let name = fx.name_any();
     let listed = Listed {
-        config_maps: list(client, namespace, &selector).await?,
-        services: list(client, namespace, &selector).await?,
-        stateful_sets: list(client, namespace, &selector).await?,
-        budgets: list(client, namespace, &selector).await?,
-        policies: list(client, namespace, &selector).await?,
+        config_maps: cached::of(&children.config_maps, namespace, &name),
+        services: metadata_of(cached::of(&children.services, namespace, &name)),
+        stateful_sets: metadata_of(cached::of(&children.stateful_sets, namespace, &name)),
+        budgets: cached::of(&children.budgets, namespace, &name),
+        policies: cached::of(&children.policies, namespace, &name),
     };
     let child = Child {
         client,
@@ -115,37 +117,28 @@ pub async fn apply_all(
     Ok(())
 }
 
-/// The children that carry the experience's labels, as they were before applying.
+/// The children that carry the experience's labels, as the caches had them
+/// before applying (metadata only: versions, owners).
 struct Listed {
-    config_maps: Vec<PartialObjectMeta<ConfigMap>>,
-    services: Vec<PartialObjectMeta<Service>>,
-    stateful_sets: Vec<PartialObjectMeta<StatefulSet>>,
-    budgets: Vec<PartialObjectMeta<PodDisruptionBudget>>,
-    policies: Vec<PartialObjectMeta<NetworkPolicy>>,
+    config_maps: Vec<Arc<PartialObjectMeta<ConfigMap>>>,
+    services: Vec<Arc<PartialObjectMeta<Service>>>,
+    stateful_sets: Vec<Arc<PartialObjectMeta<StatefulSet>>>,
+    budgets: Vec<Arc<PartialObjectMeta<PodDisruptionBudget>>>,
+    policies: Vec<Arc<PartialObjectMeta<NetworkPolicy>>>,
 }
 
-async fn list<K>(
-    client: &Client,
-    namespace: &str,
-    selector: &str,
-) -> Result<Vec<PartialObjectMeta<K>>, Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + k8s_openapi::Resource
-        + Clone
-        + Debug
-        + DeserializeOwned,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let listed = api
-        .list_metadata(&ListParams::default().labels(selector))
-        .await
-        .map_err(|source| Error::Sweep {
-            kind: K::KIND,
-            name: "list".into(),
-            source,
-        })?;
-    Ok(listed.items)
+/// Whole cached objects as their metadata.
+fn metadata_of<K: Resource + Clone>(objects: Vec<Arc<K>>) -> Vec<Arc<PartialObjectMeta<K>>> {
+    objects
+        .into_iter()
+        .map(|object| {
+            Arc::new(PartialObjectMeta {
+                types: None,
+                metadata: object.meta().clone(),
+                _phantom: Default::default(),
+            })
+        })
+        .collect()
 }
 
 /// What this operator last applied to each child and the version the API server
@@ -245,7 +238,7 @@ struct Child<'a> {
 impl Child<'_> {
     /// Server-side apply under the operator's field manager (it owns what it
     /// sets), unless the child is as this operator last applied it.
-    async fn apply<K>(&self, object: &K, listed: &[PartialObjectMeta<K>]) -> Result<(), Error>
+    async fn apply<K>(&self, object: &K, listed: &[Arc<PartialObjectMeta<K>>]) -> Result<(), Error>
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
             + k8s_openapi::Resource
@@ -280,7 +273,11 @@ impl Child<'_> {
     }
 
     /// Deletes the listed objects owned by the experience that are not in `keep`.
-    async fn sweep<K>(&self, listed: &[PartialObjectMeta<K>], keep: &[String]) -> Result<(), Error>
+    async fn sweep<K>(
+        &self,
+        listed: &[Arc<PartialObjectMeta<K>>],
+        keep: &[String],
+    ) -> Result<(), Error>
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
             + k8s_openapi::Resource

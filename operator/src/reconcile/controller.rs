@@ -6,9 +6,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -19,6 +16,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::builders::{self, BuildConfig, BuildError};
+use super::children::{scoped, Children};
 use super::cleanup;
 use super::rebuild::{Phase, Plan};
 use super::status::{self, Observed, Rollout, APPLY_FAILED, DEGRADED, SPEC_VALID};
@@ -106,6 +104,13 @@ impl Context {
     }
 }
 
+/// What one controller's reconciles share: the operator's context and the caches
+/// of the children in the controller's namespace (or all of them).
+pub struct Scope {
+    pub context: Arc<Context>,
+    pub children: Children,
+}
+
 /// Watches experiences in `namespaces` (all of them when empty) until a signal.
 pub async fn run(context: Arc<Context>, namespaces: Vec<String>) {
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
@@ -116,20 +121,24 @@ pub async fn run(context: Arc<Context>, namespaces: Vec<String>) {
     let controllers = scopes.into_iter().map(|namespace| {
         let client = context.client.clone();
         let ns = namespace.as_deref();
-        let children =
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=facet-operator");
+        let (children, watches) = Children::watch(&client, ns);
+        let scope = Arc::new(Scope {
+            context: context.clone(),
+            children,
+        });
         Controller::new(
             scoped::<FrontendExperience>(&client, ns),
             watcher::Config::default(),
         )
-        .owns(scoped::<StatefulSet>(&client, ns), children.clone())
-        .owns(scoped::<ConfigMap>(&client, ns), children.clone())
-        .owns(scoped::<Service>(&client, ns), children.clone())
-        // A budget or policy deleted by hand comes back at once, not at the requeue.
-        .owns(scoped::<PodDisruptionBudget>(&client, ns), children.clone())
-        .owns(scoped::<NetworkPolicy>(&client, ns), children)
+        // A child changed, made or deleted by hand wakes its experience at once
+        // (a budget or policy deleted by hand comes back, not at the requeue).
+        .owns_stream(watches.stateful_sets)
+        .owns_stream(watches.config_maps)
+        .owns_stream(watches.services)
+        .owns_stream(watches.budgets)
+        .owns_stream(watches.policies)
         .shutdown_on_signal()
-        .run(reconcile, error_policy, context.clone())
+        .run(reconcile, error_policy, scope)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(object = %object.name, "reconciled"),
@@ -140,28 +149,15 @@ pub async fn run(context: Arc<Context>, namespaces: Vec<String>) {
     futures::future::join_all(controllers).await;
 }
 
-/// An API for one namespace, or for all of them.
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-fn error_policy(fx: Arc<FrontendExperience>, error: &Error, context: Arc<Context>) -> Action {
-    context.metrics.failure(error.kind());
+fn error_policy(fx: Arc<FrontendExperience>, error: &Error, scope: Arc<Scope>) -> Action {
+    scope.context.metrics.failure(error.kind());
     warn!(experience = %fx.name_any(), namespace = ?fx.namespace(), error = %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(10))
 }
 
 /// Reconciles one experience (public for the tests that check its exact API calls).
-pub async fn reconcile(
-    fx: Arc<FrontendExperience>,
-    context: Arc<Context>,
-) -> Result<Action, Error> {
+pub async fn reconcile(fx: Arc<FrontendExperience>, scope: Arc<Scope>) -> Result<Action, Error> {
+    let (context, children) = (&scope.context, &scope.children);
     // Before anything is written: a leader that slept past its renew deadline
     // (and may have been replaced) must not act on what it wakes up to.
     if !context.leadership.held() {
@@ -174,7 +170,7 @@ pub async fn reconcile(
         let api: Api<FrontendExperience> = Api::namespaced(context.client.clone(), &namespace);
         finalizer(&api, cleanup::FINALIZER, fx, |event| async {
             match event {
-                Finalizer::Apply(fx) => reconcile_inner(&fx, &context).await,
+                Finalizer::Apply(fx) => reconcile_inner(&fx, context, children).await,
                 Finalizer::Cleanup(fx) => {
                     cleanup::delete_consumer_groups(&context.client, &fx).await?;
                     let uid = fx.meta().uid.as_deref().unwrap_or_default();
@@ -188,7 +184,7 @@ pub async fn reconcile(
         .await
         .map_err(|e| Error::Finalizer(e.to_string()))
     } else {
-        reconcile_inner(&fx, &context).await
+        reconcile_inner(&fx, context, children).await
     };
     context
         .metrics
@@ -203,10 +199,15 @@ const REBUILD_POLL: Duration = Duration::from_secs(5);
 /// One reconcile, in phases: validate (the runtime's own compiler), survey (which
 /// definition serves) and plan (pure), build (pure), apply (every child, then the
 /// orphan sweep), observe (the rollout, a rebuild's progress, retention), status.
-async fn reconcile_inner(fx: &FrontendExperience, context: &Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_inner(
+    fx: &FrontendExperience,
+    context: &Arc<Context>,
+    children: &Children,
+) -> Result<Action, Error> {
     let namespace = fx.namespace().ok_or(BuildError::Missing("namespace"))?;
     let mut spec_error = validate(fx, context).await;
-    let survey = Survey::take(&context.client, fx, &namespace).await?;
+    children.ready().await;
+    let survey = Survey::take(children, fx, &namespace);
     let mut desired = None;
     if spec_error.is_none() {
         let plan = survey.plan(&builders::definition(&fx.spec.experience));
@@ -220,7 +221,8 @@ async fn reconcile_inner(fx: &FrontendExperience, context: &Arc<Context>) -> Res
         None => None,
         Some((plan, desired)) => {
             if let Err(error) =
-                super::apply::apply_all(&context.client, fx, &desired, &context.applied).await
+                super::apply::apply_all(&context.client, fx, &desired, &context.applied, children)
+                    .await
             {
                 report_apply_failure(context, fx, &namespace, &plan, &survey, &error).await;
                 return Err(error);

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod builders;
+pub mod children;
 pub mod cleanup;
 pub mod controller;
 pub mod error;

@@ -2,12 +2,9 @@
 //! StatefulSets and the definition its Service selects.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Service;
-use kube::api::ListParams;
-use kube::{Api, Client, ResourceExt};
+use kube::ResourceExt;
 
-use super::builders;
-use super::error::Error;
+use super::children::{self, Children};
 use super::rebuild::{self, Plan, SetState, DEFINITION_LABEL};
 use super::status::Rollout;
 use crate::api::FrontendExperience;
@@ -21,39 +18,27 @@ pub struct Survey {
 }
 
 impl Survey {
-    pub async fn take(
-        client: &Client,
-        fx: &FrontendExperience,
-        namespace: &str,
-    ) -> Result<Survey, Error> {
+    /// From the caches of the children (see [`super::children`]).
+    pub fn take(children: &Children, fx: &FrontendExperience, namespace: &str) -> Survey {
         let name = fx.name_any();
         let uid = fx.uid().unwrap_or_default();
-        let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-        let listed = statefulsets
-            .list(&ListParams::default().labels(&builders::children_selector(&name)))
-            .await
-            .map_err(Error::Observe)?;
-        let sets = listed
-            .items
+        let sets = children::of(&children.stateful_sets, namespace, &name)
             .into_iter()
             .filter(|sts| sts.owner_references().iter().any(|o| o.uid == uid))
+            .map(|sts| (*sts).clone())
             .collect();
-        let services: Api<Service> = Api::namespaced(client.clone(), namespace);
         let service_selects =
-            services
-                .get_opt(&name)
-                .await
-                .map_err(Error::Observe)?
-                .map(|service| {
-                    service
-                        .spec
-                        .and_then(|s| s.selector)
-                        .and_then(|selector| selector.get(DEFINITION_LABEL).cloned())
-                });
-        Ok(Survey {
+            children::named(&children.services, namespace, &name).map(|service| {
+                service
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.selector.as_ref())
+                    .and_then(|selector| selector.get(DEFINITION_LABEL).cloned())
+            });
+        Survey {
             sets,
             service_selects,
-        })
+        }
     }
 
     pub fn plan(&self, target: &str) -> Plan {
