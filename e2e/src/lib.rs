@@ -57,6 +57,7 @@ pub fn wait_for(what: &str, timeout: std::time::Duration, mut check: impl FnMut(
 }
 pub mod cluster;
 pub mod follower;
+pub mod gitops;
 pub mod kubelet;
 pub mod operator;
 pub mod service_proxy;

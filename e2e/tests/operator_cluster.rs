@@ -41,6 +41,14 @@ fn condition(
     )
 }
 
+/// kstatus (what Flux uses) and Argo CD's health script (by gopher-lua) on the
+/// experience as the API server has it now.
+fn gitops_health(cluster: &ControlPlane, namespace: &str, name: &str) -> (String, String) {
+    let object = cluster.kubectl_ok(&["get", "fx", name, "-n", namespace, "-o", "json"]);
+    let health = facet_e2e::gitops::judge(&serde_json::from_str(&object).unwrap());
+    (health.kstatus, health.argo)
+}
+
 /// The consumer groups the experience's status lists (one per definition and pod).
 fn consumer_groups(cluster: &ControlPlane, namespace: &str, name: &str) -> Vec<String> {
     let listed = jsonpath(
@@ -118,6 +126,11 @@ fn operator_runs_samples_on_a_real_control_plane() {
                 );
             }
         }
+        assert_eq!(
+            gitops_health(&cluster, namespace, name),
+            ("Current".into(), "Healthy".into()),
+            "{namespace}/{name} is Ready"
+        );
         let set = serving_set(&cluster, namespace, name);
         for (kind, child) in [
             ("statefulset", set.clone()),
@@ -137,10 +150,11 @@ fn operator_runs_samples_on_a_real_control_plane() {
         ]);
         // One group per pod, named after the serving definition.
         let tag = &set[name.len() + 1..];
-        assert_eq!(
-            consumer_groups(&cluster, namespace, name),
-            [format!("facet.{namespace}.{name}.{tag}.0")]
-        );
+        let groups = consumer_groups(&cluster, namespace, name);
+        assert!(!groups.is_empty());
+        for (ordinal, group) in groups.iter().enumerate() {
+            assert_eq!(*group, format!("facet.{namespace}.{name}.{tag}.{ordinal}"));
+        }
         // One `Applied` Event for the generation, however many reconciles it took
         // (a repeat would show as a series on the Event).
         let applied = jsonpath(
@@ -380,6 +394,11 @@ fn a_tenant_out_of_bounds_cannot_stop_the_operator_for_others() {
         assert!(
             message.starts_with(field) && message.contains("is not an allowed"),
             "{message}"
+        );
+        assert_eq!(
+            gitops_health(&cluster, "tenant", name),
+            ("Failed".into(), "Degraded".into()),
+            "{name}: a refused spec, as Flux and Argo CD judge it"
         );
         let sets = jsonpath(
             &cluster,
@@ -1386,6 +1405,12 @@ fn rebuild_without_downtime(
             // The old definition serves until the Service moves (the last report).
             assert!(serving == old || serving == new, "{now}");
             if serving == old {
+                let health = facet_e2e::gitops::judge(&now);
+                assert_eq!(
+                    (health.kstatus.as_str(), health.argo.as_str()),
+                    ("InProgress", "Progressing"),
+                    "rebuilding, as Flux and Argo CD judge it: {health:?}"
+                );
                 let groups = now["status"]["consumerGroups"].to_string();
                 assert!(
                     groups.contains(&old[..10]) && groups.contains(&new[..10]),

@@ -13,6 +13,9 @@ pub const DEGRADED: &str = "Degraded";
 /// Whether the source topics still hold every event, so a full replay (a new
 /// replica, a rebuilt store) reaches what the running pods show.
 pub const REPLAYABLE: &str = "Replayable";
+/// kstatus's conditions, derived from `Progressing` and `Degraded`.
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
 /// `Degraded`'s reason when the API server refused a child.
 pub const APPLY_FAILED: &str = "ApplyFailed";
 /// `Progressing=False` and `Degraded=True` when a rollout made no progress in time.
@@ -210,6 +213,25 @@ pub fn next_status(
             *c = condition(DEGRADED, true, APPLY_FAILED, error.clone());
         }
     }
+    // kstatus's abnormal-true conditions (what Flux and kpt judge by): `Stalled`
+    // while Degraded (kstatus: Failed), else `Reconciling` while Progressing
+    // (InProgress), so a rebuild that serves meanwhile is not called Current.
+    let holds = |type_: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == "True")
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    let (degraded, progressing) = (holds(DEGRADED), holds(PROGRESSING));
+    let stalled = match &degraded {
+        Some((reason, message)) => condition(STALLED, true, reason, message.clone()),
+        None => condition(STALLED, false, "AsExpected", "".into()),
+    };
+    let reconciling = match (&degraded, progressing) {
+        (None, Some((reason, message))) => condition(RECONCILING, true, &reason, message),
+        _ => condition(RECONCILING, false, "Idle", "".into()),
+    };
+    conditions.extend([reconciling, stalled]);
     let replayable = match &observed.retention {
         Some(Ok(())) => Some(condition(
             REPLAYABLE,
@@ -375,6 +397,35 @@ mod tests {
             "True",
             "until the deadline"
         );
+        // kstatus: Failed (Stalled), not InProgress, however much it still rolls out.
+        let (stalled, reconciling) = (get(&status, STALLED), get(&status, RECONCILING));
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "KafkaUnreachable")
+        );
+        assert_eq!(stalled.message, degraded.message);
+        assert_eq!(reconciling.status, "False");
+    }
+
+    #[test]
+    fn kstatus_conditions_follow_progressing_and_degraded() {
+        let rolling = Rollout {
+            ready_replicas: 1,
+            ..SETTLED
+        };
+        let status = next_status(None, &observed(rolling, None), &time(100));
+        let reconciling = get(&status, RECONCILING);
+        assert_eq!(
+            (reconciling.status.as_str(), reconciling.reason.as_str()),
+            ("True", "RollingOut")
+        );
+        assert_eq!(get(&status, STALLED).status, "False");
+        let settled = next_status(Some(&status), &observed(SETTLED, None), &time(200));
+        assert_eq!(get(&settled, RECONCILING).status, "False");
+        assert_eq!(get(&settled, STALLED).status, "False");
+        let invalid = next_status(Some(&settled), &observed(SETTLED, Some("bad")), &time(300));
+        assert_eq!(get(&invalid, STALLED).status, "True");
+        assert_eq!(get(&invalid, STALLED).reason, "InvalidSpec");
     }
 
     #[test]
