@@ -91,7 +91,12 @@ pub fn start_operator_binary(
                 .env("FACET_DELETE_CONSUMER_GROUPS", "true")
                 // The e2e brokers listen on loopback; some specs are never run.
                 .env("FACET_ALLOWED_BOOTSTRAP_SERVERS", "127.0.0.1:*,*.svc:9092")
-                .env("RUST_LOG", "info,kube=warn")
+                // FACET_E2E_OPERATOR_LOG (a RUST_LOG filter) to see more when a test fails.
+                .env(
+                    "RUST_LOG",
+                    std::env::var("FACET_E2E_OPERATOR_LOG")
+                        .unwrap_or_else(|_| "info,kube=warn".into()),
+                )
                 .envs(env.iter().copied())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
