@@ -31,6 +31,11 @@ pub struct Children {
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
     pub budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
     pub policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    /// Set once every cache has listed. Reconciles wait on this, never on the
+    /// stores themselves: a store's readiness wakes only the last task that
+    /// polled it (kube-runtime 5's `DelayedInit` keeps one waker), so
+    /// reconciles waiting side by side at start could wait forever.
+    listed: Arc<tokio::sync::OnceCell<()>>,
 }
 
 /// A cache's watch events, to drive the cache and trigger the controller.
@@ -61,6 +66,7 @@ impl Children {
             config_maps,
             budgets,
             policies,
+            listed: Arc::default(),
         };
         let watches = Watches {
             stateful_sets: sts_watch,
@@ -75,14 +81,20 @@ impl Children {
     /// Waits until every cache has listed what exists once (at start only): an
     /// empty cache would read as an experience without children.
     pub async fn ready(&self) {
-        // An error means the watch is gone, which stops the controller anyway.
-        let _ = futures::join!(
-            self.stateful_sets.wait_until_ready(),
-            self.services.wait_until_ready(),
-            self.config_maps.wait_until_ready(),
-            self.budgets.wait_until_ready(),
-            self.policies.wait_until_ready(),
-        );
+        // One task at a time polls the stores (see `listed`); the others wait
+        // on the cell, which wakes them all.
+        self.listed
+            .get_or_init(|| async {
+                // An error means the watch is gone, which stops the controller anyway.
+                let _ = futures::join!(
+                    self.stateful_sets.wait_until_ready(),
+                    self.services.wait_until_ready(),
+                    self.config_maps.wait_until_ready(),
+                    self.budgets.wait_until_ready(),
+                    self.policies.wait_until_ready(),
+                );
+            })
+            .await;
     }
 }
 
@@ -140,4 +152,56 @@ where
             .touched_objects()
             .boxed(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector::store::Writer;
+
+    fn store<K>() -> (Store<K>, Writer<K>)
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let (reader, writer) = reflector::store();
+        (reader, writer)
+    }
+
+    /// Regression: at start every experience's reconcile waits for the caches at
+    /// once; with the stores' own readiness only the last of them woke, and the
+    /// others (in the e2e, the one to be rebuilt next) never reconciled again.
+    #[tokio::test]
+    async fn every_reconcile_waiting_at_start_wakes_when_the_caches_have_listed() {
+        let (stateful_sets, mut sts) = store();
+        let (services, mut svc) = store();
+        let (config_maps, mut cm) = store();
+        let (budgets, mut pdb) = store();
+        let (policies, mut np) = store();
+        let children = Children {
+            stateful_sets,
+            services,
+            config_maps,
+            budgets,
+            policies,
+            listed: Arc::default(),
+        };
+        let waiting: Vec<_> = (0..3)
+            .map(|_| {
+                let children = children.clone();
+                tokio::spawn(async move { children.ready().await })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        sts.apply_watcher_event(&watcher::Event::InitDone);
+        svc.apply_watcher_event(&watcher::Event::InitDone);
+        cm.apply_watcher_event(&watcher::Event::InitDone);
+        pdb.apply_watcher_event(&watcher::Event::InitDone);
+        np.apply_watcher_event(&watcher::Event::InitDone);
+        for task in waiting {
+            tokio::time::timeout(std::time::Duration::from_secs(5), task)
+                .await
+                .expect("a reconcile waiting at start was never woken")
+                .unwrap();
+        }
+    }
 }
