@@ -414,13 +414,13 @@ fn caches(seen_before: &[Call]) -> Children {
             }
         }
     }
-    Children {
-        stateful_sets: cache(&objects, "StatefulSet"),
-        services: cache(&objects, "Service"),
-        config_maps: cache(&objects, "ConfigMap"),
-        budgets: cache(&objects, "PodDisruptionBudget"),
-        policies: cache(&objects, "NetworkPolicy"),
-    }
+    Children::new(
+        cache(&objects, "StatefulSet"),
+        cache(&objects, "Service"),
+        cache(&objects, "ConfigMap"),
+        cache(&objects, "PodDisruptionBudget"),
+        cache(&objects, "NetworkPolicy"),
+    )
 }
 
 fn cache<K>(objects: &[Value], kind: &str) -> Store<K>

@@ -60,14 +60,7 @@ impl Children {
         let (config_maps, cm_watch) = cache(scoped(client, namespace));
         let (budgets, pdb_watch) = cache(scoped(client, namespace));
         let (policies, np_watch) = cache(scoped(client, namespace));
-        let children = Children {
-            stateful_sets,
-            services,
-            config_maps,
-            budgets,
-            policies,
-            listed: Arc::default(),
-        };
+        let children = Children::new(stateful_sets, services, config_maps, budgets, policies);
         let watches = Watches {
             stateful_sets: sts_watch,
             services: svc_watch,
@@ -76,6 +69,24 @@ impl Children {
             policies: np_watch,
         };
         (children, watches)
+    }
+
+    /// The caches, filled by whoever holds their writers.
+    pub fn new(
+        stateful_sets: Store<StatefulSet>,
+        services: Store<Service>,
+        config_maps: Store<PartialObjectMeta<ConfigMap>>,
+        budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
+        policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    ) -> Children {
+        Children {
+            stateful_sets,
+            services,
+            config_maps,
+            budgets,
+            policies,
+            listed: Arc::default(),
+        }
     }
 
     /// Waits until every cache has listed what exists once (at start only): an
@@ -177,14 +188,7 @@ mod tests {
         let (config_maps, mut cm) = store();
         let (budgets, mut pdb) = store();
         let (policies, mut np) = store();
-        let children = Children {
-            stateful_sets,
-            services,
-            config_maps,
-            budgets,
-            policies,
-            listed: Arc::default(),
-        };
+        let children = Children::new(stateful_sets, services, config_maps, budgets, policies);
         let waiting: Vec<_> = (0..3)
             .map(|_| {
                 let children = children.clone();
