@@ -1200,7 +1200,7 @@ fn time_to_ready(log: &str) -> Duration {
 /// Comments loaded before the rules change, so that the new definition's replay
 /// takes long enough (several of the operator's 5 s polls) for the status to report
 /// it under way.
-const REBUILD_LOAD: usize = 100_000;
+const REBUILD_LOAD: usize = 250_000;
 
 /// What a client of the Service saw while the blog's projections were rebuilt.
 #[derive(Default)]
@@ -1312,7 +1312,7 @@ fn rebuild_without_downtime(
     let old_endpoint = endpoints.pick().unwrap();
     wait_for(
         "the serving pod to apply the load",
-        Duration::from_secs(120),
+        Duration::from_secs(300),
         || {
             get_json(
                 &old_endpoint,
