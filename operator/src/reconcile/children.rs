@@ -168,26 +168,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::runtime::reflector::store::Writer;
-
-    fn store<K>() -> (Store<K>, Writer<K>)
-    where
-        K: Resource<DynamicType = ()> + Clone + 'static,
-    {
-        let (reader, writer) = reflector::store();
-        (reader, writer)
-    }
 
     /// Regression: at start every experience's reconcile waits for the caches at
     /// once; with the stores' own readiness only the last of them woke, and the
     /// others (in the e2e, the one to be rebuilt next) never reconciled again.
     #[tokio::test]
     async fn every_reconcile_waiting_at_start_wakes_when_the_caches_have_listed() {
-        let (stateful_sets, mut sts) = store();
-        let (services, mut svc) = store();
-        let (config_maps, mut cm) = store();
-        let (budgets, mut pdb) = store();
-        let (policies, mut np) = store();
+        let (stateful_sets, mut sts) = reflector::store();
+        let (services, mut svc) = reflector::store();
+        let (config_maps, mut cm) = reflector::store();
+        let (budgets, mut pdb) = reflector::store();
+        let (policies, mut np) = reflector::store();
         let children = Children::new(stateful_sets, services, config_maps, budgets, policies);
         let waiting: Vec<_> = (0..3)
             .map(|_| {
