@@ -39,7 +39,7 @@ const PARTITION_CHECK: Duration = Duration::from_secs(10);
 /// this much time: nobody waits for a replayed change to be pushed, and each commit
 /// costs a sync and writes every row it changed once, so fewer, larger commits
 /// replay faster. Bounded so that a batch's rows and changes fit in memory.
-const REPLAY_BATCH_EVENTS: usize = 10_000;
+const REPLAY_BATCH_EVENTS: usize = 5_000;
 const REPLAY_BATCH_DELAY: Duration = Duration::from_millis(500);
 /// A batch is sealed once it holds this many row changes, whatever its events: one
 /// event may rewrite many rows (a customer renamed, every order embedding it), and a
@@ -670,11 +670,17 @@ impl rdkafka::consumer::ConsumerContext for IngestContext {}
 
 type KafkaConsumer = BaseConsumer<IngestContext>;
 
-/// The consumer's prefetch bounds, unless the spec sets them.
+/// The consumer's prefetch bounds, unless the spec sets them. The queue bounds are
+/// checked only before a fetch, and every record keeps its decompressed batch
+/// alive, so one large fetch response overshoots them by its whole (decompressed)
+/// size: small fetches are what bound librdkafka's memory. With small fetches the
+/// queue fills often, and librdkafka's default 1 s back-off would idle the replay.
 const PREFETCH_DEFAULTS: &[(&str, &str)] = &[
     ("queued.max.messages.kbytes", "16384"),
     ("queued.min.messages", "5000"),
-    ("fetch.max.bytes", "16777216"),
+    ("fetch.max.bytes", "2097152"),
+    ("max.partition.fetch.bytes", "262144"),
+    ("fetch.queue.backoff.ms", "10"),
 ];
 
 fn consumer(config: &IngestConfig, progress: Arc<Progress>) -> Result<KafkaConsumer, IngestError> {
@@ -685,9 +691,10 @@ fn consumer(config: &IngestConfig, progress: Arc<Progress>) -> Result<KafkaConsu
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false");
-    // librdkafka prefetches up to 64 MiB by default; applying events, not reading
-    // them, is what limits a replay, so a smaller queue costs no speed and keeps
-    // that memory for the store. A spec may still set its own.
+    // librdkafka prefetches up to 64 MiB by default, and fetches up to 50 MiB at a
+    // time; applying events, not reading them, is what limits a replay, so a smaller
+    // queue costs no speed and keeps that memory for the store (docs/benchmarks.md,
+    // "Sixth look"). A spec may still set its own.
     for (property, value) in PREFETCH_DEFAULTS {
         if !config.properties.contains_key(*property) {
             client.set(*property, *value);

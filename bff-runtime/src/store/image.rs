@@ -12,7 +12,7 @@
 use std::io::{BufRead, Read, Write};
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -165,7 +165,7 @@ impl<W: Write> Lines<W> {
 /// Writes an image of the store at `path`, which no process may have open (a
 /// running runtime serves its image over HTTP instead).
 pub fn export_file(path: &Path, out: impl Write) -> Result<ImageSummary, ImageError> {
-    let db = Database::open(path)?;
+    let db = super::database().open(path)?;
     export(&db.begin_read()?, out)
 }
 
@@ -296,7 +296,7 @@ fn restore_into(
     input: impl BufRead,
 ) -> Result<ImageSummary, ImageError> {
     let expected = definition_of(layout);
-    let db = Database::create(path)?;
+    let db = super::database().create(path)?;
     let txn = db.begin_write()?;
     let summary = {
         let mut rows = txn.open_table(ROWS)?;
