@@ -1,5 +1,5 @@
 //! The replay path without a broker: the storefront's events, already in memory,
-//! applied in replay batches (coalesced, sealed at 10,000 events) to a real store,
+//! applied in replay batches (coalesced, sealed at 5,000 events, as the runtime) to a real store,
 //! each batch written on a thread of its own while the next applies, and its
 //! changes handed to the live feed. What the replay bench measures minus Kafka, so
 //! a change to applying, encoding or writing shows without the broker's noise.
@@ -24,7 +24,7 @@ use facet_bff::store::{Sealed, Store};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CUSTOMERS: usize = 5_000;
-const BATCH_EVENTS: usize = 10_000;
+const BATCH_EVENTS: usize = 5_000;
 
 fn main() {
     let events: usize = std::env::var("FACET_BENCH_EVENTS")

@@ -52,8 +52,8 @@ const SEQ: &str = "seq";
 /// redb's page cache (its default is 1 GiB): large replay transactions and image
 /// restores would otherwise grow the pod's memory with the store instead of staying
 /// bounded. Half of it may hold a transaction's written pages. Replay reads mostly
-/// rows the batch itself holds, so a larger cache bought little speed (64 MiB:
-/// 8% faster replay, 50 MB more peak memory; docs/benchmarks.md).
+/// rows the batch itself holds, so a larger cache bought little speed (64 MiB: as
+/// fast in memory, 50 MB more peak memory; docs/benchmarks.md).
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// Bumped when the tables change meaning, so an older store is rebuilt, not misread.
 const FORMAT: &str = "4";
