@@ -323,6 +323,7 @@ fn a_tenant_out_of_bounds_cannot_stop_the_operator_for_others() {
     }
     cluster.apply_ok(&sample("storefront", &unreachable));
     let storefront_set = serving_set(&cluster, "shop", "storefront-web");
+    a_runtime_that_cannot_reach_kafka_is_degraded(&cluster, &logs);
 
     let tenant = sample("blog-post", &unreachable).replace("namespace: blog", "namespace: tenant");
     let greedy = tenant.replace("\n  replicas: 1\n", "\n  replicas: 2147483647\n");
@@ -454,6 +455,32 @@ fn a_tenant_out_of_bounds_cannot_stop_the_operator_for_others() {
         .unwrap()
         .status();
     assert_eq!(healthz, 200);
+}
+
+/// The storefront's pods run (an emulated kubelet) against a bootstrap address where
+/// nothing listens: the runtime says so on `/readyz`, and the operator, asking the
+/// pods again while they are not ready, turns it into `Degraded=True,
+/// reason=KafkaUnreachable`, which Flux and Argo CD see as failed. Regression (issue
+/// 23): a serving set that never became ready was asked only every 5 minutes.
+fn a_runtime_that_cannot_reach_kafka_is_degraded(cluster: &ControlPlane, logs: &std::path::Path) {
+    let kubelet = Kubelet::start(&cluster.admin_kubeconfig, logs);
+    let degraded = |field: &str| condition(cluster, "shop", "storefront-web", "Degraded", field);
+    wait_for(
+        "storefront-web: Degraded=True, KafkaUnreachable",
+        Duration::from_secs(120),
+        || degraded("status") == "True" && degraded("reason") == "KafkaUnreachable",
+    );
+    let message = degraded("message");
+    assert!(
+        message.starts_with("storefront-web-"),
+        "names the pod: {message}"
+    );
+    assert_eq!(
+        gitops_health(cluster, "shop", "storefront-web"),
+        ("Failed".into(), "Degraded".into()),
+        "a runtime without Kafka, as Flux and Argo CD judge it"
+    );
+    drop(kubelet);
 }
 
 /// A new store size for a running experience: a StatefulSet's volume claims cannot

@@ -89,6 +89,7 @@ fn with_rebuild(
         apply_error: None,
         progress_deadline: None,
         pods_problem,
+        pods_running: false,
     };
     fx.status = Some(next_status(
         None,

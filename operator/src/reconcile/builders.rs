@@ -150,13 +150,16 @@ pub fn definition(spec: &ExperienceSpec) -> String {
 }
 
 /// Labels that select an experience's pods.
+/// The label naming the experience a child (a pod too) belongs to.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+
 pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
             "app.kubernetes.io/name".to_string(),
             "facet-bff".to_string(),
         ),
-        ("app.kubernetes.io/instance".to_string(), name.to_string()),
+        (INSTANCE_LABEL.to_string(), name.to_string()),
     ])
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::PartialObjectMeta;
@@ -48,6 +48,9 @@ pub struct Watches {
     pub config_maps: Triggers<PartialObjectMeta<ConfigMap>>,
     pub budgets: Triggers<PartialObjectMeta<PodDisruptionBudget>>,
     pub policies: Triggers<PartialObjectMeta<NetworkPolicy>>,
+    /// The experiences' pods (metadata only, not cached): a pod that starts running
+    /// or changes its readiness wakes its experience, whose status asks it why.
+    pub pods: Triggers<PartialObjectMeta<Pod>>,
 }
 
 impl Children {
@@ -67,6 +70,13 @@ impl Children {
             config_maps: cm_watch,
             budgets: pdb_watch,
             policies: np_watch,
+            pods: watcher(
+                scoped(client, namespace),
+                watcher::Config::default().labels(MANAGED),
+            )
+            .default_backoff()
+            .touched_objects()
+            .boxed(),
         };
         (children, watches)
     }
@@ -120,7 +130,7 @@ where
         .filter(|o| {
             o.namespace().as_deref() == Some(namespace)
                 && o.labels()
-                    .get("app.kubernetes.io/instance")
+                    .get(super::builders::INSTANCE_LABEL)
                     .map(String::as_str)
                     == Some(name)
         })

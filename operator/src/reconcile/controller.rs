@@ -11,6 +11,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
@@ -18,6 +19,7 @@ use tracing::{info, warn};
 use super::builders::{self, BuildConfig, BuildError};
 use super::children::{scoped, Children};
 use super::cleanup;
+use super::progress::NotReady;
 use super::rebuild::{Phase, Plan};
 use super::status::{self, Observed, Rollout, APPLY_FAILED, DEGRADED, SPEC_VALID};
 use super::survey::Survey;
@@ -137,6 +139,10 @@ pub async fn run(context: Arc<Context>, namespaces: Vec<String>) {
         .owns_stream(watches.services)
         .owns_stream(watches.budgets)
         .owns_stream(watches.policies)
+        .watches_stream(watches.pods, |pod| {
+            let experience = pod.labels().get(builders::INSTANCE_LABEL)?;
+            Some(ObjectRef::new(experience).within(&pod.namespace()?))
+        })
         .shutdown_on_signal()
         .run(reconcile, error_policy, scope)
         .for_each(|result| async move {
@@ -195,6 +201,8 @@ pub async fn reconcile(fx: Arc<FrontendExperience>, scope: Arc<Scope>) -> Result
 
 /// How often a rebuild's progress is read into the status.
 const REBUILD_POLL: Duration = Duration::from_secs(5);
+/// How often a serving set whose running pods are not ready is asked again.
+const UNSETTLED_POLL: Duration = Duration::from_secs(10);
 
 /// One reconcile, in phases: validate (the runtime's own compiler), survey (which
 /// definition serves) and plan (pure), build (pure), apply (every child, then the
@@ -257,6 +265,11 @@ async fn reconcile_inner(
         // Nothing will change until the spec does: no retry loop.
         None => Action::await_change(),
         Some(Phase::Serving) if retention_due => Action::requeue(Duration::from_secs(30)),
+        // Running pods that are not ready change their report (Kafka refused, then
+        // reached; a replay under way) while no object changes: ask again soon. Pods
+        // that never run are not asked on a timer; a pod that starts running wakes
+        // the controller through the pod watch.
+        Some(Phase::Serving) if observed.pods_running => Action::requeue(UNSETTLED_POLL),
         Some(Phase::Serving) => Action::requeue(Duration::from_secs(300)),
         // Progress to report, or the old set to remove once the Service has moved.
         Some(Phase::Rebuilding { .. } | Phase::Switching { .. }) => Action::requeue(REBUILD_POLL),
@@ -465,7 +478,7 @@ async fn observe(
         .unwrap_or(spec.replicas);
     // Pods that do not become ready say why on /readyz (Kafka refused the login, a
     // topic is missing): asked only while a rollout is not settled.
-    let pods_problem = match (&rollout, &rebuild, spec_error.is_none()) {
+    let not_ready = match (&rollout, &rebuild, spec_error.is_none()) {
         (Some(rollout), None, true) if !rollout.settled(desired_replicas) => {
             super::progress::why_not_ready(
                 &context.client,
@@ -475,14 +488,15 @@ async fn observe(
             )
             .await
         }
-        _ => None,
+        _ => NotReady::default(),
     };
     Ok(Observed {
         generation: fx.meta().generation,
         desired_replicas,
         spec_error,
         rollout,
-        pods_problem,
+        pods_problem: not_ready.problem,
+        pods_running: not_ready.running,
         definition: serving.clone(),
         rebuild,
         target: plan.map(|_| builders::definition(spec)),

@@ -58,29 +58,39 @@ pub async fn rebuild(
     }
 }
 
-/// Why a serving set's pods are not ready: the first pod whose runtime keeps
-/// exiting (its Pod status says so), or whose readiness report names a problem:
-/// `(reason, message)` for `Degraded`. `None` when no pod names a problem (still
-/// replaying, or not answering yet).
-pub async fn why_not_ready(
-    client: &Client,
-    namespace: &str,
-    set: &str,
-    replicas: i32,
-) -> Option<(&'static str, String)> {
+/// What a serving set's pods that are not ready say.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NotReady {
+    /// The first pod whose runtime keeps exiting (its Pod status says so), or whose
+    /// readiness report names a problem: `(reason, message)` for `Degraded`.
+    pub problem: Option<(&'static str, String)>,
+    /// Whether a pod runs: its report may change (Kafka refused, then reached; a
+    /// replay under way) while no object does, so it is asked again soon.
+    pub running: bool,
+}
+
+/// Asks every pod of a serving set that is not settled why it is not ready.
+pub async fn why_not_ready(client: &Client, namespace: &str, set: &str, replicas: i32) -> NotReady {
     let pods = (0..replica_bound(replicas)).map(|ordinal| format!("{set}-{ordinal}"));
-    let problems: Vec<Option<(&'static str, String)>> = stream::iter(pods)
+    let answers: Vec<(bool, Option<(&'static str, String)>)> = stream::iter(pods)
         .map(|name| async move {
-            let pod = fetch(client, namespace, &name).await?;
+            let Some(pod) = fetch(client, namespace, &name).await else {
+                return (false, None);
+            };
+            let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
             if let Some(looping) = crash_loop(&name, &pod) {
-                return Some(("CrashLoop", looping));
+                return (running, Some(("CrashLoop", looping)));
             }
-            problem(&name, &ask(&pod).await?)
+            let problem = ask(&pod).await.and_then(|report| problem(&name, &report));
+            (running, problem)
         })
         .buffered(ASK_AT_ONCE)
         .collect()
         .await;
-    problems.into_iter().flatten().next()
+    NotReady {
+        running: answers.iter().any(|(running, _)| *running),
+        problem: answers.into_iter().find_map(|(_, problem)| problem),
+    }
 }
 
 /// A pod whose containers keep exiting (`CrashLoopBackOff`): which, how often,

@@ -76,6 +76,9 @@ pub struct Observed {
     /// What a pod that is not ready reports as the cause: `Degraded`'s reason
     /// (`KafkaUnreachable`, `SourceUnavailable`, `IngestFailed`) and message.
     pub pods_problem: Option<(&'static str, String)>,
+    /// Whether a pod of a set that is not settled runs (see
+    /// [`super::progress::NotReady`]).
+    pub pods_running: bool,
     pub consumer_groups: Vec<String>,
     pub endpoints: Endpoints,
     /// The pods' label selector, e.g. `app.kubernetes.io/instance=web,app.kubernetes.io/name=facet-bff`.
@@ -369,6 +372,7 @@ mod tests {
             apply_error: None,
             progress_deadline: Some(std::time::Duration::from_secs(600)),
             pods_problem: None,
+            pods_running: false,
         }
     }
 
