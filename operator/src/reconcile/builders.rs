@@ -149,10 +149,10 @@ pub fn definition(spec: &ExperienceSpec) -> String {
     facet_bff::spec::compile::definition_hash(spec)
 }
 
-/// Labels that select an experience's pods.
 /// The label naming the experience a child (a pod too) belongs to.
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 
+/// Labels that select an experience's pods.
 pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
