@@ -1,7 +1,8 @@
 //! The replay path without a broker: the storefront's events, already in memory,
-//! applied in replay batches (coalesced, sealed at 5,000 events, as the runtime) to a real store,
-//! each batch written on a thread of its own while the next applies, and its
-//! changes handed to the live feed. What the replay bench measures minus Kafka, so
+//! applied in replay batches (coalesced, sealed at 5,000 events as the runtime's
+//! are) to a real store, each batch written on a thread of its own while the next
+//! applies, and its changes handed to the live feed. What the replay bench measures
+//! minus Kafka, so
 //! a change to applying, encoding or writing shows without the broker's noise.
 //!
 //! The baseline, measured in the same run over the same bytes, is decoding each

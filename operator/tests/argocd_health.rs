@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use facet_operator::api::{Endpoints, FrontendExperience, Rebuild};
+use facet_operator::reconcile::progress::NotReady;
 use facet_operator::reconcile::status::{next_status, Observed, Rollout};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use mlua::{Lua, LuaOptions, LuaSerdeExt, StdLib};
@@ -88,8 +89,10 @@ fn with_rebuild(
         target: Some("0123456789abcdef".into()),
         apply_error: None,
         progress_deadline: None,
-        pods_problem,
-        pods_running: false,
+        pods: NotReady {
+            problem: pods_problem,
+            running: false,
+        },
     };
     fx.status = Some(next_status(
         None,

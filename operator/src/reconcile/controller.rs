@@ -269,7 +269,7 @@ async fn reconcile_inner(
         // reached; a replay under way) while no object changes: ask again soon. Pods
         // that never run are not asked on a timer; a pod that starts running wakes
         // the controller through the pod watch.
-        Some(Phase::Serving) if observed.pods_running => Action::requeue(UNSETTLED_POLL),
+        Some(Phase::Serving) if observed.pods.running => Action::requeue(UNSETTLED_POLL),
         Some(Phase::Serving) => Action::requeue(Duration::from_secs(300)),
         // Progress to report, or the old set to remove once the Service has moved.
         Some(Phase::Rebuilding { .. } | Phase::Switching { .. }) => Action::requeue(REBUILD_POLL),
@@ -495,8 +495,7 @@ async fn observe(
         desired_replicas,
         spec_error,
         rollout,
-        pods_problem: not_ready.problem,
-        pods_running: not_ready.running,
+        pods: not_ready,
         definition: serving.clone(),
         rebuild,
         target: plan.map(|_| builders::definition(spec)),

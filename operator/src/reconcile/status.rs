@@ -4,6 +4,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use super::progress::NotReady;
 use crate::api::{Endpoints, FrontendExperienceStatus, LastChange, Rebuild};
 
 pub const SPEC_VALID: &str = "SpecValid";
@@ -73,12 +74,10 @@ pub struct Observed {
     /// How long pods may take to become ready before the rollout counts as stuck
     /// (`None`: no deadline).
     pub progress_deadline: Option<std::time::Duration>,
-    /// What a pod that is not ready reports as the cause: `Degraded`'s reason
-    /// (`KafkaUnreachable`, `SourceUnavailable`, `IngestFailed`) and message.
-    pub pods_problem: Option<(&'static str, String)>,
-    /// Whether a pod of a set that is not settled runs (see
-    /// [`super::progress::NotReady`]).
-    pub pods_running: bool,
+    /// What the pods of a serving set that is not settled say: the cause a pod
+    /// reports (`Degraded`'s reason, `KafkaUnreachable`, `SourceUnavailable`,
+    /// `IngestFailed`, and message), and whether any runs.
+    pub pods: NotReady,
     pub consumer_groups: Vec<String>,
     pub endpoints: Endpoints,
     /// The pods' label selector, e.g. `app.kubernetes.io/instance=web,app.kubernetes.io/name=facet-bff`.
@@ -172,7 +171,7 @@ pub fn next_status(
             );
             let (progressing, degraded) = match rollout_stuck(previous_conditions, observed, now) {
                 Some(waited) => {
-                    let cause = match &observed.pods_problem {
+                    let cause = match &observed.pods.problem {
                         Some((_, problem)) => problem.clone(),
                         None => "see the pods' /readyz and logs".into(),
                     };
@@ -194,7 +193,7 @@ pub fn next_status(
                         // This generation's rollout starts now, whatever came before.
                         progressing.last_transition_time = now.clone();
                     }
-                    let degraded = match &observed.pods_problem {
+                    let degraded = match &observed.pods.problem {
                         Some((reason, message)) => {
                             condition(DEGRADED, true, reason, message.clone())
                         }
@@ -371,8 +370,7 @@ mod tests {
             target: Some("a".into()),
             apply_error: None,
             progress_deadline: Some(std::time::Duration::from_secs(600)),
-            pods_problem: None,
-            pods_running: false,
+            pods: NotReady::default(),
         }
     }
 
@@ -383,10 +381,13 @@ mod tests {
             ..SETTLED
         };
         let observed = Observed {
-            pods_problem: Some((
-                "KafkaUnreachable",
-                "web-0: SASL authentication failed".into(),
-            )),
+            pods: NotReady {
+                problem: Some((
+                    "KafkaUnreachable",
+                    "web-0: SASL authentication failed".into(),
+                )),
+                running: true,
+            },
             ..observed(stuck, None)
         };
         let status = next_status(None, &observed, &time(100));
