@@ -2,8 +2,8 @@
 //! applied in replay batches (coalesced, sealed at 5,000 events as the runtime's
 //! are) to a real store, each batch written on a thread of its own while the next
 //! applies, and its changes handed to the live feed. What the replay bench measures
-//! minus Kafka, so
-//! a change to applying, encoding or writing shows without the broker's noise.
+//! minus Kafka, so a change to applying, encoding or writing shows without the
+//! broker's noise.
 //!
 //! The baseline, measured in the same run over the same bytes, is decoding each
 //! event's JSON and nothing else: the least any JSON projection has to do.
