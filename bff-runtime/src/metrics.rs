@@ -279,22 +279,11 @@ impl Metrics {
         )
     }
 
-    /// One live subscription of `transport`, counted while the value lives.
-    pub fn subscription(&self, transport: &str) -> Held {
-        Held::new(
-            self.subscriptions
-                .get_or_create(&transport_label(transport))
-                .clone(),
-        )
-    }
-
-    /// Counts one delivery and its latency, when known.
-    pub fn delivered(&self, transport: &str, latency: Option<f64>) {
-        let label = transport_label(transport);
-        self.deliveries.get_or_create(&label).inc();
-        if let Some(seconds) = latency {
-            self.delivery_latency.get_or_create(&label).observe(seconds);
-        }
+    /// The gauge of `transport`'s live subscriptions (a session keeps it).
+    pub fn subscriptions_of(&self, transport: &str) -> Gauge {
+        self.subscriptions
+            .get_or_create(&transport_label(transport))
+            .clone()
     }
 
     /// Counts a batch of deliveries with one label lookup (a hot path under load).

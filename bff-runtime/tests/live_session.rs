@@ -74,7 +74,7 @@ impl Replica {
     }
 
     fn session(&self, viewer: Viewer) -> Session {
-        Session::new(self.engine.clone(), viewer)
+        Session::new(self.engine.clone(), viewer, "test")
     }
 }
 

@@ -65,6 +65,8 @@ pub struct Outcome {
 pub enum CommandError {
     #[error("no command named `{0}`")]
     Unknown(String),
+    #[error("this experience declares no commands")]
+    NoCommands,
     #[error("{message}")]
     Invalid {
         field: Option<String>,
@@ -94,7 +96,7 @@ impl CommandError {
     /// A short label, for API error codes and metrics.
     pub fn code(&self) -> &'static str {
         match self {
-            CommandError::Unknown(_) => "not_found",
+            CommandError::Unknown(_) | CommandError::NoCommands => "not_found",
             CommandError::Invalid { .. } => "invalid_input",
             CommandError::Forbidden(_) => "forbidden",
             CommandError::Unavailable(_) => "unavailable",

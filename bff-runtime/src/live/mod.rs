@@ -5,7 +5,9 @@
 //!
 //! - [`Router`]: the in-process change feed; files subscriptions by a value their
 //!   rows must have, so a change reaches only the clients that may see it.
-//! - [`Session`]: one client's subscriptions, snapshots, resumes and catch-ups.
+//! - [`Session`]: one client's subscriptions, snapshots, resumes and catch-ups; it
+//!   counts its subscriptions and deliveries under its transport's label.
+//! - [`stream::updates`]: a one-subscription session as a stream of [`stream::Item`].
 //! - [`close::Close`]: every close code and reason.
 
 mod access_edit;
@@ -15,6 +17,7 @@ mod outbox;
 pub mod router;
 pub mod selector;
 pub mod session;
+pub mod stream;
 
 use std::sync::Arc;
 

@@ -18,6 +18,7 @@ use super::router::Registration;
 use super::selector::{Selection, Selector};
 use super::Hub;
 use crate::projection::Row;
+use prometheus_client::metrics::gauge::Gauge;
 use crate::store::{access_of, with_access, Change, Missed, PositionError, View};
 use crate::viewer::Viewer;
 
@@ -81,6 +82,10 @@ struct Sub {
 pub struct Session {
     hub: Arc<Hub>,
     viewer: Viewer,
+    /// The transport's label on the session's metrics.
+    transport: &'static str,
+    /// `facet_subscriptions{transport}`, kept equal to the session's subscriptions.
+    subscriptions: Gauge,
     outbox: Arc<Outbox>,
     /// (number, subscription): a connection has few, and a list costs less per
     /// idle connection than maps.
@@ -89,11 +94,16 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(hub: Arc<Hub>, viewer: Viewer) -> Session {
+    /// A session of `transport` (its label on the metrics the session keeps: live
+    /// subscriptions, deliveries and their latency).
+    pub fn new(hub: Arc<Hub>, viewer: Viewer, transport: &'static str) -> Session {
         let outbox = Outbox::new(hub.max_pending_rows());
+        let subscriptions = hub.metrics.subscriptions_of(transport);
         Session {
             hub,
             viewer,
+            transport,
+            subscriptions,
             outbox,
             subs: Vec::new(),
             next_sub: 0,
@@ -175,13 +185,17 @@ impl Session {
             None => vec![self.hub.snapshot(&mut sub).await?],
         };
         self.subs.push((number, sub));
+        self.subscriptions.inc();
+        self.count_deliveries(updates.iter());
         Ok(updates)
     }
 
     pub fn unsubscribe(&mut self, id: &str) -> bool {
         let before = self.subs.len();
         self.subs.retain(|(_, s)| &*s.id != id);
-        self.subs.len() < before
+        let removed = before - self.subs.len();
+        self.subscriptions.dec_by(removed as i64);
+        removed > 0
     }
 
     /// Whom the session serves.
@@ -260,7 +274,17 @@ impl Session {
                 },
             });
         }
+        self.count_deliveries(out.iter().map(|out| &out.update));
         Ok(out)
+    }
+
+    /// Counts the changes among `updates` as delivered (snapshots are not changes).
+    fn count_deliveries<'u>(&self, updates: impl Iterator<Item = &'u Update>) {
+        let latencies = updates.filter_map(|update| match update {
+            Update::Change { change, .. } => Some(change.delivery_latency()),
+            _ => None,
+        });
+        self.hub.metrics.delivered_all(self.transport, latencies);
     }
 
     async fn catch_up(&mut self) -> Result<Vec<Out>, Close> {
@@ -289,6 +313,12 @@ impl Session {
             return Err(Close::TooSlow);
         }
         Ok(out)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.subscriptions.dec_by(self.subs.len() as i64);
     }
 }
 

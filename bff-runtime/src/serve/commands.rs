@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::access::Viewer;
-use super::{ApiError, SharedState};
-use crate::command::{CommandError, CommandRequest, Commands, Outcome, Status};
+use super::SharedState;
+use crate::command::{CommandError, CommandRequest, Outcome, Status};
 
 pub async fn send(
     State(state): State<SharedState>,
@@ -26,7 +26,6 @@ pub async fn send(
         .viewer(request.headers(), &query)
         .await
         .map_err(IntoResponse::into_response)?;
-    let commands = commands(&state).map_err(IntoResponse::into_response)?;
     let headers = request.headers().clone();
     let max = state.experience.spec.api.limits.max_message_bytes as usize;
     let body = axum::body::to_bytes(request.into_body(), max)
@@ -47,29 +46,48 @@ pub async fn send(
             None,
         )
     })?;
-    let outcome = commands
-        .send(CommandRequest {
-            name,
-            input,
-            claims: claims_of(&viewer),
-            idempotency_key: header(&headers, "idempotency-key"),
-            wait: preferred_wait(&headers),
-            traceparent: header(&headers, "traceparent"),
-        })
-        .await
-        .map_err(refusal)?;
+    let command = Command {
+        name,
+        input,
+        idempotency_key: header(&headers, "idempotency-key"),
+        wait: preferred_wait(&headers),
+        traceparent: header(&headers, "traceparent"),
+    };
+    let outcome = dispatch(&state, &viewer, command).await.map_err(refusal)?;
     Ok(answer(outcome))
 }
 
-pub fn commands(state: &SharedState) -> Result<&Commands, ApiError> {
-    state
-        .commands
-        .as_deref()
-        .ok_or_else(|| ApiError::not_found("this experience declares no commands".into()))
+/// A command as a transport received it.
+pub struct Command {
+    pub name: String,
+    pub input: serde_json::Value,
+    pub idempotency_key: Option<String>,
+    /// How long the answer may wait for the effect to be visible.
+    pub wait: Duration,
+    pub traceparent: Option<String>,
+}
+
+/// Sends a command for `viewer`: REST, the WebSocket and GraphQL all send here.
+pub async fn dispatch(
+    state: &SharedState,
+    viewer: &Viewer,
+    command: Command,
+) -> Result<Outcome, CommandError> {
+    let commands = state.commands.as_deref().ok_or(CommandError::NoCommands)?;
+    commands
+        .send(CommandRequest {
+            name: command.name,
+            input: command.input,
+            claims: claims_of(viewer),
+            idempotency_key: command.idempotency_key,
+            wait: command.wait,
+            traceparent: command.traceparent,
+        })
+        .await
 }
 
 /// The claims a command sees as `auth`; the dev console acts as user `console`.
-pub fn claims_of(viewer: &Viewer) -> serde_json::Value {
+fn claims_of(viewer: &Viewer) -> serde_json::Value {
     match viewer {
         Viewer::Console => serde_json::json!({"sub": "console"}),
         Viewer::Claims(claims) => claims.clone(),
@@ -120,7 +138,7 @@ fn error(status: StatusCode, code: &str, message: String, field: Option<String>)
 /// A refused command: the status says why, the body names the field when one is wrong.
 pub fn refusal(e: CommandError) -> Response {
     let status = match &e {
-        CommandError::Unknown(_) => StatusCode::NOT_FOUND,
+        CommandError::Unknown(_) | CommandError::NoCommands => StatusCode::NOT_FOUND,
         CommandError::Invalid { .. } => StatusCode::BAD_REQUEST,
         CommandError::Forbidden(_) => StatusCode::FORBIDDEN,
         CommandError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -2,7 +2,7 @@
 //! parameters filter on fields, `Last-Event-ID` (or `?since=`) resumes. Each event's
 //! id is the position it brings the client to.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -10,14 +10,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::stream::{self, Stream};
+use futures::stream::{self, StreamExt};
 
 use super::wire::{native_json, position};
 use super::{ApiError, SharedState};
+use crate::live::stream::{updates, Item};
 use crate::live::{Close, Selection, Session, SubscribeError, Update};
 
 const RESERVED: &[&str] = &["key", "since", "as", "access_token", "delta"];
 const SUBSCRIPTION: &str = "sse";
+const TRANSPORT: &str = "sse";
 
 pub async fn stream(
     State(state): State<SharedState>,
@@ -40,7 +42,7 @@ pub async fn stream(
         filter,
         delta: query.get("delta").is_some_and(|v| v == "true"),
     };
-    let mut session = Session::new(state.live.clone(), viewer);
+    let mut session = Session::new(state.live.clone(), viewer, TRANSPORT);
     let first = session
         .subscribe(SUBSCRIPTION, selection, since.as_deref())
         .await
@@ -49,66 +51,18 @@ pub async fn stream(
             SubscribeError::UnknownProjection(_) => ApiError::not_found(e.to_string()),
             other => ApiError::bad_request(other.to_string()),
         })?;
-    let held = Held {
-        _connection: state.metrics.connection("sse"),
-        _subscription: state.metrics.subscription("sse"),
-        _slot: slot,
-    };
-    let stream = events(state, session, first.into(), held);
-    Ok(Sse::new(stream)
+    // Held by the stream: the client gone, it lowers the gauge and frees the slot.
+    let held = (state.metrics.connection(TRANSPORT), slot);
+    let events = updates(session, first, stream::pending().boxed(), ()).map(move |item| {
+        let _held = &held;
+        Ok::<_, Infallible>(match item {
+            Item::Update(update) => event(&update),
+            Item::Closed(close) => closing(&close),
+        })
+    });
+    Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
-}
-
-/// What the stream holds while the client is connected: dropped (the client went
-/// away), it lowers the gauges and frees the connection slot.
-struct Held {
-    _connection: crate::metrics::Held,
-    _subscription: crate::metrics::Held,
-    _slot: tokio::sync::OwnedSemaphorePermit,
-}
-
-struct Streaming {
-    state: SharedState,
-    session: Session,
-    queue: VecDeque<Update>,
-    ended: bool,
-    _held: Held,
-}
-
-fn events(
-    state: SharedState,
-    session: Session,
-    queue: VecDeque<Update>,
-    held: Held,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    let initial = Streaming {
-        state,
-        session,
-        queue,
-        ended: false,
-        _held: held,
-    };
-    stream::unfold(initial, |mut s| async move {
-        loop {
-            if let Some(update) = s.queue.pop_front() {
-                if let Update::Change { change, .. } = &update {
-                    s.state.metrics.delivered("sse", change.delivery_latency());
-                }
-                return Some((Ok(event(&update)), s));
-            }
-            if s.ended {
-                return None;
-            }
-            match s.session.next().await {
-                Ok(outs) => s.queue.extend(outs.into_iter().map(|o| o.update)),
-                Err(close) => {
-                    s.ended = true;
-                    return Some((Ok(closing(&close)), s));
-                }
-            }
-        }
-    })
 }
 
 /// The last event of a stream the server ends. EventSource reconnects by itself

@@ -16,14 +16,16 @@ use super::access::Viewer;
 use super::wire::native_json;
 use super::{ApiError, SharedState};
 use crate::live::close::{self, Close};
+use super::commands::{dispatch, Command};
+use crate::command::{CommandError, Status};
 use crate::live::{Out, Selection, Session, SubscribeError, Update};
-use crate::metrics::TransportLabel;
 
 /// Each idle connection keeps a read buffer of this size: small, so that thousands
 /// of connections cost little (tungstenite's default is 128 KiB, zeroed on reads).
 pub const READ_BUFFER: usize = 4 * 1024;
 /// Outgoing messages are written once this much is buffered, or at a flush.
 pub const WRITE_BUFFER: usize = 8 * 1024;
+const TRANSPORT: &str = "websocket";
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -89,8 +91,8 @@ pub async fn upgrade(
 }
 
 async fn run(state: SharedState, viewer: Viewer, mut socket: WebSocket) {
-    let _connection = state.metrics.connection("websocket");
-    let mut session = Session::new(state.live.clone(), viewer);
+    let _connection = state.metrics.connection(TRANSPORT);
+    let mut session = Session::new(state.live.clone(), viewer, TRANSPORT);
     let mut acks = Acks::new();
     let result = loop {
         tokio::select! {
@@ -116,7 +118,7 @@ async fn run(state: SharedState, viewer: Viewer, mut socket: WebSocket) {
                 let sent = match waited {
                     Ok(()) => Box::pin(async {
                         let outs = session.drain().await?;
-                        send_updates(&state, &mut socket, outs).await
+                        send(&mut socket, encode(&outs)).await
                     }).await,
                     Err(close) => Err(close),
                 };
@@ -137,9 +139,10 @@ async fn run(state: SharedState, viewer: Viewer, mut socket: WebSocket) {
         )
         .await;
     }
-    subscriptions_gauge(&state).dec_by(session.len() as i64);
 }
 
+/// Answers one client message; a refused token or a failed subscription closes
+/// the connection.
 async fn on_message(
     state: &SharedState,
     session: &mut Session,
@@ -155,116 +158,116 @@ async fn on_message(
             return send(socket, vec![error.to_string().into()]).await;
         }
     };
-    match message {
+    let replies = match message {
+        ClientMessage::Subscribe {
+            id,
+            selection,
+            since,
+        } => subscribe(session, id, selection, since).await?,
+        ClientMessage::Unsubscribe { id } => {
+            session.unsubscribe(&id);
+            Vec::new()
+        }
+        ClientMessage::Auth { token } => {
+            refresh(state, session, &token).await?;
+            vec![Utf8Bytes::from_static(r#"{"type":"auth_ok"}"#)]
+        }
+        ClientMessage::Ping => vec![Utf8Bytes::from_static(r#"{"type":"pong"}"#)],
         ClientMessage::Command {
             id,
             name,
             input,
             idempotency_key,
         } => {
-            let Some(commands) = state.commands.clone() else {
-                let error = serde_json::json!({"type": "error", "id": id, "message": "this experience declares no commands"});
-                return send(socket, vec![error.to_string().into()]).await;
+            let command = Command {
+                name,
+                input,
+                idempotency_key,
+                wait: std::time::Duration::ZERO,
+                traceparent: None,
             };
-            let sent = commands
-                .send(crate::command::CommandRequest {
-                    name: name.clone(),
-                    input,
-                    claims: super::commands::claims_of(session.viewer()),
-                    idempotency_key,
-                    wait: std::time::Duration::ZERO,
-                    traceparent: None,
+            vec![self::command(state, session.viewer(), acks, &id, command).await]
+        }
+    };
+    send(socket, replies).await
+}
+
+/// A subscription's first updates, or the error that refused it.
+async fn subscribe(
+    session: &mut Session,
+    id: String,
+    selection: Selection,
+    since: Option<String>,
+) -> Result<Vec<Utf8Bytes>, Close> {
+    match session.subscribe(&id, selection, since.as_deref()).await {
+        Ok(updates) => {
+            let id: std::sync::Arc<str> = id.into();
+            let outs: Vec<Out> = updates
+                .into_iter()
+                .map(|update| Out {
+                    id: id.clone(),
+                    update,
                 })
-                .await;
-            let outcome = match sent {
-                Ok(outcome) => outcome,
-                Err(e) => {
-                    let mut error = serde_json::json!({"type": "error", "id": id, "code": e.code(), "message": e.to_string()});
-                    if let crate::command::CommandError::Invalid {
-                        field: Some(field), ..
-                    } = &e
-                    {
-                        error["field"] = field.clone().into();
-                    }
-                    return send(socket, vec![error.to_string().into()]).await;
-                }
-            };
-            if outcome.status == crate::command::Status::Accepted {
-                let wait = state
-                    .experience
-                    .command(&name)
-                    .map_or(std::time::Duration::ZERO, |c| c.max_wait);
-                let (id, command_id) = (id.clone(), outcome.command_id.clone());
-                acks.push(Box::pin(async move {
-                    ack(&id, &commands.follow(&command_id, wait).await)
-                }));
-            }
-            send(socket, vec![ack(&id, &outcome)]).await
+                .collect();
+            Ok(encode(&outs))
         }
-        ClientMessage::Ping => {
-            send(socket, vec![Utf8Bytes::from_static(r#"{"type":"pong"}"#)]).await
-        }
-        ClientMessage::Auth { token } => {
-            let refreshed = match state.viewer_for_token(&token).await {
-                Ok(fresh) => session.viewer().refreshed_by(fresh),
-                Err(e) => Err(e.message),
-            };
-            match refreshed {
-                Ok(viewer) => {
-                    session.set_viewer(viewer);
-                    send(
-                        socket,
-                        vec![Utf8Bytes::from_static(r#"{"type":"auth_ok"}"#)],
-                    )
-                    .await
-                }
-                Err(why) => Err(Close::TokenRefused(why)),
-            }
-        }
-        ClientMessage::Unsubscribe { id } => {
-            if session.unsubscribe(&id) {
-                subscriptions_gauge(state).dec();
-            }
-            Ok(())
-        }
-        ClientMessage::Subscribe {
-            id,
-            selection,
-            since,
-        } => {
-            let before = session.len();
-            let updates = session.subscribe(&id, selection, since.as_deref()).await;
-            subscriptions_gauge(state).inc_by(session.len() as i64 - before as i64);
-            match updates {
-                Ok(updates) => {
-                    let id: std::sync::Arc<str> = id.into();
-                    let outs = updates
-                        .into_iter()
-                        .map(|update| Out {
-                            id: id.clone(),
-                            update,
-                        })
-                        .collect();
-                    send_updates(state, socket, outs).await
-                }
-                Err(SubscribeError::Failed(close)) => Err(close),
-                Err(e) => {
-                    let error =
-                        serde_json::json!({"type": "error", "id": id, "message": e.to_string()});
-                    send(socket, vec![error.to_string().into()]).await
-                }
-            }
+        Err(SubscribeError::Failed(close)) => Err(close),
+        Err(e) => {
+            let error = serde_json::json!({"type": "error", "id": id, "message": e.to_string()});
+            Ok(vec![error.to_string().into()])
         }
     }
 }
 
-async fn send_updates(
+/// An in-band token refresh: the session judges by the new claims from now on.
+async fn refresh(state: &SharedState, session: &mut Session, token: &str) -> Result<(), Close> {
+    let refreshed = match state.viewer_for_token(token).await {
+        Ok(fresh) => session.viewer().refreshed_by(fresh),
+        Err(e) => Err(e.message),
+    };
+    session.set_viewer(refreshed.map_err(Close::TokenRefused)?);
+    Ok(())
+}
+
+/// Sends a command and answers with its first `ack` (or the error); an accepted
+/// command gets a second `ack` once its effect is visible.
+async fn command(
     state: &SharedState,
-    socket: &mut WebSocket,
-    outs: Vec<Out>,
-) -> Result<(), Close> {
-    let texts = outs
-        .iter()
+    viewer: &Viewer,
+    acks: &mut Acks,
+    id: &str,
+    command: Command,
+) -> Utf8Bytes {
+    let name = command.name.clone();
+    let outcome = match dispatch(state, viewer, command).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let mut error = serde_json::json!({"type": "error", "id": id, "code": e.code(), "message": e.to_string()});
+            if let CommandError::Invalid {
+                field: Some(field), ..
+            } = &e
+            {
+                error["field"] = field.clone().into();
+            }
+            return error.to_string().into();
+        }
+    };
+    if let (Status::Accepted, Some(commands)) = (outcome.status, state.commands.clone()) {
+        let wait = state
+            .experience
+            .command(&name)
+            .map_or(std::time::Duration::ZERO, |c| c.max_wait);
+        let (id, command_id) = (id.to_string(), outcome.command_id.clone());
+        acks.push(Box::pin(async move {
+            ack(&id, &commands.follow(&command_id, wait).await)
+        }));
+    }
+    ack(id, &outcome)
+}
+
+/// The messages of `outs`, in order.
+fn encode(outs: &[Out]) -> Vec<Utf8Bytes> {
+    outs.iter()
         .map(|out| match &out.update {
             // Every client with this subscription id gets the same bytes.
             Update::Change { op, change } => {
@@ -276,19 +279,15 @@ async fn send_updates(
             }
             update => native_json(Some(&out.id), update).into(),
         })
-        .collect();
-    send(socket, texts).await?;
-    let changes = outs.iter().filter_map(|out| match &out.update {
-        Update::Change { change, .. } => Some(change.delivery_latency()),
-        _ => None,
-    });
-    state.metrics.delivered_all("websocket", changes);
-    Ok(())
+        .collect()
 }
 
 /// Writes messages and flushes once; a client that does not take them within
 /// [`close::SEND_TIMEOUT`] is too slow to keep.
 async fn send(socket: &mut WebSocket, texts: Vec<Utf8Bytes>) -> Result<(), Close> {
+    if texts.is_empty() {
+        return Ok(());
+    }
     let write = async {
         for text in texts {
             socket.feed(Message::Text(text)).await?;
@@ -301,14 +300,4 @@ async fn send(socket: &mut WebSocket, texts: Vec<Utf8Bytes>) -> Result<(), Close
         Ok(Err(_)) => Err(Close::NotReading),
         Err(_) => Err(Close::NotReading),
     }
-}
-
-fn subscriptions_gauge(state: &SharedState) -> prometheus_client::metrics::gauge::Gauge {
-    state
-        .metrics
-        .subscriptions
-        .get_or_create(&TransportLabel {
-            transport: "websocket".into(),
-        })
-        .clone()
 }

@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
+use futures::stream::{BoxStream, StreamExt};
+
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::live::close::Close;
-use crate::live::{Out, Session};
 use crate::viewer::Viewer;
 
 /// Where a connection's authentication stands.
@@ -56,36 +56,16 @@ impl LiveViewer {
         }
     }
 
-    /// The new viewer, if a fresh token replaced it since the last call.
-    pub fn refreshed(&mut self) -> Option<Viewer> {
-        if !self.0.has_changed().unwrap_or(false) {
-            return None;
-        }
-        match &*self.0.borrow_and_update() {
-            Auth::Valid(viewer) => Some(viewer.clone()),
-            Auth::Pending | Auth::Refused(_) => None,
-        }
-    }
-}
-
-/// The next updates of a GraphQL subscription's session; a fresh token that
-/// arrives meanwhile is applied to it (both GraphQL paths serve this way).
-pub async fn next_updates(
-    session: &mut Session,
-    viewer: &mut LiveViewer,
-) -> Result<Vec<Out>, Close> {
-    loop {
-        tokio::select! {
-            waited = session.wait() => {
-                waited?;
-                return session.drain().await;
-            }
-            refreshed = viewer.next_refresh() => {
-                if let Some(refreshed) = refreshed {
-                    session.set_viewer(refreshed);
+    /// Every fresh viewer from now on, for a subscription's session to follow.
+    pub fn refreshes(&self) -> BoxStream<'static, Viewer> {
+        futures::stream::unfold(self.clone(), |mut viewer| async move {
+            loop {
+                if let Some(fresh) = viewer.next_refresh().await {
+                    return Some((fresh, viewer));
                 }
             }
-        }
+        })
+        .boxed()
     }
 }
 

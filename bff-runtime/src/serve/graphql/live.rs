@@ -12,13 +12,14 @@ use parking_lot::Mutex;
 
 use axum::extract::ws::Message;
 use futures::channel::mpsc::Sender;
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
 
 use super::admit::admit_payload;
-use super::connection::{next_updates, LiveViewer, SubscriptionBudget};
+use super::connection::{LiveViewer, SubscriptionBudget};
 use super::plan::{plan, Plan};
 use crate::live::change::json_string;
-use crate::live::{Close, Session, Update};
+use crate::live::stream::{updates, Item};
+use crate::live::{Session, Update};
 use crate::serve::SharedState;
 
 type Running = Mutex<HashMap<String, tokio::task::AbortHandle>>;
@@ -193,63 +194,50 @@ impl Subscription {
     async fn serve(&mut self) -> Result<(), serde_json::Value> {
         let error = |message: String| serde_json::json!({"message": message});
         let _permit = self.budget.take().map_err(|e| error(e.message))?;
-        let _held = self.state.metrics.subscription("graphql");
         let viewer = self
             .viewer
             .current()
             .ok_or_else(|| error("not authenticated".into()))?;
-        let mut session = Session::new(self.state.live.clone(), viewer);
+        let mut session = Session::new(self.state.live.clone(), viewer, super::TRANSPORT);
         let turn = self.budget.first_updates_turn().await;
         let first = session
             .subscribe(
-                "graphql",
+                super::TRANSPORT,
                 self.plan.selection.clone(),
                 self.plan.since.as_deref(),
             )
             .await
             .map_err(|e| error(e.to_string()))?;
-        for update in first {
-            for payload in self.plan.payloads(&update) {
+        let mut items = std::pin::pin!(updates(session, first, self.viewer.refreshes(), turn));
+        while let Some(item) = items.next().await {
+            let update = match item {
+                Item::Update(update) => update,
+                Item::Closed(close) => {
+                    return Err(serde_json::json!({"message": close.reason(), "extensions": {"code": close.code()}}))
+                }
+            };
+            for payload in self.payloads(&update) {
                 self.send(&payload)
                     .await
                     .map_err(|()| error("gone".into()))?;
             }
         }
-        drop(turn);
-        loop {
-            let outs = next_updates(&mut session, &mut self.viewer).await.map_err(|close: Close| {
-                serde_json::json!({"message": close.reason(), "extensions": {"code": close.code()}})
-            })?;
-            let mut latencies = Vec::with_capacity(outs.len());
-            for out in outs {
-                match &out.update {
-                    // One payload per change for every client with this plan.
-                    Update::Change { op, change } => {
-                        latencies.push(change.delivery_latency());
-                        let frame = change.frame(*op, &self.plan.shape, || {
-                            self.plan.payloads(&out.update).remove(0)
-                        });
-                        // Frames are JSON text; were one not, it is encoded again.
-                        let payload = match std::str::from_utf8(&frame) {
-                            Ok(text) => text.to_string(),
-                            Err(_) => self.plan.payloads(&out.update).remove(0),
-                        };
-                        self.send(&payload)
-                            .await
-                            .map_err(|()| error("gone".into()))?;
-                    }
-                    update => {
-                        for payload in self.plan.payloads(update) {
-                            self.send(&payload)
-                                .await
-                                .map_err(|()| error("gone".into()))?;
-                        }
-                    }
-                }
-            }
-            self.state
-                .metrics
-                .delivered_all("graphql", latencies.into_iter());
+        Ok(())
+    }
+
+    /// What one update sends: a change's payload is encoded once for every
+    /// client with this plan.
+    fn payloads(&self, update: &Update) -> Vec<String> {
+        let Update::Change { op, change } = update else {
+            return self.plan.payloads(update);
+        };
+        let frame = change.frame(*op, &self.plan.shape, || {
+            self.plan.payloads(update).remove(0)
+        });
+        // Frames are JSON text; were one not, it is encoded again.
+        match std::str::from_utf8(&frame) {
+            Ok(text) => vec![text.to_string()],
+            Err(_) => self.plan.payloads(update),
         }
     }
 

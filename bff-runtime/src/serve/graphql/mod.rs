@@ -14,7 +14,7 @@ use async_graphql_axum::{GraphQLProtocol, GraphQLResponse};
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Response};
-use std::collections::VecDeque;
+use futures::StreamExt;
 
 mod admit;
 mod connection;
@@ -23,7 +23,8 @@ mod mutations;
 mod plan;
 mod transport;
 
-use self::connection::{next_updates, LiveViewer, SubscriptionBudget};
+use self::connection::{LiveViewer, SubscriptionBudget};
+use crate::live::stream::{updates, Item};
 use crate::live::{Op, Selection, Session, Update};
 use crate::serve::{ApiError, AppState, SharedState};
 use crate::spec::api_names;
@@ -31,6 +32,8 @@ use crate::spec::{CompiledExperience, CompiledProjection, FieldSpec, FieldType};
 use crate::viewer::Viewer;
 
 /// One page's rows, as the cost check counts them (`spec::graphql_query`).
+/// The label of GraphQL subscriptions on the metrics, and their id in a session.
+const TRANSPORT: &str = "graphql";
 const DEFAULT_PAGE: usize = crate::spec::graphql_query::DEFAULT_PAGE as usize;
 const MAX_PAGE: usize = crate::spec::graphql_query::MAX_PAGE as usize;
 
@@ -295,56 +298,27 @@ async fn changes<'a>(
     let mut session = Session::new(
         state.live.clone(),
         viewer.current().ok_or("not authenticated")?,
+        TRANSPORT,
     );
     let turn = budget.first_updates_turn().await;
     let first = session
-        .subscribe("graphql", selection, since.as_deref())
+        .subscribe(TRANSPORT, selection, since.as_deref())
         .await
         .map_err(|e| async_graphql::Error::new(e.to_string()))?;
-    // Held by the stream: its end lowers the gauge and frees the connection's slot;
-    // the turn goes once the first updates are out.
-    let held = (state.metrics.subscription("graphql"), slot, Some(turn));
-    let queue: VecDeque<ChangeEvent> = first.into_iter().flat_map(to_events).collect();
-    let stream = futures::stream::unfold(
-        (state, session, viewer, queue, false, held),
-        |(state, mut session, mut viewer, mut queue, mut ended, mut held)| async move {
-            loop {
-                if let Some(refreshed) = viewer.refreshed() {
-                    session.set_viewer(refreshed);
-                }
-                if let Some(event) = queue.pop_front() {
-                    if queue.is_empty() {
-                        held.2 = None;
-                    }
-                    let item = Ok(FieldValue::owned_any(event));
-                    return Some((item, (state, session, viewer, queue, ended, held)));
-                }
-                held.2 = None;
-                if ended {
-                    return None;
-                }
-                match next_updates(&mut session, &mut viewer).await {
-                    Ok(outs) => {
-                        for out in outs {
-                            if let Update::Change { change, .. } = &out.update {
-                                state
-                                    .metrics
-                                    .delivered("graphql", change.delivery_latency());
-                            }
-                            queue.extend(to_events(out.update));
-                        }
-                    }
-                    Err(close) => {
-                        ended = true;
-                        let error = async_graphql::Error::new(close.reason())
-                            .extend_with(|_, e| e.set("code", close.code()));
-                        return Some((Err(error), (state, session, viewer, queue, ended, held)));
-                    }
-                }
-            }
-        },
-    );
-    Ok(stream)
+    let items = updates(session, first, viewer.refreshes(), turn);
+    // The slot is held by the stream: its end frees the connection's share.
+    Ok(items.flat_map(move |item| {
+        let _slot = &slot;
+        let values: Vec<_> = match item {
+            Item::Update(update) => to_events(update)
+                .into_iter()
+                .map(|event| Ok(FieldValue::owned_any(event)))
+                .collect(),
+            Item::Closed(close) => vec![Err(async_graphql::Error::new(close.reason())
+                .extend_with(|_, e| e.set("code", close.code())))],
+        };
+        futures::stream::iter(values)
+    }))
 }
 
 fn to_events(update: Update) -> Vec<ChangeEvent> {

@@ -11,7 +11,8 @@ use async_graphql::dynamic::{
 use async_graphql::{ErrorExtensions, Value};
 
 use super::connection::LiveViewer;
-use crate::command::{CommandError, CommandRequest, Outcome, Status};
+use crate::command::{CommandError, Outcome, Status};
+use crate::serve::commands::{dispatch, Command};
 use crate::serve::SharedState;
 use crate::spec::api_names::{self, COMMAND_RESULT_TYPE, COMMAND_STATUS_TYPE};
 use crate::spec::command::CompiledCommand;
@@ -57,8 +58,6 @@ pub fn mutation(commands: &[CompiledCommand], types: &mut Vec<Type>) -> Option<O
                         .data::<LiveViewer>()?
                         .current()
                         .ok_or_else(|| async_graphql::Error::new("not authenticated"))?;
-                    let commands =
-                        crate::serve::commands::commands(state).map_err(|e| e.message)?;
                     let input = ctx.args.try_get("input")?.as_value().clone().into_json()?;
                     let idempotency_key = match ctx.args.get("idempotencyKey") {
                         Some(key) => Some(key.string()?.to_string()),
@@ -68,17 +67,14 @@ pub fn mutation(commands: &[CompiledCommand], types: &mut Vec<Type>) -> Option<O
                         Some(wait) if !wait.boolean()? => Duration::ZERO,
                         _ => Duration::MAX,
                     };
-                    let outcome = commands
-                        .send(CommandRequest {
-                            name,
-                            input,
-                            claims: crate::serve::commands::claims_of(&viewer),
-                            idempotency_key,
-                            wait,
-                            traceparent: None,
-                        })
-                        .await
-                        .map_err(refusal)?;
+                    let command = Command {
+                        name,
+                        input,
+                        idempotency_key,
+                        wait,
+                        traceparent: None,
+                    };
+                    let outcome = dispatch(state, &viewer, command).await.map_err(refusal)?;
                     Ok(Some(FieldValue::owned_any(outcome)))
                 })
             },
