@@ -20,7 +20,7 @@ use crate::peer::serve::ImageSource;
 use crate::projection::Engine;
 use crate::serve::access::AuthMode;
 use crate::serve::{internal_router, AppState, DevProducer};
-use crate::spec::{compile, ExperienceSpec};
+use crate::spec::{compile, CompiledExperience, ExperienceSpec};
 use crate::store::{Opened, Store};
 
 pub struct RuntimeConfig {
@@ -71,35 +71,8 @@ impl Runtime {
         let experience = Arc::new(compiled);
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
-        let store_path = config.data_dir.join("store.redb");
         let layout = experience.store_layout();
-        if let Some(image) = &config.restore_from {
-            restore_if_empty(&store_path, &layout, image);
-        }
-        let peer_outcomes = match store_path.exists() || config.peers.addresses.is_empty() {
-            true => Vec::new(),
-            false => {
-                let (path, layout, peers) =
-                    (store_path.clone(), layout.clone(), config.peers.clone());
-                tokio::task::spawn_blocking(move || copy_from_peers(&path, &layout, &peers))
-                    .await
-                    .context("copying the store from a peer")?
-            }
-        };
-        let (store, opened) = Store::open(&store_path, layout.clone())
-            .with_context(|| format!("opening the store at {}", store_path.display()))?;
-        match opened {
-            Opened::Empty => {
-                info!(path = %store_path.display(), "new store: reading every source from the earliest offset")
-            }
-            Opened::Resumed => {
-                info!(path = %store_path.display(), "resuming from the offsets in the store")
-            }
-            Opened::Rebuilt => {
-                info!(path = %store_path.display(), "projection definition changed: store wiped, rebuilding from the earliest offset")
-            }
-        }
-        let store = Arc::new(store);
+        let (store, peer_outcomes) = open_store(&config, &layout).await?;
         let progress = Arc::new(Progress::default());
         let image_source = config.peers.token_file.clone().map(|token_file| {
             Arc::new(ImageSource::new(
@@ -114,33 +87,15 @@ impl Runtime {
         for outcome in peer_outcomes {
             metrics.peer_image(outcome);
         }
-        let spec = &experience.spec;
 
-        let mut properties = spec.kafka.properties.clone();
-        properties.extend(config.extra_kafka_properties.iter().cloned());
-        let ingest_config = IngestConfig {
-            bootstrap_servers: config
-                .bootstrap_servers
-                .clone()
-                .unwrap_or_else(|| spec.kafka.bootstrap_servers.clone()),
-            group_id: group_id(
-                &config.namespace,
-                &config.name,
-                &experience.definition_hash,
-                &config.ordinal,
-            ),
-            properties,
-            max_batch_events: spec.store.batch.max_events as usize,
-            max_batch_delay: Duration::from_millis(u64::from(spec.store.batch.max_delay_ms)),
-            dead_letter_topic: spec.kafka.dead_letter_topic.clone(),
-        };
+        let ingest_config = ingest_config(&config, &experience);
         info!(group = %ingest_config.group_id, bootstrap = %ingest_config.bootstrap_servers, "starting ingest");
         let correlations = Arc::new(crate::command::correlate::Correlations::default());
         let commands = match experience.commands.is_empty() {
             true => None,
             false => Some(Arc::new(crate::command::Commands::new(
                 experience.clone(),
-                format!("{}/{}", config.namespace, config.name),
+                experience_name(&config),
                 store.clone(),
                 command_producer(&ingest_config)?,
                 correlations.clone(),
@@ -157,51 +112,10 @@ impl Runtime {
         }
         .spawn(ingest_config);
 
-        let auth = config.auth.clone().unwrap_or_else(|| match &spec.auth.jwt {
-            Some(jwt) => AuthMode::Jwt(Arc::new(crate::serve::jwt::JwtVerifier::new(jwt.clone()))),
-            // The compiler guarantees `anonymous: true` when there is no jwt.
-            None => AuthMode::Anonymous,
-        });
-        let graphql = match spec.api.graphql {
-            true => Some(
-                crate::serve::graphql::schema(&experience)
-                    .context("building the GraphQL schema")?,
-            ),
-            false => None,
-        };
-        let state = Arc::new(AppState {
-            connection_slots: Arc::new(tokio::sync::Semaphore::new(
-                spec.api.limits.max_connections as usize,
-            )),
-            unauthenticated_slots: Arc::new(tokio::sync::Semaphore::new(
-                spec.api.limits.max_unauthenticated_connections as usize,
-            )),
-            graphql,
-            experience_name: format!("{}/{}", config.namespace, config.name),
-            experience: experience.clone(),
-            live: crate::live::Hub::new(experience.clone(), store.clone(), router, metrics.clone()),
-            store,
-            metrics: metrics.clone(),
-            progress: progress.clone(),
-            auth,
-            dev_producer: config.dev_producer,
-            sample_events: config.sample_events,
-            console: config.console,
-            commands,
-        });
-
-        let http_addr = http.local_addr()?;
-        let metrics_addr = metrics_listener.local_addr()?;
-        let app = crate::serve::router(state.clone());
-        let http = crate::serve::listener::StallGuardedListener(http);
-        let header_timeout = Duration::from_secs(u64::from(spec.api.limits.header_timeout_seconds));
-        tokio::spawn(crate::serve::server::serve(http, app, header_timeout));
-        let internal = internal_router(metrics, progress.clone());
-        let metrics_app = match image_source {
-            Some(source) => internal.merge(crate::peer::serve::router(source)),
-            None => internal,
-        };
-        tokio::spawn(async move { axum::serve(metrics_listener, metrics_app).await });
+        let live =
+            crate::live::Hub::new(experience.clone(), store.clone(), router, metrics.clone());
+        let state = app_state(config, live, progress, commands)?;
+        let (http_addr, metrics_addr) = serve(http, metrics_listener, &state, image_source)?;
         info!(%http_addr, %metrics_addr, "serving");
         Ok(Runtime {
             http_addr,
@@ -277,6 +191,140 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// What every request handler shares.
+fn app_state(
+    config: RuntimeConfig,
+    live: Arc<crate::live::Hub>,
+    progress: Arc<Progress>,
+    commands: Option<Arc<crate::command::Commands>>,
+) -> anyhow::Result<Arc<AppState>> {
+    let experience = live.experience.clone();
+    let spec = &experience.spec;
+    let auth = auth_mode(&config, spec);
+    let graphql = match spec.api.graphql {
+        true => Some(
+            crate::serve::graphql::schema(&experience).context("building the GraphQL schema")?,
+        ),
+        false => None,
+    };
+    Ok(Arc::new(AppState {
+        connection_slots: Arc::new(tokio::sync::Semaphore::new(
+            spec.api.limits.max_connections as usize,
+        )),
+        unauthenticated_slots: Arc::new(tokio::sync::Semaphore::new(
+            spec.api.limits.max_unauthenticated_connections as usize,
+        )),
+        graphql,
+        experience_name: experience_name(&config),
+        experience: experience.clone(),
+        store: live.store.clone(),
+        metrics: live.metrics.clone(),
+        live,
+        progress,
+        auth,
+        dev_producer: config.dev_producer,
+        sample_events: config.sample_events,
+        console: config.console,
+        commands,
+    }))
+}
+
+/// Spawns the HTTP server (the API) and the internal one (metrics, readiness and,
+/// with a peer token, store images); returns their addresses.
+fn serve(
+    http: TcpListener,
+    internal: TcpListener,
+    state: &Arc<AppState>,
+    image_source: Option<Arc<ImageSource>>,
+) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+    let http_addr = http.local_addr()?;
+    let internal_addr = internal.local_addr()?;
+    let app = crate::serve::router(state.clone());
+    let http = crate::serve::listener::StallGuardedListener(http);
+    let limits = &state.experience.spec.api.limits;
+    let header_timeout = Duration::from_secs(u64::from(limits.header_timeout_seconds));
+    tokio::spawn(crate::serve::server::serve(http, app, header_timeout));
+    let metrics_and_readiness = internal_router(state.metrics.clone(), state.progress.clone());
+    let internal_app = match image_source {
+        Some(source) => metrics_and_readiness.merge(crate::peer::serve::router(source)),
+        None => metrics_and_readiness,
+    };
+    tokio::spawn(async move { axum::serve(internal, internal_app).await });
+    Ok((http_addr, internal_addr))
+}
+
+/// `namespace/name`, as logs, metrics and command records name the experience.
+fn experience_name(config: &RuntimeConfig) -> String {
+    format!("{}/{}", config.namespace, config.name)
+}
+
+/// The store, restored from an image given at start or copied from a ready peer
+/// when it is empty, then opened; with what came of asking the peers.
+async fn open_store(
+    config: &RuntimeConfig,
+    layout: &crate::store::Layout,
+) -> anyhow::Result<(Arc<Store>, Vec<crate::peer::Outcome>)> {
+    let store_path = config.data_dir.join("store.redb");
+    if let Some(image) = &config.restore_from {
+        restore_if_empty(&store_path, layout, image);
+    }
+    let peer_outcomes = match store_path.exists() || config.peers.addresses.is_empty() {
+        true => Vec::new(),
+        false => {
+            let (path, layout, peers) = (store_path.clone(), layout.clone(), config.peers.clone());
+            tokio::task::spawn_blocking(move || copy_from_peers(&path, &layout, &peers))
+                .await
+                .context("copying the store from a peer")?
+        }
+    };
+    let (store, opened) = Store::open(&store_path, layout.clone())
+        .with_context(|| format!("opening the store at {}", store_path.display()))?;
+    match opened {
+        Opened::Empty => {
+            info!(path = %store_path.display(), "new store: reading every source from the earliest offset")
+        }
+        Opened::Resumed => {
+            info!(path = %store_path.display(), "resuming from the offsets in the store")
+        }
+        Opened::Rebuilt => {
+            info!(path = %store_path.display(), "projection definition changed: store wiped, rebuilding from the earliest offset")
+        }
+    }
+    Ok((Arc::new(store), peer_outcomes))
+}
+
+/// Where ingest reads from, as whom, and how it batches.
+fn ingest_config(config: &RuntimeConfig, experience: &CompiledExperience) -> IngestConfig {
+    let spec = &experience.spec;
+    let mut properties = spec.kafka.properties.clone();
+    properties.extend(config.extra_kafka_properties.iter().cloned());
+    IngestConfig {
+        bootstrap_servers: config
+            .bootstrap_servers
+            .clone()
+            .unwrap_or_else(|| spec.kafka.bootstrap_servers.clone()),
+        group_id: group_id(
+            &config.namespace,
+            &config.name,
+            &experience.definition_hash,
+            &config.ordinal,
+        ),
+        properties,
+        max_batch_events: spec.store.batch.max_events as usize,
+        max_batch_delay: Duration::from_millis(u64::from(spec.store.batch.max_delay_ms)),
+        dead_letter_topic: spec.kafka.dead_letter_topic.clone(),
+    }
+}
+
+/// How requests are authenticated: as configured (dev mode), else by the spec.
+fn auth_mode(config: &RuntimeConfig, spec: &ExperienceSpec) -> AuthMode {
+    config.auth.clone().unwrap_or_else(|| match &spec.auth.jwt {
+        Some(jwt) => AuthMode::Jwt(Arc::new(crate::serve::jwt::JwtVerifier::new(jwt.clone()))),
+        // The compiler guarantees `anonymous: true` when there is no jwt.
+        None => AuthMode::Anonymous,
+    })
 }
 
 /// Builds the store from `image` when there is none yet. An image that cannot be

@@ -18,9 +18,9 @@ use super::router::Registration;
 use super::selector::{Selection, Selector};
 use super::Hub;
 use crate::projection::Row;
-use prometheus_client::metrics::gauge::Gauge;
 use crate::store::{access_of, with_access, Change, Missed, PositionError, View};
 use crate::viewer::Viewer;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// Most rows one snapshot may hold (after filtering and access).
 pub const SNAPSHOT_LIMIT: usize = 10_000;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-use crate::spec::{api_names, CompiledExperience, FieldSpec, FieldType};
+use crate::spec::{api_names, CompiledExperience, CompiledProjection, FieldSpec, FieldType};
 
 /// `customerSummary` → `CustomerSummary`.
 fn field_schema(field: &FieldSpec) -> Value {
@@ -69,86 +69,13 @@ pub fn document(experience: &CompiledExperience, title: &str) -> Value {
         }
         schemas.insert(name.clone(), schema);
         let row_ref = json!({"$ref": format!("#/components/schemas/{name}")});
-        let error = json!({"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-        let field_names: Vec<&String> = projection.fields.keys().collect();
-        let mut list_parameters = vec![
-            parameter(
-                "limit",
-                "query",
-                json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
-                "Most rows to return.",
-            ),
-            parameter(
-                "after",
-                "query",
-                json!({"type": "string"}),
-                "Cursor: the `next` of the previous page.",
-            ),
-            parameter(
-                "fields",
-                "query",
-                json!({"type": "string"}),
-                &format!(
-                    "Comma-separated subset of: {}.",
-                    field_names
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ),
-        ];
-        for (field, spec) in &projection.fields {
-            if matches!(
-                spec.field_type,
-                FieldType::String | FieldType::Integer | FieldType::Number | FieldType::Boolean
-            ) {
-                list_parameters.push(parameter(
-                    field,
-                    "query",
-                    json!({"type": spec.field_type.as_str()}),
-                    &format!("Only rows whose `{field}` equals this value."),
-                ));
-            }
-        }
         paths.insert(
             format!("/v1/{}", projection.name),
-            json!({"get": {
-                "operationId": format!("list{name}"),
-                "summary": format!("List {} rows visible to the caller", projection.name),
-                "parameters": list_parameters,
-                "responses": {
-                    "200": {"description": "A page of rows", "content": {"application/json": {"schema": {
-                        "type": "object",
-                        "properties": {
-                            "position": {"type": "string", "description": "Where the store was when read (the Kafka offsets it reflects): subscribe with `since` set to it to get every change after the page."},
-                            "next": {"type": ["string", "null"], "description": "Cursor of the next page, null at the end."},
-                            "items": {"type": "array", "items": {"type": "object", "properties": {
-                                "key": {"type": "string"}, "row": row_ref}}}
-                        }}}}},
-                    "400": error.clone(),
-                    "401": error.clone(),
-                }
-            }}),
+            list_path(projection, &name, &row_ref),
         );
         paths.insert(
             format!("/v1/{}/{{key}}", projection.name),
-            json!({"get": {
-                "operationId": format!("get{name}"),
-                "summary": format!("One {} row by key", projection.name),
-                "parameters": [
-                    parameter("key", "path", json!({"type": "string"}), "The row key."),
-                    parameter("fields", "query", json!({"type": "string"}), "Comma-separated subset of the fields."),
-                    parameter("If-None-Match", "header", json!({"type": "string"}), "An ETag from a previous read."),
-                ],
-                "responses": {
-                    "200": {"description": "The row", "headers": {"ETag": {"schema": {"type": "string"}}},
-                            "content": {"application/json": {"schema": row_ref}}},
-                    "304": {"description": "Not modified since the given ETag"},
-                    "401": error.clone(),
-                    "404": error,
-                }
-            }}),
+            get_path(projection, &name, &row_ref),
         );
     }
     for command in &experience.commands {
@@ -169,6 +96,100 @@ pub fn document(experience: &CompiledExperience, title: &str) -> Value {
         document["security"] = json!([{"bearer": []}]);
     }
     document
+}
+
+/// An error answer: `{"error": {"code", "message"}}`.
+fn error_response() -> Value {
+    json!({"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+/// The query parameters of a list: paging, a field subset, and equality filters.
+fn list_parameters(projection: &CompiledProjection) -> Vec<Value> {
+    let field_names: Vec<&String> = projection.fields.keys().collect();
+    let mut list_parameters = vec![
+        parameter(
+            "limit",
+            "query",
+            json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+            "Most rows to return.",
+        ),
+        parameter(
+            "after",
+            "query",
+            json!({"type": "string"}),
+            "Cursor: the `next` of the previous page.",
+        ),
+        parameter(
+            "fields",
+            "query",
+            json!({"type": "string"}),
+            &format!(
+                "Comma-separated subset of: {}.",
+                field_names
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+    ];
+    for (field, spec) in &projection.fields {
+        if matches!(
+            spec.field_type,
+            FieldType::String | FieldType::Integer | FieldType::Number | FieldType::Boolean
+        ) {
+            list_parameters.push(parameter(
+                field,
+                "query",
+                json!({"type": spec.field_type.as_str()}),
+                &format!("Only rows whose `{field}` equals this value."),
+            ));
+        }
+    }
+    list_parameters
+}
+
+/// `GET /v1/<projection>`: a page of the rows the caller may see.
+fn list_path(projection: &CompiledProjection, name: &str, row_ref: &Value) -> Value {
+    let error = error_response();
+    json!({"get": {
+        "operationId": format!("list{name}"),
+        "summary": format!("List {} rows visible to the caller", projection.name),
+        "parameters": list_parameters(projection),
+        "responses": {
+            "200": {"description": "A page of rows", "content": {"application/json": {"schema": {
+                "type": "object",
+                "properties": {
+                    "position": {"type": "string", "description": "Where the store was when read (the Kafka offsets it reflects): subscribe with `since` set to it to get every change after the page."},
+                    "next": {"type": ["string", "null"], "description": "Cursor of the next page, null at the end."},
+                    "items": {"type": "array", "items": {"type": "object", "properties": {
+                        "key": {"type": "string"}, "row": row_ref}}}
+                }}}}},
+            "400": error.clone(),
+            "401": error.clone(),
+        }
+    }})
+}
+
+/// `GET /v1/<projection>/{key}`: one row.
+fn get_path(projection: &CompiledProjection, name: &str, row_ref: &Value) -> Value {
+    let error = error_response();
+    json!({"get": {
+        "operationId": format!("get{name}"),
+        "summary": format!("One {} row by key", projection.name),
+        "parameters": [
+            parameter("key", "path", json!({"type": "string"}), "The row key."),
+            parameter("fields", "query", json!({"type": "string"}), "Comma-separated subset of the fields."),
+            parameter("If-None-Match", "header", json!({"type": "string"}), "An ETag from a previous read."),
+        ],
+        "responses": {
+            "200": {"description": "The row", "headers": {"ETag": {"schema": {"type": "string"}}},
+                    "content": {"application/json": {"schema": row_ref}}},
+            "304": {"description": "Not modified since the given ETag"},
+            "401": error.clone(),
+            "404": error,
+        }
+    }})
 }
 
 /// `POST /v1/commands/<name>`: the input as the body, the outcome as the answer.

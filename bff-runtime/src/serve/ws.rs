@@ -13,11 +13,11 @@ use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 
 use super::access::Viewer;
+use super::commands::{dispatch, Command};
 use super::wire::native_json;
 use super::{ApiError, SharedState};
-use crate::live::close::{self, Close};
-use super::commands::{dispatch, Command};
 use crate::command::{CommandError, Status};
+use crate::live::close::{self, Close};
 use crate::live::{Out, Selection, Session, SubscribeError, Update};
 
 /// Each idle connection keeps a read buffer of this size: small, so that thousands

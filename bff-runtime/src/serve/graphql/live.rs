@@ -213,7 +213,9 @@ impl Subscription {
             let update = match item {
                 Item::Update(update) => update,
                 Item::Closed(close) => {
-                    return Err(serde_json::json!({"message": close.reason(), "extensions": {"code": close.code()}}))
+                    return Err(
+                        serde_json::json!({"message": close.reason(), "extensions": {"code": close.code()}}),
+                    )
                 }
             };
             for payload in self.payloads(&update) {

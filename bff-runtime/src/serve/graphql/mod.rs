@@ -51,157 +51,13 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
             projection.description.as_deref(),
             &mut types,
         );
-        let mut filter = InputObject::new(api_names::filter_type(&name));
-        for (field, spec) in &projection.fields {
-            if let Some(scalar) = filter_type(&name, field, spec) {
-                filter = filter.field(InputValue::new(field, TypeRef::named(scalar)));
-            }
-        }
-        types.push(filter.into());
-        types.push(
-            Object::new(api_names::page_type(&name))
-                .field(Field::new(
-                    "items",
-                    TypeRef::named_nn_list_nn(&name),
-                    |ctx| {
-                        FieldFuture::new(async move {
-                            let page = ctx.parent_value.try_downcast_ref::<Page>()?;
-                            Ok(Some(FieldValue::list(
-                                page.rows.iter().map(|r| FieldValue::owned_any(r.clone())),
-                            )))
-                        })
-                    },
-                ))
-                .field(Field::new("next", TypeRef::named(TypeRef::STRING), |ctx| {
-                    FieldFuture::new(async move {
-                        let page = ctx.parent_value.try_downcast_ref::<Page>()?;
-                        Ok(page
-                            .next
-                            .clone()
-                            .map(|n| FieldValue::value(Value::String(n))))
-                    })
-                }))
-                .field(
-                    Field::new("position", TypeRef::named_nn(TypeRef::STRING), |ctx| {
-                        FieldFuture::new(async move {
-                            let page = ctx.parent_value.try_downcast_ref::<Page>()?;
-                            Ok(Some(FieldValue::value(Value::from(page.position.clone()))))
-                        })
-                    })
-                    .description(
-                        "The position this page was read at; subscribe with it as `since`.",
-                    ),
-                )
-                .into(),
-        );
+        types.push(filter_input(&name, projection).into());
+        types.push(page_type(&name).into());
         types.push(change_type(&name).into());
-
-        let projection_name = projection.name.clone();
-        query = query.field(
-            Field::new(&projection.name, TypeRef::named(&name), move |ctx| {
-                let projection_name = projection_name.clone();
-                FieldFuture::new(async move {
-                    let (state, viewer) = context(&ctx)?;
-                    let projection = compiled(state, &projection_name)?;
-                    let key = ctx.args.try_get("key")?.string()?.to_string();
-                    let row = state
-                        .store
-                        .row(&projection_name, &key)
-                        .map_err(|e| ApiError::internal(e).message)?;
-                    Ok(row
-                        .filter(|row| viewer.can_see(projection, row))
-                        .map(|row| FieldValue::owned_any(serde_json::Value::Object(row))))
-                })
-            })
-            .argument(InputValue::new("key", TypeRef::named_nn(TypeRef::STRING)))
-            .description(format!(
-                "One {} row by key, if the caller may see it.",
-                projection.name
-            )),
-        );
-        let projection_name = projection.name.clone();
-        query = query.field(
-            Field::new(
-                api_names::list_field(&projection.name),
-                TypeRef::named_nn(api_names::page_type(&name)),
-                move |ctx| {
-                    let projection_name = projection_name.clone();
-                    FieldFuture::new(async move {
-                        let (state, viewer) = context(&ctx)?;
-                        let selection = Selection {
-                            projection: projection_name.clone(),
-                            filter: filter_argument(&ctx)?,
-                            ..Selection::default()
-                        };
-                        let first = match ctx.args.get("first") {
-                            Some(n) => usize::try_from(n.i64()?)
-                                .unwrap_or(DEFAULT_PAGE)
-                                .clamp(1, MAX_PAGE),
-                            None => DEFAULT_PAGE,
-                        };
-                        let after = ctx
-                            .args
-                            .get("after")
-                            .map(|a| a.string().map(str::to_string))
-                            .transpose()?;
-                        let page = state
-                            .live
-                            .read_page(selection, viewer, after, first)
-                            .await
-                            .map_err(|e| ApiError::internal(e).message)?
-                            .ok_or_else(|| format!("no projection {projection_name}"))?;
-                        let next = page.next;
-                        let position = page.position;
-                        let rows = page
-                            .rows
-                            .into_iter()
-                            .map(|(_, row)| serde_json::Value::Object(row))
-                            .collect();
-                        Ok(Some(FieldValue::owned_any(Page {
-                            rows,
-                            next,
-                            position,
-                        })))
-                    })
-                },
-            )
-            .argument(InputValue::new(
-                "where",
-                TypeRef::named(api_names::filter_type(&name)),
-            ))
-            .argument(InputValue::new("first", TypeRef::named(TypeRef::INT)))
-            .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)))
-            .description(format!(
-                "{} rows the caller may see, in key order.",
-                projection.name
-            )),
-        );
-        let projection_name = projection.name.clone();
-        subscription = subscription.field(
-            SubscriptionField::new(&projection.name, TypeRef::named_nn(api_names::change_type(&name)), move |ctx| {
-                let projection_name = projection_name.clone();
-                SubscriptionFieldFuture::new(async move {
-                    let state = ctx.data::<SharedState>()?.clone();
-                    let viewer = ctx.data::<LiveViewer>()?.clone();
-                    let budget = ctx.data::<SubscriptionBudget>()?.clone();
-                    let selection = Selection {
-                        projection: projection_name,
-                        key: ctx.args.get("key").map(|k| k.string().map(str::to_string)).transpose()?,
-                        filter: filter_argument(&ctx)?,
-                        delta: false,
-                    };
-                    let since = ctx.args.get("since").map(|s| s.string().map(str::to_string)).transpose()?;
-                    changes(state, selection, viewer, since, budget).await
-                })
-            })
-            .argument(InputValue::new("key", TypeRef::named(TypeRef::STRING)))
-            .argument(InputValue::new("where", TypeRef::named(api_names::filter_type(&name))))
-            .argument(InputValue::new("since", TypeRef::named(TypeRef::STRING)))
-            .description(format!(
-                "Every {} row the caller may see as a `snapshot`, then each change: `upsert`, `delete`, or `remove` (no longer visible); `reset` when a resume is not possible, before a new snapshot. With `since` (the position of a change or a list page) it resumes instead of taking a snapshot.",
-                projection.name
-            )),
-        );
+        query = query
+            .field(row_field(projection, &name))
+            .field(list_field(projection, &name));
+        subscription = subscription.field(subscription_field(projection, &name));
     }
     let mutation = mutations::mutation(&experience.commands, &mut types);
     let mut builder = Schema::build(
@@ -218,6 +74,164 @@ pub fn schema(experience: &CompiledExperience) -> Result<Schema, SchemaError> {
         builder = builder.register(ty);
     }
     builder.finish()
+}
+
+/// The `where` input of a projection: its filterable fields.
+fn filter_input(name: &str, projection: &CompiledProjection) -> InputObject {
+    let mut filter = InputObject::new(api_names::filter_type(name));
+    for (field, spec) in &projection.fields {
+        if let Some(scalar) = filter_type(name, field, spec) {
+            filter = filter.field(InputValue::new(field, TypeRef::named(scalar)));
+        }
+    }
+    filter
+}
+
+/// A page of a list query: its rows, where the next page starts, and the position.
+fn page_type(name: &str) -> Object {
+    Object::new(api_names::page_type(name))
+        .field(Field::new(
+            "items",
+            TypeRef::named_nn_list_nn(name),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let page = ctx.parent_value.try_downcast_ref::<Page>()?;
+                    Ok(Some(FieldValue::list(
+                        page.rows.iter().map(|r| FieldValue::owned_any(r.clone())),
+                    )))
+                })
+            },
+        ))
+        .field(Field::new("next", TypeRef::named(TypeRef::STRING), |ctx| {
+            FieldFuture::new(async move {
+                let page = ctx.parent_value.try_downcast_ref::<Page>()?;
+                Ok(page
+                    .next
+                    .clone()
+                    .map(|n| FieldValue::value(Value::String(n))))
+            })
+        }))
+        .field(
+            Field::new("position", TypeRef::named_nn(TypeRef::STRING), |ctx| {
+                FieldFuture::new(async move {
+                    let page = ctx.parent_value.try_downcast_ref::<Page>()?;
+                    Ok(Some(FieldValue::value(Value::from(page.position.clone()))))
+                })
+            })
+            .description("The position this page was read at; subscribe with it as `since`."),
+        )
+}
+
+/// `<projection>(key)`: one row, if the caller may see it.
+fn row_field(projection: &CompiledProjection, name: &str) -> Field {
+    let projection_name = projection.name.clone();
+    Field::new(&projection.name, TypeRef::named(name), move |ctx| {
+        let projection_name = projection_name.clone();
+        FieldFuture::new(async move {
+            let (state, viewer) = context(&ctx)?;
+            let projection = compiled(state, &projection_name)?;
+            let key = ctx.args.try_get("key")?.string()?.to_string();
+            let row = state
+                .store
+                .row(&projection_name, &key)
+                .map_err(|e| ApiError::internal(e).message)?;
+            Ok(row
+                .filter(|row| viewer.can_see(projection, row))
+                .map(|row| FieldValue::owned_any(serde_json::Value::Object(row))))
+        })
+    })
+    .argument(InputValue::new("key", TypeRef::named_nn(TypeRef::STRING)))
+    .description(format!(
+        "One {} row by key, if the caller may see it.",
+        projection.name
+    ))
+}
+
+/// `<projection>List(where, first, after)`: a page of the rows the caller may see.
+fn list_field(projection: &CompiledProjection, name: &str) -> Field {
+    let projection_name = projection.name.clone();
+    Field::new(
+        api_names::list_field(&projection.name),
+        TypeRef::named_nn(api_names::page_type(name)),
+        move |ctx| {
+            let projection_name = projection_name.clone();
+            FieldFuture::new(async move {
+                let (state, viewer) = context(&ctx)?;
+                let selection = Selection {
+                    projection: projection_name.clone(),
+                    filter: filter_argument(&ctx)?,
+                    ..Selection::default()
+                };
+                let first = match ctx.args.get("first") {
+                    Some(n) => usize::try_from(n.i64()?)
+                        .unwrap_or(DEFAULT_PAGE)
+                        .clamp(1, MAX_PAGE),
+                    None => DEFAULT_PAGE,
+                };
+                let after = ctx
+                    .args
+                    .get("after")
+                    .map(|a| a.string().map(str::to_string))
+                    .transpose()?;
+                let page = state
+                    .live
+                    .read_page(selection, viewer, after, first)
+                    .await
+                    .map_err(|e| ApiError::internal(e).message)?
+                    .ok_or_else(|| format!("no projection {projection_name}"))?;
+                let next = page.next;
+                let position = page.position;
+                let rows = page
+                    .rows
+                    .into_iter()
+                    .map(|(_, row)| serde_json::Value::Object(row))
+                    .collect();
+                Ok(Some(FieldValue::owned_any(Page {
+                    rows,
+                    next,
+                    position,
+                })))
+            })
+        },
+    )
+    .argument(InputValue::new(
+        "where",
+        TypeRef::named(api_names::filter_type(name)),
+    ))
+    .argument(InputValue::new("first", TypeRef::named(TypeRef::INT)))
+    .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)))
+    .description(format!(
+        "{} rows the caller may see, in key order.",
+        projection.name
+    ))
+}
+
+/// The subscription to a projection: a snapshot (or a resume), then each change.
+fn subscription_field(projection: &CompiledProjection, name: &str) -> SubscriptionField {
+    let projection_name = projection.name.clone();
+    SubscriptionField::new(&projection.name, TypeRef::named_nn(api_names::change_type(name)), move |ctx| {
+        let projection_name = projection_name.clone();
+        SubscriptionFieldFuture::new(async move {
+            let state = ctx.data::<SharedState>()?.clone();
+            let viewer = ctx.data::<LiveViewer>()?.clone();
+            let budget = ctx.data::<SubscriptionBudget>()?.clone();
+            let selection = Selection {
+                projection: projection_name,
+                key: ctx.args.get("key").map(|k| k.string().map(str::to_string)).transpose()?,
+                filter: filter_argument(&ctx)?,
+                delta: false,
+            };
+            let since = ctx.args.get("since").map(|s| s.string().map(str::to_string)).transpose()?;
+            changes(state, selection, viewer, since, budget).await
+        })
+    })
+    .argument(InputValue::new("key", TypeRef::named(TypeRef::STRING)))
+    .argument(InputValue::new("where", TypeRef::named(api_names::filter_type(name))))
+    .argument(InputValue::new("since", TypeRef::named(TypeRef::STRING)))
+    .description(format!(
+        "Every {} row the caller may see as a `snapshot`, then each change: `upsert`, `delete`, or `remove` (no longer visible); `reset` when a resume is not possible, before a new snapshot. With `since` (the position of a change or a list page) it resumes instead of taking a snapshot.",
+        projection.name
+    ))
 }
 
 /// One page of a list query.

@@ -12,17 +12,18 @@
 use std::collections::BTreeMap;
 
 use async_graphql::parser::types::{
-    DocumentOperations, OperationType, Selection as Item, SelectionSet,
+    DocumentOperations, ExecutableDocument, OperationDefinition, OperationType, Selection as Item,
+    SelectionSet,
 };
 use async_graphql::parser::Positioned;
 use async_graphql::Value as ConstValue;
-use async_graphql_value::Value as GqlValue;
+use async_graphql_value::{Name, Value as GqlValue};
 use serde_json::Value;
 
 use crate::live::change::json_string;
 use crate::live::{Op, Selection, Update};
 use crate::projection::Row;
-use crate::spec::{CompiledExperience, FieldSpec, FieldType};
+use crate::spec::{CompiledExperience, CompiledProjection, FieldSpec, FieldType};
 
 /// What a planned subscription selects of each change.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,17 +64,7 @@ pub fn plan(experience: &CompiledExperience, payload: &Value) -> Option<Plan> {
     if !document.fragments.is_empty() {
         return None;
     }
-    let operation = match &document.operations {
-        DocumentOperations::Single(operation) => operation,
-        DocumentOperations::Multiple(operations) => {
-            match payload.get("operationName").and_then(Value::as_str) {
-                Some(name) => operations.iter().find(|(n, _)| n.as_str() == name)?.1,
-                None if operations.len() == 1 => operations.values().next()?,
-                None => return None,
-            }
-        }
-    };
-    let operation = &operation.node;
+    let operation = &chosen_operation(&document, payload)?.node;
     if operation.ty != OperationType::Subscription || !operation.directives.is_empty() {
         return None;
     }
@@ -88,34 +79,7 @@ pub fn plan(experience: &CompiledExperience, payload: &Value) -> Option<Plan> {
         return None;
     }
     let projection = experience.projection(root.name.node.as_str())?;
-    let mut selection = Selection {
-        projection: projection.name.clone(),
-        ..Selection::default()
-    };
-    let mut since = None;
-    for (name, value) in &root.arguments {
-        if !literals_fit(&projection.fields, &value.node) {
-            return None;
-        }
-        let value = argument(&value.node, &variables)?;
-        match (name.node.as_str(), value) {
-            (_, Value::Null) => {}
-            ("key", Value::String(key)) => selection.key = Some(key),
-            ("since", Value::String(position)) => since = Some(position),
-            ("where", Value::Object(filter)) => {
-                for (field, value) in filter {
-                    let spec = projection.fields.get(&field)?;
-                    if !filter_fits(spec, &value) {
-                        return None;
-                    }
-                    if !value.is_null() {
-                        selection.filter.insert(field, value);
-                    }
-                }
-            }
-            _ => return None,
-        }
-    }
+    let (selection, since) = arguments(projection, &root.arguments, &variables)?;
     let mut parts = Vec::new();
     for item in &root.selection_set.node.items {
         let (response_key, name, nested) = plain_field(item)?;
@@ -142,6 +106,61 @@ pub fn plan(experience: &CompiledExperience, payload: &Value) -> Option<Plan> {
         parts,
         shape,
     })
+}
+
+/// The operation a payload runs: the only one, or the one `operationName` names.
+fn chosen_operation<'d>(
+    document: &'d ExecutableDocument,
+    payload: &Value,
+) -> Option<&'d Positioned<OperationDefinition>> {
+    match &document.operations {
+        DocumentOperations::Single(operation) => Some(operation),
+        DocumentOperations::Multiple(operations) => {
+            match payload.get("operationName").and_then(Value::as_str) {
+                Some(name) => Some(operations.iter().find(|(n, _)| n.as_str() == name)?.1),
+                None if operations.len() == 1 => operations.values().next(),
+                None => None,
+            }
+        }
+    }
+}
+
+/// The subscription's `key`, `where` and `since` arguments, if the live core
+/// filters the same way GraphQL would.
+fn arguments(
+    projection: &CompiledProjection,
+    arguments: &[(Positioned<Name>, Positioned<GqlValue>)],
+    variables: &Value,
+) -> Option<(Selection, Option<String>)> {
+    let mut selection = Selection {
+        projection: projection.name.clone(),
+        ..Selection::default()
+    };
+    let mut since = None;
+    for (name, value) in arguments {
+        if !literals_fit(&projection.fields, &value.node) {
+            return None;
+        }
+        let value = argument(&value.node, variables)?;
+        match (name.node.as_str(), value) {
+            (_, Value::Null) => {}
+            ("key", Value::String(key)) => selection.key = Some(key),
+            ("since", Value::String(position)) => since = Some(position),
+            ("where", Value::Object(filter)) => {
+                for (field, value) in filter {
+                    let spec = projection.fields.get(&field)?;
+                    if !filter_fits(spec, &value) {
+                        return None;
+                    }
+                    if !value.is_null() {
+                        selection.filter.insert(field, value);
+                    }
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some((selection, since))
 }
 
 /// A field with no arguments or directives: (response key, name, its selection).

@@ -78,49 +78,17 @@ pub async fn serve(
     });
     let graphql = GraphQLWebSocket::new_with_pair(outgoing, Box::pin(stream), schema, protocol)
         .with_data(data)
-        .on_connection_init(move |payload| async move {
-            init_seen.store(true, Ordering::SeqCst);
-            if authenticated {
-                return Ok(Data::default());
-            }
-            let viewer = viewer_from_payload(&init_state, &payload)
-                .await
-                .map_err(async_graphql::Error::new)?
-                .ok_or_else(|| {
-                    async_graphql::Error::new(
-                        "a bearer token is required in the connection_init payload",
-                    )
-                })?;
-            let mut slot = init_slot.lock();
-            if let Slot::Unauthenticated(_) = &*slot {
-                let granted = init_state
-                    .connection_slot()
-                    .map_err(|e| async_graphql::Error::new(e.message))?;
-                *slot = Slot::Authenticated(granted);
-            }
-            drop(slot);
-            auth_on_init.send_replace(Auth::Valid(viewer));
-            Ok(Data::default())
+        .on_connection_init(move |payload| {
+            on_init(
+                init_state,
+                auth_on_init,
+                init_slot,
+                init_seen,
+                authenticated,
+                payload,
+            )
         })
-        .on_ping(move |_, payload| async move {
-            let payload = payload.unwrap_or_default();
-            let fresh = viewer_from_payload(&ping_state, &payload).await;
-            let fresh = match (fresh, &*auth_on_ping.borrow()) {
-                (Ok(Some(fresh)), Auth::Valid(current)) => current.refreshed_by(fresh).map(Some),
-                (fresh, _) => fresh,
-            };
-            Ok(match fresh {
-                Ok(None) => None,
-                Ok(Some(viewer)) => {
-                    auth_on_ping.send_replace(Auth::Valid(viewer));
-                    Some(serde_json::json!({"auth": "ok"}))
-                }
-                Err(reason) => {
-                    auth_on_ping.send_replace(Auth::Refused(reason));
-                    None
-                }
-            })
-        })
+        .on_ping(move |_, payload| on_ping(ping_state, auth_on_ping, payload))
         .serve();
     let writer = write(sink, to_send, auth_changes, initialised, state.live.clone());
     tokio::pin!(writer);
@@ -133,6 +101,64 @@ pub async fn serve(
         () = &mut writer => {}
     }
     drop(slot);
+}
+
+/// `connection_init`: without a viewer from the upgrade, its payload must carry a
+/// token, and the connection then takes an authenticated connection's slot.
+async fn on_init(
+    state: SharedState,
+    auth: watch::Sender<Auth>,
+    slot: Arc<parking_lot::Mutex<Slot>>,
+    seen: Arc<AtomicBool>,
+    authenticated: bool,
+    payload: serde_json::Value,
+) -> async_graphql::Result<Data> {
+    seen.store(true, Ordering::SeqCst);
+    if authenticated {
+        return Ok(Data::default());
+    }
+    let viewer = viewer_from_payload(&state, &payload)
+        .await
+        .map_err(async_graphql::Error::new)?
+        .ok_or_else(|| {
+            async_graphql::Error::new("a bearer token is required in the connection_init payload")
+        })?;
+    let mut slot = slot.lock();
+    if let Slot::Unauthenticated(_) = &*slot {
+        let granted = state
+            .connection_slot()
+            .map_err(|e| async_graphql::Error::new(e.message))?;
+        *slot = Slot::Authenticated(granted);
+    }
+    drop(slot);
+    auth.send_replace(Auth::Valid(viewer));
+    Ok(Data::default())
+}
+
+/// A `ping` may carry a fresh token (in-band refresh): `{"auth": "ok"}` in the
+/// `pong` when it is taken; a refused one ends the connection.
+async fn on_ping(
+    state: SharedState,
+    auth: watch::Sender<Auth>,
+    payload: Option<serde_json::Value>,
+) -> async_graphql::Result<Option<serde_json::Value>> {
+    let payload = payload.unwrap_or_default();
+    let fresh = viewer_from_payload(&state, &payload).await;
+    let fresh = match (fresh, &*auth.borrow()) {
+        (Ok(Some(fresh)), Auth::Valid(current)) => current.refreshed_by(fresh).map(Some),
+        (fresh, _) => fresh,
+    };
+    Ok(match fresh {
+        Ok(None) => None,
+        Ok(Some(viewer)) => {
+            auth.send_replace(Auth::Valid(viewer));
+            Some(serde_json::json!({"auth": "ok"}))
+        }
+        Err(reason) => {
+            auth.send_replace(Auth::Refused(reason));
+            None
+        }
+    })
 }
 
 /// Sends what async-graphql produces, and closes the connection when the token
