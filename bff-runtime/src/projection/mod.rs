@@ -269,6 +269,12 @@ struct Pending {
     row: Option<Stored>,
 }
 
+/// What one rule made of an event: go on with the next rule, or refuse the event.
+enum Step {
+    Next,
+    Refused(ApplyError),
+}
+
 /// The rows one event has touched, in the order it touched them.
 struct Touched<'r, R> {
     rows: &'r R,
@@ -440,13 +446,11 @@ impl Engine {
             value: Bound::borrow_json(event),
             record,
         };
-        let experience = &*self.experience;
         let mut touched = Touched {
             rows,
             pending: Vec::new(),
         };
         for (p, r, discriminator) in rules {
-            let (p, r) = (*p, *r);
             // An event of another kind is passed over before anything is bound or read.
             let verdict = discriminator
                 .as_ref()
@@ -454,73 +458,9 @@ impl Engine {
             if verdict == Verdict::Skip {
                 continue;
             }
-            let projection = &experience.projections[p];
-            let rule = &projection.rules[r];
-            let lookup = match rule.lookups.is_empty() {
-                true => Bound::borrow_json(&Value::Null),
-                false => match self.lookups(rule, &event, &touched)? {
-                    Ok(lookup) => lookup,
-                    Err(_) if tombstone => continue,
-                    Err(error) => return Ok(Err(error)),
-                },
-            };
-            // Most events match few rules: a filter that does not look at the row is
-            // decided before the row is read.
-            let filter_decided = match &rule.when {
-                Some(_) if verdict == Verdict::Matches => true,
-                Some(when) if !when.uses("row") => {
-                    match eval_filter(when, &event, &Bound::borrow_json(&Value::Null), &lookup) {
-                        Ok(true) => true,
-                        Ok(false) => continue,
-                        Err(_) if tombstone => continue,
-                        Err(error) => return Ok(Err(error)),
-                    }
-                }
-                _ => false,
-            };
-            let key = match key_of(&rule.key, &event) {
-                Ok(key) => key,
-                Err(_) if tombstone && !filter_decided => continue,
-                Err(error) => {
-                    // An event of another kind may lack this rule's key: only an
-                    // event the rule is meant for must have one.
-                    if !filter_decided {
-                        let zero = zero_row(&projection.fields);
-                        let zero = row_value(&self.number_fields[p], &zero);
-                        if matches!(rule_matches(rule, &event, &zero, &lookup), Ok(false)) {
-                            continue;
-                        }
-                    }
-                    return Ok(Err(error));
-                }
-            };
-            let found = touched.find(p, &key);
-            let current = match found {
-                Some(i) => touched.pending[i].row.clone(),
-                None => rows.stored(&projection.name, &key)?,
-            };
-            let result = apply_rule(
-                projection,
-                &self.number_fields[p],
-                rule,
-                &event,
-                &lookup,
-                current.as_ref(),
-                filter_decided,
-            );
-            match result {
-                Ok(Some(next)) => match found {
-                    Some(i) => touched.pending[i].row = next,
-                    None => touched.pending.push(Pending {
-                        projection: p,
-                        key,
-                        before: current,
-                        row: next,
-                    }),
-                },
-                Ok(None) => continue,
-                Err(_) if tombstone && !filter_decided => continue,
-                Err(error) => return Ok(Err(error)),
+            let step = self.run_rule(*p, *r, verdict, &event, tombstone, &mut touched)?;
+            if let Step::Refused(error) = step {
+                return Ok(Err(error));
             }
         }
         let mut links = Vec::new();
@@ -531,13 +471,101 @@ impl Engine {
             Ok(n) => n,
             Err(error) => return Ok(Err(error)),
         };
+        Ok(Ok(self.applied(touched.pending, links, fanned_out)))
+    }
+
+    /// Runs rule `r` of projection `p` on an event its discriminator did not skip,
+    /// on the row as the rules before it left it.
+    fn run_rule<R: Rows>(
+        &self,
+        p: usize,
+        r: usize,
+        verdict: Verdict,
+        event: &Event,
+        tombstone: bool,
+        touched: &mut Touched<'_, R>,
+    ) -> Result<Step, R::Error> {
+        let projection = &self.experience.projections[p];
+        let rule = &projection.rules[r];
+        let lookup = match rule.lookups.is_empty() {
+            true => Bound::borrow_json(&Value::Null),
+            false => match self.lookups(rule, event, touched)? {
+                Ok(lookup) => lookup,
+                Err(_) if tombstone => return Ok(Step::Next),
+                Err(error) => return Ok(Step::Refused(error)),
+            },
+        };
+        // Most events match few rules: a filter that does not look at the row is
+        // decided before the row is read.
+        let filter_decided = match &rule.when {
+            Some(_) if verdict == Verdict::Matches => true,
+            Some(when) if !when.uses("row") => {
+                match eval_filter(when, event, &Bound::borrow_json(&Value::Null), &lookup) {
+                    Ok(true) => true,
+                    Ok(false) => return Ok(Step::Next),
+                    Err(_) if tombstone => return Ok(Step::Next),
+                    Err(error) => return Ok(Step::Refused(error)),
+                }
+            }
+            _ => false,
+        };
+        let key = match key_of(&rule.key, event) {
+            Ok(key) => key,
+            Err(_) if tombstone && !filter_decided => return Ok(Step::Next),
+            Err(error) => {
+                // An event of another kind may lack this rule's key: only an
+                // event the rule is meant for must have one.
+                if !filter_decided {
+                    let zero = zero_row(&projection.fields);
+                    let zero = row_value(&self.number_fields[p], &zero);
+                    if matches!(rule_matches(rule, event, &zero, &lookup), Ok(false)) {
+                        return Ok(Step::Next);
+                    }
+                }
+                return Ok(Step::Refused(error));
+            }
+        };
+        let found = touched.find(p, &key);
+        let current = match found {
+            Some(i) => touched.pending[i].row.clone(),
+            None => touched.rows.stored(&projection.name, &key)?,
+        };
+        let result = apply_rule(
+            projection,
+            &self.number_fields[p],
+            rule,
+            event,
+            &lookup,
+            current.as_ref(),
+            filter_decided,
+        );
+        match result {
+            Ok(Some(next)) => match found {
+                Some(i) => touched.pending[i].row = next,
+                None => touched.pending.push(Pending {
+                    projection: p,
+                    key,
+                    before: current,
+                    row: next,
+                }),
+            },
+            Ok(None) => {}
+            Err(_) if tombstone && !filter_decided => return Ok(Step::Next),
+            Err(error) => return Ok(Step::Refused(error)),
+        }
+        Ok(Step::Next)
+    }
+
+    /// An event's changes: served rows upserted or deleted, held rows written or
+    /// dropped.
+    fn applied(&self, pending: Vec<Pending>, links: Vec<Link>, fanned_out: usize) -> Applied {
         let mut applied = Applied {
             links,
             fanned_out,
             ..Applied::default()
         };
-        for c in touched.pending {
-            let name = &experience.projections[c.projection].name;
+        for c in pending {
+            let name = &self.experience.projections[c.projection].name;
             let served_before = c.before.as_ref().and_then(Stored::served).is_some();
             let held_before = matches!(c.before, Some(Stored::Held(_)));
             let (served, held) = match c.row {
@@ -566,7 +594,7 @@ impl Engine {
                 });
             }
         }
-        Ok(Ok(applied))
+        applied
     }
 
     /// `lookup` for a rule: each named row as it is now (null when there is none or
