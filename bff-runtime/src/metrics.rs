@@ -105,6 +105,10 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric, registered with its help text.
+    ///
+    /// Long on purpose: one registration per metric, in the order `/metrics`
+    /// lists them, so the list reads as the catalogue it is.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("facet");
         let events_applied = Counter::default();

@@ -66,28 +66,8 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         .next()
         .context("no FrontendExperience in the file")?
         .map_err(|e| anyhow::anyhow!("{}: {}", options.spec.display(), e.errors))?;
-    let events_path = options
-        .events
-        .clone()
-        .unwrap_or_else(|| events_file_for(&options.spec));
-    let events = if events_path.exists() {
-        read_events(&events_path)?
-    } else {
-        tracing::warn!(path = %events_path.display(), "no events file: starting with empty topics");
-        Vec::new()
-    };
-    // Source topics, and the topics commands are sent to.
-    let mut topics: Vec<String> = manifest
-        .spec
-        .sources
-        .iter()
-        .map(|s| s.topic.clone())
-        .collect();
-    for command in &manifest.spec.commands {
-        if !topics.contains(&command.topic) {
-            topics.push(command.topic.clone());
-        }
-    }
+    let events = sample_events(&options)?;
+    let topics = topics_of(&manifest.spec);
 
     // The mock cluster lives as long as this function: the whole dev session.
     let mock;
@@ -151,6 +131,59 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     })
     .await?;
 
+    print_banner(&manifest, &options, &runtime, &bootstrap);
+
+    let feeder = (next_round == 0 || options.repeat).then(|| {
+        tokio::spawn(feed_events(
+            producer,
+            manifest.spec.sources.clone(),
+            events,
+            options.rate,
+            options.repeat,
+            next_round,
+        ))
+    });
+    let result = runtime.run_until_shutdown(Duration::ZERO).await;
+    if let Some(feeder) = feeder {
+        feeder.abort();
+    }
+    drop(scratch);
+    result
+}
+
+/// The sample events to produce: the spec's events file, or none.
+fn sample_events(options: &DevOptions) -> anyhow::Result<Vec<SampleEvent>> {
+    let events_path = options
+        .events
+        .clone()
+        .unwrap_or_else(|| events_file_for(&options.spec));
+    if events_path.exists() {
+        Ok(read_events(&events_path)?)
+    } else {
+        tracing::warn!(path = %events_path.display(), "no events file: starting with empty topics");
+        Ok(Vec::new())
+    }
+}
+
+/// Source topics, and the topics commands are sent to.
+fn topics_of(spec: &crate::spec::ExperienceSpec) -> Vec<String> {
+    let mut topics: Vec<String> = spec.sources.iter().map(|s| s.topic.clone()).collect();
+    for command in &spec.commands {
+        if !topics.contains(&command.topic) {
+            topics.push(command.topic.clone());
+        }
+    }
+
+    topics
+}
+
+/// Where to look, printed once the runtime serves.
+fn print_banner(
+    manifest: &crate::spec::Manifest,
+    options: &DevOptions,
+    runtime: &Runtime,
+    bootstrap: &str,
+) {
     let base = format!("http://{}", display_addr(runtime.http_addr));
     println!();
     println!(
@@ -161,7 +194,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     println!(
         "  Kafka:    {}",
         if options.kafka.is_some() {
-            bootstrap.as_str()
+            bootstrap
         } else {
             "in-process (librdkafka mock cluster)"
         }
@@ -180,23 +213,6 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     );
     println!("  Act as a user with ?as=<sub> (dev mode only). Ctrl-C stops.");
     println!();
-
-    let feeder = (next_round == 0 || options.repeat).then(|| {
-        tokio::spawn(feed_events(
-            producer,
-            manifest.spec.sources.clone(),
-            events,
-            options.rate,
-            options.repeat,
-            next_round,
-        ))
-    });
-    let result = runtime.run_until_shutdown(Duration::ZERO).await;
-    if let Some(feeder) = feeder {
-        feeder.abort();
-    }
-    drop(scratch);
-    result
 }
 
 /// A directory removed when dropped, however dev mode ends (short of a kill -9).

@@ -155,23 +155,9 @@ impl Ingest {
         let mut partitions = wait_for_partitions(&consumer, &topics, &self.progress, stop)?;
         let stored = self.store.offsets()?;
         let assignment = assignment(&partitions, &stored)?;
-        let mut targets = BTreeMap::new();
-        for (topic, partition) in &partitions {
-            let position = stored.get(&(topic.clone(), *partition)).copied();
-            let Some((low, high)) =
-                wait_for_watermarks(&consumer, topic, *partition, &self.progress, stop)
-            else {
-                return Ok(()); // stopped while waiting
-            };
-            targets.insert(
-                (topic.clone(), *partition),
-                PartitionProgress {
-                    start: position.unwrap_or(low),
-                    position: position.unwrap_or(low),
-                    target: high,
-                },
-            );
-        }
+        let Some(targets) = self.targets(&consumer, &partitions, &stored, stop) else {
+            return Ok(()); // stopped while waiting
+        };
         consumer.assign(&assignment)?;
         self.progress.start(targets);
         let mut source_topics: Vec<String> = topics.keys().cloned().collect();
@@ -227,6 +213,35 @@ impl Ingest {
             dead_letters.settle(stop);
         }
         Ok(())
+    }
+
+    /// Where each partition starts (its stored offset, else its low watermark) and
+    /// the high watermark that readiness waits for; none when asked to stop.
+    fn targets(
+        &self,
+        consumer: &KafkaConsumer,
+        partitions: &[(String, i32)],
+        stored: &BTreeMap<(String, i32), i64>,
+        stop: &AtomicBool,
+    ) -> Option<BTreeMap<(String, i32), PartitionProgress>> {
+        let mut targets = BTreeMap::new();
+        for (topic, partition) in partitions {
+            let position = stored.get(&(topic.clone(), *partition)).copied();
+            let Some((low, high)) =
+                wait_for_watermarks(consumer, topic, *partition, &self.progress, stop)
+            else {
+                return None; // stopped while waiting
+            };
+            targets.insert(
+                (topic.clone(), *partition),
+                PartitionProgress {
+                    start: position.unwrap_or(low),
+                    position: position.unwrap_or(low),
+                    target: high,
+                },
+            );
+        }
+        Some(targets)
     }
 
     /// Partitions added to a source topic after the start are consumed too (from
@@ -311,36 +326,18 @@ impl Ingest {
         let mut read = 0;
         let mut commands_seen = Vec::new();
         let watch_commands = !self.engine.experience().commands.is_empty();
-        let (max_events, max_delay) = match replaying {
-            true => (
-                REPLAY_BATCH_EVENTS.max(config.max_batch_events),
-                REPLAY_BATCH_DELAY.max(config.max_batch_delay),
-            ),
-            false => (config.max_batch_events, config.max_batch_delay),
-        };
+        let (max_events, max_delay) = batch_bounds(config, replaying);
         while read < max_events
             && batch.change_count() < BATCH_CHANGES
             && !stop.load(Ordering::SeqCst)
         {
-            // Live, a batch takes what is already there and commits as soon as
-            // nothing more is: changes reach clients without waiting out a window,
-            // and under load batches grow by themselves while the last one commits.
-            // Replaying, it waits for the next fetch instead, up to its deadline.
-            let wait = match deadline {
-                Some(d) if Instant::now() >= d => break,
-                Some(d) if replaying => d.saturating_duration_since(Instant::now()),
-                Some(_) => Duration::ZERO,
-                None => Duration::from_millis(100),
+            let Some(wait) = poll_wait(deadline, replaying) else {
+                break;
             };
             let message = match consumer.poll(wait) {
                 None if deadline.is_none() => {
-                    // Idle: nothing to commit, but readiness may still be due
-                    // (an empty topic is caught up from the start).
                     drop(batch);
-                    self.finish(consumer, writing)?;
-                    self.advance_past_control_records(consumer);
-                    self.progress.touch();
-                    return Ok(0);
+                    return self.idle(consumer, writing);
                 }
                 None => break,
                 Some(Err(e)) => {
@@ -366,9 +363,7 @@ impl Ingest {
                 message.offset() + 1,
             );
             if replaying && read % PROGRESS_EVERY == 0 {
-                for ((topic, partition), next) in &reached {
-                    self.progress.applying(topic, *partition, *next);
-                }
+                self.progress.applying_all(&reached);
             }
         }
         if read == 0 {
@@ -388,6 +383,15 @@ impl Ingest {
         };
         self.commit_batch(consumer, writing, batch.seal(), read_batch, replaying)?;
         Ok(read)
+    }
+
+    /// Nothing to read: nothing to commit, but readiness may still be due (an
+    /// empty topic is caught up from the start).
+    fn idle(&self, consumer: &KafkaConsumer, writing: &mut Pipeline) -> Result<usize, IngestError> {
+        self.finish(consumer, writing)?;
+        self.advance_past_control_records(consumer);
+        self.progress.touch();
+        Ok(0)
     }
 
     /// Applies one record to the batch, or refuses it (counted, logged, and sent
@@ -607,6 +611,32 @@ impl Pipeline {
             .as_ref()
             .expect("a batch in flight has a writer");
         writer.written.recv().expect("the store writer panicked")
+    }
+}
+
+/// The most events and the longest wait of one batch: a replay's are larger.
+fn batch_bounds(config: &IngestConfig, replaying: bool) -> (usize, Duration) {
+    match replaying {
+        true => (
+            REPLAY_BATCH_EVENTS.max(config.max_batch_events),
+            REPLAY_BATCH_DELAY.max(config.max_batch_delay),
+        ),
+        false => (config.max_batch_events, config.max_batch_delay),
+    }
+}
+
+/// How long to wait for the next record; none once the batch's deadline has passed.
+///
+/// Live, a batch takes what is already there and commits as soon as nothing more
+/// is: changes reach clients without waiting out a window, and under load batches
+/// grow by themselves while the last one commits. Replaying, it waits for the next
+/// fetch instead, up to its deadline.
+fn poll_wait(deadline: Option<Instant>, replaying: bool) -> Option<Duration> {
+    match deadline {
+        Some(d) if Instant::now() >= d => None,
+        Some(d) if replaying => Some(d.saturating_duration_since(Instant::now())),
+        Some(_) => Some(Duration::ZERO),
+        None => Some(Duration::from_millis(100)),
     }
 }
 

@@ -82,6 +82,14 @@ impl Progress {
         }
     }
 
+    /// [`Progress::applying`] for each partition of `reached` (next offset by
+    /// topic and partition).
+    pub fn applying_all(&self, reached: &BTreeMap<(String, i32), i64>) {
+        for ((topic, partition), next) in reached {
+            self.applying(topic, *partition, *next);
+        }
+    }
+
     /// Records up to `next` of a partition are applied in a batch not yet committed:
     /// shown in the report, never counted for readiness.
     pub fn applying(&self, topic: &str, partition: i32, next: i64) {

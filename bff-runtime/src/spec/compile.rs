@@ -167,6 +167,8 @@ fn check_general(spec: &ExperienceSpec, errors: &mut Vec<SpecError>) {
 
 /// Every number of the spec against its bound (`bounds.rs`), in one table; the
 /// numbers of each command and embed are checked with the rest of it.
+///
+/// Long on purpose: one table, so every bound the spec has is read in one place.
 fn check_numbers(spec: &ExperienceSpec, errors: &mut Vec<SpecError>) {
     use super::bounds::*;
     let api = &spec.api.limits;
