@@ -45,6 +45,17 @@ pub struct DevOptions {
 /// Sends test events from the console.
 struct SampleProducer(ThreadedProducer<DefaultProducerContext>);
 
+impl SampleProducer {
+    fn new(bootstrap: &str) -> anyhow::Result<Self> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("linger.ms", "5")
+            .create()
+            .context("creating the dev producer")?;
+        Ok(SampleProducer(producer))
+    }
+}
+
 impl DevProducer for SampleProducer {
     fn send(&self, topic: &str, key: Option<&str>, value: &[u8]) -> Result<(), String> {
         let mut record = BaseRecord::<str, [u8]>::to(topic).payload(value);
@@ -59,13 +70,7 @@ impl DevProducer for SampleProducer {
 }
 
 pub async fn run(options: DevOptions) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&options.spec)
-        .with_context(|| format!("reading {}", options.spec.display()))?;
-    let manifest = parse_manifests(&text)
-        .into_iter()
-        .next()
-        .context("no FrontendExperience in the file")?
-        .map_err(|e| anyhow::anyhow!("{}: {}", options.spec.display(), e.errors))?;
+    let manifest = read_manifest(&options.spec)?;
     let events = sample_events(&options)?;
     let topics = topics_of(&manifest.spec);
 
@@ -85,12 +90,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             mock.bootstrap_servers()
         }
     };
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("linger.ms", "5")
-        .create()
-        .context("creating the dev producer")?;
-    let producer = Arc::new(SampleProducer(producer));
+    let producer = Arc::new(SampleProducer::new(&bootstrap)?);
     // Without a rate, the sample is in Kafka before the runtime starts, so the
     // runtime's readiness means "the sample is fully projected".
     let mut next_round = 0;
@@ -101,14 +101,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         next_round = 1;
     }
 
-    // Without --data-dir the store is scratch: removed when dev mode ends.
-    let (data_dir, scratch) = match &options.data_dir {
-        Some(dir) => (dir.clone(), None),
-        None => {
-            let dir = std::env::temp_dir().join(format!("facet-dev-{}", std::process::id()));
-            (dir.clone(), Some(Scratch(dir)))
-        }
-    };
+    let (data_dir, scratch) = data_dir(&options);
     let runtime = Runtime::start(RuntimeConfig {
         name: manifest.name.clone(),
         namespace: manifest
@@ -149,6 +142,17 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     }
     drop(scratch);
     result
+}
+
+/// The first FrontendExperience of the spec file.
+fn read_manifest(path: &std::path::Path) -> anyhow::Result<crate::spec::Manifest> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_manifests(&text)
+        .into_iter()
+        .next()
+        .context("no FrontendExperience in the file")?
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.errors))
 }
 
 /// The sample events to produce: the spec's events file, or none.
@@ -213,6 +217,18 @@ fn print_banner(
     );
     println!("  Act as a user with ?as=<sub> (dev mode only). Ctrl-C stops.");
     println!();
+}
+
+/// Where the store lives. Without --data-dir it is scratch: removed when dev mode
+/// ends.
+fn data_dir(options: &DevOptions) -> (PathBuf, Option<Scratch>) {
+    match &options.data_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let dir = std::env::temp_dir().join(format!("facet-dev-{}", std::process::id()));
+            (dir.clone(), Some(Scratch(dir)))
+        }
+    }
 }
 
 /// A directory removed when dropped, however dev mode ends (short of a kill -9).

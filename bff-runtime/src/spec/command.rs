@@ -95,6 +95,46 @@ pub fn check_commands(spec: &ExperienceSpec, errors: &mut Vec<SpecError>) -> Vec
     compiled
 }
 
+/// The checks of a command that need no expression: every name it gives (optional
+/// inputs, lookups' projections, validations' fields, headers) names something.
+fn check_names(
+    path: &str,
+    spec: &ExperienceSpec,
+    command: &CommandSpec,
+    errors: &mut Vec<SpecError>,
+) {
+    for optional in &command.optional {
+        if !command.input.contains_key(optional) {
+            errors.push(SpecError::new(
+                format!("{path}.optional"),
+                format!("`{optional}` is not an input field"),
+            ));
+        }
+    }
+    for (name, lookup) in &command.lookups {
+        let at = format!("{path}.lookups.{name}");
+        super::links::check_lookup_projection(spec, &at, &lookup.projection, errors);
+    }
+    for (i, v) in command.validate.iter().enumerate() {
+        if let Some(field) = &v.field {
+            if !command.input.contains_key(field) {
+                errors.push(SpecError::new(
+                    format!("{path}.validate[{i}].field"),
+                    format!("`{field}` is not an input field"),
+                ));
+            }
+        }
+    }
+    for name in command.headers.keys() {
+        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            errors.push(SpecError::new(
+                format!("{path}.headers.{name}"),
+                "is set by Facet on every command record",
+            ));
+        }
+    }
+}
+
 fn check_command(
     path: &str,
     spec: &ExperienceSpec,
@@ -156,37 +196,7 @@ fn check_command(
         })
         .collect();
 
-    // Checks that need no expression.
-    for optional in &command.optional {
-        if !command.input.contains_key(optional) {
-            errors.push(SpecError::new(
-                format!("{path}.optional"),
-                format!("`{optional}` is not an input field"),
-            ));
-        }
-    }
-    for (name, lookup) in &command.lookups {
-        let at = format!("{path}.lookups.{name}");
-        super::links::check_lookup_projection(spec, &at, &lookup.projection, errors);
-    }
-    for (i, v) in command.validate.iter().enumerate() {
-        if let Some(field) = &v.field {
-            if !command.input.contains_key(field) {
-                errors.push(SpecError::new(
-                    format!("{path}.validate[{i}].field"),
-                    format!("`{field}` is not an input field"),
-                ));
-            }
-        }
-    }
-    for name in command.headers.keys() {
-        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-            errors.push(SpecError::new(
-                format!("{path}.headers.{name}"),
-                "is set by Facet on every command record",
-            ));
-        }
-    }
+    check_names(path, spec, command, errors);
     Some(CompiledCommand {
         name: command.name.clone(),
         description: command.description.clone(),

@@ -660,12 +660,33 @@ fn check_rule(
         })
         .collect();
 
+    let action = compile_action(context, path, rule, errors);
+    if errors.len() != before {
+        return None;
+    }
+    Some(CompiledRule {
+        index,
+        source: rule.source.clone(),
+        when,
+        key: key?,
+        lookups,
+        action: action?,
+    })
+}
+
+/// A rule's one action: upsert, patch or delete.
+fn compile_action(
+    context: &RuleContext,
+    path: &str,
+    rule: &RuleSpec,
+    errors: &mut Vec<SpecError>,
+) -> Option<RuleAction> {
     let actions = [
         rule.upsert.is_some(),
         rule.patch.is_some(),
         rule.delete == Some(true),
     ];
-    let action = match actions {
+    match actions {
         [true, false, false] => {
             compile_assignments(context, path, "upsert", rule.upsert.as_ref(), errors)
                 .map(RuleAction::Upsert)
@@ -689,19 +710,7 @@ fn check_rule(
             ));
             None
         }
-    };
-
-    if errors.len() != before {
-        return None;
     }
-    Some(CompiledRule {
-        index,
-        source: rule.source.clone(),
-        when,
-        key: key?,
-        lookups,
-        action: action?,
-    })
 }
 
 fn compile_assignments(

@@ -87,50 +87,7 @@ pub fn check_embeds(
                 format!("`{name}` is also a declared field: an embed names a field of its own"),
             );
         }
-        match spec
-            .projections
-            .iter()
-            .find(|p| p.name == embed.projection)
-        {
-            None => {
-                let known: Vec<&str> = spec.projections.iter().map(|p| p.name.as_str()).collect();
-                refuse(
-                    format!("{at}.projection"),
-                    format!(
-                        "unknown projection `{}` (projections: {})",
-                        embed.projection,
-                        known.join(", ")
-                    ),
-                );
-            }
-            Some(target) if target.name == projection.name => refuse(
-                format!("{at}.projection"),
-                "a projection cannot embed its own rows".into(),
-            ),
-            Some(target) if !target.embeds.is_empty() => refuse(
-                format!("{at}.projection"),
-                format!(
-                    "`{}` embeds rows itself; embeds are one level deep, so embed what it embeds here directly",
-                    target.name
-                ),
-            ),
-            Some(target) => {
-                for field in &embed.fields {
-                    if !target.fields.contains_key(field) {
-                        let declared: Vec<&str> =
-                            target.fields.keys().map(String::as_str).collect();
-                        refuse(
-                            format!("{at}.fields"),
-                            format!(
-                                "`{field}` is not a field of `{}` (fields: {})",
-                                target.name,
-                                declared.join(", ")
-                            ),
-                        );
-                    }
-                }
-            }
-        }
+        check_target(spec, &at, projection, embed, &mut refuse);
         bounds::check(
             [(
                 format!("{at}.maxFanOut"),
@@ -159,6 +116,61 @@ pub fn check_embeds(
         }
     }
     compiled
+}
+
+/// The projection an embed reads: another one, that embeds nothing itself, with
+/// the fields the embed takes.
+fn check_target(
+    spec: &ExperienceSpec,
+    at: &str,
+    projection: &ProjectionSpec,
+    embed: &EmbedSpec,
+    refuse: &mut impl FnMut(String, String),
+) {
+    match spec
+        .projections
+        .iter()
+        .find(|p| p.name == embed.projection)
+    {
+        None => {
+            let known: Vec<&str> = spec.projections.iter().map(|p| p.name.as_str()).collect();
+            refuse(
+                format!("{at}.projection"),
+                format!(
+                    "unknown projection `{}` (projections: {})",
+                    embed.projection,
+                    known.join(", ")
+                ),
+            );
+        }
+        Some(target) if target.name == projection.name => refuse(
+            format!("{at}.projection"),
+            "a projection cannot embed its own rows".into(),
+        ),
+        Some(target) if !target.embeds.is_empty() => refuse(
+            format!("{at}.projection"),
+            format!(
+                "`{}` embeds rows itself; embeds are one level deep, so embed what it embeds here directly",
+                target.name
+            ),
+        ),
+        Some(target) => {
+            for field in &embed.fields {
+                if !target.fields.contains_key(field) {
+                    let declared: Vec<&str> =
+                        target.fields.keys().map(String::as_str).collect();
+                    refuse(
+                        format!("{at}.fields"),
+                        format!(
+                            "`{field}` is not a field of `{}` (fields: {})",
+                            target.name,
+                            declared.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// The projection a lookup names must exist.

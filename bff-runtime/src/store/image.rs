@@ -188,11 +188,23 @@ pub(super) fn export(
         facet_image: IMAGE_VERSION,
         definition: definition.clone(),
     })?;
-    let raw = |bytes: &[u8]| -> Result<Box<RawValue>, ImageError> {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|_| ImageError::Invalid("a stored value is not UTF-8".into()))?;
-        Ok(RawValue::from_string(text.to_string()).map_err(StoreError::from)?)
-    };
+    export_entries(txn, &mut lines)?;
+    let entries = lines.entries;
+    let sha256 = format!("{:x}", lines.hash.clone().finalize());
+    lines.line(&serde_json::json!({"end": Trailer { entries, sha256: sha256.clone() }}))?;
+    lines.out.flush()?;
+    Ok(ImageSummary {
+        definition,
+        entries,
+        sha256,
+    })
+}
+
+/// Every entry of the image, table by table, in key order.
+fn export_entries(
+    txn: &redb::ReadTransaction,
+    lines: &mut Lines<impl Write>,
+) -> Result<(), ImageError> {
     for (table, is_row) in [(ROWS, true), (HELD, false)] {
         for entry in txn.open_table(table)?.iter()? {
             let (key, value) = entry?;
@@ -246,15 +258,14 @@ pub(super) fn export(
         let (k, v) = (k.value().to_string(), v.value());
         lines.entry(&Entry::Counter { k, v })?;
     }
-    let entries = lines.entries;
-    let sha256 = format!("{:x}", lines.hash.clone().finalize());
-    lines.line(&serde_json::json!({"end": Trailer { entries, sha256: sha256.clone() }}))?;
-    lines.out.flush()?;
-    Ok(ImageSummary {
-        definition,
-        entries,
-        sha256,
-    })
+    Ok(())
+}
+
+/// A stored JSON value as it is, checked to be text.
+fn raw(bytes: &[u8]) -> Result<Box<RawValue>, ImageError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ImageError::Invalid("a stored value is not UTF-8".into()))?;
+    Ok(RawValue::from_string(text.to_string()).map_err(StoreError::from)?)
 }
 
 /// Writes the store at `path` from an image, after checking it is whole, intact
