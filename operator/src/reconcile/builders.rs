@@ -413,7 +413,80 @@ fn stateful_set(
     let selector = definition_selector(name, Some(pods.definition));
     let overrides = spec.pod_template.clone().unwrap_or_default();
     let persistent = spec.store.persistence.enabled;
+    let (mounts, volumes) = volumes(pods, spec);
+    let container = container(
+        spec,
+        config,
+        env_vars(name, namespace, spec, config),
+        mounts,
+    );
 
+    let mut pod_labels = labels(name);
+    pod_labels.extend(overrides.labels.clone());
+    pod_labels.extend(selector.clone());
+    let mut annotations = overrides.annotations.clone();
+    annotations.insert(SPEC_HASH_ANNOTATION.into(), pods.spec_hash.to_string());
+    let claim = persistent.then(|| data_claim(spec, &selector));
+
+    let mut metadata = meta(pods.set, namespace, owner, name);
+    if let Some(labels) = metadata.labels.as_mut() {
+        labels.insert(DEFINITION_LABEL.into(), pods.definition.into());
+    }
+    StatefulSet {
+        metadata,
+        spec: Some(StatefulSetSpec {
+            replicas: Some(spec.replicas),
+            service_name: Some(headless_name(name)),
+            // Every pod is independent (its own consumer group and store): no need
+            // to start them one after another.
+            pod_management_policy: Some("Parallel".into()),
+            // One definition's pods only: the sets of two definitions never claim
+            // each other's pods.
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    service_account_name: overrides.service_account_name.clone(),
+                    automount_service_account_token: Some(false),
+                    node_selector: (!overrides.node_selector.is_empty())
+                        .then(|| overrides.node_selector.clone()),
+                    security_context: Some(pod_security_context()),
+                    termination_grace_period_seconds: Some(30),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: claim.map(|c| vec![c]),
+            // A store belongs to its definition: when a newer one has taken over and
+            // this set is removed, its volumes go too. Scaling down keeps them.
+            persistent_volume_claim_retention_policy: persistent.then(|| {
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Delete".into()),
+                    when_scaled: Some("Retain".into()),
+                }
+            }),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+/// The runtime's environment (the contract in `facet_bff::contract`), then the
+/// experience's own variables; never one set here (the compiler refuses those).
+fn env_vars(
+    name: &str,
+    namespace: &str,
+    spec: &ExperienceSpec,
+    config: &BuildConfig,
+) -> Vec<EnvVar> {
     let mut env_vars = vec![
         env_from_field(contract::ENV_POD_NAME, "metadata.name"),
         env_from_field(contract::ENV_NAMESPACE, "metadata.namespace"),
@@ -438,6 +511,22 @@ fn stateful_set(
         ),
         env_from_field(contract::ENV_POD_IP, "status.podIP"),
     ];
+    if spec.kafka.secret_ref.is_some() {
+        env_vars.push(env(contract::ENV_KAFKA_SECRET_DIR, KAFKA_SECRET_DIR));
+    }
+    if config.json_logs {
+        env_vars.push(env(contract::ENV_LOG_FORMAT, "json"));
+    }
+    if let Some(overrides) = &spec.pod_template {
+        env_vars.extend(overrides.env.iter().map(|(k, v)| env(k, v)));
+    }
+    env_vars
+}
+
+/// The pod's volumes and where the container mounts them: the spec, the store
+/// (an emptyDir unless persistent: then the set's claim), scratch space, the
+/// peer token, and the Kafka Secret when there is one.
+fn volumes(pods: &Pods<'_>, spec: &ExperienceSpec) -> (Vec<VolumeMount>, Vec<Volume>) {
     let mut mounts = vec![
         mount("spec", SPEC_DIR, true),
         mount("data", DATA_DIR, false),
@@ -462,14 +551,14 @@ fn stateful_set(
         Volume {
             name: "peer-token".into(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(peer_token_name(name)),
+                secret_name: Some(peer_token_name(pods.name)),
                 optional: Some(true),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()
         },
     ];
-    if !persistent {
+    if !spec.store.persistence.enabled {
         volumes.push(Volume {
             name: "data".into(),
             empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -477,7 +566,6 @@ fn stateful_set(
         });
     }
     if let Some(secret) = &spec.kafka.secret_ref {
-        env_vars.push(env(contract::ENV_KAFKA_SECRET_DIR, KAFKA_SECRET_DIR));
         mounts.push(mount("kafka-secret", KAFKA_SECRET_DIR, true));
         volumes.push(Volume {
             name: "kafka-secret".into(),
@@ -488,12 +576,18 @@ fn stateful_set(
             ..Volume::default()
         });
     }
-    if config.json_logs {
-        env_vars.push(env(contract::ENV_LOG_FORMAT, "json"));
-    }
-    // An experience's own variables; never one set above (the compiler refuses those).
-    env_vars.extend(overrides.env.iter().map(|(k, v)| env(k, v)));
+    (mounts, volumes)
+}
 
+/// The runtime's container: ports, probes, resources (the experience's on top of
+/// the defaults) and a locked-down security context.
+fn container(
+    spec: &ExperienceSpec,
+    config: &BuildConfig,
+    env_vars: Vec<EnvVar>,
+    mounts: Vec<VolumeMount>,
+) -> Container {
+    let overrides = spec.pod_template.clone().unwrap_or_default();
     let mut requests = BTreeMap::from([
         ("cpu".to_string(), "100m".to_string()),
         ("memory".to_string(), "128Mi".to_string()),
@@ -501,8 +595,7 @@ fn stateful_set(
     requests.extend(overrides.requests.clone());
     let mut limits = BTreeMap::from([("memory".to_string(), "512Mi".to_string())]);
     limits.extend(overrides.limits.clone());
-
-    let container = Container {
+    Container {
         name: "bff".into(),
         image: Some(
             overrides
@@ -548,15 +641,12 @@ fn stateful_set(
         }),
         volume_mounts: Some(mounts),
         ..Container::default()
-    };
+    }
+}
 
-    let mut pod_labels = labels(name);
-    pod_labels.extend(overrides.labels.clone());
-    pod_labels.extend(selector.clone());
-    let mut annotations = overrides.annotations.clone();
-    annotations.insert(SPEC_HASH_ANNOTATION.into(), pods.spec_hash.to_string());
-
-    let claim = persistent.then(|| PersistentVolumeClaim {
+/// The store's claim, one per pod, when persistence is on.
+fn data_claim(spec: &ExperienceSpec, selector: &BTreeMap<String, String>) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some("data".into()),
             labels: Some(selector.clone()),
@@ -581,65 +671,19 @@ fn stateful_set(
             ..PersistentVolumeClaimSpec::default()
         }),
         ..PersistentVolumeClaim::default()
-    });
-
-    let mut metadata = meta(pods.set, namespace, owner, name);
-    if let Some(labels) = metadata.labels.as_mut() {
-        labels.insert(DEFINITION_LABEL.into(), pods.definition.into());
     }
-    StatefulSet {
-        metadata,
-        spec: Some(StatefulSetSpec {
-            replicas: Some(spec.replicas),
-            service_name: Some(headless_name(name)),
-            // Every pod is independent (its own consumer group and store): no need
-            // to start them one after another.
-            pod_management_policy: Some("Parallel".into()),
-            // One definition's pods only: the sets of two definitions never claim
-            // each other's pods.
-            selector: LabelSelector {
-                match_labels: Some(selector),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(annotations),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    service_account_name: overrides.service_account_name.clone(),
-                    automount_service_account_token: Some(false),
-                    node_selector: (!overrides.node_selector.is_empty())
-                        .then(|| overrides.node_selector.clone()),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(65532),
-                        fs_group: Some(65532),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
-                    termination_grace_period_seconds: Some(30),
-                    ..PodSpec::default()
-                }),
-            },
-            volume_claim_templates: claim.map(|c| vec![c]),
-            // A store belongs to its definition: when a newer one has taken over and
-            // this set is removed, its volumes go too. Scaling down keeps them.
-            persistent_volume_claim_retention_policy: persistent.then(|| {
-                StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_deleted: Some("Delete".into()),
-                    when_scaled: Some("Retain".into()),
-                }
-            }),
-            ..StatefulSetSpec::default()
+}
+
+fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(65532),
+        fs_group: Some(65532),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
         }),
-        ..StatefulSet::default()
+        ..PodSecurityContext::default()
     }
 }
 
