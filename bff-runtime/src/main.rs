@@ -266,7 +266,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         console: args.console,
         restore_from: args.restore_from,
         peers: facet_bff::peer::copy::Peers {
-            addresses: args.peers,
+            // An empty FACET_PEERS names no peer.
+            addresses: args.peers.into_iter().filter(|a| !a.trim().is_empty()).collect(),
             token_file: args.peer_token_file,
             own_ip: args.pod_ip,
         },

@@ -335,200 +335,264 @@ fn serving_against_a_real_kafka_broker() {
     // for a while before it returns them, which counts memory no client holds (the
     // checks failed about one run in three); the runtime returns them at once here.
     std::env::set_var("MIMALLOC_PURGE_DELAY", "0");
-    let logs = log_dir("serving_kafka");
-    let broker = Broker::start(&logs);
-    broker.create_topic(TOPIC, 2);
-    let identity = IdentityProvider::start();
-    let work = tempfile::tempdir().unwrap();
-    let spec_path = work.path().join("tasks.yaml");
-    std::fs::write(&spec_path, spec(&identity.jwks_uri, TOPIC, false)).unwrap();
-    let mut runtime = Runtime::start(
-        &spec_path,
-        &work.path().join("data"),
-        &broker.bootstrap(),
-        "tasks-0",
-        &logs.join("runtime.log"),
-    );
-    runtime.wait_ready(Duration::from_secs(120));
-    let address: SocketAddr = format!("127.0.0.1:{}", runtime.http).parse().unwrap();
-    let subscriptions = |transport: &str| {
-        runtime.metric(&format!("facet_subscriptions{{transport=\"{transport}\"}}"))
-    };
-    let connections = |transport: &str| {
-        runtime.metric(&format!("facet_connections{{transport=\"{transport}\"}}"))
-    };
+    let serving = Serving::start();
+    let alice = serving.identity.token("alice", AUDIENCE);
+    let (expected, resume_from) = serving.every_transport_gets_every_change_once(&alice);
+    serving.clients_resume_from_their_last_position(&alice, &expected, &resume_from);
+    serving.stalled_clients_cost_bounded_memory(&alice);
+    let Serving {
+        broker,
+        identity,
+        logs,
+        runtime,
+        ..
+    } = serving;
+    drop(runtime);
+    replicas_give_the_same_answers(&broker, &identity, &logs);
+    graphql_subscribers_that_never_read_hold_bounded_memory(&broker, &identity, &logs);
+}
 
-    // Every transport, for two users; plus a WebSocket and an SSE client of
-    // alice's that will drop out half-way and come back with their last version.
-    let users = ["alice", "bob"];
-    let mut clients: Vec<(usize, Client)> = Vec::new();
-    for (user, sub) in users.iter().enumerate() {
-        let token = identity.token(sub, AUDIENCE);
-        clients.push((user, native(address, &token, None)));
-        clients.push((user, sse(address, &token, None)));
-        let log = logs.join(format!("graphql-ws-{sub}.log"));
-        clients.push((user, graphql_ws(address, &token, None, &log)));
+/// One runtime serving the tasks on a real broker, with the identity provider
+/// its tokens come from.
+struct Serving {
+    logs: std::path::PathBuf,
+    broker: Broker,
+    identity: IdentityProvider,
+    runtime: Runtime,
+    address: SocketAddr,
+    _work: tempfile::TempDir,
+}
+
+impl Serving {
+    fn start() -> Serving {
+        let logs = log_dir("serving_kafka");
+        let broker = Broker::start(&logs);
+        broker.create_topic(TOPIC, 2);
+        let identity = IdentityProvider::start();
+        let work = tempfile::tempdir().unwrap();
+        let spec_path = work.path().join("tasks.yaml");
+        std::fs::write(&spec_path, spec(&identity.jwks_uri, TOPIC, false)).unwrap();
+        let mut runtime = Runtime::start(
+            &spec_path,
+            &work.path().join("data"),
+            &broker.bootstrap(),
+            "tasks-0",
+            &logs.join("runtime.log"),
+        );
+        runtime.wait_ready(Duration::from_secs(120));
+        let address: SocketAddr = format!("127.0.0.1:{}", runtime.http).parse().unwrap();
+        Serving {
+            logs,
+            broker,
+            identity,
+            runtime,
+            address,
+            _work: work,
+        }
     }
-    let alice = identity.token("alice", AUDIENCE);
-    let mut dropping_out = [native(address, &alice, None), sse(address, &alice, None)];
-    wait_for("every client to subscribe", Duration::from_secs(60), || {
-        subscriptions("websocket") == 3.0
-            && subscriptions("sse") == 3.0
-            && subscriptions("graphql") == 2.0
-    });
 
-    // 40 tasks, half alice's and half bob's, each updated 5 times.
-    let producer = broker.producer();
-    let owner = |t: usize| users[t % 2];
-    send_all(
-        &producer,
-        (1..=UPDATES).flat_map(|n| {
-            (0..TASKS).map(move |t| {
-                let id = format!("t-{t:02}");
-                (id.clone(), task(&id, owner(t), n, "small"))
-            })
-        }),
-    );
-    let half = TASKS * UPDATES as usize / 4;
-    let resume_from: Vec<(usize, String)> = dropping_out
-        .iter_mut()
-        .map(|client| {
-            client.until("half of alice's changes", |seen| seen.len() >= half);
-            (
-                client.changes().len(),
-                client.seen.last().unwrap().position.clone(),
-            )
-        })
-        .collect();
-    drop(dropping_out);
+    fn subscriptions(&self, transport: &str) -> f64 {
+        self.runtime
+            .metric(&format!("facet_subscriptions{{transport=\"{transport}\"}}"))
+    }
 
-    let keys_of = |user: usize| -> Vec<String> {
-        (0..TASKS)
-            .filter(|t| t % 2 == user)
-            .map(|t| format!("t-{t:02}"))
-            .collect()
-    };
-    let mut expected: Vec<Vec<Seen>> = vec![Vec::new(), Vec::new()];
-    for (user, client) in &mut clients {
-        let keys = keys_of(*user);
-        client.until("every task at its last update", |seen| {
-            reached(seen, &keys, UPDATES)
+    fn connections(&self, transport: &str) -> f64 {
+        self.runtime
+            .metric(&format!("facet_connections{{transport=\"{transport}\"}}"))
+    }
+
+    /// Every transport, for two users, gets each change of its user's rows once
+    /// and only those; a WebSocket and an SSE client of alice's drop out half-way.
+    /// Returns what each user's clients saw, and where the two that dropped out
+    /// were (changes received, last position).
+    fn every_transport_gets_every_change_once(
+        &self,
+        alice: &str,
+    ) -> (Vec<Vec<Seen>>, Vec<(usize, String)>) {
+        // Every transport, for two users; plus a WebSocket and an SSE client of
+        // alice's that will drop out half-way and come back with their last version.
+        let users = ["alice", "bob"];
+        let mut clients: Vec<(usize, Client)> = Vec::new();
+        for (user, sub) in users.iter().enumerate() {
+            let token = self.identity.token(sub, AUDIENCE);
+            clients.push((user, native(self.address, &token, None)));
+            clients.push((user, sse(self.address, &token, None)));
+            let log = self.logs.join(format!("graphql-ws-{sub}.log"));
+            clients.push((user, graphql_ws(self.address, &token, None, &log)));
+        }
+        let mut dropping_out = [
+            native(self.address, alice, None),
+            sse(self.address, alice, None),
+        ];
+        wait_for("every client to subscribe", Duration::from_secs(60), || {
+            self.subscriptions("websocket") == 3.0
+                && self.subscriptions("sse") == 3.0
+                && self.subscriptions("graphql") == 2.0
         });
-        let changes = client.changes();
-        assert!(
-            changes
-                .iter()
-                .all(|s| keys.contains(&s.key) && s.op == "upsert"),
-            "{} of {} saw only their own rows: {changes:?}",
-            client.name,
-            users[*user]
+
+        // 40 tasks, half alice's and half bob's, each updated 5 times.
+        let producer = self.broker.producer();
+        let owner = |t: usize| users[t % 2];
+        send_all(
+            &producer,
+            (1..=UPDATES).flat_map(|n| {
+                (0..TASKS).map(move |t| {
+                    let id = format!("t-{t:02}");
+                    (id.clone(), task(&id, owner(t), n, "small"))
+                })
+            }),
         );
-        assert_eq!(
-            changes.len(),
-            keys.len() * UPDATES as usize,
-            "{}: every change once",
-            client.name
-        );
-        if expected[*user].is_empty() {
-            expected[*user] = changes;
-        } else {
+        let half = TASKS * UPDATES as usize / 4;
+        let resume_from: Vec<(usize, String)> = dropping_out
+            .iter_mut()
+            .map(|client| {
+                client.until("half of alice's changes", |seen| seen.len() >= half);
+                (
+                    client.changes().len(),
+                    client.seen.last().unwrap().position.clone(),
+                )
+            })
+            .collect();
+        drop(dropping_out);
+
+        let keys_of = |user: usize| -> Vec<String> {
+            (0..TASKS)
+                .filter(|t| t % 2 == user)
+                .map(|t| format!("t-{t:02}"))
+                .collect()
+        };
+        let mut expected: Vec<Vec<Seen>> = vec![Vec::new(), Vec::new()];
+        for (user, client) in &mut clients {
+            let keys = keys_of(*user);
+            client.until("every task at its last update", |seen| {
+                reached(seen, &keys, UPDATES)
+            });
+            let changes = client.changes();
+            assert!(
+                changes
+                    .iter()
+                    .all(|s| keys.contains(&s.key) && s.op == "upsert"),
+                "{} of {} saw only their own rows: {changes:?}",
+                client.name,
+                users[*user]
+            );
             assert_eq!(
-                changes, expected[*user],
-                "{} sees what the WebSocket client sees",
+                changes.len(),
+                keys.len() * UPDATES as usize,
+                "{}: every change once",
+                client.name
+            );
+            if expected[*user].is_empty() {
+                expected[*user] = changes;
+            } else {
+                assert_eq!(
+                    changes, expected[*user],
+                    "{} sees what the WebSocket client sees",
+                    client.name
+                );
+            }
+        }
+        (expected, resume_from)
+    }
+
+    /// Back with the last position seen: the rest, from the change log, one update
+    /// per row where it is now (latest wins), nothing lost and nothing twice.
+    fn clients_resume_from_their_last_position(
+        &self,
+        alice: &str,
+        expected: &[Vec<Seen>],
+        resume_from: &[(usize, String)],
+    ) {
+        for (client, (received, _)) in [
+            native(self.address, alice, Some(&resume_from[0].1)),
+            sse(self.address, alice, Some(&resume_from[1].1)),
+        ]
+        .iter_mut()
+        .zip(resume_from)
+        {
+            let mut missed: Vec<String> = expected[0][*received..]
+                .iter()
+                .map(|s| s.key.clone())
+                .collect();
+            missed.sort();
+            missed.dedup();
+            client.until("the rest of alice's changes", |seen| {
+                seen.len() >= missed.len()
+            });
+            std::thread::sleep(Duration::from_millis(500));
+            while let Ok(more) = client.updates.try_recv() {
+                client.seen.push(more);
+            }
+            let resumed = client.changes();
+            let mut keys: Vec<String> = resumed.iter().map(|s| s.key.clone()).collect();
+            keys.sort();
+            assert_eq!(keys, missed, "{}: each row it missed, once", client.name);
+            assert!(
+                resumed
+                    .iter()
+                    .all(|s| s.op == "upsert" && s.n == Some(UPDATES)),
+                "{}: every row where it is now: {resumed:?}",
                 client.name
             );
         }
     }
 
-    // Back with the last position seen: the rest, from the change log, one update
-    // per row where it is now (latest wins), nothing lost and nothing twice.
-    for (client, (received, _)) in [
-        native(address, &alice, Some(&resume_from[0].1)),
-        sse(address, &alice, Some(&resume_from[1].1)),
-    ]
-    .iter_mut()
-    .zip(&resume_from)
-    {
-        let mut missed: Vec<String> = expected[0][*received..]
-            .iter()
-            .map(|s| s.key.clone())
-            .collect();
-        missed.sort();
-        missed.dedup();
-        client.until("the rest of alice's changes", |seen| {
-            seen.len() >= missed.len()
-        });
-        std::thread::sleep(Duration::from_millis(500));
-        while let Ok(more) = client.updates.try_recv() {
-            client.seen.push(more);
-        }
-        let resumed = client.changes();
-        let mut keys: Vec<String> = resumed.iter().map(|s| s.key.clone()).collect();
-        keys.sort();
-        assert_eq!(keys, missed, "{}: each row it missed, once", client.name);
-        assert!(
-            resumed
-                .iter()
-                .all(|s| s.op == "upsert" && s.n == Some(UPDATES)),
-            "{}: every row where it is now: {resumed:?}",
-            client.name
+    /// Clients that stop reading. The same load three times: to warm up, with nobody
+    /// stalled (what the store, Kafka's buffers and the feed take on their own), and
+    /// with three stalled clients; a reading client must get every row's last value.
+    /// The stalled connections are closed (SSE too); the reader is not.
+    fn stalled_clients_cost_bounded_memory(&self, alice: &str) {
+        let producer = self.broker.producer();
+        let note = "x".repeat(4096);
+        const LOAD: i64 = 10_000;
+        const BIG_KEYS: i64 = 50;
+        let mut reader = native(self.address, alice, None);
+        let mut load = |from: i64| {
+            send_all(
+                &producer,
+                (from..from + LOAD).map(|n| {
+                    let id = format!("big-{:02}", n % BIG_KEYS);
+                    (id.clone(), task(&id, "alice", n, &note))
+                }),
+            );
+            // What each key reached so far, kept as messages arrive so the check stays
+            // linear however many there are.
+            let latest = std::cell::RefCell::new((0, BTreeMap::new()));
+            reader.until("every big task's last update", |seen| {
+                let (read, latest) = &mut *latest.borrow_mut();
+                for s in &seen[*read..] {
+                    latest.insert(s.key.clone(), s.n);
+                }
+                *read = seen.len();
+                (0..BIG_KEYS).all(|k| {
+                    latest.get(format!("big-{k:02}").as_str())
+                        == Some(&Some(from + LOAD - BIG_KEYS + k))
+                })
+            });
+            self.runtime.rss_bytes()
+        };
+        let warm = load(0);
+        let quiet = load(LOAD);
+        let stalled = stalled_clients(self.address, alice);
+        wait_for(
+            "the stalled clients to subscribe",
+            Duration::from_secs(60),
+            || {
+                self.subscriptions("websocket") == 2.0
+                    && self.subscriptions("sse") == 1.0
+                    && self.subscriptions("graphql") == 1.0
+            },
         );
-    }
-    drop(clients);
-
-    // Clients that stop reading. The same load three times: to warm up, with nobody
-    // stalled (what the store, Kafka's buffers and the feed take on their own), and
-    // with three stalled clients; a reading client must get every row's last value.
-    let note = "x".repeat(4096);
-    const LOAD: i64 = 10_000;
-    const BIG_KEYS: i64 = 50;
-    let mut reader = native(address, &alice, None);
-    let mut load = |from: i64| {
-        send_all(
-            &producer,
-            (from..from + LOAD).map(|n| {
-                let id = format!("big-{:02}", n % BIG_KEYS);
-                (id.clone(), task(&id, "alice", n, &note))
-            }),
-        );
-        // What each key reached so far, kept as messages arrive so the check stays
-        // linear however many there are.
-        let latest = std::cell::RefCell::new((0, BTreeMap::new()));
-        reader.until("every big task's last update", |seen| {
-            let (read, latest) = &mut *latest.borrow_mut();
-            for s in &seen[*read..] {
-                latest.insert(s.key.clone(), s.n);
-            }
-            *read = seen.len();
-            (0..BIG_KEYS).all(|k| {
-                latest.get(format!("big-{k:02}").as_str())
-                    == Some(&Some(from + LOAD - BIG_KEYS + k))
-            })
-        });
-        runtime.rss_bytes()
-    };
-    let warm = load(0);
-    let quiet = load(LOAD);
-    let stalled = stalled_clients(address, &alice);
-    wait_for(
-        "the stalled clients to subscribe",
-        Duration::from_secs(60),
-        || {
-            subscriptions("websocket") == 2.0
-                && subscriptions("sse") == 1.0
-                && subscriptions("graphql") == 1.0
-        },
-    );
-    // The first load with stalled clients fills what they hold: the feed's ring of
-    // recent changes (4096, kept while a receiver has not read them). The second
-    // must cost no more than a load without them.
-    let filled = load(2 * LOAD);
-    let stalled_longer = load(3 * LOAD);
-    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
-    let owed = 2 * LOAD as u64 * note.len() as u64;
-    let unstalled_growth = quiet.saturating_sub(warm);
-    let stalled_growth = stalled_longer.saturating_sub(filled);
-    eprintln!(
+        // The first load with stalled clients fills what they hold: the feed's ring of
+        // recent changes (4096, kept while a receiver has not read them). The second
+        // must cost no more than a load without them.
+        let filled = load(2 * LOAD);
+        let stalled_longer = load(3 * LOAD);
+        let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+        let owed = 2 * LOAD as u64 * note.len() as u64;
+        let unstalled_growth = quiet.saturating_sub(warm);
+        let stalled_growth = stalled_longer.saturating_sub(filled);
+        eprintln!(
         "memory: {:.0} MiB warm; +{:.1} MiB for a load with nobody stalled; with three stalled \
          clients +{:.1} MiB for the first load and +{:.1} MiB for the second; each client is owed {:.0} MiB",
         mib(warm),
@@ -537,28 +601,24 @@ fn serving_against_a_real_kafka_broker() {
         mib(stalled_growth),
         mib(owed)
     );
-    assert!(
-        stalled_growth < unstalled_growth + owed / 8,
-        "stalled clients keep costing memory: {stalled_growth} bytes for a load that costs \
+        assert!(
+            stalled_growth < unstalled_growth + owed / 8,
+            "stalled clients keep costing memory: {stalled_growth} bytes for a load that costs \
          {unstalled_growth} without them"
-    );
+        );
 
-    // The stalled connections are closed (SSE too); the reader is not.
-    wait_for(
-        "the stalled connections to be closed",
-        Duration::from_secs(60),
-        || {
-            connections("websocket") == 1.0
-                && connections("graphql") == 0.0
-                && connections("sse") == 0.0
-        },
-    );
-    drop(stalled);
-    drop(reader);
-    drop(runtime);
-
-    replicas_give_the_same_answers(&broker, &identity, &logs);
-    graphql_subscribers_that_never_read_hold_bounded_memory(&broker, &identity, &logs);
+        wait_for(
+            "the stalled connections to be closed",
+            Duration::from_secs(60),
+            || {
+                self.connections("websocket") == 1.0
+                    && self.connections("graphql") == 0.0
+                    && self.connections("sse") == 0.0
+            },
+        );
+        drop(stalled);
+        drop(reader);
+    }
 }
 
 const STALLED_TOPIC: &str = "e2e.stalled";

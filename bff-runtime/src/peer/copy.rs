@@ -69,10 +69,10 @@ pub fn copy_from_peers(store_path: &Path, layout: &Layout, peers: &Peers) -> Vec
 }
 
 /// Every address of every entry, without the pod's own and without repeats, in
-/// the order given.
+/// the order given. Blank entries (an empty `FACET_PEERS`) are no peers at all.
 fn resolve(addresses: &[String], own_ip: Option<IpAddr>) -> Vec<SocketAddr> {
     let mut resolved: Vec<SocketAddr> = Vec::new();
-    for entry in addresses {
+    for entry in addresses.iter().filter(|a| !a.trim().is_empty()) {
         match entry.to_socket_addrs() {
             Ok(found) => {
                 for address in found {
@@ -161,13 +161,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resolving_drops_the_pod_itself_and_repeats() {
+    fn resolving_drops_the_pod_itself_repeats_and_blanks() {
         let own: IpAddr = "127.0.0.2".parse().unwrap();
         let addresses = [
             "127.0.0.1:9090".to_string(),
             "127.0.0.2:9090".to_string(),
             "127.0.0.1:9090".to_string(),
             "no-such-host.invalid:9090".to_string(),
+            String::new(),
             "127.0.0.3:9090".to_string(),
         ];
         let resolved = resolve(&addresses, Some(own));
