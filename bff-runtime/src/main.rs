@@ -267,7 +267,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         restore_from: args.restore_from,
         peers: facet_bff::peer::copy::Peers {
             // An empty FACET_PEERS names no peer.
-            addresses: args.peers.into_iter().filter(|a| !a.trim().is_empty()).collect(),
+            addresses: args
+                .peers
+                .into_iter()
+                .filter(|a| !a.trim().is_empty())
+                .collect(),
             token_file: args.peer_token_file,
             own_ip: args.pod_ip,
         },

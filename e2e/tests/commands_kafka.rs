@@ -453,7 +453,8 @@ impl Shop {
                 >= 5.0,
             "commands counted by outcome"
         );
-        assert!(self.runtime
+        assert!(self
+            .runtime
             .this_run_log()
             .contains(r#"outcome="idempotency_key_reused""#));
     }

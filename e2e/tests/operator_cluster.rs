@@ -69,7 +69,29 @@ fn jsonpath(cluster: &ControlPlane, args: &[&str], path: &str) -> String {
 #[test]
 fn operator_runs_samples_on_a_real_control_plane() {
     let logs = log_dir("operator_cluster");
-    let mut broker = Broker::start(&logs);
+    let mut broker = broker_with_the_samples_topics(&logs);
+    let cluster = ControlPlane::start(&logs);
+    install_chart(&cluster);
+
+    let leader = start_operator(&cluster, &logs, "operator-a");
+    let kubelet = Kubelet::start(&cluster.admin_kubeconfig, &logs);
+    every_sample_becomes_ready(&cluster, &broker);
+    the_leader_reports_and_answers_its_probes(&leader);
+    scaled_to_one_replica_the_budget_goes(&cluster);
+    kubectl_scale_and_an_autoscaler_resize_the_set(&cluster);
+
+    // A second replica stands by and takes over from a paused leader; the blog
+    // scenarios below are reconciled by it.
+    let _standby = a_paused_leader_is_replaced_without_overlap(&cluster, &logs, leader);
+
+    blog_lifecycle(&cluster, &kubelet, &mut broker);
+    sasl_cleanup(&cluster, &broker);
+}
+
+/// A broker with the samples' topics. The clinic's topics keep every record; the
+/// others have the broker's 7 days.
+fn broker_with_the_samples_topics(logs: &std::path::Path) -> Broker {
+    let broker = Broker::start(logs);
     for topic in [
         "blog.posts.v1",
         "blog.comments.v1",
@@ -81,17 +103,16 @@ fn operator_runs_samples_on_a_real_control_plane() {
     ] {
         broker.create_topic(topic, 3);
     }
-    // The clinic's topics keep every record; the others have the broker's 7 days.
     for topic in ["clinic.slots.v1", "clinic.appointments.v1"] {
         broker.create_topic_with(topic, 3, &[("retention.ms", "-1")]);
     }
-    let cluster = ControlPlane::start(&logs);
-    install_chart(&cluster);
+    broker
+}
 
-    let leader = start_operator(&cluster, &logs, "operator-a");
-    let kubelet = Kubelet::start(&cluster.admin_kubeconfig, &logs);
-
-    // Every sample: children created, pods running, Ready, `kubectl wait` succeeds.
+/// Every sample: children created, pods running, Ready, `kubectl wait` succeeds;
+/// Replayable from the brokers' answers; one consumer group per pod; one `Applied`
+/// Event per generation; two replicas get a PodDisruptionBudget.
+fn every_sample_becomes_ready(cluster: &ControlPlane, broker: &Broker) {
     let samples = [
         ("blog-post", "blog", "blog-post-page"),
         ("scheduler", "clinic", "clinic-scheduler"),
@@ -111,7 +132,7 @@ fn operator_runs_samples_on_a_real_control_plane() {
             "--timeout=180s",
         ]);
         // Whether a full replay can rebuild what runs, from the brokers' answers.
-        let replayable = |field: &str| condition(&cluster, namespace, name, "Replayable", field);
+        let replayable = |field: &str| condition(cluster, namespace, name, "Replayable", field);
         wait_for("the Replayable condition", Duration::from_secs(60), || {
             !replayable("status").is_empty()
         });
@@ -127,11 +148,11 @@ fn operator_runs_samples_on_a_real_control_plane() {
             }
         }
         assert_eq!(
-            gitops_health(&cluster, namespace, name),
+            gitops_health(cluster, namespace, name),
             ("Current".into(), "Healthy".into()),
             "{namespace}/{name} is Ready"
         );
-        let set = serving_set(&cluster, namespace, name);
+        let set = serving_set(cluster, namespace, name);
         for (kind, child) in [
             ("statefulset", set.clone()),
             ("configmap", format!("{set}-spec")),
@@ -150,7 +171,7 @@ fn operator_runs_samples_on_a_real_control_plane() {
         ]);
         // One group per pod, named after the serving definition.
         let tag = &set[name.len() + 1..];
-        let groups = consumer_groups(&cluster, namespace, name);
+        let groups = consumer_groups(cluster, namespace, name);
         assert!(!groups.is_empty());
         for (ordinal, group) in groups.iter().enumerate() {
             assert_eq!(*group, format!("facet.{namespace}.{name}.{tag}.{ordinal}"));
@@ -158,7 +179,7 @@ fn operator_runs_samples_on_a_real_control_plane() {
         // One `Applied` Event for the generation, however many reconciles it took
         // (a repeat would show as a series on the Event).
         let applied = jsonpath(
-            &cluster,
+            cluster,
             &["get", "events.events.k8s.io", "-n", namespace],
             r#"{range .items[?(@.reason=="Applied")]}{.note}/{.series.count}{"\n"}{end}"#,
         );
@@ -177,13 +198,15 @@ fn operator_runs_samples_on_a_real_control_plane() {
         "two replicas get a PodDisruptionBudget"
     );
     let ready = jsonpath(
-        &cluster,
+        cluster,
         &["get", "fx", "storefront-web", "-n", "shop"],
         "{.status.readyReplicas}",
     );
     assert_eq!(ready, "2");
+}
 
-    // The leader reports its reconciles, and its probes answer.
+/// The leader reports its reconciles, and its probes answer.
+fn the_leader_reports_and_answers_its_probes(leader: &Operator) {
     let operator_http = format!("127.0.0.1:{}", leader.http_port);
     let (reconciles, metrics) = metric(&operator_http, "facet_operator_reconciles_total");
     assert!(reconciles >= 3.0, "{metrics}");
@@ -200,10 +223,12 @@ fn operator_runs_samples_on_a_real_control_plane() {
             200
         );
     }
+}
 
-    // Scaled down to one replica, the budget is no longer asked for: it is deleted.
+/// Scaled down to one replica, the budget is no longer asked for: it is deleted.
+fn scaled_to_one_replica_the_budget_goes(cluster: &ControlPlane) {
     merge_patch_fx(
-        &cluster,
+        cluster,
         "shop",
         "storefront-web",
         r#"{"spec":{"replicas":1}}"#,
@@ -220,18 +245,20 @@ fn operator_runs_samples_on_a_real_control_plane() {
     );
     wait_for("one ready replica", Duration::from_secs(60), || {
         jsonpath(
-            &cluster,
+            cluster,
             &["get", "fx", "storefront-web", "-n", "shop"],
             "{.status.readyReplicas}",
         ) == "1"
     });
+}
 
-    // The scale subresource: `kubectl scale` and a HorizontalPodAutoscaler change
-    // spec.replicas, and the StatefulSet follows.
-    let storefront_set = serving_set(&cluster, "shop", "storefront-web");
+/// The scale subresource: `kubectl scale` and a HorizontalPodAutoscaler change
+/// spec.replicas, and the StatefulSet follows.
+fn kubectl_scale_and_an_autoscaler_resize_the_set(cluster: &ControlPlane) {
+    let storefront_set = serving_set(cluster, "shop", "storefront-web");
     let sts_replicas = || {
         jsonpath(
-            &cluster,
+            cluster,
             &["get", "statefulset", &storefront_set, "-n", "shop"],
             "{.spec.replicas}",
         )
@@ -251,13 +278,13 @@ fn operator_runs_samples_on_a_real_control_plane() {
     );
     assert_eq!(
         jsonpath(
-            &cluster,
+            cluster,
             &["get", "fx", "storefront-web", "-n", "shop"],
             "{.status.selector}"
         ),
         format!(
             "app.kubernetes.io/instance=storefront-web,app.kubernetes.io/name=facet-bff,facet.dev/definition={}",
-            definition(&cluster, "shop", "storefront-web")
+            definition(cluster, "shop", "storefront-web")
         ),
         "the serving pods"
     );
@@ -276,7 +303,7 @@ spec:
         Duration::from_secs(90),
         || {
             jsonpath(
-                &cluster,
+                cluster,
                 &["get", "fx", "storefront-web", "-n", "shop"],
                 "{.spec.replicas}",
             ) == "3"
@@ -295,13 +322,6 @@ spec:
     wait_for("the scale back to one", Duration::from_secs(60), || {
         sts_replicas() == "1"
     });
-
-    // A second replica stands by and takes over from a paused leader; the blog
-    // scenarios below are reconciled by it.
-    let _standby = a_paused_leader_is_replaced_without_overlap(&cluster, &logs, leader);
-
-    blog_lifecycle(&cluster, &kubelet, &mut broker);
-    sasl_cleanup(&cluster, &broker);
 }
 
 /// One tenant cannot take the operator away from the others with a number: the API
@@ -777,9 +797,27 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
     let (ns, name) = ("blog", "blog-post-page");
     let pod = format!("{}-0", serving_set(cluster, ns, name));
     let address = kubelet.address(ns, &pod).expect("the blog pod runs");
+    both_transports_receive_the_sample(&address, broker);
 
-    // A native WebSocket client and a graphql-transport-ws subscription both receive
-    // the projected changes as the events arrive.
+    // A rules change on this one-replica experience: the new definition replays
+    // beside the serving pod, and clients are served through the Service all along.
+    let v2 = blog_with_comments_open(broker);
+    let pod = rebuild_without_downtime(cluster, kubelet, broker, &v2);
+    let address = kubelet.address(ns, &pod).expect("the new pod runs");
+    let pod = pod.as_str();
+    an_invalid_spec_is_reported_and_the_pod_stays(cluster, &address, pod, &v2);
+    a_killed_pod_and_a_broker_restart_equal_a_replay(kubelet, broker, pod, &v2);
+    scale_out_from_a_peers_image(cluster, kubelet, pod);
+    serving_only_edits(cluster, kubelet, &v2);
+    deleting_stops_the_pods_then_deletes_the_groups(cluster, kubelet, broker, pod);
+}
+
+/// A blog row as a client keeps it, by key.
+type Rows = std::collections::BTreeMap<String, serde_json::Value>;
+
+/// A native WebSocket client and a graphql-transport-ws subscription both receive
+/// the projected changes as the events arrive, and what they hold is what is served.
+fn both_transports_receive_the_sample(address: &str, broker: &Broker) {
     let (mut socket, _) = tungstenite::connect(format!("ws://{address}/ws")).expect("websocket");
     socket
         .send(tungstenite::Message::text(
@@ -787,13 +825,13 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
         ))
         .unwrap();
     let mut graphql = facet_e2e::graphql_subscription(
-        &address,
+        address,
         "subscription { postPage { op key position row { id title commentCount } } }",
     );
     produce_sample_events(broker, "blog-post");
     // Posts and comments are separate topics with no order between them: wait for
     // the state after every sample event, not just for some of it.
-    let done = |seen: &std::collections::BTreeMap<String, serde_json::Value>| {
+    let done = |seen: &Rows| {
         seen.len() == 2
             && seen.get("p-1").is_some_and(|r| {
                 r["commentCount"] == 3 && r["title"] == "Event-driven BFFs, declared"
@@ -802,15 +840,34 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
                 .get("p-2")
                 .is_some_and(|r| r["title"] == "Projections with CEL")
     };
-    let mut seen: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     // The WebSocket rows embed their authors, whose events come on a third topic.
-    let authors_done = |seen: &std::collections::BTreeMap<String, serde_json::Value>| {
+    let seen = websocket_rows_until(&mut socket, deadline, |seen| {
         done(seen)
             && seen["p-1"]["author"]["name"] == "Ada, Countess of Lovelace"
             && seen["p-2"]["author"]["avatarUrl"] == "https://avatars.example.com/grace-2.png"
-    };
-    while !authors_done(&seen) {
+    });
+    let from_graphql = graphql_rows_until(&mut graphql, deadline, done);
+    assert_eq!(
+        from_graphql["p-1"]["title"], seen["p-1"]["title"],
+        "both transports agree"
+    );
+    let served = rows(address, "postPage").unwrap();
+    let pushed: Vec<_> = seen
+        .iter()
+        .map(|(k, r)| serde_json::json!({"key": k, "row": r}))
+        .collect();
+    assert_eq!(pushed, served, "what was pushed is what is served");
+}
+
+/// The rows a native WebSocket subscription holds once `done` says so.
+fn websocket_rows_until<S: std::io::Read + std::io::Write>(
+    socket: &mut tungstenite::WebSocket<S>,
+    deadline: std::time::Instant,
+    done: impl Fn(&Rows) -> bool,
+) -> Rows {
+    let mut seen = Rows::default();
+    while !done(&seen) {
         assert!(
             std::time::Instant::now() < deadline,
             "websocket saw {seen:?}"
@@ -835,8 +892,16 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
             _ => panic!("unexpected message {message}"),
         }
     }
-    let mut from_graphql: std::collections::BTreeMap<String, serde_json::Value> =
-        Default::default();
+    seen
+}
+
+/// The rows a graphql-transport-ws subscription holds once `done` says so.
+fn graphql_rows_until<S: std::io::Read + std::io::Write>(
+    graphql: &mut tungstenite::WebSocket<S>,
+    deadline: std::time::Instant,
+    done: impl Fn(&Rows) -> bool,
+) -> Rows {
+    let mut from_graphql = Rows::default();
     while !done(&from_graphql) {
         assert!(
             std::time::Instant::now() < deadline,
@@ -852,20 +917,11 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
             _ => from_graphql.remove(&key),
         };
     }
-    assert_eq!(
-        from_graphql["p-1"]["title"], seen["p-1"]["title"],
-        "both transports agree"
-    );
-    let served = rows(&address, "postPage").unwrap();
-    let pushed: Vec<_> = seen
-        .iter()
-        .map(|(k, r)| serde_json::json!({"key": k, "row": r}))
-        .collect();
-    assert_eq!(pushed, served, "what was pushed is what is served");
-    drop(socket);
+    from_graphql
+}
 
-    // A rules change on this one-replica experience: the new definition replays
-    // beside the serving pod, and clients are served through the Service all along.
+/// The blog sample with a new field set by a rule: a change of what rows hold.
+fn blog_with_comments_open(broker: &Broker) -> String {
     let v2 = sample("blog-post", &broker.bootstrap())
         .replace(
             "            publishedAt: event.at\n",
@@ -879,11 +935,18 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
         v2.contains("commentsOpen: {type"),
         "the sample changed shape"
     );
-    let pod = rebuild_without_downtime(cluster, kubelet, broker, &v2);
-    let address = kubelet.address(ns, &pod).expect("the new pod runs");
-    let pod = pod.as_str();
+    v2
+}
 
-    // An invalid spec is reported with the compiler's exact words; the pods stay.
+/// An invalid spec is reported with the compiler's exact words; the pod stays and
+/// keeps serving.
+fn an_invalid_spec_is_reported_and_the_pod_stays(
+    cluster: &ControlPlane,
+    address: &str,
+    pod: &str,
+    v2: &str,
+) {
+    let (ns, name) = ("blog", "blog-post-page");
     let serving = pod_uid(cluster, ns, pod);
     let v3 = v2.replace(
         r#"when: event.type == "PostEdited""#,
@@ -913,16 +976,24 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
         "the running pod is left alone"
     );
     assert!(
-        get_json(&address, "/v1/postPage/p-1").is_some(),
+        get_json(address, "/v1/postPage/p-1").is_some(),
         "and keeps serving"
     );
-    assert!(cluster.apply(&v2).status.success());
+    assert!(cluster.apply(v2).status.success());
     wait_for("SpecValid=True again", Duration::from_secs(60), || {
         condition(cluster, ns, name, "SpecValid", "status") == "True"
     });
+}
 
-    // Mid-stream, the runtime process is killed and the broker restarts; afterwards
-    // the pod's projection equals a replay of the same topics from scratch.
+/// Mid-stream, the runtime process is killed and the broker restarts; afterwards
+/// the pod's projection equals a replay of the same topics from scratch.
+fn a_killed_pod_and_a_broker_restart_equal_a_replay(
+    kubelet: &Kubelet,
+    broker: &mut Broker,
+    pod: &str,
+    v2: &str,
+) {
+    let ns = "blog";
     let writer = {
         let producer = broker.producer();
         std::thread::spawn(move || {
@@ -951,7 +1022,7 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
     writer.join().unwrap();
     broker.restart();
     let spec_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(spec_file.path(), &v2).unwrap();
+    std::fs::write(spec_file.path(), v2).unwrap();
     let replay_dir = tempfile::tempdir().unwrap();
     let mut replay = facet_e2e::process::Runtime::start(
         spec_file.path(),
@@ -977,12 +1048,17 @@ fn blog_lifecycle(cluster: &ControlPlane, kubelet: &Kubelet, broker: &mut Broker
                 .is_some_and(|r| r == expected)
         },
     );
+}
 
-    scale_out_from_a_peers_image(cluster, kubelet, pod);
-    serving_only_edits(cluster, kubelet, &v2);
-
-    // Deleting the experience stops its pods, deletes its consumer groups (the
-    // finalizer), and garbage-collects everything it owned.
+/// Deleting the experience stops its pods, deletes its consumer groups (the
+/// finalizer), and garbage-collects everything it owned.
+fn deleting_stops_the_pods_then_deletes_the_groups(
+    cluster: &ControlPlane,
+    kubelet: &Kubelet,
+    broker: &Broker,
+    pod: &str,
+) {
+    let (ns, name) = ("blog", "blog-post-page");
     let groups = consumer_groups(cluster, ns, name);
     let group = &groups[0];
     assert!(
