@@ -1389,14 +1389,6 @@ fn rebuild_without_downtime(
     v2: &str,
 ) -> String {
     let (ns, name) = ("blog", "blog-post-page");
-    let producer = broker.producer();
-    for i in 0..REBUILD_LOAD {
-        let post = format!("p-load-{}", i % 200);
-        let comment = serde_json::json!({"type": "CommentAdded", "postId": post, "commentId": format!("c-load-{i}"),
-            "authorId": "u-grace", "text": "load", "at": "2026-11-23T00:00:00Z"});
-        producer.send("blog.comments.v1", &post, comment.to_string().as_bytes());
-    }
-    producer.flush();
     let old = definition(cluster, ns, name);
     let old_set = format!("{name}-{}", &old[..10]);
     let old_groups = consumer_groups(cluster, ns, name);
@@ -1409,6 +1401,45 @@ fn rebuild_without_downtime(
         ns,
         name,
     ));
+    let old_endpoint = load_the_serving_pod(broker, &endpoints);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = std::thread::spawn({
+        let (endpoints, stop) = (endpoints.clone(), stop.clone());
+        move || live_client(&endpoints, &stop)
+    });
+    let poller = std::thread::spawn({
+        let (endpoints, stop) = (endpoints.clone(), stop.clone());
+        move || poll_through_the_service(&endpoints, &stop)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+
+    assert!(cluster.apply(v2).status.success());
+    let new = watch_the_rebuild(cluster, broker, &old);
+    let new_set = format!("{name}-{}", &new[..10]);
+    the_replaced_set_and_its_groups_go(cluster, kubelet, broker, &old_set, &old_groups, &new);
+    // The client is back on the new pod, and the poller has asked it a few times.
+    let new_endpoint = endpoints.pick().unwrap();
+    assert_ne!(new_endpoint, old_endpoint);
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::SeqCst);
+    let log = client.join().unwrap();
+    let answers = poller.join().unwrap();
+    every_request_was_answered(&answers, &old_endpoint, &new_endpoint);
+    the_client_moved_once(&log, &old_endpoint, &new_endpoint);
+    format!("{new_set}-0")
+}
+
+/// REBUILD_LOAD comments for the serving pod, which applies them all; its endpoint.
+fn load_the_serving_pod(broker: &Broker, endpoints: &ServiceEndpoints) -> String {
+    let producer = broker.producer();
+    for i in 0..REBUILD_LOAD {
+        let post = format!("p-load-{}", i % 200);
+        let comment = serde_json::json!({"type": "CommentAdded", "postId": post, "commentId": format!("c-load-{i}"),
+            "authorId": "u-grace", "text": "load", "at": "2026-11-23T00:00:00Z"});
+        producer.send("blog.comments.v1", &post, comment.to_string().as_bytes());
+    }
+    producer.flush();
     wait_for("the Service's endpoint", Duration::from_secs(30), || {
         endpoints.pick().is_some()
     });
@@ -1424,48 +1455,48 @@ fn rebuild_without_downtime(
             .is_some_and(|c| c["id"] == format!("c-load-{}", REBUILD_LOAD - 1))
         },
     );
+    old_endpoint
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = std::thread::spawn({
-        let (endpoints, stop) = (endpoints.clone(), stop.clone());
-        move || live_client(&endpoints, &stop)
-    });
-    // REST through the Service every 100 ms: (endpoint, status) of every answer.
-    let poller = std::thread::spawn({
-        let (endpoints, stop) = (endpoints.clone(), stop.clone());
-        move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(5)))
-                .build()
-                .into();
-            let mut answers: Vec<(String, u16, serde_json::Value)> = Vec::new();
-            while !stop.load(Ordering::SeqCst) {
-                let endpoint = endpoints.pick().unwrap_or_default();
-                let answer = agent
-                    .get(&format!("http://{endpoint}/v1/postPage/p-1"))
-                    .call();
-                answers.push(match answer {
-                    Ok(mut response) => {
-                        let status = response.status().as_u16();
-                        (
-                            endpoint,
-                            status,
-                            response.body_mut().read_json().unwrap_or_default(),
-                        )
-                    }
-                    Err(e) => (endpoint, 0, serde_json::json!(e.to_string())),
-                });
-                std::thread::sleep(Duration::from_millis(100));
+/// REST through the Service every 100 ms until `stop`: (endpoint, status, body) of
+/// every answer.
+fn poll_through_the_service(
+    endpoints: &ServiceEndpoints,
+    stop: &AtomicBool,
+) -> Vec<(String, u16, serde_json::Value)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut answers: Vec<(String, u16, serde_json::Value)> = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let endpoint = endpoints.pick().unwrap_or_default();
+        let answer = agent
+            .get(&format!("http://{endpoint}/v1/postPage/p-1"))
+            .call();
+        answers.push(match answer {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                (
+                    endpoint,
+                    status,
+                    response.body_mut().read_json().unwrap_or_default(),
+                )
             }
-            answers
-        }
-    });
-    std::thread::sleep(Duration::from_secs(1));
+            Err(e) => (endpoint, 0, serde_json::json!(e.to_string())),
+        });
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    answers
+}
 
-    assert!(cluster.apply(v2).status.success());
-    // Status while the new pod replays: Ready stays True, Progressing says
-    // Rebuilding, and status.rebuild counts the slowest new pod's progress.
+/// Status while the new pod replays: Ready stays True, Progressing says Rebuilding,
+/// and status.rebuild counts the slowest new pod's progress, never going back. A live
+/// edit is produced while it replays. Returns the new definition once it serves.
+fn watch_the_rebuild(cluster: &ControlPlane, broker: &Broker, old: &str) -> String {
+    let (ns, name) = ("blog", "blog-post-page");
+    let producer = broker.producer();
     let status = || -> serde_json::Value {
         serde_json::from_str(&cluster.kubectl_ok(&["get", "fx", name, "-n", ns, "-o", "json"]))
             .unwrap()
@@ -1547,13 +1578,28 @@ fn rebuild_without_downtime(
         progress.iter().any(|p| (1..100).contains(p)) && progress.windows(2).all(|w| w[0] <= w[1]),
         "the status reported the replay under way, never going back: {progress:?}"
     );
-    let new_set = format!("{name}-{}", &new[..10]);
+    new
+}
+
+/// The old StatefulSet is removed with an Event; its pod drains (serving, not
+/// ready), then stops. Serving and rebuilding pods had groups of their own; the
+/// replaced one's go once its pods have stopped (the operator runs with
+/// deleteConsumerGroups).
+fn the_replaced_set_and_its_groups_go(
+    cluster: &ControlPlane,
+    kubelet: &Kubelet,
+    broker: &Broker,
+    old_set: &str,
+    old_groups: &[String],
+    new: &str,
+) {
+    let (ns, name) = ("blog", "blog-post-page");
     wait_for(
         "the old StatefulSet to be removed",
         Duration::from_secs(60),
         || {
             !cluster
-                .kubectl(&["get", "statefulset", &old_set, "-n", ns])
+                .kubectl(&["get", "statefulset", old_set, "-n", ns])
                 .status
                 .success()
         },
@@ -1563,14 +1609,11 @@ fn rebuild_without_downtime(
         reasons.contains("Switched"),
         "an Event tells of the move: {reasons}"
     );
-    // The old pod drains (serving, not ready), then closes and exits.
     wait_for(
         "the old pod to drain and stop",
         Duration::from_secs(60),
         || kubelet.address(ns, &format!("{old_set}-0")).is_none(),
     );
-    // Serving and rebuilding pods had groups of their own; the replaced one's go
-    // once its pods have stopped (the operator runs with deleteConsumerGroups).
     let new_groups = consumer_groups(cluster, ns, name);
     assert!(
         new_groups
@@ -1587,14 +1630,15 @@ fn rebuild_without_downtime(
         new_groups.iter().any(|g| broker.group_exists(g)),
         "the new pods commit to their own groups: {new_groups:?}"
     );
-    // The client is back on the new pod, and the poller has asked it a few times.
-    let new_endpoint = endpoints.pick().unwrap();
-    assert_ne!(new_endpoint, old_endpoint);
-    std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::SeqCst);
-    let log = client.join().unwrap();
-    let answers = poller.join().unwrap();
+}
 
+/// Every request through the Service was answered, by the old pod and then by the
+/// new one with the new field.
+fn every_request_was_answered(
+    answers: &[(String, u16, serde_json::Value)],
+    old_endpoint: &str,
+    new_endpoint: &str,
+) {
     let failed: Vec<_> = answers
         .iter()
         .filter(|(_, status, _)| *status != 200)
@@ -1606,22 +1650,24 @@ fn rebuild_without_downtime(
     let last = &answers.last().unwrap();
     assert_eq!(
         (last.0.as_str(), last.2["commentsOpen"].clone()),
-        (new_endpoint.as_str(), true.into())
+        (new_endpoint, true.into())
     );
     assert!(answers
         .iter()
         .any(|(e, _, row)| *e == old_endpoint && row.get("commentsOpen").is_none()));
+}
 
-    // The client: on the old pod, it received the edit made during the rebuild;
-    // the old pod closed with 1001 (going away) and the client reconnected to the
-    // new pod at its first attempt, where its old position gave a reset and a
-    // fresh snapshot of the new shape.
+/// The client: on the old pod, it received the edit made during the rebuild; the
+/// old pod closed with 1001 (going away) and the client reconnected to the new pod
+/// at its first attempt, where its old position gave a reset and a fresh snapshot
+/// of the new shape.
+fn the_client_moved_once(log: &ClientLog, old_endpoint: &str, new_endpoint: &str) {
     assert_eq!(log.failed_attempts, 0, "{:?}", log.connections);
     assert_eq!(
         log.connections,
         [
-            (old_endpoint.clone(), Some(1001)),
-            (new_endpoint.clone(), None)
+            (old_endpoint.to_string(), Some(1001)),
+            (new_endpoint.to_string(), None)
         ],
         "one move, announced"
     );
@@ -1647,5 +1693,4 @@ fn rebuild_without_downtime(
         .unwrap();
     assert_eq!(p2["row"]["title"], "Edited during the rebuild");
     assert_eq!(p2["row"]["commentsOpen"], true);
-    format!("{new_set}-0")
 }
