@@ -158,7 +158,7 @@ impl Metrics {
         let deliveries = Family::<TransportLabel, Counter>::default();
         registry.register(
             "deliveries",
-            "Changes pushed to clients, by transport",
+            "Changes handed to a client's connection for sending, by transport",
             deliveries.clone(),
         );
         let delivery_latency = Family::<TransportLabel, Histogram>::new_with_constructor(
@@ -166,7 +166,7 @@ impl Metrics {
         );
         registry.register(
             "delivery_latency_seconds",
-            "From an event's Kafka timestamp to its change being sent to a client",
+            "From an event's Kafka timestamp to its change being handed to a client's connection",
             delivery_latency.clone(),
         );
         let subscriptions = Family::<TransportLabel, Gauge>::default();
