@@ -63,8 +63,18 @@ fn main() {
         writer_store.sync().unwrap();
     });
     let mut in_flight: Option<Arc<Sealed>> = None;
-    for chunk in records.chunks(BATCH_EVENTS) {
-        let mut batch = store.batch_after(in_flight.clone()).unwrap().coalescing();
+    let chunks = records.chunks(BATCH_EVENTS).count();
+    for (n, chunk) in records.chunks(BATCH_EVENTS).enumerate() {
+        // As the runtime's replay into an empty store: the index is written at the
+        // end, and only the last batch is kept in the change log.
+        let mut batch = store
+            .batch_after(in_flight.clone())
+            .unwrap()
+            .coalescing()
+            .deferring_index();
+        if n + 1 < chunks {
+            batch.unlogged();
+        }
         for (source, topic, partition, offset, payload) in chunk {
             batch.read_record(topic, *partition, *offset);
             let applied = engine
@@ -86,6 +96,7 @@ fn main() {
         publish(&router, last);
     }
     writer.join().unwrap();
+    store.complete_index().unwrap();
     let elapsed = start.elapsed();
     let cpu = process_cpu() - cpu_before;
     let rate = events as f64 / elapsed.as_secs_f64();

@@ -159,6 +159,11 @@ impl Ingest {
             return Ok(()); // stopped while waiting
         };
         consumer.assign(&assignment)?;
+        // A replay into an empty store writes the index once, at its end.
+        let defer_index = stored.is_empty() || self.store.index_deferred();
+        if defer_index {
+            self.progress.index_deferred();
+        }
         self.progress.start(targets);
         let mut source_topics: Vec<String> = topics.keys().cloned().collect();
         source_topics.sort();
@@ -178,7 +183,7 @@ impl Ingest {
         };
         let mut last_progress_log = Instant::now();
         let mut last_partition_check = Instant::now();
-        let mut writing = Pipeline::new(self.store.clone());
+        let mut writing = Pipeline::new(self.store.clone(), defer_index);
         let mut announced_ready = false;
         while !stop.load(Ordering::SeqCst) {
             if last_partition_check.elapsed() > PARTITION_CHECK {
@@ -200,6 +205,9 @@ impl Ingest {
             {
                 info!(behind = self.progress.behind(), "replaying");
                 last_progress_log = Instant::now();
+            }
+            if writing.defer_index && self.progress.caught_up() {
+                self.write_index(&consumer, &mut writing)?;
             }
             if !announced_ready && self.progress.is_ready() {
                 self.finish(&consumer, &mut writing)?;
@@ -315,12 +323,7 @@ impl Ingest {
         stop: &AtomicBool,
     ) -> Result<usize, IngestError> {
         let replaying = !self.progress.is_ready();
-        let mut batch = self
-            .store
-            .batch_after(writing.in_flight.as_ref().map(|w| w.batch.clone()))?;
-        if replaying {
-            batch = batch.coalescing();
-        }
+        let mut batch = self.start_batch(writing, replaying)?;
         let mut reached: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut deadline: Option<Instant> = None;
         let mut read = 0;
@@ -376,6 +379,9 @@ impl Ingest {
                 return Ok(0);
             }
         }
+        if replaying && !self.progress.catches_up_with(&reached) {
+            batch.unlogged();
+        }
         let read_batch = ReadBatch {
             events: read,
             reached,
@@ -383,6 +389,37 @@ impl Ingest {
         };
         self.commit_batch(consumer, writing, batch.seal(), read_batch, replaying)?;
         Ok(read)
+    }
+
+    /// The replay has caught up: the index it left for its end is written from
+    /// the stored rows, and the pod may be ready.
+    fn write_index(
+        &self,
+        consumer: &KafkaConsumer,
+        writing: &mut Pipeline,
+    ) -> Result<(), IngestError> {
+        self.finish(consumer, writing)?;
+        self.progress.writing_index();
+        self.store.complete_index()?;
+        writing.defer_index = false;
+        self.progress.index_written();
+        Ok(())
+    }
+
+    /// A batch after the one being written; a replay's keeps one change per row
+    /// and may leave the index for the replay's end.
+    fn start_batch<'s>(
+        &'s self,
+        writing: &Pipeline,
+        replaying: bool,
+    ) -> Result<crate::store::Batch<'s>, IngestError> {
+        let before = writing.in_flight.as_ref().map(|w| w.batch.clone());
+        let batch = self.store.batch_after(before)?;
+        Ok(match (replaying, writing.defer_index) {
+            (false, _) => batch,
+            (true, false) => batch.coalescing(),
+            (true, true) => batch.coalescing().deferring_index(),
+        })
     }
 
     /// Nothing to read: nothing to commit, but readiness may still be due (an
@@ -548,6 +585,8 @@ struct Pipeline {
     in_flight: Option<Writing>,
     /// Batches written since the last sync.
     unsynced: usize,
+    /// Whether replay batches leave the index for the replay's end.
+    defer_index: bool,
 }
 
 struct StoreWriter {
@@ -556,12 +595,13 @@ struct StoreWriter {
 }
 
 impl Pipeline {
-    fn new(store: Arc<Store>) -> Self {
+    fn new(store: Arc<Store>, defer_index: bool) -> Self {
         Pipeline {
             store,
             writer: None,
             in_flight: None,
             unsynced: 0,
+            defer_index,
         }
     }
 

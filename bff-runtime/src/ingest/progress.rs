@@ -28,6 +28,8 @@ struct State {
     /// Once ready, a pod stays ready: later lag is normal streaming, not a replay.
     ready: bool,
     draining: bool,
+    /// The replay left the index for its end: not ready until it is written.
+    index_pending: bool,
     error: Option<String>,
     waiting: Option<String>,
     kafka_error: Option<String>,
@@ -41,6 +43,10 @@ struct State {
 impl State {
     fn caught_up(&self) -> bool {
         self.started && self.partitions.values().all(|p| p.position >= p.target)
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready && !self.index_pending && self.error.is_none() && !self.draining
     }
 }
 
@@ -121,8 +127,39 @@ impl Progress {
     }
 
     pub fn is_ready(&self) -> bool {
+        self.state().is_ready()
+    }
+
+    /// Whether every partition has reached its target (ready or not).
+    pub fn caught_up(&self) -> bool {
+        self.state().caught_up()
+    }
+
+    /// Whether committing up to `reached` (next offset by topic and partition)
+    /// would catch up: a replay's last batch.
+    pub fn catches_up_with(&self, reached: &BTreeMap<(String, i32), i64>) -> bool {
         let state = self.state();
-        state.ready && state.error.is_none() && !state.draining
+        state.started
+            && state
+                .partitions
+                .iter()
+                .all(|(id, p)| p.position.max(reached.get(id).copied().unwrap_or(0)) >= p.target)
+    }
+
+    /// The replay leaves the index for its end: not ready until [`Progress::index_written`].
+    pub fn index_deferred(&self) {
+        self.state().index_pending = true;
+    }
+
+    /// The index is being written (shown in the report as what readiness waits for).
+    pub fn writing_index(&self) {
+        self.state().waiting = Some("writing the index from the stored rows".into());
+    }
+
+    pub fn index_written(&self) {
+        let mut state = self.state();
+        state.index_pending = false;
+        state.waiting = None;
     }
 
     /// Shutting down: not ready from now on, so Services stop sending clients here.
@@ -142,7 +179,7 @@ impl Progress {
     pub fn report(&self) -> ProgressReport {
         let state = self.state();
         ProgressReport {
-            ready: state.ready && state.error.is_none() && !state.draining,
+            ready: state.is_ready(),
             started: state.started,
             draining: state.draining,
             error: state.error.clone(),
@@ -185,5 +222,29 @@ mod tests {
         assert!(!progress.is_ready(), "nothing is committed yet");
         progress.advance("t", 0, 100);
         assert!(progress.is_ready());
+    }
+
+    #[test]
+    fn a_deferred_index_holds_readiness_until_it_is_written() {
+        let progress = Progress::default();
+        let partition = PartitionProgress {
+            start: 0,
+            position: 0,
+            target: 100,
+        };
+        progress.index_deferred();
+        progress.start(BTreeMap::from([(("t".to_string(), 0), partition)]));
+        let reached = BTreeMap::from([(("t".to_string(), 0), 100)]);
+        assert!(!progress.catches_up_with(&BTreeMap::new()));
+        assert!(progress.catches_up_with(&reached));
+        progress.advance("t", 0, 100);
+        assert!(progress.caught_up());
+        assert!(!progress.is_ready(), "the index is not written yet");
+        assert!(!progress.report().ready);
+        progress.writing_index();
+        assert!(progress.report().waiting.is_some());
+        progress.index_written();
+        assert!(progress.is_ready());
+        assert!(progress.report().waiting.is_none());
     }
 }

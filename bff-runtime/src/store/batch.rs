@@ -83,6 +83,10 @@ pub struct Sealed {
     position: Position,
     /// The last commit sequence number it uses.
     seq: u64,
+    /// Leaves the index to the end of the replay (see [`super::index`]).
+    defer_index: bool,
+    /// The change log starts after this batch instead of holding its changes.
+    unlogged: bool,
 }
 
 impl Sealed {
@@ -159,44 +163,12 @@ impl Store {
     pub fn write_as(&self, batch: &Sealed, durability: redb::Durability) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(durability)?;
+        let index_kept = !(batch.defer_index || self.index_deferred());
+        if batch.defer_index && !self.index_deferred() {
+            super::index::defer(&txn)?;
+        }
         {
-            let mut rows = txn.open_table(ROWS)?;
-            let mut index = txn.open_table(INDEX)?;
-            let mut encoded = Vec::new();
-            for (projection, key, &i) in batch.rows.iter() {
-                let Some(change) = &batch.changes[i] else {
-                    continue; // not reached: a row's last change is never coalesced away
-                };
-                let row = change.op.row();
-                match row {
-                    Some(row) => {
-                        encoded.clear();
-                        serde_json::to_writer(&mut encoded, row)?;
-                        rows.insert((projection, key), encoded.as_slice())?
-                    }
-                    None => rows.remove((projection, key))?,
-                };
-                let Some(fields) = self.layout.indexed.get(projection) else {
-                    continue;
-                };
-                let before = match batch.read.get(projection, key) {
-                    Some(before) => before.as_ref(),
-                    None => change.previous.as_ref(),
-                };
-                for field in fields {
-                    let old = before.and_then(|r| r.get(field)).and_then(index_value);
-                    let new = row.and_then(|r| r.get(field)).and_then(index_value);
-                    if old == new {
-                        continue;
-                    }
-                    if let Some(old) = old {
-                        index.remove((projection, field.as_str(), old.as_str(), key))?;
-                    }
-                    if let Some(new) = new {
-                        index.insert((projection, field.as_str(), new.as_str(), key), ())?;
-                    }
-                }
-            }
+            self.write_rows(&txn, batch, index_kept)?;
             let mut embeds = txn.open_table(EMBEDS)?;
             for ((target, target_key, embedder, embed, key), linked) in &batch.links {
                 let entry = (
@@ -228,7 +200,59 @@ impl Store {
             self.write_log(&txn, batch)?;
         }
         txn.commit()?;
+        if batch.defer_index {
+            self.index_deferred
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         *self.position.lock() = batch.position.clone();
+        Ok(())
+    }
+
+    /// Writes the rows a batch changed and, unless it is deferred, their index
+    /// entries (those of the row before the batch out, those of the row now in).
+    fn write_rows(
+        &self,
+        txn: &redb::WriteTransaction,
+        batch: &Sealed,
+        index_kept: bool,
+    ) -> Result<(), StoreError> {
+        let mut rows = txn.open_table(ROWS)?;
+        let mut index = txn.open_table(INDEX)?;
+        let mut encoded = Vec::new();
+        for (projection, key, &i) in batch.rows.iter() {
+            let Some(change) = &batch.changes[i] else {
+                continue; // not reached: a row's last change is never coalesced away
+            };
+            let row = change.op.row();
+            match row {
+                Some(row) => {
+                    encoded.clear();
+                    serde_json::to_writer(&mut encoded, row)?;
+                    rows.insert((projection, key), encoded.as_slice())?
+                }
+                None => rows.remove((projection, key))?,
+            };
+            let Some(fields) = self.layout.indexed.get(projection).filter(|_| index_kept) else {
+                continue;
+            };
+            let before = match batch.read.get(projection, key) {
+                Some(before) => before.as_ref(),
+                None => change.previous.as_ref(),
+            };
+            for field in fields {
+                let old = before.and_then(|r| r.get(field)).and_then(index_value);
+                let new = row.and_then(|r| r.get(field)).and_then(index_value);
+                if old == new {
+                    continue;
+                }
+                if let Some(old) = old {
+                    index.remove((projection, field.as_str(), old.as_str(), key))?;
+                }
+                if let Some(new) = new {
+                    index.insert((projection, field.as_str(), new.as_str(), key), ())?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -246,10 +270,10 @@ impl Store {
         let mut batches = txn.open_table(LOG_BATCHES)?;
         let mut log_start = None;
         let count = batch.changes().count();
-        if count as u64 > self.layout.change_log_length {
-            // Trimming would drop this whole batch and every one before it (as
-            // with a replay's large batches): the log starts after this batch, and
-            // its changes need not be encoded at all.
+        if batch.unlogged || count as u64 > self.layout.change_log_length {
+            // Unlogged, or trimming would drop this whole batch and every one
+            // before it: the log starts after this batch, and its changes need not
+            // be encoded at all.
             log.retain(|_, _| false)?;
             batches.retain(|_, _| false)?;
             log_start = Some(position_to_bytes(&batch.position)?);
@@ -293,6 +317,21 @@ impl<'s> Batch<'s> {
             coalesce: true,
             ..self
         }
+    }
+
+    /// Leaves the index to the end of the replay: for replay batches of a store
+    /// that was empty when the replay began, or whose index is deferred already;
+    /// the replay then ends with [`Store::complete_index`].
+    pub fn deferring_index(mut self) -> Batch<'s> {
+        self.writes.defer_index = true;
+        self
+    }
+
+    /// The change log starts after this batch instead of holding its changes: for
+    /// a replay's batches before its last, whose changes no client waits for and
+    /// which the next batches would trim anyway (the log keeps the last changes).
+    pub fn unlogged(&mut self) {
+        self.writes.unlogged = true;
     }
 
     /// How many row changes the batch has recorded so far, those coalesced into

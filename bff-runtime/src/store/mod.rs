@@ -5,11 +5,13 @@
 
 mod batch;
 pub mod image;
+mod index;
 mod position;
 
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -182,6 +184,8 @@ pub struct Store {
     codec: PositionCodec,
     /// The committed position, kept in memory so a batch starts from it.
     position: Mutex<Position>,
+    /// Whether the index is left for the end of a replay (see [`index`]).
+    index_deferred: AtomicBool,
 }
 
 impl Store {
@@ -213,6 +217,7 @@ impl Store {
             txn.delete_table(OFFSETS)?;
             txn.delete_table(COUNTERS)?;
             txn.open_table(META)?.remove(LOG_START)?;
+            txn.open_table(META)?.remove(index::DEFERRED)?;
         }
         // Create every table, so that readers never meet a missing one.
         txn.open_table(ROWS)?;
@@ -230,8 +235,16 @@ impl Store {
             .open_table(META)?
             .get(INDEXED)?
             .map(|v| v.value().to_string());
-        if opened == Opened::Resumed && stored_indexed.as_deref() != Some(indexed.as_str()) {
-            rebuild_index(&txn, &layout.indexed)?;
+        let index_deferred = index::is_deferred(&txn.open_table(META)?)?;
+        if opened == Opened::Resumed
+            && !index_deferred
+            && stored_indexed.as_deref() != Some(indexed.as_str())
+        {
+            let entries = index::build(&txn, &layout.indexed)?;
+            tracing::info!(
+                entries,
+                "the access rules compare other fields now: index rebuilt from the stored rows"
+            );
         }
         txn.open_table(META)?.insert(INDEXED, indexed.as_str())?;
         // The rules behind each access digest positions were issued with, so that a
@@ -251,6 +264,7 @@ impl Store {
             db,
             codec,
             position: Mutex::new(position),
+            index_deferred: AtomicBool::new(index_deferred),
             layout: Layout {
                 change_log_length: layout.change_log_length.max(1),
                 ..layout
@@ -287,6 +301,29 @@ impl Store {
         }
     }
 
+    /// Whether a replay left the index for its end (see [`index`]).
+    pub fn index_deferred(&self) -> bool {
+        self.index_deferred.load(Ordering::Acquire)
+    }
+
+    /// Writes a deferred index from the stored rows (nothing to do otherwise).
+    pub fn complete_index(&self) -> Result<(), StoreError> {
+        if !self.index_deferred() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let txn = self.db.begin_write()?;
+        let entries = index::build(&txn, &self.layout.indexed)?;
+        txn.commit()?;
+        self.index_deferred.store(false, Ordering::Release);
+        tracing::info!(
+            entries,
+            took = ?started.elapsed(),
+            "replay caught up: index written from the stored rows"
+        );
+        Ok(())
+    }
+
     /// Whether a projection's field is in the index.
     pub fn is_indexed(&self, projection: &str, field: &str) -> bool {
         self.layout
@@ -315,38 +352,6 @@ impl Store {
     pub fn row(&self, projection: &str, key: &str) -> Result<Option<Row>, StoreError> {
         self.view()?.row(projection, key)
     }
-}
-
-/// Writes the index anew from the stored rows, for the fields `indexed` names.
-fn rebuild_index(
-    txn: &redb::WriteTransaction,
-    indexed: &BTreeMap<String, Vec<String>>,
-) -> Result<(), StoreError> {
-    txn.delete_table(INDEX)?;
-    let rows = txn.open_table(ROWS)?;
-    let mut index = txn.open_table(INDEX)?;
-    let mut entries = 0u64;
-    for (projection, fields) in indexed {
-        for entry in rows.range((projection.as_str(), "")..)? {
-            let (key, bytes) = entry?;
-            let (p, key) = key.value();
-            if p != projection {
-                break;
-            }
-            let row: Row = serde_json::from_slice(bytes.value())?;
-            for field in fields {
-                if let Some(value) = row.get(field).and_then(index_value) {
-                    index.insert((p, field.as_str(), value.as_str(), key), ())?;
-                    entries += 1;
-                }
-            }
-        }
-    }
-    tracing::info!(
-        entries,
-        "the access rules compare other fields now: index rebuilt from the stored rows"
-    );
-    Ok(())
 }
 
 fn offsets_in(
@@ -482,13 +487,7 @@ impl View<'_> {
             stopped_at = Some(key.to_string());
             Ok(false)
         };
-        let indexed = lookup.and_then(|(field, value)| {
-            let value = index_value(value)?;
-            self.store
-                .is_indexed(projection, field)
-                .then(|| (field.to_string(), value))
-        });
-        match indexed {
+        match self.index_lookup(projection, lookup)? {
             Some((field, value)) => {
                 let index = self.txn.open_table(INDEX)?;
                 let from = (
@@ -529,6 +528,24 @@ impl View<'_> {
             resume_after: stopped_at,
             budget_spent,
         })
+    }
+
+    /// The field and index value a lookup reads the index with, when the index
+    /// covers it and is complete (a deferred one is not until its replay ends).
+    fn index_lookup(
+        &self,
+        projection: &str,
+        lookup: Option<(&str, &serde_json::Value)>,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let Some((field, value)) = lookup else {
+            return Ok(None);
+        };
+        if !self.store.is_indexed(projection, field)
+            || index::is_deferred(&self.txn.open_table(META)?)?
+        {
+            return Ok(None);
+        }
+        Ok(index_value(value).map(|value| (field.to_string(), value)))
     }
 
     /// The changes of every record after `since`, if the log still has them all.
