@@ -1006,3 +1006,89 @@ fn borrowed_and_converted_variables_agree() {
         }
     }
 }
+
+/// What rules write is mostly a field or a constant, answered without the
+/// interpreter: the answer must be exactly the interpreter's, as JSON, and a
+/// field that is not there must be left to the interpreter (for its error).
+#[test]
+fn shortcuts_give_what_the_interpreter_gives() {
+    use facet_bff::spec::expr::{cel_to_json, Bound, Expr, Scope};
+    let event = serde_json::json!({
+        "id": "o-1", "n": 2, "neg": -7, "big": 18446744073709551615u64, "f": 1.5, "whole": 2.0,
+        "customer": {"name": "Ada", "tags": ["a", "b"], "n": 3, "deep": {"x": [1, 2.5, {"y": null}]}},
+        "nothing": null, "yes": true, "text": "é\"\\",
+    });
+    let row = serde_json::json!({"total": 4, "count": 1, "name": "x", "price": 2.5, "meta": {"total": 5}});
+    let row = row.as_object().unwrap();
+    let doubles = |name: &str| name == "total" || name == "price";
+    let fields = [
+        ("total", "number"),
+        ("count", "integer"),
+        ("name", "string"),
+        ("price", "number"),
+        ("meta", "object"),
+    ]
+    .into_iter()
+    .map(|(name, field_type)| {
+        let spec = serde_json::json!({"type": field_type});
+        (name.to_string(), serde_json::from_value(spec).unwrap())
+    })
+    .collect();
+    let answered = [
+        "event.id",
+        "event.n",
+        "event.neg",
+        "event.big",
+        "event.f",
+        "event.whole",
+        "event.customer",
+        "event.customer.name",
+        "event.customer.tags",
+        "event.customer.n",
+        "event.customer.deep",
+        "event.nothing",
+        "event.yes",
+        "event.text",
+        "row.total",
+        "row.count",
+        "row.name",
+        "row.price",
+        "row.meta",
+        "row.meta.total",
+        "'placed'",
+        "true",
+        "1.5",
+        "3",
+        "null",
+    ];
+    let left = [
+        "event.missing",
+        "event.customer.missing",
+        "event.id.size",
+        "has(event.id)",
+        "event",
+        "row",
+        "event.n + 1",
+        "1 / 0",
+        "[1, 'a']",
+    ];
+    let event_bound = Bound::borrow_json(&event);
+    let row_bound = Bound::borrow_row(row, &doubles);
+    let variables: [(&str, &dyn facet_bff::spec::expr::Variable); 2] =
+        [("event", &event_bound), ("row", &row_bound)];
+    for source in answered {
+        let expr = Expr::compile("p", source, Scope::Rule, &fields).unwrap();
+        let interpreted = cel_to_json(&expr.eval(&variables).unwrap()).unwrap();
+        let shortcut = expr.json_shortcut(&variables);
+        assert_eq!(shortcut.as_ref(), Some(&interpreted), "`{source}`");
+        assert_eq!(
+            serde_json::to_string(&shortcut).unwrap(),
+            serde_json::to_string(&Some(interpreted)).unwrap(),
+            "`{source}` encodes the same"
+        );
+    }
+    for source in left {
+        let expr = Expr::compile("p", source, Scope::Rule, &fields).unwrap();
+        assert_eq!(expr.json_shortcut(&variables), None, "`{source}`");
+    }
+}

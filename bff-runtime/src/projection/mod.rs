@@ -657,8 +657,7 @@ fn apply_rule(
     };
     let mut next = before.clone();
     for (field, expr) in assignments {
-        let value = eval(expr, &event.with(&row, lookup))?;
-        let json = cel_to_json(&value).map_err(|message| rule_error(expr, message))?;
+        let json = eval_json(expr, &event.with(&row, lookup))?;
         let spec = &projection.fields[field];
         let json = conform(spec, json).map_err(|message| rule_error(expr, message))?;
         next.insert(field.clone(), json);
@@ -725,7 +724,14 @@ fn key_of(key: &Expr, event: &Event) -> Result<String, ApplyError> {
         path: key.path.clone(),
         message,
     };
-    match key.eval(&[("event", &event.value), ("record", &event.record)]) {
+    let variables: [(&str, &dyn Variable); 2] =
+        [("event", &event.value), ("record", &event.record)];
+    if let Some(Value::String(key)) = key.json_shortcut(&variables) {
+        if !key.is_empty() {
+            return Ok(key);
+        }
+    }
+    match key.eval(&variables) {
         Ok(CelValue::String(s)) if !s.is_empty() => Ok(s.to_string()),
         Ok(CelValue::String(_)) => Err(no_key("the key is an empty string".into())),
         Ok(CelValue::Int(n)) => Err(no_key(number_key(n))),
@@ -745,6 +751,16 @@ fn number_key(n: impl std::fmt::Display) -> String {
 fn eval(expr: &Expr, variables: &[(&str, &dyn Variable)]) -> Result<CelValue, ApplyError> {
     expr.eval(variables)
         .map_err(|e| rule_error(expr, e.to_string()))
+}
+
+/// A value a rule writes, as JSON: most are a field or a constant, found without
+/// the interpreter (see [`Expr::json_shortcut`]).
+fn eval_json(expr: &Expr, variables: &[(&str, &dyn Variable)]) -> Result<Value, ApplyError> {
+    if let Some(json) = expr.json_shortcut(variables) {
+        return Ok(json);
+    }
+    let value = eval(expr, variables)?;
+    cel_to_json(&value).map_err(|message| rule_error(expr, message))
 }
 
 fn rule_error(expr: &Expr, message: String) -> ApplyError {

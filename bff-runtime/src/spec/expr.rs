@@ -13,6 +13,7 @@ use cel::{Context, Env, ExecutionError, Program, Value};
 
 use super::error::SpecError;
 use super::expr_bounds;
+use super::expr_shortcut::{self, Shortcut};
 use super::types::FieldSpec;
 
 /// Which variables an expression may use, by where it stands in the spec.
@@ -71,6 +72,8 @@ pub struct Expr {
     program: Arc<Program>,
     /// The variables it refers to, e.g. so a filter that ignores `row` runs before the row is read.
     variables: Vec<&'static str>,
+    /// How it is answered without the interpreter, if it can be (see [`Expr::json_shortcut`]).
+    shortcut: Option<Shortcut>,
 }
 
 impl std::fmt::Debug for Expr {
@@ -147,12 +150,20 @@ impl Expr {
         if !check.errors.is_empty() {
             return Err(check.errors);
         }
-        Ok(Expr {
+        let mut expr = Expr {
             path: path.to_string(),
             source: source.to_string(),
             variables: check.used,
+            shortcut: expr_shortcut::field_path(program.expression()),
             program: Arc::new(program),
-        })
+        };
+        if expr_shortcut::is_literal(expr.ast()) {
+            expr.shortcut = expr
+                .constant_value()
+                .and_then(|value| cel_to_json(&value).ok())
+                .map(Shortcut::Constant);
+        }
+        Ok(expr)
     }
 
     /// Evaluates with the given variables (`event`, `row`, `auth`).
@@ -161,6 +172,19 @@ impl Expr {
         let mut context = Context::with_env(shared_env());
         context.set_variable_resolver(&resolver);
         self.program.execute(&context)
+    }
+
+    /// The value as JSON, when it is found without the interpreter (a field that
+    /// is there, or a constant): then exactly what `cel_to_json` of
+    /// [`Expr::eval`] gives. `None`: evaluate it.
+    pub fn json_shortcut(&self, variables: &[(&str, &dyn Variable)]) -> Option<serde_json::Value> {
+        match self.shortcut.as_ref()? {
+            Shortcut::Constant(value) => Some(value.clone()),
+            Shortcut::Field { variable, path } => {
+                let (_, bound) = variables.iter().find(|(name, _)| name == variable)?;
+                bound.json_at(path)
+            }
+        }
     }
 
     /// The syntax tree, for analyses such as [`super::access_plan`].
@@ -264,6 +288,11 @@ pub trait Variable: Sync {
     /// The value at a dotted path below the variable, when it can be answered
     /// without converting the whole value.
     fn field(&self, path: &str) -> Option<CowVal<'_, '_>>;
+    /// The value at `path` as JSON, as [`Variable::field`] would give it back
+    /// through CEL, when it is there and the variable is bound as JSON.
+    fn json_at(&self, _path: &[String]) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 impl Variable for Bound<'_> {
@@ -297,6 +326,17 @@ impl Variable for Bound<'_> {
             Some(i) if double && !nested => Box::new(CelDouble::from(i as f64)),
             _ => json_to_val::<BorrowText>(value),
         }))
+    }
+
+    fn json_at(&self, path: &[String]) -> Option<serde_json::Value> {
+        match &self.binding {
+            Binding::Converted(_) => None,
+            Binding::Json(value) => expr_shortcut::json_at(value, path, |_| false),
+            Binding::Row(row, doubles) => {
+                let (first, rest) = path.split_first()?;
+                expr_shortcut::json_in_map(row, first, rest, |field| doubles(field))
+            }
+        }
     }
 }
 

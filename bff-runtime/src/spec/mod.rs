@@ -10,6 +10,7 @@ pub mod discriminator;
 pub mod error;
 pub mod expr;
 pub mod expr_bounds;
+mod expr_shortcut;
 pub mod fields;
 pub mod graphql_query;
 pub mod links;
