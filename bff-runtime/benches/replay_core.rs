@@ -15,10 +15,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use facet_bff::ingest::pipeline::Pipeline;
 use facet_bff::live::Router;
 use facet_bff::projection::{Engine, Record};
 use facet_bff::spec::{compile, parse_manifests};
-use facet_bff::store::{Sealed, Store};
+use facet_bff::store::Store;
 
 /// The runtime's allocator, as in `main.rs`.
 #[global_allocator]
@@ -47,34 +48,18 @@ fn main() {
     let baseline = decode_only(&records);
     let cpu_before = process_cpu();
     let start = Instant::now();
-    let (to_writer, jobs) = std::sync::mpsc::sync_channel::<Arc<Sealed>>(1);
-    let (done, written) = std::sync::mpsc::sync_channel(1);
-    let writer_store = store.clone();
-    let writer = std::thread::spawn(move || {
-        // As the runtime's replay: every 16th batch synced, and the last.
-        for (n, batch) in jobs.into_iter().enumerate() {
-            let durability = match (n + 1) % 16 {
-                0 => redb::Durability::Immediate,
-                _ => redb::Durability::None,
-            };
-            writer_store.write_as(&batch, durability).unwrap();
-            done.send(batch).unwrap();
-        }
-        writer_store.sync().unwrap();
-    });
-    let mut in_flight: Option<Arc<Sealed>> = None;
+    // The runtime's own replay pipeline: each batch written (and published) by
+    // the store writer while the next applies.
+    let mut pipeline = Pipeline::<()>::new(store.clone(), router, true);
     let chunks = records.chunks(BATCH_EVENTS).count();
     for (n, chunk) in records.chunks(BATCH_EVENTS).enumerate() {
         // As the runtime's replay into an empty store: the index is written at the
         // end, and only the last batch is kept in the change log.
         let mut batch = store
-            .batch_after(in_flight.clone())
+            .batch_after(pipeline.before())
             .unwrap()
             .coalescing()
             .deferring_index();
-        if n + 1 < chunks {
-            batch.unlogged();
-        }
         for (source, topic, partition, offset, payload) in chunk {
             batch.read_record(topic, *partition, *offset);
             let applied = engine
@@ -83,19 +68,15 @@ fn main() {
                 .unwrap();
             batch.apply_event(applied, None).unwrap();
         }
-        let sealed = Arc::new(batch.seal());
-        if in_flight.take().is_some() {
-            publish(&router, written.recv().unwrap());
+        if n + 1 < chunks {
+            batch.unlogged();
         }
-        to_writer.send(sealed.clone()).unwrap();
-        in_flight = Some(sealed);
+        let sealed = batch.seal();
+        pipeline.written().unwrap();
+        pipeline.write(sealed, ());
     }
-    drop(in_flight);
-    drop(to_writer);
-    if let Ok(last) = written.recv() {
-        publish(&router, last);
-    }
-    writer.join().unwrap();
+    pipeline.flush().unwrap();
+    pipeline.sync().unwrap();
     store.complete_index().unwrap();
     let elapsed = start.elapsed();
     let cpu = process_cpu() - cpu_before;
@@ -121,13 +102,6 @@ fn decode_only(records: &[Event]) -> Duration {
         std::hint::black_box(value);
     }
     start.elapsed()
-}
-
-fn publish(router: &Router, batch: Arc<Sealed>) {
-    let changes = Arc::try_unwrap(batch)
-        .map(Sealed::into_changes)
-        .unwrap_or_else(|b| b.changes().cloned().collect());
-    router.publish(changes);
 }
 
 fn storefront(embeds: bool) -> facet_bff::spec::CompiledExperience {

@@ -8,6 +8,7 @@
 //! applies nothing twice. Offsets are also committed to Kafka for lag tools.
 
 mod dead_letter;
+pub mod pipeline;
 mod progress;
 mod retention;
 
@@ -32,6 +33,9 @@ use crate::metrics::Metrics;
 use crate::projection::{ApplyError, Engine, Record};
 use crate::store::{Sealed, Store, StoreError};
 
+/// The replay's pipeline, keeping what each batch read until it is written.
+type Pipeline = pipeline::Pipeline<ReadBatch>;
+
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often to look for partitions added to the source topics.
 const PARTITION_CHECK: Duration = Duration::from_secs(10);
@@ -47,9 +51,6 @@ const REPLAY_BATCH_DELAY: Duration = Duration::from_millis(500);
 const BATCH_CHANGES: usize = 10_000;
 /// How often a replay batch shows how far it has applied, in events.
 const PROGRESS_EVERY: usize = 500;
-
-/// A replay syncs the store every this many batches (and when it ends).
-const SYNC_EVERY: usize = 16;
 
 /// Where to read from and how to batch.
 #[derive(Debug, Clone)]
@@ -183,7 +184,7 @@ impl Ingest {
         };
         let mut last_progress_log = Instant::now();
         let mut last_partition_check = Instant::now();
-        let mut writing = Pipeline::new(self.store.clone(), defer_index);
+        let mut writing = Pipeline::new(self.store.clone(), self.router.clone(), defer_index);
         let mut announced_ready = false;
         while !stop.load(Ordering::SeqCst) {
             if last_partition_check.elapsed() > PARTITION_CHECK {
@@ -382,12 +383,14 @@ impl Ingest {
         if replaying && !self.progress.catches_up_with(&reached) {
             batch.unlogged();
         }
+        let sealed = batch.seal();
         let read_batch = ReadBatch {
             events: read,
+            changes: sealed.changes().count(),
             reached,
             commands_seen,
         };
-        self.commit_batch(consumer, writing, batch.seal(), read_batch, replaying)?;
+        self.commit_batch(consumer, writing, sealed, read_batch, replaying)?;
         Ok(read)
     }
 
@@ -413,8 +416,7 @@ impl Ingest {
         writing: &Pipeline,
         replaying: bool,
     ) -> Result<crate::store::Batch<'s>, IngestError> {
-        let before = writing.in_flight.as_ref().map(|w| w.batch.clone());
-        let batch = self.store.batch_after(before)?;
+        let batch = self.store.batch_after(writing.before())?;
         Ok(match (replaying, writing.defer_index) {
             (false, _) => batch,
             (true, false) => batch.coalescing(),
@@ -489,7 +491,7 @@ impl Ingest {
     }
 
     /// Writes a sealed batch: replaying, on the store writer while the next one
-    /// applies; live, at once, then publishes it.
+    /// applies (the writer publishes it); live, at once, then publishes it.
     fn commit_batch(
         &self,
         consumer: &KafkaConsumer,
@@ -498,46 +500,37 @@ impl Ingest {
         read: ReadBatch,
         replaying: bool,
     ) -> Result<(), IngestError> {
-        let batch = Arc::new(sealed);
-        self.finish(consumer, writing)?;
+        if let Some(written) = writing.written()? {
+            self.settle(consumer, written)?;
+        }
         if replaying {
-            writing.write(batch, read);
+            writing.write(sealed, read);
             return Ok(());
         }
-        self.store.write(&batch)?;
-        self.published(consumer, batch, read)
+        writing.flush()?;
+        self.store.write(&sealed)?;
+        self.router.publish(sealed.into_changes());
+        self.settle(consumer, read)
     }
 
-    /// Waits for the batch being written, then publishes it.
+    /// Waits for everything the replay is writing to be written and published.
     fn finish(&self, consumer: &KafkaConsumer, writing: &mut Pipeline) -> Result<(), IngestError> {
-        let Some(Writing { batch, read }) = writing.in_flight.take() else {
-            return Ok(());
-        };
-        writing.written()?;
-        self.published(consumer, batch, read)
+        match writing.flush()? {
+            Some(written) => self.settle(consumer, written),
+            None => Ok(()),
+        }
     }
 
-    /// A batch is committed: its changes go to the live feed, the commands it made
-    /// visible are told, and its offsets are committed to Kafka for lag tools.
-    fn published(
-        &self,
-        consumer: &KafkaConsumer,
-        batch: Arc<Sealed>,
-        read: ReadBatch,
-    ) -> Result<(), IngestError> {
-        // The batch after it has been sealed and the writer is done: this is
-        // the last reference, so the changes move on without a copy.
-        let changes = Arc::try_unwrap(batch)
-            .map(Sealed::into_changes)
-            .unwrap_or_else(|batch| batch.changes().cloned().collect());
+    /// A batch is committed: the commands it made visible are told, and its
+    /// offsets count for readiness and are committed to Kafka for lag tools.
+    fn settle(&self, consumer: &KafkaConsumer, read: ReadBatch) -> Result<(), IngestError> {
         self.metrics.batches_committed.inc();
-        self.metrics.row_changes.inc_by(changes.len() as u64);
+        self.metrics.row_changes.inc_by(read.changes as u64);
         debug!(
             events = read.events,
-            changes = changes.len(),
+            changes = read.changes,
             "batch committed"
         );
-        self.router.publish(changes);
         let position = self.store.codec().encode(&self.store.position());
         self.correlations.visible(read.commands_seen, &position);
 
@@ -559,99 +552,11 @@ impl Ingest {
 /// What a batch read, to act on once it is committed.
 struct ReadBatch {
     events: usize,
+    /// Row changes the batch committed.
+    changes: usize,
     /// Per partition, the next offset to read.
     reached: BTreeMap<(String, i32), i64>,
     commands_seen: Vec<String>,
-}
-
-/// A batch being written by the [`Pipeline`]'s writer.
-struct Writing {
-    batch: Arc<Sealed>,
-    read: ReadBatch,
-}
-
-/// Replay batches written on one thread of their own while the next applies. One
-/// thread for the whole replay, not one per batch: memory a thread allocates
-/// (redb's pages, encoding buffers) stays in that thread's heap, and a heap left
-/// by each exiting thread was never reused (peak RSS doubled).
-///
-/// Most replayed batches are committed without a sync (see [`Store::write_as`]):
-/// every [`SYNC_EVERY`]th is synced, which bounds both what a crash replays again
-/// and how far the file grows (pages freed by an unsynced commit are reused only
-/// after a synced one), and the replay ends with one ([`Pipeline::sync`]).
-struct Pipeline {
-    store: Arc<Store>,
-    writer: Option<StoreWriter>,
-    in_flight: Option<Writing>,
-    /// Batches written since the last sync.
-    unsynced: usize,
-    /// Whether replay batches leave the index for the replay's end.
-    defer_index: bool,
-}
-
-struct StoreWriter {
-    batches: std::sync::mpsc::SyncSender<(Arc<Sealed>, redb::Durability)>,
-    written: std::sync::mpsc::Receiver<Result<(), StoreError>>,
-}
-
-impl Pipeline {
-    fn new(store: Arc<Store>, defer_index: bool) -> Self {
-        Pipeline {
-            store,
-            writer: None,
-            in_flight: None,
-            unsynced: 0,
-            defer_index,
-        }
-    }
-
-    /// Starts writing `batch` (the thread starts with the first one).
-    fn write(&mut self, batch: Arc<Sealed>, read: ReadBatch) {
-        let writer = self.writer.get_or_insert_with(|| {
-            let (batches, jobs) = std::sync::mpsc::sync_channel::<(Arc<Sealed>, _)>(1);
-            let (done, written) = std::sync::mpsc::sync_channel(1);
-            let store = self.store.clone();
-            std::thread::Builder::new()
-                .name("store-writer".into())
-                .spawn(move || {
-                    for (batch, durability) in jobs {
-                        if done.send(store.write_as(&batch, durability)).is_err() {
-                            return;
-                        }
-                    }
-                })
-                .expect("spawning the store writer");
-            StoreWriter { batches, written }
-        });
-        self.unsynced += 1;
-        let durability = match self.unsynced % SYNC_EVERY {
-            0 => redb::Durability::Immediate,
-            _ => redb::Durability::None,
-        };
-        writer
-            .batches
-            .send((batch.clone(), durability))
-            .expect("the store writer stopped");
-        self.in_flight = Some(Writing { batch, read });
-    }
-
-    /// Syncs what the replay wrote, once it is finished.
-    fn sync(&mut self) -> Result<(), StoreError> {
-        if !self.unsynced.is_multiple_of(SYNC_EVERY) {
-            self.store.sync()?;
-        }
-        self.unsynced = 0;
-        Ok(())
-    }
-
-    /// Waits for the batch in flight to be written.
-    fn written(&self) -> Result<(), StoreError> {
-        let writer = self
-            .writer
-            .as_ref()
-            .expect("a batch in flight has a writer");
-        writer.written.recv().expect("the store writer panicked")
-    }
 }
 
 /// The most events and the longest wait of one batch: a replay's are larger.

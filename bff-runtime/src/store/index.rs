@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 
 use redb::{ReadableTable, WriteTransaction};
 
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+
 use super::{index_value, StoreError, INDEX, META, ROWS};
-use crate::projection::Row;
 
 /// In `META` while the index is deferred (present: incomplete).
 pub(super) const DEFERRED: &str = "index_deferred";
@@ -66,9 +67,9 @@ pub(super) fn build(
             if p != projection {
                 break;
             }
-            let row: Row = serde_json::from_slice(bytes.value())?;
-            for field in fields {
-                if let Some(value) = row.get(field).and_then(index_value) {
+            let values = fields_of(bytes.value(), fields)?;
+            for (field, value) in fields.iter().zip(values) {
+                if let Some(value) = value.as_ref().and_then(index_value) {
                     run.push((field.clone(), value, key.to_string()));
                 }
             }
@@ -80,4 +81,82 @@ pub(super) fn build(
     }
     txn.open_table(META)?.remove(DEFERRED)?;
     Ok(written)
+}
+
+/// The values of `fields` in a stored row, without decoding the rest of it
+/// (decoding whole rows was half of writing the index).
+fn fields_of(
+    row: &[u8],
+    fields: &[String],
+) -> Result<Vec<Option<serde_json::Value>>, serde_json::Error> {
+    Picked(fields).deserialize(&mut serde_json::Deserializer::from_slice(row))
+}
+
+/// Picks the values of some fields out of a JSON object.
+struct Picked<'f>(&'f [String]);
+
+impl<'de> DeserializeSeed<'de> for Picked<'_> {
+    type Value = Vec<Option<serde_json::Value>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Picked<'_> {
+    type Value = Vec<Option<serde_json::Value>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a row (a JSON object)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = vec![None; self.0.len()];
+        while let Some(wanted) = map.next_key_seed(FieldNumber(self.0))? {
+            match wanted {
+                Some(i) => found[i] = Some(map.next_value()?),
+                None => drop(map.next_value::<IgnoredAny>()?),
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Which of the wanted fields a key is, compared without copying it.
+struct FieldNumber<'f>(&'f [String]);
+
+impl<'de> DeserializeSeed<'de> for FieldNumber<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldNumber<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|field| field == key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picking_fields_gives_what_decoding_the_row_gives() {
+        let row = br#"{"a": 1, "b\u0041": {"x": [1, "y"]}, "c": "t\"x", "d": null, "e": 2.5}"#;
+        let fields = ["c", "bA", "missing", "d", "e"].map(String::from);
+        let decoded: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(row).unwrap();
+        let expected: Vec<_> = fields.iter().map(|f| decoded.get(f).cloned()).collect();
+        assert_eq!(fields_of(row, &fields).unwrap(), expected);
+        assert!(fields_of(b"[1]", &fields).is_err());
+    }
 }
