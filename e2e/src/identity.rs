@@ -50,6 +50,8 @@ impl IdentityProvider {
                 };
                 let (status, body) = if request.path == "/token" {
                     token_response(&request, &signer, &counter)
+                } else if let Some(query) = request.path.strip_prefix("/user-token?") {
+                    user_token(query, &signer)
                 } else {
                     ("200 OK", jwks.clone())
                 };
@@ -70,7 +72,13 @@ impl IdentityProvider {
 
     /// A token for `sub`, for audience `audience`, valid for an hour.
     pub fn token(&self, sub: &str, audience: &str) -> String {
-        sign(&self.key, sub, audience)
+        sign(&self.key, sub, audience, 3600)
+    }
+
+    /// Where a test's client asks for a user's token as a login page would give
+    /// it: `GET <this>?sub=<user>&aud=<audience>&ttl=<seconds>` answers the JWT.
+    pub fn user_token_uri(&self) -> String {
+        self.jwks_uri.replace("/jwks.json", "/user-token")
     }
 
     /// How many tokens the token endpoint has handed out.
@@ -79,7 +87,7 @@ impl IdentityProvider {
     }
 }
 
-fn sign(key: &EncodingKey, sub: &str, audience: &str) -> String {
+fn sign(key: &EncodingKey, sub: &str, audience: &str, ttl_secs: u64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -87,7 +95,8 @@ fn sign(key: &EncodingKey, sub: &str, audience: &str) -> String {
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(KID.into());
     // Kafka's broker-side validator requires `iat` as well as `exp`.
-    let claims = json!({"sub": sub, "iss": ISSUER, "aud": audience, "iat": now, "exp": now + 3600});
+    let claims =
+        json!({"sub": sub, "iss": ISSUER, "aud": audience, "iat": now, "exp": now + ttl_secs});
     jsonwebtoken::encode(&header, &claims, key).expect("signing a token")
 }
 
@@ -126,6 +135,23 @@ fn read_request(reader: &mut impl BufRead) -> Option<Request> {
     })
 }
 
+/// A user's token with the claims of the query (`sub`, `aud`, `ttl` seconds).
+fn user_token(query: &str, key: &EncodingKey) -> (&'static str, String) {
+    let value = |name: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+    };
+    match (
+        value("sub"),
+        value("aud"),
+        value("ttl").and_then(|t| t.parse().ok()),
+    ) {
+        (Some(sub), Some(audience), Some(ttl)) => ("200 OK", sign(key, sub, audience, ttl)),
+        _ => ("400 Bad Request", "sub, aud and ttl are required".into()),
+    }
+}
+
 /// The client credentials grant: HTTP Basic with the known client, or 401.
 fn token_response(
     request: &Request,
@@ -150,7 +176,7 @@ fn token_response(
         );
     }
     issued.fetch_add(1, Ordering::SeqCst);
-    let token = sign(key, KAFKA_CLIENT_ID, KAFKA_AUDIENCE);
+    let token = sign(key, KAFKA_CLIENT_ID, KAFKA_AUDIENCE, 3600);
     (
         "200 OK",
         json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600}).to_string(),

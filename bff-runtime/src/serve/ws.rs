@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 
 use super::access::Viewer;
@@ -97,7 +97,16 @@ async fn run(state: SharedState, viewer: Viewer, mut socket: WebSocket) {
     let result = loop {
         tokio::select! {
             Some(ack) = acks.next(), if !acks.is_empty() => {
-                if let Err(close) = send(&mut socket, vec![ack]).await {
+                // A command is visible only once its batch was published, so the
+                // changes it made are queued here already: they go first, and a
+                // client that waited for the ack finds them applied.
+                let sent = Box::pin(async {
+                    if let Some(waited) = session.wait().now_or_never() {
+                        deliver(&mut session, &mut socket, waited).await?;
+                    }
+                    send(&mut socket, vec![ack]).await
+                }).await;
+                if let Err(close) = sent {
                     break Err(close);
                 }
             }
@@ -115,14 +124,7 @@ async fn run(state: SharedState, viewer: Viewer, mut socket: WebSocket) {
                 Some(Ok(_)) => {}
             },
             waited = session.wait() => {
-                let sent = match waited {
-                    Ok(()) => Box::pin(async {
-                        let outs = session.drain().await?;
-                        send(&mut socket, encode(&outs)).await
-                    }).await,
-                    Err(close) => Err(close),
-                };
-                if let Err(close) = sent {
+                if let Err(close) = Box::pin(deliver(&mut session, &mut socket, waited)).await {
                     break Err(close);
                 }
             }
@@ -139,6 +141,17 @@ async fn run(state: SharedState, viewer: Viewer, mut socket: WebSocket) {
         )
         .await;
     }
+}
+
+/// Sends what the session has queued once it woke with `waited`.
+async fn deliver(
+    session: &mut Session,
+    socket: &mut WebSocket,
+    waited: Result<(), Close>,
+) -> Result<(), Close> {
+    waited?;
+    let outs = session.drain().await?;
+    send(socket, encode(&outs)).await
 }
 
 /// Answers one client message; a refused token or a failed subscription closes

@@ -59,6 +59,10 @@ pub fn declarations(experience: &CompiledExperience, title: &str) -> String {
         "\n/** What sending a command gives: `visible` once its effect can be read at `position`. */\n\
          export interface CommandResult {\n  commandId: string;\n  status: \"accepted\" | \"visible\";\n  position?: string;\n}\n",
     );
+    out.push_str(
+        "\n/** All of the above for a typed client: `createClient<FacetSchema>(…)` (clients/typescript). */\n\
+         export interface FacetSchema {\n  rows: Rows;\n  filters: Filters;\n  commands: Commands;\n}\n",
+    );
     out
 }
 

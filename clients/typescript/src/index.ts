@@ -1,0 +1,10 @@
+export { createClient, FacetClient } from "./client.js";
+export type { ClientOptions, ConnectionStatus, SchemaLike, TokenReason } from "./client.js";
+export { CommandError } from "./commands.js";
+export type { CommandOptions, CommandResult } from "./commands.js";
+export { RowSet } from "./rows.js";
+export type { ServerUpdate } from "./rows.js";
+export { Subscription } from "./subscription.js";
+export type { SubscribeOptions, SubscriptionStatus } from "./subscription.js";
+export { applyMergePatch } from "./mergePatch.js";
+export { backoffDelay } from "./backoff.js";
