@@ -1,7 +1,7 @@
 # The README's commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: test unit e2e crds fmt-check clippy operator-deps layering lint-dockerfiles dev
+.PHONY: test unit e2e crds console-client fmt-check clippy operator-deps layering lint-dockerfiles dev
 
 ## Run every test: formatting, lints, generated files, unit and integration tests.
 test: fmt-check clippy operator-deps layering lint-dockerfiles unit
@@ -44,6 +44,12 @@ layering:
 ## Regenerate the CRD into crds/, the chart and the kustomize base.
 crds:
 	$(CARGO) run -q -p facet-operator --bin crdgen -- --out crds --out charts/facet-operator/crds --out config/crd
+
+## Rebuild the console's bundle of the TypeScript client (clients/typescript).
+console-client:
+	cd e2e/js && npm ci --no-audit --no-fund
+	node e2e/js/node_modules/typescript/bin/tsc -p clients/typescript
+	node e2e/js/bundle.mjs clients/typescript/dist/index.js > bff-runtime/src/serve/console-client.js
 
 ## Run the embedded development mode with the storefront sample.
 dev:

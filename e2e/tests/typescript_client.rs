@@ -94,6 +94,16 @@ fn the_package_builds_passes_its_unit_tests_and_keeps_its_size_budget() {
         "{}",
         String::from_utf8_lossy(&output.stdout)
     );
+    let bundle = node::script("bundle.mjs")
+        .arg(client_dir().join("dist/index.js"))
+        .output()
+        .unwrap();
+    let served = repo_root().join("bff-runtime/src/serve/console-client.js");
+    assert!(
+        bundle.stdout == std::fs::read(&served).unwrap(),
+        "{} is the package as it is now: run `make console-client`",
+        served.display()
+    );
     let output = node::script("bundle-size.mjs")
         .arg(client_dir().join("dist/index.js"))
         .output()

@@ -12,8 +12,22 @@ use super::{ApiError, SharedState};
 
 const PAGE: &str = include_str!("console.html");
 
+/// The TypeScript client package (clients/typescript), bundled: the console
+/// uses the same client as any frontend. `make console-client` regenerates it.
+const CLIENT: &str = include_str!("console-client.js");
+
 pub async fn page() -> Html<&'static str> {
     Html(PAGE)
+}
+
+pub async fn client_script() -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        CLIENT,
+    )
 }
 
 /// What the console needs to draw itself.

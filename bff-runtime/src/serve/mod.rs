@@ -135,6 +135,7 @@ pub fn router(state: SharedState) -> Router {
     if state.console {
         router = router
             .route("/console/info", get(console::info))
+            .route("/console/client.js", get(console::client_script))
             .route("/", get(console::page));
     }
     if api.rest {
