@@ -3,12 +3,16 @@
 //! from its own form. A screenshot is kept in `target/e2e-logs/console_browser/`.
 //! And a page of another origin sends a command with the headers the API documents.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use facet_e2e::process::facet_bff_binary;
 use facet_e2e::{free_port, log_dir, repo_root, wait_for, KillOnDrop};
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::Locator;
+
+#[path = "support/browser.rs"]
+mod browser;
+use browser::{chromium, http_ok};
 
 async fn text(client: &fantoccini::Client, css: &str) -> String {
     client
@@ -18,11 +22,6 @@ async fn text(client: &fantoccini::Client, css: &str) -> String {
         .text()
         .await
         .unwrap()
-}
-
-fn http_ok(url: &str) -> bool {
-    std::net::TcpStream::connect(url.trim_start_matches("http://").split('/').next().unwrap())
-        .is_ok()
 }
 
 /// `facet-bff dev` on `spec`, serving HTTP on `http`.
@@ -51,54 +50,6 @@ fn dev_mode(
         http_ok(&format!("http://127.0.0.1:{http}/"))
     });
     dev
-}
-
-/// A headless Chromium driven over WebDriver, and what must live as long as it.
-struct Browser {
-    client: fantoccini::Client,
-    _driver: KillOnDrop,
-    _profile: tempfile::TempDir,
-}
-
-async fn chromium(logs: &std::path::Path) -> Browser {
-    let driver_port = free_port();
-    let driver_log = std::fs::File::create(logs.join("chromedriver.log")).unwrap();
-    let driver = KillOnDrop(
-        Command::new("chromedriver")
-            .arg(format!("--port={driver_port}"))
-            .stdout(Stdio::null())
-            .stderr(driver_log)
-            .spawn()
-            .expect("starting chromedriver (Debian package chromium-driver)"),
-    );
-    wait_for("chromedriver", Duration::from_secs(30), || {
-        http_ok(&format!("http://127.0.0.1:{driver_port}"))
-    });
-
-    // The workspace enables more than one rustls backend; choose one for the WebDriver client.
-    facet_e2e::ensure_crypto_provider();
-    let profile = tempfile::tempdir().unwrap();
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=1400,900", format!("--user-data-dir={}", profile.path().display())]
-        }),
-    );
-    let client = ClientBuilder::rustls()
-        .unwrap()
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{driver_port}"))
-        .await
-        .expect("connecting to chromedriver");
-    Browser {
-        client,
-        _driver: driver,
-        _profile: profile,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

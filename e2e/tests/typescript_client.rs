@@ -1,5 +1,5 @@
 //! The TypeScript client package (clients/typescript) as a frontend uses it, from
-//! Node against two real replicas on a real broker and a JWT identity provider:
+//! Node and in headless Chromium (the console's bundle), against two real replicas on a real broker and a JWT identity provider:
 //! it subscribes and follows live changes; when its replica is killed it resumes
 //! on the other without a lost or repeated change; its short-lived token is
 //! refreshed in band for longer than the server's leeway, on one connection per
@@ -15,6 +15,9 @@ use facet_e2e::identity::{IdentityProvider, ISSUER};
 use facet_e2e::kafka::Broker;
 use facet_e2e::process::Runtime;
 use facet_e2e::{log_dir, node, repo_root, KillOnDrop};
+
+#[path = "support/browser.rs"]
+mod browser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use serde_json::{json, Value};
@@ -147,72 +150,86 @@ fn tick(producer: &facet_e2e::kafka::TestProducer, key: usize, seq: u64) {
     producer.send(TOPIC, &id, event.as_bytes());
 }
 
-#[test]
-fn node_follows_live_changes_across_a_replica_kill_with_refreshed_tokens_and_commands() {
-    build_package();
-    let logs = log_dir("typescript-client");
-    let broker = Broker::start(&logs);
-    broker.create_topic(TOPIC, 3);
-    let identity = IdentityProvider::start();
-    let dir = tempfile::tempdir().unwrap();
-    let spec_path = dir.path().join("ticker.yaml");
-    std::fs::write(&spec_path, spec(&identity.jwks_uri)).unwrap();
+/// Two ready replicas (A serves the console's bundle of the package, for the
+/// browser) on one broker, with rows k0..k9 at seq 0.
+struct Replicas {
+    broker: Broker,
+    identity: IdentityProvider,
+    a: Runtime,
+    b: Runtime,
+    _dir: tempfile::TempDir,
+}
 
-    let producer = broker.producer();
-    for key in 0..KEYS {
-        tick(&producer, key, 0);
+impl Replicas {
+    /// The broker's helpers run a runtime of their own: off the test's.
+    async fn start_blocking(test: &'static str) -> Replicas {
+        tokio::task::spawn_blocking(move || Replicas::start(test))
+            .await
+            .unwrap()
     }
-    producer.flush();
-    let start = |pod: &str| {
-        let mut runtime = Runtime::start(
-            &spec_path,
-            &dir.path().join(pod),
-            &broker.bootstrap(),
-            pod,
-            &logs.join(format!("{pod}.log")),
-        );
-        runtime.wait_ready(Duration::from_secs(60));
-        runtime
-    };
-    let mut a = start("ticker-0");
-    let b = start("ticker-1");
 
-    let mut client = KillOnDrop(
-        node::script("facet-client-scenario.mjs")
-            .env("FACET_URLS", format!("{},{}", a.url(""), b.url("")))
-            .env("FACET_TOKEN_URI", identity.user_token_uri())
-            .env("FACET_TOKEN_TTL", TOKEN_TTL.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stdin = client.0.stdin.take().unwrap();
-    let mut lines = BufReader::new(client.0.stdout.take().unwrap()).lines();
-    let mut next = || -> Value {
-        let line = lines.next().expect("the client prints a step").unwrap();
-        println!("client: {line}");
-        serde_json::from_str(&line).unwrap()
-    };
+    fn start(test: &str) -> Replicas {
+        let logs = log_dir(test);
+        let broker = Broker::start(&logs);
+        broker.create_topic(TOPIC, 3);
+        let identity = IdentityProvider::start();
+        let dir = tempfile::tempdir().unwrap();
+        let spec_path = dir.path().join("ticker.yaml");
+        std::fs::write(&spec_path, spec(&identity.jwks_uri)).unwrap();
+        let producer = broker.producer();
+        for key in 0..KEYS {
+            tick(&producer, key, 0);
+        }
+        producer.flush();
+        let start = |pod: &str| {
+            let mut runtime = Runtime::start_with_args(
+                &spec_path,
+                &dir.path().join(pod),
+                &broker.bootstrap(),
+                pod,
+                &logs.join(format!("{pod}.log")),
+                &["--console".to_string()],
+            );
+            runtime.wait_ready(Duration::from_secs(60));
+            runtime
+        };
+        let (a, b) = (start("ticker-0"), start("ticker-1"));
+        Replicas {
+            broker,
+            identity,
+            a,
+            b,
+            _dir: dir,
+        }
+    }
+}
 
-    let live = next();
-    assert_eq!(
-        (live["step"].as_str(), live["rows"].as_u64()),
-        (Some("live"), Some(KEYS as u64))
-    );
-    let command = next();
+/// Where the scenario (e2e/js/client-scenario.mjs) runs: it reports steps and
+/// is told the rows it must end with.
+trait Driver {
+    async fn next(&mut self) -> Value;
+    async fn expect(&mut self, rows: &Value);
+}
+
+/// The client's scenario, checked step by step, with A killed half-way through
+/// the live changes.
+async fn follow_the_scenario(replicas: &mut Replicas, driver: &mut impl Driver) {
+    let live = driver.next().await;
+    assert_eq!(live["step"], "live", "{live}");
+    assert_eq!(live["rows"], KEYS, "{live}");
+    let command = driver.next().await;
     assert_eq!(command["status"], "visible", "{command}");
     assert_eq!(
         command["seqAtResolve"], 1,
         "the row shows the command when it resolves"
     );
-    let retried = next();
+    let retried = driver.next().await;
     assert_eq!(
         retried["first"], retried["again"],
         "one command for one key"
     );
 
-    // Live changes, with replica A killed half-way through them.
+    let producer = replicas.broker.producer();
     let rounds = 30;
     for round in 1..=rounds {
         for key in 0..KEYS {
@@ -220,20 +237,21 @@ fn node_follows_live_changes_across_a_replica_kill_with_refreshed_tokens_and_com
         }
         producer.flush();
         if round == rounds / 2 {
-            a.kill9();
+            replicas.a.kill9();
         }
-        std::thread::sleep(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut expected: serde_json::Map<String, Value> = (0..KEYS)
         .map(|key| (format!("k{key}"), json!(rounds)))
         .collect();
     expected.insert("cmd".into(), json!(1));
     expected.insert("retry".into(), json!(1));
-    writeln!(stdin, "{}", Value::Object(expected.clone())).unwrap();
+    let expected = Value::Object(expected);
+    driver.expect(&expected).await;
 
-    let done = next();
+    let done = driver.next().await;
     assert_eq!(done["step"], "done", "{done}");
-    assert_eq!(done["rows"], Value::Object(expected), "no change lost");
+    assert_eq!(done["rows"], expected, "no change lost");
     assert_eq!(
         done["problems"],
         json!([]),
@@ -258,7 +276,136 @@ fn node_follows_live_changes_across_a_replica_kill_with_refreshed_tokens_and_com
     assert!(reasons.get("refused").is_none(), "{done}");
 
     let command_id = retried["first"].as_str().unwrap();
-    assert_eq!(records_of_command(&broker, command_id), 1);
+    assert_eq!(records_of_command(&replicas.broker, command_id), 1);
+}
+
+/// Node runs e2e/js/facet-client-scenario.mjs: steps on stdout, rows on stdin.
+struct InNode {
+    _process: KillOnDrop,
+    stdin: std::process::ChildStdin,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl Driver for InNode {
+    async fn next(&mut self) -> Value {
+        let line = self
+            .lines
+            .next()
+            .expect("the client prints a step")
+            .unwrap();
+        println!("node: {line}");
+        serde_json::from_str(&line).unwrap()
+    }
+    async fn expect(&mut self, rows: &Value) {
+        writeln!(self.stdin, "{rows}").unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_follows_live_changes_across_a_replica_kill_with_refreshed_tokens_and_commands() {
+    build_package();
+    let mut replicas = Replicas::start_blocking("typescript-client-node").await;
+    let mut process = KillOnDrop(
+        node::script("facet-client-scenario.mjs")
+            .env(
+                "FACET_URLS",
+                format!("{},{}", replicas.a.url(""), replicas.b.url("")),
+            )
+            .env("FACET_TOKEN_URI", replicas.identity.user_token_uri())
+            .env("FACET_TOKEN_TTL", TOKEN_TTL.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdin = process.0.stdin.take().unwrap();
+    let lines = BufReader::new(process.0.stdout.take().unwrap()).lines();
+    let mut driver = InNode {
+        _process: process,
+        stdin,
+        lines,
+    };
+    follow_the_scenario(&mut replicas, &mut driver).await;
+}
+
+/// Chromium runs the same scenario on a page of replica A, with the package as
+/// the console serves it (`/console/client.js`): steps in `window.steps`.
+struct InChromium {
+    browser: browser::Browser,
+    seen: usize,
+}
+
+impl Driver for InChromium {
+    async fn next(&mut self) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(150);
+        loop {
+            let step = self
+                .browser
+                .client
+                .execute(
+                    "return window.steps[arguments[0]] ?? null;",
+                    vec![json!(self.seen)],
+                )
+                .await
+                .unwrap();
+            if !step.is_null() {
+                println!("chromium: {step}");
+                self.seen += 1;
+                return step;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no step {} from the page",
+                self.seen
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    async fn expect(&mut self, rows: &Value) {
+        self.browser
+            .client
+            .execute(
+                "window.expectRows(arguments[0]); return true;",
+                vec![rows.clone()],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_follows_the_same_scenario_with_the_console_bundle() {
+    let mut replicas = Replicas::start_blocking("typescript-client-chromium").await;
+    let browser = browser::chromium(&log_dir("typescript-client-chromium")).await;
+    // A page of A's origin, so the bundle imports as the console imports it.
+    browser
+        .client
+        .goto(&replicas.a.url("/console/client.js"))
+        .await
+        .unwrap();
+    let scenario = std::fs::read_to_string(repo_root().join("e2e/js/client-scenario.mjs")).unwrap();
+    browser
+        .client
+        .execute(
+            r#"window.steps = [];
+            const rows = new Promise((resolve) => { window.expectRows = resolve; });
+            const module = URL.createObjectURL(new Blob([arguments[0]], {type: "text/javascript"}));
+            Promise.all([import(module), import("/console/client.js")]).then(([{ scenario }, { createClient }]) =>
+              scenario({ createClient, WebSocket, urls: arguments[1], tokenUri: arguments[2], ttl: arguments[3],
+                say: (step) => window.steps.push(step), expectedRows: () => rows }))
+              .catch((error) => window.steps.push({ step: "failed", error: String(error) }));
+            return true;"#,
+            vec![
+                json!(scenario),
+                json!([replicas.a.url(""), replicas.b.url("")]),
+                json!(replicas.identity.user_token_uri()),
+                json!(TOKEN_TTL),
+            ],
+        )
+        .await
+        .unwrap();
+    let mut driver = InChromium { browser, seen: 0 };
+    follow_the_scenario(&mut replicas, &mut driver).await;
 }
 
 const TYPED_APP: &str = r#"import { createClient } from "CLIENT";
