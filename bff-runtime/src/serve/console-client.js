@@ -451,7 +451,7 @@ var FacetClient = class {
     const getToken = this.options.getToken;
     if (exp === void 0 || !getToken)
       return;
-    const delay = refreshDelay(exp, Date.now(), this.options.refreshAheadMs ?? 3e4);
+    const delay = Math.max(1e3, refreshDelay(exp, Date.now(), this.options.refreshAheadMs ?? 3e4));
     this.refreshTimer = setTimeout(async () => {
       try {
         const token = await getToken("expiring");

@@ -269,7 +269,9 @@ export class FacetClient<S extends SchemaLike = AnySchema> {
     const exp = this.token ? expiresAt(this.token) : undefined;
     const getToken = this.options.getToken;
     if (exp === undefined || !getToken) return;
-    const delay = refreshDelay(exp, Date.now(), this.options.refreshAheadMs ?? 30_000);
+    // At most one refresh a second, even when `getToken` keeps handing out a
+    // token that is about to expire.
+    const delay = Math.max(1000, refreshDelay(exp, Date.now(), this.options.refreshAheadMs ?? 30_000));
     this.refreshTimer = setTimeout(async () => {
       try {
         const token = await getToken("expiring");
