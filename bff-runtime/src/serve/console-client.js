@@ -268,6 +268,8 @@ var FacetClient = class {
   }
   /** Subscribes to a projection's rows (all, one `key`, or those matching `where`). */
   subscribe(projection, options = {}) {
+    if (this.closedByUser)
+      throw new Error("the client was closed: create another to subscribe");
     const subscription = new Subscription(`s${++this.ids}`, projection, options, (s) => {
       this.subscriptions.delete(s.id);
       this.send({ type: "unsubscribe", id: s.id });
@@ -293,7 +295,7 @@ var FacetClient = class {
         reject
       };
       if (this.closedByUser) {
-        reject(new Error("the client was closed"));
+        reject(new Error("the client was closed: create another to send commands"));
         return;
       }
       if (!this.socket) {

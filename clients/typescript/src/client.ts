@@ -87,6 +87,7 @@ export class FacetClient<S extends SchemaLike = AnySchema> {
     projection: P,
     options: SubscribeOptions<FilterOf<S, P>> = {},
   ): Subscription<S["rows"][P]> {
+    if (this.closedByUser) throw new Error("the client was closed: create another to subscribe");
     const subscription = new Subscription<S["rows"][P]>(`s${++this.ids}`, projection, options, (s) => {
       this.subscriptions.delete(s.id);
       this.send({ type: "unsubscribe", id: s.id });
@@ -115,7 +116,7 @@ export class FacetClient<S extends SchemaLike = AnySchema> {
         reject,
       };
       if (this.closedByUser) {
-        reject(new Error("the client was closed"));
+        reject(new Error("the client was closed: create another to send commands"));
         return;
       }
       if (!this.socket) {
