@@ -4,7 +4,8 @@
 //! on the other without a lost or repeated change; its short-lived token is
 //! refreshed in band for longer than the server's leeway, on one connection per
 //! replica; a waiting command resolves only once its row shows it; a retried
-//! command is produced once. Also: the package builds, its pure parts pass their
+//! command is produced once. A React component on `useProjection` renders the
+//! rows and re-renders on a live change. Also: the package builds, its pure parts pass their
 //! unit tests, and its core stays within its size budget.
 
 use std::io::{BufRead, BufReader, Write};
@@ -469,5 +470,83 @@ fn the_generated_types_type_the_client() {
     ] {
         let (ok, said) = type_check(&TYPED_APP.replace(right, wrong));
         assert!(!ok && said.contains(error), "`{wrong}` is refused:\n{said}");
+    }
+}
+
+/// The text of the `li` items of `#rows` on the page, in order.
+async fn rendered_rows(client: &fantoccini::Client) -> Value {
+    client
+        .execute(
+            "return [...document.querySelectorAll('#rows li')].map((li) => li.textContent);",
+            vec![],
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_react_component_on_use_projection_renders_live_rows_in_chromium() {
+    build_package();
+    let replicas = Replicas::start_blocking("typescript-client-react").await;
+    let app = node::script("bundle.mjs")
+        .arg(repo_root().join("e2e/js/react-projection-app.mjs"))
+        .output()
+        .unwrap();
+    assert!(
+        app.status.success(),
+        "{}",
+        String::from_utf8_lossy(&app.stderr)
+    );
+    let browser = browser::chromium(&log_dir("typescript-client-react")).await;
+    let client = &browser.client;
+    client
+        .goto(&replicas.a.url("/console/client.js"))
+        .await
+        .unwrap();
+    client
+        .execute(
+            r#"const module = URL.createObjectURL(new Blob([arguments[0]], {type: "text/javascript"}));
+            document.body.innerHTML = '<div id="app"></div>';
+            import(module).then(({ mount }) => mount(document.getElementById("app"), { url: arguments[1], token: arguments[2] }));
+            return true;"#,
+            vec![
+                json!(String::from_utf8(app.stdout).unwrap()),
+                json!(replicas.a.url("")),
+                json!(replicas.identity.token("ada", "ticker")),
+            ],
+        )
+        .await
+        .unwrap();
+
+    let initial: Vec<String> = (0..KEYS).map(|key| format!("k{key}=0")).collect();
+    let mut expected = json!(initial);
+    for step in 0..2 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let rows = rendered_rows(client).await;
+            if rows == expected {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "rendered {rows}, expected {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let status = client
+            .execute(
+                "return document.getElementById('status').textContent;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, "live");
+        if step == 0 {
+            // A live change re-renders the component.
+            let producer = replicas.broker.producer();
+            tick(&producer, 3, 7);
+            producer.flush();
+            expected[3] = json!("k3=7");
+        }
     }
 }
