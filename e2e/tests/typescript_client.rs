@@ -1,12 +1,13 @@
 //! The TypeScript client package (clients/typescript) as a frontend uses it, from
-//! Node and in headless Chromium (the console's bundle), against two real replicas on a real broker and a JWT identity provider:
-//! it subscribes and follows live changes; when its replica is killed it resumes
-//! on the other without a lost or repeated change; its short-lived token is
-//! refreshed in band for longer than the server's leeway, on one connection per
-//! replica; a waiting command resolves only once its row shows it; a retried
-//! command is produced once. A React component on `useProjection` renders the
-//! rows and re-renders on a live change. Also: the package builds, its pure parts pass their
-//! unit tests, and its core stays within its size budget.
+//! Node and in headless Chromium (the console's bundle), against two real replicas
+//! on a real broker and a JWT identity provider: it subscribes and follows live
+//! changes; when its replica is killed it resumes on the other without a lost or
+//! repeated change; its short-lived token is refreshed in band for longer than the
+//! server's leeway, on one connection per replica; a waiting command resolves only
+//! once its row shows it; a retried command is produced once. A React component on
+//! `useProjection` renders the rows and re-renders on a live change. Also: the
+//! package builds, its pure parts pass their unit tests, and its core stays within
+//! its size budget.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
