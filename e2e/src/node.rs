@@ -51,3 +51,34 @@ fn install() {
         assert!(status.success(), "npm ci in {} failed", dir.display());
     });
 }
+
+/// The types `facet-bff schema --typescript` writes for the storefront sample,
+/// as `facet.ts` in `dir`.
+pub fn write_storefront_types(dir: &std::path::Path) {
+    let output = Command::new(crate::process::facet_bff_binary())
+        .arg("schema")
+        .arg(repo_root().join("config/samples/storefront.yaml"))
+        .arg("--typescript")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::write(dir.join("facet.ts"), &output.stdout).unwrap();
+}
+
+/// Runs `tsc --noEmit --strict` on `program` as `app.ts` in `dir`: whether it
+/// type-checks, and what the compiler said.
+pub fn type_check(dir: &std::path::Path, program: &str) -> (bool, String) {
+    std::fs::write(dir.join("app.ts"), program).unwrap();
+    let output = tsc()
+        .args(["--noEmit", "--strict", "--module", "nodenext"])
+        .args(["--target", "es2022", "--lib", "es2022,dom"])
+        .arg(dir.join("app.ts"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout).to_string();
+    (output.status.success(), said)
+}

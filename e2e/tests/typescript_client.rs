@@ -109,8 +109,9 @@ fn the_package_builds_passes_its_unit_tests_and_keeps_its_size_budget() {
         "{} is the package as it is now: run `make console-client`",
         served.display()
     );
-    let output = node::script("bundle-size.mjs")
+    let output = node::script("bundle.mjs")
         .arg(client_dir().join("dist/index.js"))
+        .arg("--gzipped-size")
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&output.stdout);
@@ -423,34 +424,11 @@ export const sent = client.command("cancelOrder", { orderId: "o-1" });
 /// `tsc --noEmit --strict` on `program` beside the storefront's generated types.
 fn type_check(program: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
-    let types = Command::new(facet_e2e::process::facet_bff_binary())
-        .arg("schema")
-        .arg(repo_root().join("config/samples/storefront.yaml"))
-        .arg("--typescript")
-        .output()
-        .unwrap();
-    assert!(types.status.success());
-    std::fs::write(dir.path().join("facet.ts"), &types.stdout).unwrap();
+    node::write_storefront_types(dir.path());
     let client = client_dir().join("dist/index.js");
-    let program = program.replace("CLIENT", client.to_str().unwrap());
-    std::fs::write(dir.path().join("app.ts"), program).unwrap();
-    let output = node::tsc()
-        .args([
-            "--noEmit",
-            "--strict",
-            "--module",
-            "nodenext",
-            "--target",
-            "es2022",
-            "--lib",
-            "es2022,dom",
-        ])
-        .arg(dir.path().join("app.ts"))
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into(),
+    node::type_check(
+        dir.path(),
+        &program.replace("CLIENT", client.to_str().unwrap()),
     )
 }
 

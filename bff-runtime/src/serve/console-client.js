@@ -314,13 +314,17 @@ var FacetClient = class {
     clearTimeout(this.refreshTimer);
     clearTimeout(this.reconnectTimer);
     this.socket?.close(1e3, "closed by the client");
+    this.end(1e3, "closed by the client");
+  }
+  /** Closes every subscription and fails every pending command with `reason`. */
+  end(code, reason) {
     for (const subscription of this.subscriptions.values())
-      subscription.setStatus({ state: "closed", reason: "client closed" });
+      subscription.setStatus({ state: "closed", reason });
     for (const command of this.commands.values())
-      command.reject(new Error("the client was closed"));
+      command.reject(new Error(`connection closed (${code}): ${reason}`));
     this.subscriptions.clear();
     this.commands.clear();
-    this.setStatus({ state: "closed", code: 1e3, reason: "closed by the client" });
+    this.setStatus({ state: "closed", code, reason });
   }
   isOpen() {
     return this.socket?.readyState === 1;
@@ -421,13 +425,7 @@ var FacetClient = class {
     if (this.closedByUser)
       return;
     if (POLICY.has(code)) {
-      for (const subscription of this.subscriptions.values())
-        subscription.setStatus({ state: "closed", reason });
-      for (const command of this.commands.values())
-        command.reject(new Error(`connection closed (${code}): ${reason}`));
-      this.subscriptions.clear();
-      this.commands.clear();
-      this.setStatus({ state: "closed", code, reason });
+      this.end(code, reason);
       return;
     }
     if (code === TOKEN_REFUSED)

@@ -135,11 +135,16 @@ export class FacetClient<S extends SchemaLike = AnySchema> {
     clearTimeout(this.refreshTimer);
     clearTimeout(this.reconnectTimer);
     this.socket?.close(1000, "closed by the client");
-    for (const subscription of this.subscriptions.values()) subscription.setStatus({ state: "closed", reason: "client closed" });
-    for (const command of this.commands.values()) command.reject(new Error("the client was closed"));
+    this.end(1000, "closed by the client");
+  }
+
+  /** Closes every subscription and fails every pending command with `reason`. */
+  private end(code: number, reason: string): void {
+    for (const subscription of this.subscriptions.values()) subscription.setStatus({ state: "closed", reason });
+    for (const command of this.commands.values()) command.reject(new Error(`connection closed (${code}): ${reason}`));
     this.subscriptions.clear();
     this.commands.clear();
-    this.setStatus({ state: "closed", code: 1000, reason: "closed by the client" });
+    this.setStatus({ state: "closed", code, reason });
   }
 
   private isOpen(): boolean {
@@ -241,11 +246,7 @@ export class FacetClient<S extends SchemaLike = AnySchema> {
   private closed(code: number, reason: string): void {
     if (this.closedByUser) return;
     if (POLICY.has(code)) {
-      for (const subscription of this.subscriptions.values()) subscription.setStatus({ state: "closed", reason });
-      for (const command of this.commands.values()) command.reject(new Error(`connection closed (${code}): ${reason}`));
-      this.subscriptions.clear();
-      this.commands.clear();
-      this.setStatus({ state: "closed", code, reason });
+      this.end(code, reason);
       return;
     }
     if (code === TOKEN_REFUSED) this.tokenRefused = true;
