@@ -501,6 +501,12 @@ impl Ingest {
         replaying: bool,
     ) -> Result<(), IngestError> {
         if let Some(written) = writing.written()? {
+            // A caller waiting for a command hears it is visible only once the
+            // subscribers have its changes: the writer publishes the batch now
+            // rather than with the next one.
+            if !written.commands_seen.is_empty() {
+                writing.publish()?;
+            }
             self.settle(consumer, written)?;
         }
         if replaying {

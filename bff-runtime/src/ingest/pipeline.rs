@@ -104,6 +104,14 @@ impl<T> Pipeline<T> {
     /// Waits for everything in flight to be written and published.
     pub fn flush(&mut self) -> Result<Option<T>, StoreError> {
         let kept = self.written()?;
+        self.publish()?;
+        Ok(kept)
+    }
+
+    /// Has the writer publish the batch it wrote last, if it has not yet; the
+    /// batch must be [`Pipeline::written`].
+    pub fn publish(&mut self) -> Result<(), StoreError> {
+        debug_assert!(self.in_flight.is_none(), "the batch is written");
         if self.unpublished {
             self.writer()
                 .jobs
@@ -112,7 +120,7 @@ impl<T> Pipeline<T> {
             self.wait()?;
             self.unpublished = false;
         }
-        Ok(kept)
+        Ok(())
     }
 
     /// Syncs what the replay wrote, once it is finished.

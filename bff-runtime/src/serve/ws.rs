@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 
 use super::access::Viewer;
@@ -99,11 +99,12 @@ async fn run(state: SharedState, viewer: Viewer, mut socket: WebSocket) {
             Some(ack) = acks.next(), if !acks.is_empty() => {
                 // A command is visible only once its batch was published, so the
                 // changes it made are queued here already: they go first, and a
-                // client that waited for the ack finds them applied.
+                // client that waited for the ack finds them applied. (Drained
+                // outright: the wake-up for them may have gone to the select's
+                // dropped wait.)
                 let sent = Box::pin(async {
-                    if let Some(waited) = session.wait().now_or_never() {
-                        deliver(&mut session, &mut socket, waited).await?;
-                    }
+                    let outs = session.drain().await?;
+                    send(&mut socket, encode(&outs)).await?;
                     send(&mut socket, vec![ack]).await
                 }).await;
                 if let Err(close) = sent {
