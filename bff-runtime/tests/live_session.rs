@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use facet_bff::live::{Close, Hub, Router, Selection, Session, SubscribeError, Update};
+use facet_bff::live::{Close, Hub, Router, Selection, Session, Update};
 use facet_bff::metrics::Metrics;
 use facet_bff::projection::{RowChange, RowOp};
 use facet_bff::serve::access::Viewer;
@@ -319,14 +319,74 @@ async fn a_user_with_twenty_rows_among_fifty_thousand_gets_all_twenty() {
     };
     assert_eq!(rows.len(), 20);
     assert!(rows.iter().all(|(_, row)| row["customerId"] == "alice"));
-    // Everyone's 50,000 rows are more than one snapshot holds: refused, not cut.
+}
+
+#[tokio::test]
+async fn a_snapshot_larger_than_a_page_comes_in_pages_at_one_position_then_the_catch_up() {
+    const ROWS: i64 = 25_000;
+    let r = replica();
+    let records: Vec<_> = (0..ROWS)
+        .map(|n| (0, n, order(&format!("o-{n:05}"), "c", n)))
+        .collect();
+    r.read(&records);
     let mut console = r.session(Viewer::Console);
-    let refused = console.subscribe("s", orders(), None).await;
-    assert!(
-        matches!(refused, Err(SubscribeError::TooLarge)),
-        "{:?}",
-        refused.err()
+    let first = console.subscribe("s", orders(), None).await.unwrap();
+    let Update::Snapshot {
+        rows,
+        more: true,
+        position,
+    } = &first[0]
+    else {
+        panic!("a first page with more to come: {:?}", describe(&first))
+    };
+    assert_eq!(rows.len(), facet_bff::live::session::SNAPSHOT_PAGE);
+    let frozen = position.clone();
+    let mut seen: Vec<String> = rows.iter().map(|(k, _)| k.clone()).collect();
+    // Committed while the pages go: a row already sent, one not yet sent and a
+    // new one. The pages show none of them; the catch-up after them all three.
+    r.read(&[
+        (0, ROWS, order("o-00001", "c", -1)),
+        (0, ROWS + 1, order("o-24000", "c", -2)),
+        (0, ROWS + 2, order("o-99999", "c", -3)),
+    ]);
+    let mut after = Vec::new();
+    loop {
+        console.wait().await.unwrap();
+        let updates = drain(&mut console).await;
+        let last = updates
+            .iter()
+            .any(|u| matches!(u, Update::Snapshot { more: false, .. }));
+        for update in updates {
+            match update {
+                Update::Snapshot { rows, position, .. } => {
+                    assert_eq!(position, frozen, "every page is at one position");
+                    assert!(after.is_empty(), "no change before the last page");
+                    seen.extend(rows.into_iter().map(|(k, row)| {
+                        assert!(row["total"].as_i64().unwrap() >= 0, "{k} as frozen");
+                        k
+                    }));
+                }
+                other => after.push(other),
+            }
+        }
+        if last {
+            break;
+        }
+    }
+    let expected: Vec<String> = (0..ROWS).map(|n| format!("o-{n:05}")).collect();
+    assert_eq!(seen, expected, "every row once, in key order");
+    assert_eq!(
+        describe(&after),
+        [
+            "upsert o-00001 -1",
+            "upsert o-24000 -2",
+            "upsert o-99999 -3"
+        ]
     );
+    // Then live.
+    r.read(&[(0, ROWS + 3, order("o-00002", "c", -4))]);
+    console.wait().await.unwrap();
+    assert_eq!(describe(&drain(&mut console).await), ["upsert o-00002 -4"]);
 }
 
 #[tokio::test]

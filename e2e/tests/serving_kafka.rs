@@ -340,6 +340,7 @@ fn serving_against_a_real_kafka_broker() {
     let (expected, resume_from) = serving.every_transport_gets_every_change_once(&alice);
     serving.clients_resume_from_their_last_position(&alice, &expected, &resume_from);
     serving.stalled_clients_cost_bounded_memory(&alice);
+    serving.large_snapshots_come_in_pages_then_the_catch_up();
     let Serving {
         broker,
         identity,
@@ -619,6 +620,123 @@ impl Serving {
         drop(stalled);
         drop(reader);
     }
+}
+
+/// Two and a half snapshot pages.
+const PAGED_ROWS: i64 = 25_000;
+const PAGED_ROUNDS: i64 = 10;
+
+impl Serving {
+    /// A subscription to more rows than a snapshot page holds while events keep
+    /// arriving: every transport gets its rows in pages at one position, then the
+    /// catch-up, then live, every row once and each row's updates in order after
+    /// the value its page had.
+    fn large_snapshots_come_in_pages_then_the_catch_up(&self) {
+        let carol = self.identity.token("carol", AUDIENCE);
+        let producer = self.broker.producer();
+        let key = |i: i64| format!("p-{i:05}");
+        let applied = self.runtime.metric("facet_events_applied_total");
+        send_all(
+            &producer,
+            (0..PAGED_ROWS).map(|i| (key(i), task(&key(i), "carol", 0, "paged"))),
+        );
+        wait_for(
+            "carol's rows to be stored",
+            Duration::from_secs(120),
+            || self.runtime.metric("facet_events_applied_total") >= applied + PAGED_ROWS as f64,
+        );
+        // Rounds of changes while the clients page: every 250th row again, and a
+        // new row each round.
+        let changing = std::thread::spawn(move || {
+            for round in 1..=PAGED_ROUNDS {
+                send_all(
+                    &producer,
+                    (0..PAGED_ROWS)
+                        .step_by(250)
+                        .chain([PAGED_ROWS + round])
+                        .map(|i| (key(i), task(&key(i), "carol", round, "paged"))),
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        let log = self.logs.join("graphql-ws-carol.log");
+        let clients = [
+            native(self.address, &carol, None),
+            sse(self.address, &carol, None),
+            graphql_ws(self.address, &carol, None, &log),
+        ];
+        changing.join().unwrap();
+        let mut last: BTreeMap<String, i64> = (0..PAGED_ROWS)
+            .map(|i| (key(i), if i % 250 == 0 { PAGED_ROUNDS } else { 0 }))
+            .collect();
+        last.extend((1..=PAGED_ROUNDS).map(|round| (key(PAGED_ROWS + round), round)));
+        for mut client in clients {
+            // Rows still short of their last value, kept as messages arrive so the
+            // check stays linear.
+            let short = std::cell::RefCell::new((0, last.clone()));
+            client.until("every row at its last value", |seen| {
+                let (read, short) = &mut *short.borrow_mut();
+                for s in &seen[*read..] {
+                    if short.get(&s.key) == s.n.as_ref() {
+                        short.remove(&s.key);
+                    }
+                }
+                *read = seen.len();
+                short.is_empty()
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            while let Ok(more) = client.updates.try_recv() {
+                client.seen.push(more);
+            }
+            assert_paged(&client, &last);
+        }
+    }
+}
+
+/// What a client of a paged snapshot must have seen: snapshot rows first, each key
+/// once and in order, the last page with the position, earlier ones without; then
+/// changes only, each row's values rising from its snapshot value, nothing twice.
+fn assert_paged(client: &Client, last: &BTreeMap<String, i64>) {
+    let name = &client.name;
+    let rows = client.seen.iter().take_while(|s| s.op == "snapshot");
+    let snapshot: Vec<&Seen> = rows.collect();
+    let keys: Vec<&str> = snapshot.iter().map(|s| s.key.as_str()).collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "{name}: each row once, in key order"
+    );
+    assert!(
+        keys.len() >= PAGED_ROWS as usize,
+        "{name}: {} snapshot rows",
+        keys.len()
+    );
+    let positions: std::collections::BTreeSet<&str> =
+        snapshot.iter().map(|s| s.position.as_str()).collect();
+    assert_eq!(
+        positions.len(),
+        2,
+        "{name}: pages without a position, then the last with one: {positions:?}"
+    );
+    assert!(
+        positions.contains(""),
+        "{name}: pages before the last have no position"
+    );
+    let changes = &client.seen[snapshot.len()..];
+    assert!(
+        changes.iter().all(|s| s.op == "upsert"),
+        "{name}: after the pages, changes only: {:?}",
+        changes.iter().find(|s| s.op != "upsert")
+    );
+    let mut values: BTreeMap<&str, i64> = BTreeMap::new();
+    for s in &client.seen {
+        let n = s.n.unwrap();
+        if let Some(before) = values.insert(&s.key, n) {
+            assert!(before < n, "{name}: {} went {before} then {n}", s.key);
+        }
+    }
+    let seen: Vec<&str> = values.keys().copied().collect();
+    let expected: Vec<&str> = last.keys().map(String::as_str).collect();
+    assert_eq!(seen, expected, "{name}: carol's rows, all of them");
 }
 
 const STALLED_TOPIC: &str = "e2e.stalled";

@@ -4,7 +4,11 @@
 //!
 //! No gap, no duplicate: a subscription is registered with the router *before* its
 //! first read of the store, and every change committed up to that read (which the
-//! read already reflects) is dropped when it arrives.
+//! read already reflects) is dropped when it arrives. While a large snapshot is
+//! sent in pages ([`snapshot`]), the subscription's changes are dropped as they
+//! come: the catch-up after its last page sends them.
+
+mod snapshot;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -22,18 +26,23 @@ use crate::store::{access_of, with_access, Change, Missed, PositionError, View};
 use crate::viewer::Viewer;
 use prometheus_client::metrics::gauge::Gauge;
 
-/// Most rows one snapshot may hold (after filtering and access).
-pub const SNAPSHOT_LIMIT: usize = 10_000;
+pub use snapshot::SNAPSHOT_PAGE;
+
+/// Most rows an access edit's resume compares before it sends a fresh snapshot.
+const ACCESS_COMPARE_LIMIT: usize = 10_000;
 /// How long a resume waits for this replica to reach a client's position (it may
 /// have come from a replica that is a little further on).
 const RESUME_WAIT: Duration = Duration::from_secs(5);
 
 /// What a subscription sends, in order.
 pub enum Update {
-    /// Every visible row at `position`.
+    /// Visible rows at `position`, in key order: all of them, or with `more` one
+    /// page, which the next pages follow. The position is one to resume from only
+    /// with the last page.
     Snapshot {
         position: String,
         rows: Vec<(String, Row)>,
+        more: bool,
     },
     /// A row changed; its position is the change's.
     Change { op: Op, change: Arc<LiveChange> },
@@ -55,8 +64,6 @@ pub enum SubscribeError {
     TooMany(usize),
     #[error(transparent)]
     BadPosition(PositionError),
-    #[error("more than {SNAPSHOT_LIMIT} rows match: narrow the subscription with key or where")]
-    TooLarge,
     #[error(
         "finding the rows that match reads more than {} rows or takes over {} s: \
          narrow the subscription with key, or where on a field the access rule indexes",
@@ -77,6 +84,8 @@ struct Sub {
     seen_through: u64,
     /// The last position the client was given.
     position: String,
+    /// The pages of its snapshot still to send.
+    paging: Option<snapshot::Paging>,
 }
 
 pub struct Session {
@@ -172,6 +181,7 @@ impl Session {
             _registration: registration,
             seen_through: 0,
             position: String::new(),
+            paging: None,
         };
         let updates = match since {
             Some(Ok((position, edit))) => self.hub.resume(&mut sub, &position, edit).await?,
@@ -226,20 +236,27 @@ impl Session {
         }
     }
 
-    /// Waits until there is something to [`Session::drain`], the token expires, or
-    /// the server shuts down. Cancel-safe, so a transport can wait on its socket at
-    /// the same time.
+    /// Waits until there is something to [`Session::drain`] (a change, or the
+    /// next page of a snapshot), the token expires, or the server shuts down.
+    /// Cancel-safe, so a transport can wait on its socket at the same time.
     pub async fn wait(&self) -> Result<(), Close> {
+        let left = self.viewer.expires_in();
+        if left.is_some_and(|left| left.is_zero()) {
+            return Err(Close::TokenExpired);
+        }
         let expiry = async {
-            match self.viewer.expires_in() {
+            match left {
                 Some(left) => tokio::time::sleep(left).await,
                 None => std::future::pending().await,
             }
         };
+        let paging = self.subs.iter().any(|(_, sub)| sub.paging.is_some());
         tokio::select! {
-            () = self.outbox.pushed() => Ok(()),
-            () = expiry => Err(Close::TokenExpired),
+            biased;
             () = self.hub.closed() => Err(Close::ShuttingDown),
+            () = expiry => Err(Close::TokenExpired),
+            () = std::future::ready(()), if paging => Ok(()),
+            () = self.outbox.pushed() => Ok(()),
         }
     }
 
@@ -249,8 +266,9 @@ impl Session {
         self.drain().await
     }
 
-    /// The updates due now, in order. A client that fell too far behind catches up
-    /// from the store's change log, or is closed when even that is too much.
+    /// The updates due now, in order, and the next page of a snapshot being paged.
+    /// A client that fell too far behind catches up from the store's change log,
+    /// or is closed when even that is too much.
     pub async fn drain(&mut self) -> Result<Vec<Out>, Close> {
         let (deliveries, overflowed) = self.outbox.take();
         let mut out = Vec::new();
@@ -261,7 +279,7 @@ impl Session {
             let Some((_, sub)) = self.subs.iter_mut().find(|(n, _)| *n == delivery.sub) else {
                 continue; // unsubscribed since
             };
-            if delivery.change.seq <= sub.seen_through {
+            if delivery.change.seq <= sub.seen_through || sub.paging.is_some() {
                 continue;
             }
             sub.seen_through = delivery.change.seq;
@@ -275,7 +293,26 @@ impl Session {
             });
         }
         self.count_deliveries(out.iter().map(|out| &out.update));
+        out.extend(self.next_page().await?);
         Ok(out)
+    }
+
+    /// One page of the first snapshot being paged (one per drain: the transport
+    /// sends it before it asks for the next).
+    async fn next_page(&mut self) -> Result<Vec<Out>, Close> {
+        let Some((_, sub)) = self.subs.iter_mut().find(|(_, sub)| sub.paging.is_some()) else {
+            return Ok(Vec::new());
+        };
+        let updates = self.hub.next_page(sub).await.map_err(into_close)?;
+        let id = sub.id.clone();
+        self.count_deliveries(updates.iter());
+        Ok(updates
+            .into_iter()
+            .map(|update| Out {
+                id: id.clone(),
+                update,
+            })
+            .collect())
     }
 
     /// Counts the changes among `updates` as delivered (snapshots are not changes).
@@ -290,17 +327,14 @@ impl Session {
     async fn catch_up(&mut self) -> Result<Vec<Out>, Close> {
         let _slot = self.hub.catch_up_slot().await;
         let mut out = Vec::new();
-        for (_, sub) in self.subs.iter_mut() {
+        // A subscription still paging catches up after its last page anyway.
+        for (_, sub) in self.subs.iter_mut().filter(|(_, sub)| sub.paging.is_none()) {
             let updates = match self.hub.store.codec().decode(&sub.position) {
-                Ok(position) => {
-                    self.hub
-                        .resume(sub, &position, None)
-                        .await
-                        .map_err(|e| match e {
-                            SubscribeError::Failed(close) => close,
-                            other => Close::internal(other),
-                        })?
-                }
+                Ok(position) => self
+                    .hub
+                    .resume(sub, &position, None)
+                    .await
+                    .map_err(into_close)?,
                 Err(e) => return Err(Close::internal(e)),
             };
             out.extend(updates.into_iter().map(|update| Out {
@@ -313,6 +347,13 @@ impl Session {
             return Err(Close::TooSlow);
         }
         Ok(out)
+    }
+}
+
+fn into_close(error: SubscribeError) -> Close {
+    match error {
+        SubscribeError::Failed(close) => close,
+        other => Close::internal(other),
     }
 }
 
@@ -358,38 +399,6 @@ impl Sub {
 }
 
 impl Hub {
-    /// Every row the subscription sees, as of one read.
-    async fn snapshot(self: &Arc<Self>, sub: &mut Sub) -> Result<Update, SubscribeError> {
-        let selector = sub.selector.clone();
-        let read = self
-            .off_the_workers(move |hub| hub.read_snapshot(&selector))
-            .await?;
-        Ok(sub.settle(read).remove(0))
-    }
-
-    fn read_snapshot(&self, selector: &Selector) -> Result<Read, SubscribeError> {
-        let view = self.store.view().map_err(store_failed)?;
-        let scan = self
-            .visible_rows(&view, selector, None, SNAPSHOT_LIMIT + 1)
-            .map_err(store_failed)?;
-        if scan.budget_spent {
-            return Err(SubscribeError::ScanTooLong);
-        }
-        let rows = scan.rows;
-        if rows.len() > SNAPSHOT_LIMIT {
-            return Err(SubscribeError::TooLarge);
-        }
-        let (seen_through, position) = self.reflected(&view)?;
-        Ok(Read {
-            updates: vec![Update::Snapshot {
-                position: position.clone(),
-                rows,
-            }],
-            seen_through,
-            position,
-        })
-    }
-
     /// What a client at `since` missed, one update per row (where it is now), or a
     /// reset and a snapshot when this replica cannot tell.
     async fn resume(
@@ -457,7 +466,7 @@ impl Hub {
                 selector,
                 &edit.before,
                 &touched,
-                SNAPSHOT_LIMIT,
+                ACCESS_COMPARE_LIMIT,
             )
             .map_err(store_failed)?
             else {

@@ -87,6 +87,12 @@ function applyMergePatch(target, patch) {
 var RowSet = class {
   byKey = /* @__PURE__ */ new Map();
   sorted = [];
+  /** The pages of a snapshot received so far, until its last one. */
+  pages;
+  /** Forgets the pages of a snapshot cut short (the subscription starts again). */
+  dropPages() {
+    this.pages = void 0;
+  }
   get size() {
     return this.byKey.size;
   }
@@ -102,15 +108,21 @@ var RowSet = class {
     return this.sorted.map((key) => this.byKey.get(key));
   }
   /** Applies one update; true when the rows changed. A `reset` keeps the rows
-   * until the snapshot after it replaces them, so a screen does not blank. */
+   * until the snapshot after it replaces them, so a screen does not blank; a
+   * snapshot in pages replaces them at its last page. */
   apply(update) {
     switch (update.type) {
-      case "snapshot":
-        this.byKey.clear();
+      case "snapshot": {
+        const pages = this.pages ?? /* @__PURE__ */ new Map();
         for (const { key, row } of update.rows)
-          this.byKey.set(key, row);
-        this.sorted = [...this.byKey.keys()].sort(compare);
+          pages.set(key, row);
+        this.pages = update.more ? pages : void 0;
+        if (update.more)
+          return false;
+        this.byKey = pages;
+        this.sorted = [...pages.keys()].sort(compare);
         return true;
+      }
       case "reset":
         return false;
       case "change":
@@ -198,8 +210,10 @@ var Subscription = class {
     this.onClose(this);
     this.setStatus({ state: "closed", reason: "closed by the client" });
   }
-  /** @internal The subscribe message, resuming from the last position if any. */
+  /** @internal The subscribe message, resuming from the last position if any
+   * (the rows it has are as of that position: pages of a snapshot since are dropped). */
   subscribeMessage() {
+    this.rows.dropPages();
     const { key, where, delta } = this.options;
     return { type: "subscribe", id: this.id, projection: this.projection, key, where, delta, since: this.position };
   }
@@ -210,7 +224,7 @@ var Subscription = class {
     const changed = this.rows.apply(update);
     if ("position" in update && update.position)
       this.position = update.position;
-    if (update.type === "snapshot")
+    if (update.type === "snapshot" && !update.more)
       this.setStatus({ state: "live" });
     for (const listener of this.updateListeners)
       listener(update);

@@ -85,8 +85,12 @@ fn event(update: &Update) -> Event {
         Update::Reset { .. } => "reset",
     };
     let event = Event::default().event(name).data(native_json(None, update));
-    match position(update) {
-        Some(position) => event.id(position),
-        None => event,
+    match (position(update), update) {
+        (Some(position), _) => event.id(position),
+        // The position the client came with is no longer one to come back to: it
+        // reconnects for a fresh snapshot until the last page of this one gives it
+        // a new one.
+        (None, Update::Reset { .. }) => event.id(""),
+        (None, _) => event,
     }
 }

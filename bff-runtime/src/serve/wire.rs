@@ -39,15 +39,35 @@ pub fn native_json(id: Option<&str>, update: &Update) -> String {
             text.push('}');
             text
         }
-        Update::Snapshot { position, rows } => {
-            let rows: Vec<serde_json::Value> = rows
-                .iter()
-                .map(|(key, row)| serde_json::json!({"key": key, "row": row}))
-                .collect();
-            let mut value =
-                serde_json::json!({"type": "snapshot", "position": position, "rows": rows});
-            with_id(&mut value, id);
-            value.to_string()
+        Update::Snapshot {
+            position,
+            rows,
+            more,
+        } => {
+            let mut text = String::from("{\"type\":\"snapshot\"");
+            write_id(&mut text);
+            // A page before the last gives no position: the client has not got
+            // everything up to it yet.
+            match more {
+                true => text.push_str(",\"more\":true"),
+                false => {
+                    text.push_str(",\"position\":");
+                    text.push_str(&json_string(position));
+                }
+            }
+            text.push_str(",\"rows\":[");
+            for (n, (key, row)) in rows.iter().enumerate() {
+                if n > 0 {
+                    text.push(',');
+                }
+                text.push_str("{\"key\":");
+                text.push_str(&json_string(key));
+                text.push_str(",\"row\":");
+                text.push_str(&serde_json::to_string(row).unwrap_or_else(|_| "null".into()));
+                text.push('}');
+            }
+            text.push_str("]}");
+            text
         }
         Update::Reset { reason } => {
             let mut value = serde_json::json!({"type": "reset", "reason": reason});
@@ -67,7 +87,12 @@ fn with_id(value: &mut serde_json::Value, id: Option<&str>) {
 pub fn position(update: &Update) -> Option<&str> {
     match update {
         Update::Change { change, .. } => Some(&change.position),
-        Update::Snapshot { position, .. } => Some(position),
+        Update::Snapshot {
+            position,
+            more: false,
+            ..
+        } => Some(position),
+        Update::Snapshot { more: true, .. } => None,
         Update::Reset { .. } => None,
     }
 }

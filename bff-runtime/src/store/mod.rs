@@ -340,6 +340,15 @@ impl Store {
         })
     }
 
+    /// A read put back in use: everything read through the view is as of the commit
+    /// it was frozen at.
+    pub fn thaw(&self, frozen: Frozen) -> View<'_> {
+        View {
+            store: self,
+            txn: frozen.0,
+        }
+    }
+
     /// Writes an image of the store as of its last commit (see [`image`]).
     pub fn export(
         &self,
@@ -416,7 +425,18 @@ pub struct View<'s> {
     txn: redb::ReadTransaction,
 }
 
+/// A [`View`] kept to be read on later ([`Store::thaw`]), when it is no longer
+/// tied to a borrow of the store: a snapshot sent in pages reads every page at
+/// one commit. While it lives, the pages the commit used are not reused, so the
+/// file may grow under writes; it is held only as long as a client takes pages.
+pub struct Frozen(redb::ReadTransaction);
+
 impl View<'_> {
+    /// Keeps this read for later.
+    pub fn freeze(self) -> Frozen {
+        Frozen(self.txn)
+    }
+
     /// The sequence number of the last commit this view sees.
     pub fn seq(&self) -> Result<u64, StoreError> {
         Ok(self

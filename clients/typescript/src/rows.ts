@@ -5,15 +5,24 @@ import { applyMergePatch } from "./mergePatch.js";
 
 /** What the server sends about one subscription (docs/protocol.md). */
 export type ServerUpdate =
-  | { type: "snapshot"; position?: string; rows: { key: string; row: unknown }[] }
+  /** With `more`, one page of a snapshot: the next pages follow, and only the
+   * last one has a position. */
+  | { type: "snapshot"; position?: string; more?: boolean; rows: { key: string; row: unknown }[] }
   | { type: "change"; op: "upsert"; key: string; position?: string; row: unknown }
   | { type: "change"; op: "patch"; key: string; position?: string; patch: unknown }
   | { type: "change"; op: "delete" | "remove"; key: string; position?: string }
   | { type: "reset"; reason?: string };
 
 export class RowSet<Row> {
-  private readonly byKey = new Map<string, Row>();
+  private byKey = new Map<string, Row>();
   private sorted: string[] = [];
+  /** The pages of a snapshot received so far, until its last one. */
+  private pages: Map<string, Row> | undefined;
+
+  /** Forgets the pages of a snapshot cut short (the subscription starts again). */
+  dropPages(): void {
+    this.pages = undefined;
+  }
 
   get size(): number {
     return this.byKey.size;
@@ -34,14 +43,19 @@ export class RowSet<Row> {
   }
 
   /** Applies one update; true when the rows changed. A `reset` keeps the rows
-   * until the snapshot after it replaces them, so a screen does not blank. */
+   * until the snapshot after it replaces them, so a screen does not blank; a
+   * snapshot in pages replaces them at its last page. */
   apply(update: ServerUpdate): boolean {
     switch (update.type) {
-      case "snapshot":
-        this.byKey.clear();
-        for (const { key, row } of update.rows) this.byKey.set(key, row as Row);
-        this.sorted = [...this.byKey.keys()].sort(compare);
+      case "snapshot": {
+        const pages = this.pages ?? new Map<string, Row>();
+        for (const { key, row } of update.rows) pages.set(key, row as Row);
+        this.pages = update.more ? pages : undefined;
+        if (update.more) return false;
+        this.byKey = pages;
+        this.sorted = [...pages.keys()].sort(compare);
         return true;
+      }
       case "reset":
         return false;
       case "change":

@@ -63,8 +63,10 @@ export class Subscription<Row> {
     this.setStatus({ state: "closed", reason: "closed by the client" });
   }
 
-  /** @internal The subscribe message, resuming from the last position if any. */
+  /** @internal The subscribe message, resuming from the last position if any
+   * (the rows it has are as of that position: pages of a snapshot since are dropped). */
   subscribeMessage(): Record<string, unknown> {
+    this.rows.dropPages();
     const { key, where, delta } = this.options;
     return { type: "subscribe", id: this.id, projection: this.projection, key, where, delta, since: this.position };
   }
@@ -74,7 +76,7 @@ export class Subscription<Row> {
     if (update.type === "reset") this.setStatus({ state: "resyncing", reason: update.reason });
     const changed = this.rows.apply(update);
     if ("position" in update && update.position) this.position = update.position;
-    if (update.type === "snapshot") this.setStatus({ state: "live" });
+    if (update.type === "snapshot" && !update.more) this.setStatus({ state: "live" });
     for (const listener of this.updateListeners) listener(update);
     if (changed) for (const listener of this.rowListeners) listener(this);
   }

@@ -21,6 +21,17 @@ test("a row set applies snapshots, upserts, patches, removes and deletes in key 
   assert.deepEqual(rows.keys(), ["c"]);
 });
 
+test("a snapshot in pages replaces the rows at its last page; a cut-short one is forgotten", () => {
+  const rows = new RowSet();
+  rows.apply({ type: "snapshot", position: "p1", rows: [{ key: "old", row: {} }] });
+  assert.equal(rows.apply({ type: "snapshot", more: true, rows: [{ key: "a", row: {} }] }), false);
+  assert.deepEqual(rows.keys(), ["old"], "the rows stay as they were until the last page");
+  rows.dropPages();
+  rows.apply({ type: "snapshot", more: true, rows: [{ key: "b", row: {} }] });
+  assert.equal(rows.apply({ type: "snapshot", position: "p2", rows: [{ key: "c", row: {} }] }), true);
+  assert.deepEqual(rows.keys(), ["b", "c"], "the dropped page is not among them");
+});
+
 test("merge patches follow RFC 7396", () => {
   // The RFC's own example (appendix A), and that the target is not modified.
   const target = { title: "Goodbye!", author: { givenName: "John", familyName: "Doe" }, tags: ["example", "sample"], content: "x" };

@@ -337,12 +337,21 @@ async fn changes<'a>(
 
 fn to_events(update: Update) -> Vec<ChangeEvent> {
     match update {
-        Update::Snapshot { rows, position } => rows
+        Update::Snapshot {
+            rows,
+            position,
+            more,
+        } => rows
             .into_iter()
             .map(|(key, row)| ChangeEvent {
                 op: "snapshot",
                 key,
-                position: position.clone(),
+                // Before the last page, nothing to resume from yet.
+                position: if more {
+                    String::new()
+                } else {
+                    position.clone()
+                },
                 row: Some(serde_json::Value::Object(row)),
             })
             .collect(),

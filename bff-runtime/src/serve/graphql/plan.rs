@@ -275,10 +275,17 @@ impl Plan {
     /// The `payload` of the `next` messages for one update, as JSON text.
     pub fn payloads(&self, update: &Update) -> Vec<String> {
         match update {
-            Update::Snapshot { position, rows } => rows
-                .iter()
-                .map(|(key, row)| self.payload("snapshot", key, position, Some(row)))
-                .collect(),
+            Update::Snapshot {
+                position,
+                rows,
+                more,
+            } => {
+                // Before the last page, nothing to resume from yet.
+                let position = if *more { "" } else { position };
+                rows.iter()
+                    .map(|(key, row)| self.payload("snapshot", key, position, Some(row)))
+                    .collect()
+            }
             Update::Change { op, change } => {
                 let row = match op {
                     Op::Upsert | Op::Patch => change.row.as_ref(),
