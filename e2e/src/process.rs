@@ -265,7 +265,7 @@ impl Runtime {
 
     /// The process's resident memory (VmRSS), in bytes.
     pub fn rss_bytes(&self) -> u64 {
-        status_kib(self.pid(), "VmRSS:") * 1024
+        rss_bytes(self.pid())
     }
 
     /// The most resident memory the process has had (VmHWM), in bytes.
@@ -293,6 +293,11 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The resident memory of process `pid` now (VmRSS), in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:") * 1024
 }
 
 /// The most resident memory process `pid` has had (VmHWM), in bytes.

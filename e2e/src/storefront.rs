@@ -34,6 +34,12 @@ pub fn storefront(embeds: bool) -> String {
 /// Customers, then orders of three events each (placed, payment captured, shipped)
 /// on three topics, `events` records in all. Returns how many were produced.
 pub fn produce(bootstrap: &str, events: usize) -> usize {
+    produce_orders(bootstrap, events, 3)
+}
+
+/// Customers, then orders of their first `steps` events (1: placed only, a row
+/// per record), `events` records in all. Returns how many were produced.
+pub fn produce_orders(bootstrap: &str, events: usize, steps: usize) -> usize {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "20")
@@ -85,7 +91,7 @@ pub fn produce(bootstrap: &str, events: usize) -> usize {
                 serde_json::json!({"type": "OrderShipped", "orderId": id, "carrier": "DHL", "at": at}),
             ),
         ];
-        for (topic, value) in kinds.into_iter().take(events - produced) {
+        for (topic, value) in kinds.into_iter().take(steps.min(events - produced)) {
             send(topic, &id, value);
             produced += 1;
         }

@@ -622,7 +622,7 @@ impl Serving {
     }
 }
 
-/// Two and a half snapshot pages.
+/// Twenty-five snapshot pages (and more than the 10,000 rows a snapshot once held).
 const PAGED_ROWS: i64 = 25_000;
 const PAGED_ROUNDS: i64 = 10;
 
@@ -722,6 +722,11 @@ fn assert_paged(client: &Client, last: &BTreeMap<String, i64>) {
         "{name}: pages before the last have no position"
     );
     let changes = &client.seen[snapshot.len()..];
+    eprintln!(
+        "{name}: {} snapshot rows in pages, then {} changes",
+        snapshot.len(),
+        changes.len()
+    );
     assert!(
         changes.iter().all(|s| s.op == "upsert"),
         "{name}: after the pages, changes only: {:?}",

@@ -127,6 +127,11 @@ impl Session {
         self.subs.is_empty()
     }
 
+    /// Whether a snapshot still has pages to send.
+    pub fn is_paging(&self) -> bool {
+        self.subs.iter().any(|(_, sub)| sub.paging.is_some())
+    }
+
     /// Starts (or restarts) subscription `id`: its first updates are a snapshot,
     /// or with `since` what the client missed (or a reset and a snapshot).
     pub async fn subscribe(
@@ -250,7 +255,7 @@ impl Session {
                 None => std::future::pending().await,
             }
         };
-        let paging = self.subs.iter().any(|(_, sub)| sub.paging.is_some());
+        let paging = self.is_paging();
         tokio::select! {
             biased;
             () = self.hub.closed() => Err(Close::ShuttingDown),

@@ -21,8 +21,9 @@ pub enum Item {
 
 /// The stream of `session`, which has just subscribed and got `first`.
 /// `refreshes` are the client's fresh viewers (tokens refreshed in band), applied
-/// as they come; `first_turn` is held until the first updates are all taken (a
-/// connection's subscriptions take their first updates one at a time).
+/// as they come; `first_turn` is held until the first updates are all taken, every
+/// page of a snapshot included (a connection's subscriptions take their first
+/// updates one at a time).
 pub fn updates<T: Send + 'static>(
     session: Session,
     first: Vec<Update>,
@@ -56,7 +57,9 @@ impl<T> State<T> {
             if let Some(update) = self.queue.pop_front() {
                 return Some(Item::Update(update));
             }
-            self.first_turn = None;
+            if !self.session.is_paging() {
+                self.first_turn = None;
+            }
             if self.ended {
                 return None;
             }

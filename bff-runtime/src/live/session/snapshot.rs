@@ -11,10 +11,13 @@ use std::sync::Arc;
 use super::{store_failed, Read, Sub, SubscribeError, Update};
 use crate::live::selector::Selector;
 use crate::live::Hub;
-use crate::store::Frozen;
+use crate::projection::Row;
+use crate::store::{Frozen, Scan};
 
-/// Most rows one snapshot message holds.
-pub const SNAPSHOT_PAGE: usize = 10_000;
+/// Most rows one snapshot message holds. A page's rows are held decoded while it
+/// is encoded (a few KB each with their maps), which is what a paging connection
+/// holds; small pages also bring the first rows to the screen sooner.
+pub const SNAPSHOT_PAGE: usize = 1_000;
 
 /// A snapshot with pages still to send.
 pub(super) struct Paging {
@@ -45,7 +48,7 @@ impl Hub {
     ) -> Result<(Read, Option<Paging>), SubscribeError> {
         let view = self.store.view().map_err(store_failed)?;
         let scan = self
-            .visible_rows(&view, selector, None, SNAPSHOT_PAGE)
+            .visible_rows(&view, selector, None, SNAPSHOT_PAGE + 1)
             .map_err(store_failed)?;
         // A filter that finds too little of what it reads is refused at once; on
         // later pages a spent budget only makes a short page.
@@ -53,12 +56,13 @@ impl Hub {
             return Err(SubscribeError::ScanTooLong);
         }
         let (seen_through, position) = self.reflected(&view)?;
+        let (rows, next) = page_of(scan);
         let page = Update::Snapshot {
             position: position.clone(),
-            rows: scan.rows,
-            more: scan.resume_after.is_some(),
+            rows,
+            more: next.is_some(),
         };
-        let paging = scan.resume_after.map(|after| Paging {
+        let paging = next.map(|after| Paging {
             frozen: view.freeze(),
             after,
         });
@@ -83,17 +87,18 @@ impl Hub {
         let (scan, frozen) = self
             .off_the_workers(move |hub| {
                 let view = hub.store.thaw(paging.frozen);
-                let scan = hub.visible_rows(&view, &selector, Some(&paging.after), SNAPSHOT_PAGE);
+                let scan =
+                    hub.visible_rows(&view, &selector, Some(&paging.after), SNAPSHOT_PAGE + 1);
                 (scan, view.freeze())
             })
             .await;
-        let scan = scan.map_err(store_failed)?;
+        let (rows, next) = page_of(scan.map_err(store_failed)?);
         let page = Update::Snapshot {
             position: sub.position.clone(),
-            rows: scan.rows,
-            more: scan.resume_after.is_some(),
+            rows,
+            more: next.is_some(),
         };
-        if let Some(after) = scan.resume_after {
+        if let Some(after) = next {
             sub.paging = Some(Paging { frozen, after });
             return Ok(vec![page]);
         }
@@ -107,4 +112,16 @@ impl Hub {
         updates.extend(self.resume(sub, &since, None).await?);
         Ok(updates)
     }
+}
+
+/// A page from a scan for one row more than a page: its rows, and the key the next
+/// page starts after, if there is one (so the last page is never an empty one).
+fn page_of(mut scan: Scan) -> (Vec<(String, Row)>, Option<String>) {
+    if scan.rows.len() > SNAPSHOT_PAGE {
+        scan.rows.truncate(SNAPSHOT_PAGE);
+        let after = scan.rows.last().map(|(key, _)| key.clone());
+        return (scan.rows, after);
+    }
+    // Fewer rows and still a place to go on from: the scan's budget ran out.
+    (scan.rows, scan.resume_after)
 }
