@@ -26,10 +26,18 @@ export async function scenario({ createClient, WebSocket, urls: [urlA, urlB], to
   const lastSeq = new Map();
   const problems = [];
   let snapshots = 0;
+  let pages = 0;
+  let paging = false;
   subscription.onUpdate((update) => {
     if (update.type === "snapshot") {
-      snapshots++;
-      lastSeq.clear();
+      // Pages of one snapshot until one comes without `more`.
+      if (!paging) {
+        snapshots++;
+        lastSeq.clear();
+      }
+      pages++;
+      paging = update.more === true;
+      if (paging && subscription.status.state === "live") problems.push("live before the last page");
       for (const { key, row } of update.rows) lastSeq.set(key, row.seq);
     } else if (update.type === "change" && update.op === "upsert") {
       const before = lastSeq.get(update.key) ?? -1;
@@ -40,7 +48,7 @@ export async function scenario({ createClient, WebSocket, urls: [urlA, urlB], to
     }
   });
   while (subscription.status.state !== "live") await sleep(20);
-  say({ step: "live", rows: subscription.rows.size });
+  say({ step: "live", rows: subscription.rows.size, pages });
 
   // Read-your-writes: when a waiting command resolves, the row shows it.
   const bumped = await client.command("bump", { id: "cmd", seq: 1 });

@@ -27,6 +27,8 @@ use serde_json::{json, Value};
 const TOPIC: &str = "ticks.v1";
 /// Rows k0..k9 advance by one `seq` per event.
 const KEYS: usize = 10;
+/// The scenario's rows: k0..k2499, so its snapshot comes in three pages.
+const SCENARIO_ROWS: usize = 2_500;
 /// Seconds the client's tokens live.
 const TOKEN_TTL: u64 = 4;
 /// The core's budget: bundled, minified and gzipped.
@@ -154,7 +156,7 @@ fn tick(producer: &facet_e2e::kafka::TestProducer, key: usize, seq: u64) {
 }
 
 /// Two ready replicas (A serves the console's bundle of the package, for the
-/// browser) on one broker, with rows k0..k9 at seq 0.
+/// browser) on one broker, with rows k0.. at seq 0.
 struct Replicas {
     broker: Broker,
     identity: IdentityProvider,
@@ -165,13 +167,13 @@ struct Replicas {
 
 impl Replicas {
     /// The broker's helpers run a runtime of their own: off the test's.
-    async fn start_blocking(test: &'static str) -> Replicas {
-        tokio::task::spawn_blocking(move || Replicas::start(test))
+    async fn start_blocking(test: &'static str, rows: usize) -> Replicas {
+        tokio::task::spawn_blocking(move || Replicas::start(test, rows))
             .await
             .unwrap()
     }
 
-    fn start(test: &str) -> Replicas {
+    fn start(test: &str, rows: usize) -> Replicas {
         let logs = log_dir(test);
         let broker = Broker::start(&logs);
         broker.create_topic(TOPIC, 3);
@@ -180,7 +182,7 @@ impl Replicas {
         let spec_path = dir.path().join("ticker.yaml");
         std::fs::write(&spec_path, spec(&identity.jwks_uri)).unwrap();
         let producer = broker.producer();
-        for key in 0..KEYS {
+        for key in 0..rows {
             tick(&producer, key, 0);
         }
         producer.flush();
@@ -219,7 +221,8 @@ trait Driver {
 async fn follow_the_scenario(replicas: &mut Replicas, driver: &mut impl Driver) {
     let live = driver.next().await;
     assert_eq!(live["step"], "live", "{live}");
-    assert_eq!(live["rows"], KEYS, "{live}");
+    assert_eq!(live["rows"], SCENARIO_ROWS, "{live}");
+    assert_eq!(live["pages"], 3, "a snapshot in pages, taken whole: {live}");
     let command = driver.next().await;
     assert_eq!(command["status"], "visible", "{command}");
     assert_eq!(
@@ -244,8 +247,13 @@ async fn follow_the_scenario(replicas: &mut Replicas, driver: &mut impl Driver) 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut expected: serde_json::Map<String, Value> = (0..KEYS)
-        .map(|key| (format!("k{key}"), json!(rounds)))
+    let mut expected: serde_json::Map<String, Value> = (0..SCENARIO_ROWS)
+        .map(|key| {
+            (
+                format!("k{key}"),
+                json!(if key < KEYS { rounds } else { 0 }),
+            )
+        })
         .collect();
     expected.insert("cmd".into(), json!(1));
     expected.insert("retry".into(), json!(1));
@@ -307,7 +315,7 @@ impl Driver for InNode {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_follows_live_changes_across_a_replica_kill_with_refreshed_tokens_and_commands() {
     build_package();
-    let mut replicas = Replicas::start_blocking("typescript-client-node").await;
+    let mut replicas = Replicas::start_blocking("typescript-client-node", SCENARIO_ROWS).await;
     let mut process = KillOnDrop(
         node::script("facet-client-scenario.mjs")
             .env(
@@ -378,7 +386,7 @@ impl Driver for InChromium {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_follows_the_same_scenario_with_the_console_bundle() {
-    let mut replicas = Replicas::start_blocking("typescript-client-chromium").await;
+    let mut replicas = Replicas::start_blocking("typescript-client-chromium", SCENARIO_ROWS).await;
     let browser = browser::chromium(&log_dir("typescript-client-chromium")).await;
     // A page of A's origin, so the bundle imports as the console imports it.
     browser
@@ -466,7 +474,7 @@ async fn rendered_rows(client: &fantoccini::Client) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_react_component_on_use_projection_renders_live_rows_in_chromium() {
     build_package();
-    let replicas = Replicas::start_blocking("typescript-client-react").await;
+    let replicas = Replicas::start_blocking("typescript-client-react", KEYS).await;
     let app = node::script("bundle.mjs")
         .arg(repo_root().join("e2e/js/react-projection-app.mjs"))
         .output()
