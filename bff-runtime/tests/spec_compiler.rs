@@ -711,8 +711,8 @@ fn assert_second_projection_error(name: &str, expected: &str) {
     assert!(errors.iter().any(|e| e == expected), "{errors:#?}");
 }
 
-/// Names that two declarations would share in the generated GraphQL or OpenAPI
-/// used to pass here and stop the runtime at start; each is now refused where
+/// Names that two declarations would share in the generated GraphQL, OpenAPI or
+/// TypeScript used to pass here and stop the runtime at start; each is now refused where
 /// the second declaration is.
 #[test]
 fn generated_api_names_never_collide() {
@@ -742,6 +742,12 @@ fn generated_api_names_never_collide() {
         "query",
         "spec.projections[0].name: gives the generated type `Query` (the row type of this projection), \
          already a built-in GraphQL type: rename one of them",
+    );
+    assert_error(
+        "projections.0.name",
+        "rows",
+        "spec.projections[0].name: gives the generated type `Rows` (the row type of this projection), \
+         already a type of the TypeScript schema: rename one of them",
     );
     assert_error(
         "projections.0.fields.status.enum",

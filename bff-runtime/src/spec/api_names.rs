@@ -69,6 +69,18 @@ const GRAPHQL_RESERVED: &[&str] = &[
 /// The OpenAPI schema every document has beside the projections'.
 const OPENAPI_RESERVED: &[&str] = &["Error"];
 
+/// The types `facet-bff schema --typescript` writes beside the projections' and
+/// commands' (the TypeScript client is typed by them).
+const TYPESCRIPT_RESERVED: &[&str] = &[
+    "Rows",
+    "Filters",
+    "Commands",
+    "FacetSchema",
+    "ProjectionName",
+    "CommandName",
+    COMMAND_RESULT_TYPE,
+];
+
 /// Enum values GraphQL forbids.
 const GRAPHQL_RESERVED_VALUES: &[&str] = &["true", "false", "null"];
 
@@ -82,6 +94,9 @@ pub fn check(spec: &ExperienceSpec) -> Vec<SpecError> {
     for reserved in OPENAPI_RESERVED {
         names.claim(reserved, "the OpenAPI error schema", "");
     }
+    for reserved in TYPESCRIPT_RESERVED {
+        names.claim(reserved, "a type of the TypeScript schema", "");
+    }
     if names.graphql {
         for reserved in GRAPHQL_RESERVED {
             names.claim(reserved, "a built-in GraphQL type", "");
@@ -92,14 +107,14 @@ pub fn check(spec: &ExperienceSpec) -> Vec<SpecError> {
         let name_path = format!("{path}.name");
         let row = row_type(&projection.name);
         names.claim(&row, "the row type of this projection", &name_path);
-        if !names.graphql {
-            continue;
-        }
         names.claim(
             &filter_type(&row),
             "the filter input of this projection",
             &name_path,
         );
+        if !names.graphql {
+            continue;
+        }
         names.claim(
             &page_type(&row),
             "the page type of this projection",
@@ -129,16 +144,18 @@ pub fn check(spec: &ExperienceSpec) -> Vec<SpecError> {
         }
     }
     if names.graphql && !spec.commands.is_empty() {
-        names.claim(COMMAND_RESULT_TYPE, "the result type of commands", "");
+        // The result type is claimed above: the TypeScript schema writes it too.
         names.claim(COMMAND_STATUS_TYPE, "the status of a command", "");
-        for (i, command) in spec.commands.iter().enumerate() {
-            let path = format!("spec.commands[{i}]");
-            let input = command_input_type(&command.name);
-            names.claim(
-                &input,
-                "the input type of this command",
-                &format!("{path}.name"),
-            );
+    }
+    for (i, command) in spec.commands.iter().enumerate() {
+        let path = format!("spec.commands[{i}]");
+        let input = command_input_type(&command.name);
+        names.claim(
+            &input,
+            "the input type of this command",
+            &format!("{path}.name"),
+        );
+        if names.graphql {
             field_types(&input, &format!("{path}.input"), &command.input, &mut names);
         }
     }
