@@ -30,6 +30,8 @@ pub mod serve;
 pub mod spec;
 #[cfg(feature = "runtime")]
 pub mod store;
+#[cfg(feature = "runtime")]
+pub mod usage;
 pub mod validate;
 #[cfg(feature = "runtime")]
 pub mod viewer;

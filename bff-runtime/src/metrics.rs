@@ -31,14 +31,6 @@ pub struct RouteLabel {
     pub route: String,
 }
 
-/// A field read through an API, to learn what can be deprecated.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FieldLabel {
-    pub api: String,
-    pub projection: String,
-    pub field: String,
-}
-
 fn transport_label(transport: &str) -> TransportLabel {
     TransportLabel {
         transport: transport.to_string(),
@@ -75,7 +67,8 @@ pub struct Metrics {
     pub deliveries: Family<TransportLabel, Counter>,
     pub delivery_latency: Family<TransportLabel, Histogram>,
     pub subscriptions: Family<TransportLabel, Gauge>,
-    pub field_usage: Family<FieldLabel, Counter>,
+    /// Fields delivered to clients (see [`crate::usage`]).
+    pub usage: crate::usage::FieldUsage,
     pub slow_client_disconnects: Counter,
     pub auth_failures: Family<ReasonLabel, Counter>,
     pub graphql_planned: Counter,
@@ -175,10 +168,11 @@ impl Metrics {
             "Open subscriptions, by transport",
             subscriptions.clone(),
         );
-        let field_usage = Family::<FieldLabel, Counter>::default();
+        let field_usage = Family::<crate::usage::UsageLabel, Counter>::default();
         registry.register(
             "field_reads",
-            "Fields read by clients, by API and projection (what no one reads can be deprecated)",
+            "Fields of rows delivered to clients on any API, one per row and field, by projection, \
+             client and GraphQL operation (what no one reads can be deprecated)",
             field_usage.clone(),
         );
         let slow_client_disconnects = Counter::default();
@@ -238,7 +232,7 @@ impl Metrics {
             deliveries,
             delivery_latency,
             subscriptions,
-            field_usage,
+            usage: crate::usage::FieldUsage::new(field_usage),
             slow_client_disconnects,
             auth_failures,
             graphql_planned,
@@ -302,16 +296,6 @@ impl Metrics {
             }
         }
         self.deliveries.get_or_create(&label).inc_by(count);
-    }
-
-    pub fn field_read(&self, api: &str, projection: &str, field: &str) {
-        self.field_usage
-            .get_or_create(&FieldLabel {
-                api: api.into(),
-                projection: projection.into(),
-                field: field.into(),
-            })
-            .inc();
     }
 
     /// The text exposition format.

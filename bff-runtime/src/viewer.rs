@@ -20,6 +20,17 @@ pub enum Viewer {
 }
 
 impl Viewer {
+    /// The OAuth client the token was issued to (`azp`, else `client_id`), which
+    /// names the client in field usage.
+    pub fn client(&self) -> Option<&str> {
+        let Viewer::Claims(claims) = self else {
+            return None;
+        };
+        ["azp", "client_id"]
+            .iter()
+            .find_map(|claim| claims.get(claim).and_then(|v| v.as_str()))
+    }
+
     /// Time left before the viewer's token expires, if it has an `exp`: with the
     /// same leeway verification allows, so a token accepted inside the leeway is
     /// not closed at once.

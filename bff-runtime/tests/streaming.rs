@@ -17,7 +17,7 @@ fn comment(post: &str, id: &str) -> serde_json::Value {
 /// Reads SSE events (name, id, data) until `count` have arrived.
 fn sse_events(
     url: &str,
-    last_event_id: Option<&str>,
+    headers: &[(&str, &str)],
     count: usize,
 ) -> Vec<(String, Option<String>, serde_json::Value)> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -25,8 +25,8 @@ fn sse_events(
         .build()
         .into();
     let mut request = agent.get(url).header("Accept", "text/event-stream");
-    if let Some(id) = last_event_id {
-        request = request.header("Last-Event-ID", id);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let mut response = request.call().unwrap();
     let reader = std::io::BufReader::new(response.body_mut().as_reader());
@@ -61,7 +61,7 @@ async fn sse_sends_a_snapshot_then_changes_and_resumes_from_last_event_id() {
     let url = format!("{base}/sse/postPage?key=p-1");
     let reader = tokio::task::spawn_blocking({
         let url = url.clone();
-        move || sse_events(&url, None, 2)
+        move || sse_events(&url, &[], 2)
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     running.send("comments", "p-1", &comment("p-1", "c-sse"));
@@ -81,10 +81,11 @@ async fn sse_sends_a_snapshot_then_changes_and_resumes_from_last_event_id() {
     assert_ne!(events[1].1, Some(snapshot_position.clone()));
 
     // A client that saw the snapshot resumes: it gets the change, and no snapshot.
-    let resumed =
-        tokio::task::spawn_blocking(move || sse_events(&url, Some(&snapshot_position), 1))
-            .await
-            .unwrap();
+    let resumed = tokio::task::spawn_blocking(move || {
+        sse_events(&url, &[("Last-Event-ID", &snapshot_position)], 1)
+    })
+    .await
+    .unwrap();
     assert_eq!(resumed[0].0, "change", "{resumed:?}");
     assert_eq!(resumed[0].2["row"]["commentCount"], 4);
 
@@ -124,7 +125,8 @@ async fn websocket_resumes_with_since_or_resets_when_the_log_is_too_short() {
     let metrics = running.runtime.state.metrics.encode();
     assert!(
         metrics.contains(
-            r#"facet_field_reads_total{api="rest",projection="postPage",field="title"} 1"#
+            // One per row listed (two posts).
+            r#"facet_field_reads_total{projection="postPage",field="title",client="unknown",operation=""} 2"#
         ),
         "{metrics}"
     );
@@ -427,7 +429,7 @@ async fn sse_and_rest_read_query_filters_alike() {
             std::thread::sleep(Duration::from_millis(100));
         };
         assert_eq!(rest["items"][0]["key"], "123", "{rest}");
-        let sse = sse_events(&format!("{base}/sse/postPage?id=123"), None, 1);
+        let sse = sse_events(&format!("{base}/sse/postPage?id=123"), &[], 1);
         let rows = sse[0].2["rows"].as_array().unwrap();
         assert_eq!(rows.len(), 1, "{sse:?}");
         assert_eq!(rows[0]["key"], "123");
@@ -469,7 +471,7 @@ async fn shutting_down_closes_every_live_connection_with_going_away() {
             .send(tungstenite::Message::text(r#"{"type":"connection_init"}"#))
             .unwrap();
         assert!(socket_read(&mut graphql).contains("connection_ack"));
-        let sse = std::thread::spawn(move || sse_events(&format!("{base}/sse/postPage"), None, 2));
+        let sse = std::thread::spawn(move || sse_events(&format!("{base}/sse/postPage"), &[], 2));
         (native, graphql, sse)
     })
     .await
@@ -499,4 +501,184 @@ async fn shutting_down_closes_every_live_connection_with_going_away() {
     })
     .await
     .unwrap();
+}
+
+const USER_FIELDS: [&str; 3] = ["avatarUrl", "id", "name"];
+
+/// The same selection (every user, every field) read over REST and a GraphQL
+/// query, and subscribed to over the WebSocket, SSE and GraphQL (planned by the
+/// live core, and through the executor): each client, named by its
+/// `graphql-client-name`, is counted one per row and field delivered, so the
+/// numbers agree: the rows of the read for a query, the snapshot's rows plus the
+/// one pushed change for a subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn field_usage_counts_the_same_on_every_transport() {
+    let running = support::start("blog-post", |_| {}).await;
+    running.wait_ready().await;
+    let base = running.base();
+    let address = running.runtime.http_addr.to_string();
+    let users = {
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || {
+            let (status, list) = support::get(
+                &format!("{base}/v1/user"),
+                &[("graphql-client-name", "rest")],
+            );
+            assert_eq!(status, 200);
+            list["items"].as_array().unwrap().len() as u64
+        })
+        .await
+        .unwrap()
+    };
+    assert!(users >= 2, "the sample has users");
+    let selected = USER_FIELDS.join(" ");
+    let query = json!({"query": format!("query Users {{ userList {{ items {{ {selected} }} }} }}"),
+                       "operationName": "Users"});
+    let answer: serde_json::Value = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || {
+            ureq::post(format!("{base}/graphql"))
+                .header("graphql-client-name", "graphql-query")
+                .send_json(query)
+                .unwrap()
+                .body_mut()
+                .read_json()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        answer["data"]["userList"]["items"]
+            .as_array()
+            .unwrap()
+            .len() as u64,
+        users
+    );
+
+    // Four subscribers; each says when it has its snapshot, then waits for one change.
+    let (snapshots, snapshot_taken) = std::sync::mpsc::channel::<&str>();
+    let mut subscribers = Vec::new();
+    let ws = {
+        let (address, snapshots) = (address.clone(), snapshots.clone());
+        std::thread::spawn(move || {
+            use tungstenite::client::IntoClientRequest;
+            let mut request = format!("ws://{address}/ws").into_client_request().unwrap();
+            request
+                .headers_mut()
+                .insert("graphql-client-name", "websocket".parse().unwrap());
+            let (mut socket, _) = tungstenite::connect(request).unwrap();
+            let subscribe = json!({"type": "subscribe", "id": "u", "projection": "user"});
+            socket
+                .send(tungstenite::Message::text(subscribe.to_string()))
+                .unwrap();
+            let read = |socket: &mut tungstenite::WebSocket<_>| -> serde_json::Value {
+                serde_json::from_str(&socket_read(socket)).unwrap()
+            };
+            assert_eq!(read(&mut socket)["type"], "snapshot");
+            snapshots.send("websocket").unwrap();
+            assert_eq!(read(&mut socket)["type"], "change");
+        })
+    };
+    subscribers.push(ws);
+    let sse = {
+        let (base, snapshots) = (base.clone(), snapshots.clone());
+        std::thread::spawn(move || {
+            let mut response = ureq::get(format!("{base}/sse/user"))
+                .header("Accept", "text/event-stream")
+                .header("graphql-client-name", "sse")
+                .call()
+                .unwrap();
+            let reader = std::io::BufReader::new(response.body_mut().as_reader());
+            let mut events = reader.lines().map(Result::unwrap).filter_map(|line| {
+                line.strip_prefix("event:")
+                    .map(|name| name.trim().to_string())
+            });
+            assert_eq!(events.next().as_deref(), Some("snapshot"));
+            snapshots.send("sse").unwrap();
+            assert_eq!(events.next().as_deref(), Some("change"));
+        })
+    };
+    subscribers.push(sse);
+    for (client, extra) in [("graphql-planned", ""), ("graphql-executed", "__typename")] {
+        let (address, snapshots) = (address.clone(), snapshots.clone());
+        let selected = selected.clone();
+        subscribers.push(std::thread::spawn(move || {
+            let mut request = support::graphql_ws_request(&address);
+            request
+                .headers_mut()
+                .insert("graphql-client-name", client.parse().unwrap());
+            let (mut socket, _) = tungstenite::connect(request).unwrap();
+            socket
+                .send(tungstenite::Message::text(r#"{"type":"connection_init"}"#))
+                .unwrap();
+            let query =
+                format!("subscription Live {{ user {{ {extra} op row {{ {selected} }} }} }}");
+            let subscribe = json!({"id": "1", "type": "subscribe",
+                                   "payload": {"query": query, "operationName": "Live"}});
+            socket
+                .send(tungstenite::Message::text(subscribe.to_string()))
+                .unwrap();
+            let mut seen = 0;
+            loop {
+                let message: serde_json::Value =
+                    serde_json::from_str(&socket_read(&mut socket)).unwrap();
+                if message["type"] != "next" {
+                    continue;
+                }
+                seen += 1;
+                match message["payload"]["data"]["user"]["op"].as_str() {
+                    Some("snapshot") if seen as u64 == users => snapshots.send(client).unwrap(),
+                    Some("snapshot") => {}
+                    _ => break,
+                }
+            }
+        }));
+    }
+    drop(snapshots);
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..4 {
+            snapshot_taken
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    running.send(
+        "users",
+        "u-ada",
+        &json!({"type": "UserRenamed", "userId": "u-ada", "name": "Ada L."}),
+    );
+    running.flush();
+    tokio::task::spawn_blocking(move || subscribers.into_iter().for_each(|s| s.join().unwrap()))
+        .await
+        .unwrap();
+
+    let usage = &running.runtime.state.metrics.usage;
+    let count = |client: &str, operation: &str, field: &str| {
+        let reader = usage.reader(Some(client), Some(operation));
+        usage.counter("user", field, &reader).get()
+    };
+    for field in USER_FIELDS {
+        assert_eq!(count("rest", "", field), users, "{field} over REST");
+        assert_eq!(
+            count("graphql-query", "Users", field),
+            users,
+            "{field} over a GraphQL query"
+        );
+        for client in ["websocket", "sse"] {
+            assert_eq!(count(client, "", field), users + 1, "{field} over {client}");
+        }
+        for client in ["graphql-planned", "graphql-executed"] {
+            assert_eq!(
+                count(client, "Live", field),
+                users + 1,
+                "{field} over {client}"
+            );
+        }
+    }
+    // Fields nobody selected are not counted: the native protocols send the whole
+    // row, and the user projection has no other field.
+    assert_eq!(count("graphql-query", "Users", "nickname"), 0);
 }

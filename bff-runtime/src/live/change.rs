@@ -32,6 +32,14 @@ impl Op {
             Op::Remove => "remove",
         }
     }
+
+    /// Rows the change sends the client (a patch counts as its row, sent in part).
+    pub fn row_count(self) -> usize {
+        match self {
+            Op::Upsert | Op::Patch => 1,
+            Op::Delete | Op::Remove => 0,
+        }
+    }
 }
 
 pub struct LiveChange {

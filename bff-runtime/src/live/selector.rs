@@ -28,6 +28,11 @@ pub struct Selection {
     /// Send a changed row the client already has as a JSON merge patch (RFC 7396).
     #[serde(default)]
     pub delta: bool,
+    /// The row fields the client is sent, for field usage: every declared field
+    /// (`None`, the native protocols send whole rows) or those a GraphQL
+    /// subscription selects.
+    #[serde(skip)]
+    pub fields: Option<Vec<String>>,
 }
 
 /// How the access rule is decided for this viewer.

@@ -23,6 +23,7 @@ use super::selector::{Selection, Selector};
 use super::Hub;
 use crate::projection::Row;
 use crate::store::{access_of, with_access, Change, Missed, PositionError, View};
+use crate::usage::{Reader, Tally};
 use crate::viewer::Viewer;
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -86,6 +87,8 @@ struct Sub {
     position: String,
     /// The pages of its snapshot still to send.
     paging: Option<snapshot::Paging>,
+    /// Its fields' usage counters.
+    tally: Tally,
 }
 
 pub struct Session {
@@ -100,6 +103,8 @@ pub struct Session {
     /// idle connection than maps.
     subs: Vec<(u32, Sub)>,
     next_sub: u32,
+    /// Whom field usage counts what the session sends for.
+    reader: Reader,
 }
 
 impl Session {
@@ -108,6 +113,7 @@ impl Session {
     pub fn new(hub: Arc<Hub>, viewer: Viewer, transport: &'static str) -> Session {
         let outbox = Outbox::new(hub.max_pending_rows());
         let subscriptions = hub.metrics.subscriptions_of(transport);
+        let reader = hub.metrics.usage.reader(viewer.client(), None);
         Session {
             hub,
             viewer,
@@ -116,7 +122,15 @@ impl Session {
             outbox,
             subs: Vec::new(),
             next_sub: 0,
+            reader,
         }
+    }
+
+    /// The session with its reads counted for `reader` (by default the token's
+    /// client, with no operation).
+    pub fn read_by(mut self, reader: Reader) -> Session {
+        self.reader = reader;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -179,6 +193,7 @@ impl Session {
             self.outbox.clone(),
             number,
         );
+        let tally = self.tally(&selector, &selection);
         let mut sub = Sub {
             id: Arc::from(id),
             selection,
@@ -187,6 +202,7 @@ impl Session {
             seen_through: 0,
             position: String::new(),
             paging: None,
+            tally,
         };
         let updates = match since {
             Some(Ok((position, edit))) => self.hub.resume(&mut sub, &position, edit).await?,
@@ -199,10 +215,29 @@ impl Session {
             }
             None => vec![self.hub.snapshot(&mut sub).await?],
         };
+        sub.count(&updates);
         self.subs.push((number, sub));
         self.subscriptions.inc();
         self.count_deliveries(updates.iter());
         Ok(updates)
+    }
+
+    /// The usage counters of the fields a subscription is sent.
+    fn tally(&self, selector: &Selector, selection: &Selection) -> Tally {
+        let projection = selector.projection();
+        let usage = &self.hub.metrics.usage;
+        match &selection.fields {
+            Some(fields) => usage.tally(
+                &projection.name,
+                fields.iter().map(String::as_str),
+                &self.reader,
+            ),
+            None => usage.tally(
+                &projection.name,
+                projection.fields.keys().map(String::as_str),
+                &self.reader,
+            ),
+        }
     }
 
     pub fn unsubscribe(&mut self, id: &str) -> bool {
@@ -289,6 +324,7 @@ impl Session {
             }
             sub.seen_through = delivery.change.seq;
             sub.position.clone_from(&delivery.change.position);
+            sub.tally.delivered(delivery.op.row_count());
             out.push(Out {
                 id: sub.id.clone(),
                 update: Update::Change {
@@ -309,6 +345,7 @@ impl Session {
             return Ok(Vec::new());
         };
         let updates = self.hub.next_page(sub).await.map_err(into_close)?;
+        sub.count(&updates);
         let id = sub.id.clone();
         self.count_deliveries(updates.iter());
         Ok(updates
@@ -342,6 +379,7 @@ impl Session {
                     .map_err(into_close)?,
                 Err(e) => return Err(Close::internal(e)),
             };
+            sub.count(&updates);
             out.extend(updates.into_iter().map(|update| Out {
                 id: sub.id.clone(),
                 update,
@@ -396,6 +434,18 @@ struct AccessEdit {
 }
 
 impl Sub {
+    /// Counts the fields `updates` deliver.
+    fn count(&self, updates: &[Update]) {
+        for update in updates {
+            let rows = match update {
+                Update::Snapshot { rows, .. } => rows.len(),
+                Update::Change { op, .. } => op.row_count(),
+                Update::Reset { .. } => 0,
+            };
+            self.tally.delivered(rows);
+        }
+    }
+
     fn settle(&mut self, read: Read) -> Vec<Update> {
         self.seen_through = read.seen_through;
         self.position = read.position;

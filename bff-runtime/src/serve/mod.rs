@@ -78,6 +78,22 @@ impl AppState {
         viewer.map_err(|refused| self.refused(refused))
     }
 
+    /// Who field usage counts a request's or connection's reads for: the client
+    /// the request names (`graphql-client-name`), else the token's client.
+    pub fn reader(
+        &self,
+        headers: &axum::http::HeaderMap,
+        viewer: &access::Viewer,
+        operation: Option<&str>,
+    ) -> crate::usage::Reader {
+        let named = headers
+            .get(crate::usage::CLIENT_HEADER)
+            .and_then(|v| v.to_str().ok());
+        self.metrics
+            .usage
+            .reader(named.or(viewer.client()), operation)
+    }
+
     /// The viewer a token sent in-band stands for; refusals counted by reason.
     pub async fn viewer_for_token(&self, token: &str) -> Result<access::Viewer, ApiError> {
         let viewer = self.auth.viewer_for_token(token).await;

@@ -38,7 +38,6 @@ pub async fn one(
             "no {projection} with key `{key}`"
         )));
     };
-    count_field_reads(&state, compiled, fields.as_deref());
     // An ETag names the row's content and the fieldset, so every replica gives the
     // same one; commas would split it in `If-None-Match`, so the fieldset is joined
     // with `+`.
@@ -50,6 +49,7 @@ pub async fn one(
     let mut response = if if_none_match(&headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
+        field_tally(&state, &headers, &viewer, compiled, fields.as_deref()).delivered(1);
         Json(project(&row, fields.as_deref())).into_response()
     };
     let response_headers = response.headers_mut();
@@ -80,7 +80,7 @@ pub async fn list(
         None => DEFAULT_LIMIT,
     };
     let filter = query_filter(compiled, &query, RESERVED)?;
-    count_field_reads(&state, compiled, fields.as_deref());
+    let tally = field_tally(&state, &headers, &viewer, compiled, fields.as_deref());
     let selection = Selection {
         projection: projection.clone(),
         filter,
@@ -92,6 +92,7 @@ pub async fn list(
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("no projection named `{projection}`")))?;
+    tally.delivered(page.rows.len());
     let next = page.next;
     let items: Vec<Value> = page
         .rows
@@ -104,20 +105,24 @@ pub async fn list(
     Ok(response)
 }
 
-/// What each read asks for: the sparse fieldset, or every declared field.
-fn count_field_reads(
+/// The usage counters of what a read sends: the sparse fieldset, or every
+/// declared field.
+fn field_tally(
     state: &SharedState,
+    headers: &HeaderMap,
+    viewer: &crate::viewer::Viewer,
     projection: &crate::spec::CompiledProjection,
     fields: Option<&[String]>,
-) {
+) -> crate::usage::Tally {
+    let reader = state.reader(headers, viewer, None);
+    let usage = &state.metrics.usage;
     match fields {
-        Some(fields) => fields
-            .iter()
-            .for_each(|f| state.metrics.field_read("rest", &projection.name, f)),
-        None => projection
-            .fields
-            .keys()
-            .for_each(|f| state.metrics.field_read("rest", &projection.name, f)),
+        Some(fields) => usage.tally(&projection.name, fields.iter().map(String::as_str), &reader),
+        None => usage.tally(
+            &projection.name,
+            projection.fields.keys().map(String::as_str),
+            &reader,
+        ),
     }
 }
 

@@ -41,8 +41,10 @@ pub async fn stream(
         key: query.get("key").cloned(),
         filter,
         delta: query.get("delta").is_some_and(|v| v == "true"),
+        fields: None,
     };
-    let mut session = Session::new(state.live.clone(), viewer, TRANSPORT);
+    let reader = state.reader(&headers, &viewer, None);
+    let mut session = Session::new(state.live.clone(), viewer, TRANSPORT).read_by(reader);
     let first = session
         .subscribe(SUBSCRIPTION, selection, since.as_deref())
         .await

@@ -19,6 +19,7 @@ use super::{ApiError, SharedState};
 use crate::command::{CommandError, Status};
 use crate::live::close::{self, Close};
 use crate::live::{Out, Selection, Session, SubscribeError, Update};
+use crate::usage::Reader;
 
 /// Each idle connection keeps a read buffer of this size: small, so that thousands
 /// of connections cost little (tungstenite's default is 128 KiB, zeroed on reads).
@@ -76,6 +77,7 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let viewer = state.viewer(&headers, &query).await?;
+    let reader = state.reader(&headers, &viewer, None);
     let slot = state.connection_slot()?;
     let max = state.experience.spec.api.limits.max_message_bytes as usize;
     Ok(ws
@@ -85,14 +87,14 @@ pub async fn upgrade(
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
-            run(state, viewer, socket).await;
+            run(state, viewer, reader, socket).await;
             drop(slot);
         }))
 }
 
-async fn run(state: SharedState, viewer: Viewer, mut socket: WebSocket) {
+async fn run(state: SharedState, viewer: Viewer, reader: Reader, mut socket: WebSocket) {
     let _connection = state.metrics.connection(TRANSPORT);
-    let mut session = Session::new(state.live.clone(), viewer, TRANSPORT);
+    let mut session = Session::new(state.live.clone(), viewer, TRANSPORT).read_by(reader);
     let mut acks = Acks::new();
     let result = loop {
         tokio::select! {

@@ -12,6 +12,31 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::viewer::Viewer;
 
+/// The client a GraphQL request or connection names itself by (the
+/// `graphql-client-name` header), for field usage.
+#[derive(Clone, Default)]
+pub struct ClientName(pub Option<String>);
+
+impl ClientName {
+    pub fn of(headers: &axum::http::HeaderMap) -> ClientName {
+        let named = headers
+            .get(crate::usage::CLIENT_HEADER)
+            .and_then(|v| v.to_str().ok());
+        ClientName(named.map(str::to_string))
+    }
+
+    /// Whom an operation's reads count for: this name, else the token's client.
+    pub fn reader(
+        &self,
+        state: &crate::serve::AppState,
+        viewer: &Viewer,
+        operation: Option<&str>,
+    ) -> crate::usage::Reader {
+        let client = self.0.as_deref().or(viewer.client());
+        state.metrics.usage.reader(client, operation)
+    }
+}
+
 /// Where a connection's authentication stands.
 #[derive(Debug, Clone)]
 pub enum Auth {

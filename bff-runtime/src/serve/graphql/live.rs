@@ -15,7 +15,7 @@ use futures::channel::mpsc::Sender;
 use futures::{SinkExt, StreamExt};
 
 use super::admit::admit_payload;
-use super::connection::{LiveViewer, SubscriptionBudget};
+use super::connection::{ClientName, LiveViewer, SubscriptionBudget};
 use super::plan::{plan, Plan};
 use crate::live::change::json_string;
 use crate::live::stream::{updates, Item};
@@ -40,6 +40,7 @@ impl Drop for Tasks {
 pub struct Live {
     state: SharedState,
     viewer: LiveViewer,
+    client: ClientName,
     budget: SubscriptionBudget,
     outgoing: Sender<Message>,
     initialised: Arc<AtomicBool>,
@@ -51,6 +52,7 @@ impl Live {
     pub fn new(
         state: SharedState,
         viewer: LiveViewer,
+        client: ClientName,
         budget: SubscriptionBudget,
         outgoing: Sender<Message>,
         initialised: Arc<AtomicBool>,
@@ -59,6 +61,7 @@ impl Live {
         Live {
             state,
             viewer,
+            client,
             budget,
             outgoing,
             initialised,
@@ -151,6 +154,7 @@ impl Live {
         let run = Subscription {
             state: self.state.clone(),
             viewer: self.viewer.clone(),
+            client: self.client.clone(),
             budget: self.budget.clone(),
             outgoing: self.outgoing.clone(),
             id_json: json_string(&id),
@@ -168,6 +172,7 @@ impl Live {
 struct Subscription {
     state: SharedState,
     viewer: LiveViewer,
+    client: ClientName,
     budget: SubscriptionBudget,
     outgoing: Sender<Message>,
     id: String,
@@ -198,7 +203,11 @@ impl Subscription {
             .viewer
             .current()
             .ok_or_else(|| error("not authenticated".into()))?;
-        let mut session = Session::new(self.state.live.clone(), viewer, super::TRANSPORT);
+        let reader = self
+            .client
+            .reader(&self.state, &viewer, self.plan.operation.as_deref());
+        let mut session =
+            Session::new(self.state.live.clone(), viewer, super::TRANSPORT).read_by(reader);
         let turn = self.budget.first_updates_turn().await;
         let first = session
             .subscribe(

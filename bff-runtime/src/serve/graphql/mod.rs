@@ -23,7 +23,7 @@ mod mutations;
 mod plan;
 mod transport;
 
-use self::connection::{LiveViewer, SubscriptionBudget};
+use self::connection::{ClientName, LiveViewer, SubscriptionBudget};
 use crate::live::stream::{updates, Item};
 use crate::live::{Op, Selection, Session, Update};
 use crate::serve::{ApiError, AppState, SharedState};
@@ -134,10 +134,11 @@ fn row_field(projection: &CompiledProjection, name: &str) -> Field {
             let row = state
                 .store
                 .row(&projection_name, &key)
-                .map_err(|e| ApiError::internal(e).message)?;
-            Ok(row
-                .filter(|row| viewer.can_see(projection, row))
-                .map(|row| FieldValue::owned_any(serde_json::Value::Object(row))))
+                .map_err(|e| ApiError::internal(e).message)?
+                .filter(|row| viewer.can_see(projection, row));
+            let fields = selected_fields(ctx.field(), None);
+            tally(&ctx, state, &viewer, &projection_name, fields)?.delivered(row.iter().count());
+            Ok(row.map(|row| FieldValue::owned_any(serde_json::Value::Object(row))))
         })
     })
     .argument(InputValue::new("key", TypeRef::named_nn(TypeRef::STRING)))
@@ -157,6 +158,8 @@ fn list_field(projection: &CompiledProjection, name: &str) -> Field {
             let projection_name = projection_name.clone();
             FieldFuture::new(async move {
                 let (state, viewer) = context(&ctx)?;
+                let fields = selected_fields(ctx.field(), Some("items"));
+                let tally = tally(&ctx, state, &viewer, &projection_name, fields)?;
                 let selection = Selection {
                     projection: projection_name.clone(),
                     filter: filter_argument(&ctx)?,
@@ -179,6 +182,7 @@ fn list_field(projection: &CompiledProjection, name: &str) -> Field {
                     .await
                     .map_err(|e| ApiError::internal(e).message)?
                     .ok_or_else(|| format!("no projection {projection_name}"))?;
+                tally.delivered(page.rows.len());
                 let next = page.next;
                 let position = page.position;
                 let rows = page
@@ -220,9 +224,13 @@ fn subscription_field(projection: &CompiledProjection, name: &str) -> Subscripti
                 key: ctx.args.get("key").map(|k| k.string().map(str::to_string)).transpose()?,
                 filter: filter_argument(&ctx)?,
                 delta: false,
+                fields: Some(selected_fields(ctx.field(), Some("row"))),
             };
             let since = ctx.args.get("since").map(|s| s.string().map(str::to_string)).transpose()?;
-            changes(state, selection, viewer, since, budget).await
+            let client = ctx.data::<ClientName>().cloned().unwrap_or_default();
+            let operation = ctx.query_env.operation_name.clone();
+            let reader = move |state: &AppState, viewer: &Viewer| client.reader(state, viewer, operation.as_deref());
+            changes(state, selection, viewer, since, budget, reader).await
         })
     })
     .argument(InputValue::new("key", TypeRef::named(TypeRef::STRING)))
@@ -306,14 +314,13 @@ async fn changes<'a>(
     viewer: LiveViewer,
     since: Option<String>,
     budget: SubscriptionBudget,
+    reader: impl FnOnce(&AppState, &Viewer) -> crate::usage::Reader,
 ) -> async_graphql::Result<impl futures::Stream<Item = async_graphql::Result<FieldValue<'a>>> + 'a>
 {
     let slot = budget.take()?;
-    let mut session = Session::new(
-        state.live.clone(),
-        viewer.current().ok_or("not authenticated")?,
-        TRANSPORT,
-    );
+    let current = viewer.current().ok_or("not authenticated")?;
+    let reader = reader(&state, &current);
+    let mut session = Session::new(state.live.clone(), current, TRANSPORT).read_by(reader);
     let turn = budget.first_updates_turn().await;
     let first = session
         .subscribe(TRANSPORT, selection, since.as_deref())
@@ -371,6 +378,40 @@ fn to_events(update: Update) -> Vec<ChangeEvent> {
             row: None,
         }],
     }
+}
+
+/// The row fields `field` selects, each once (`__typename` aside): directly, or
+/// under its sub-field `under` (`items` of a page, `row` of a change). They are
+/// what field usage counts per row delivered.
+fn selected_fields(field: async_graphql::SelectionField<'_>, under: Option<&str>) -> Vec<String> {
+    let mut fields = Vec::new();
+    for selected in field.selection_set() {
+        match under {
+            None => fields.push(selected.name().to_string()),
+            Some(name) if selected.name() == name => {
+                fields.extend(selected.selection_set().map(|f| f.name().to_string()))
+            }
+            Some(_) => {}
+        }
+    }
+    fields.retain(|name| name != "__typename");
+    fields.sort();
+    fields.dedup();
+    fields
+}
+
+/// The usage counters of `fields` of `projection` for this operation's reader.
+fn tally(
+    ctx: &ResolverContext<'_>,
+    state: &AppState,
+    viewer: &Viewer,
+    projection: &str,
+    fields: Vec<String>,
+) -> async_graphql::Result<crate::usage::Tally> {
+    let client = ctx.data::<ClientName>().cloned().unwrap_or_default();
+    let reader = client.reader(state, viewer, ctx.query_env.operation_name.as_deref());
+    let fields = fields.iter().map(String::as_str);
+    Ok(state.metrics.usage.tally(projection, fields, &reader))
 }
 
 /// The state and the viewer as of now (on a WebSocket, the latest token's).
@@ -434,16 +475,11 @@ fn object_types(
     for (field, spec) in fields {
         let type_ref = field_type(name, field, spec, types);
         let field_name = field.clone();
-        let type_name_for_metrics = name.to_string();
         let spec_for_resolver = spec.clone();
         let mut graphql_field = Field::new(field, type_ref, move |ctx| {
             let field_name = field_name.clone();
             let spec = spec_for_resolver.clone();
-            let type_name = type_name_for_metrics.clone();
             FieldFuture::new(async move {
-                if let Ok(state) = ctx.data::<SharedState>() {
-                    state.metrics.field_read("graphql", &type_name, &field_name);
-                }
                 let parent = ctx.parent_value.try_downcast_ref::<serde_json::Value>()?;
                 Ok(parent
                     .get(&field_name)
@@ -532,6 +568,7 @@ pub async fn execute(
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let viewer = state.viewer(request.headers(), &query).await?;
+    let client = ClientName::of(request.headers());
     let schema = state
         .graphql
         .as_ref()
@@ -543,7 +580,8 @@ pub async fn execute(
             Ok(()) => {
                 let request = request
                     .data(state.clone())
-                    .data(LiveViewer::fixed(viewer.clone()));
+                    .data(LiveViewer::fixed(viewer.clone()))
+                    .data(client.clone());
                 schema.execute(request).await
             }
             Err(refused) => async_graphql::Response::from_errors(vec![refused]),
@@ -604,7 +642,11 @@ pub async fn subscriptions(
         .write_buffer_size(crate::serve::ws::WRITE_BUFFER)
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| async move {
-            transport::serve(state, socket, schema, protocol, transport_ws, viewer, slot).await;
+            let caller = transport::Caller {
+                viewer,
+                client: ClientName::of(&headers),
+            };
+            transport::serve(state, socket, schema, protocol, transport_ws, caller, slot).await;
         })
         .into_response())
 }

@@ -48,6 +48,8 @@ struct RowPart {
 pub struct Plan {
     pub selection: Selection,
     pub since: Option<String>,
+    /// The `operationName` the payload gives, for field usage.
+    pub operation: Option<String>,
     response_key: String,
     parts: Vec<Part>,
     /// The same for every client that asked the same thing: the cache key of the
@@ -79,7 +81,7 @@ pub fn plan(experience: &CompiledExperience, payload: &Value) -> Option<Plan> {
         return None;
     }
     let projection = experience.projection(root.name.node.as_str())?;
-    let (selection, since) = arguments(projection, &root.arguments, &variables)?;
+    let (mut selection, since) = arguments(projection, &root.arguments, &variables)?;
     let mut parts = Vec::new();
     for item in &root.selection_set.node.items {
         let (response_key, name, nested) = plain_field(item)?;
@@ -99,9 +101,24 @@ pub fn plan(experience: &CompiledExperience, payload: &Value) -> Option<Plan> {
         .map(|a| a.node.to_string())
         .unwrap_or_else(|| root.name.node.to_string());
     let shape = format!("graphql {response_key} {parts:?}");
+    let mut fields: Vec<String> = parts
+        .iter()
+        .filter_map(|part| match part {
+            Part::Row(_, row) => Some(row.iter().map(|p| p.field.clone())),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    fields.sort();
+    fields.dedup();
+    selection.fields = Some(fields);
     Some(Plan {
         selection,
         since,
+        operation: payload
+            .get("operationName")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         response_key,
         parts,
         shape,

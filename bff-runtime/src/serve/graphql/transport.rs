@@ -15,7 +15,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
-use super::connection::{Auth, LiveViewer, SubscriptionBudget};
+use super::connection::{Auth, ClientName, LiveViewer, SubscriptionBudget};
 use crate::live::close::{Close, INIT_WITHIN, SEND_TIMEOUT};
 use crate::serve::SharedState;
 use crate::viewer::Viewer;
@@ -28,17 +28,24 @@ pub enum Slot {
     Authenticated(OwnedSemaphorePermit),
 }
 
-/// Serves one upgraded connection until either side ends it. `viewer` is the one
-/// from the upgrade request; without it the token comes in `connection_init`.
+/// Who opened a connection, as its upgrade request says.
+pub struct Caller {
+    /// Without it, the token comes in `connection_init`.
+    pub viewer: Option<Viewer>,
+    pub client: ClientName,
+}
+
+/// Serves one upgraded connection until either side ends it.
 pub async fn serve(
     state: SharedState,
     socket: WebSocket,
     schema: Schema,
     protocol: GraphQLProtocol,
     transport_ws: bool,
-    viewer: Option<Viewer>,
+    caller: Caller,
     slot: Slot,
 ) {
+    let Caller { viewer, client } = caller;
     // Held until the connection ends; `connection_init` may swap its kind.
     let slot = Arc::new(parking_lot::Mutex::new(slot));
     let init_slot = slot.clone();
@@ -48,6 +55,7 @@ pub async fn serve(
     let mut data = Data::default();
     data.insert(state.clone());
     data.insert(LiveViewer::following(auth_changes.clone()));
+    data.insert(client.clone());
     let limits = &state.experience.spec.api.limits;
     let budget = SubscriptionBudget::new(limits.max_subscriptions_per_connection as usize);
     data.insert(budget.clone());
@@ -67,6 +75,7 @@ pub async fn serve(
     let live = super::live::Live::new(
         state.clone(),
         LiveViewer::following(auth_changes.clone()),
+        client,
         budget,
         outgoing.clone(),
         initialised.clone(),
