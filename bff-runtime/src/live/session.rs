@@ -34,6 +34,8 @@ const ACCESS_COMPARE_LIMIT: usize = 10_000;
 /// How long a resume waits for this replica to reach a client's position (it may
 /// have come from a replica that is a little further on).
 const RESUME_WAIT: Duration = Duration::from_secs(5);
+/// How often a session adds what it delivered to the field usage counters.
+const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// What a subscription sends, in order.
 pub enum Update {
@@ -105,6 +107,8 @@ pub struct Session {
     next_sub: u32,
     /// Whom field usage counts what the session sends for.
     reader: Reader,
+    /// When the subscriptions' usage tallies were last flushed.
+    usage_flushed: std::time::Instant,
 }
 
 impl Session {
@@ -123,6 +127,7 @@ impl Session {
             subs: Vec::new(),
             next_sub: 0,
             reader,
+            usage_flushed: std::time::Instant::now(),
         }
     }
 
@@ -290,6 +295,19 @@ impl Session {
                 None => std::future::pending().await,
             }
         };
+        // Deliveries not yet in the usage counters get there a second after the
+        // last flush, even if nothing else comes (the drain then flushes).
+        let usage_due = self
+            .subs
+            .iter()
+            .any(|(_, sub)| sub.tally.is_pending())
+            .then(|| self.usage_flushed + USAGE_FLUSH_EVERY);
+        let flush = async {
+            match usage_due {
+                Some(due) => tokio::time::sleep_until(due.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         let paging = self.is_paging();
         tokio::select! {
             biased;
@@ -297,6 +315,7 @@ impl Session {
             () = expiry => Err(Close::TokenExpired),
             () = std::future::ready(()), if paging => Ok(()),
             () = self.outbox.pushed() => Ok(()),
+            () = flush => Ok(()),
         }
     }
 
@@ -335,7 +354,20 @@ impl Session {
         }
         self.count_deliveries(out.iter().map(|out| &out.update));
         out.extend(self.next_page().await?);
+        self.flush_usage();
         Ok(out)
+    }
+
+    /// Adds the fields the subscriptions delivered to the usage counters, at most
+    /// once a second (see [`crate::usage`]).
+    fn flush_usage(&mut self) {
+        if self.usage_flushed.elapsed() < USAGE_FLUSH_EVERY {
+            return;
+        }
+        for (_, sub) in self.subs.iter_mut() {
+            sub.tally.flush();
+        }
+        self.usage_flushed = std::time::Instant::now();
     }
 
     /// One page of the first snapshot being paged (one per drain: the transport
@@ -435,7 +467,7 @@ struct AccessEdit {
 
 impl Sub {
     /// Counts the fields `updates` deliver.
-    fn count(&self, updates: &[Update]) {
+    fn count(&mut self, updates: &[Update]) {
         for update in updates {
             let rows = match update {
                 Update::Snapshot { rows, .. } => rows.len(),

@@ -80,7 +80,7 @@ pub async fn list(
         None => DEFAULT_LIMIT,
     };
     let filter = query_filter(compiled, &query, RESERVED)?;
-    let tally = field_tally(&state, &headers, &viewer, compiled, fields.as_deref());
+    let mut tally = field_tally(&state, &headers, &viewer, compiled, fields.as_deref());
     let selection = Selection {
         projection: projection.clone(),
         filter,

@@ -159,7 +159,7 @@ fn list_field(projection: &CompiledProjection, name: &str) -> Field {
             FieldFuture::new(async move {
                 let (state, viewer) = context(&ctx)?;
                 let fields = selected_fields(ctx.field(), Some("items"));
-                let tally = tally(&ctx, state, &viewer, &projection_name, fields)?;
+                let mut tally = tally(&ctx, state, &viewer, &projection_name, fields)?;
                 let selection = Selection {
                     projection: projection_name.clone(),
                     filter: filter_argument(&ctx)?,
