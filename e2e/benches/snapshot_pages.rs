@@ -70,7 +70,7 @@ fn main() {
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     let mut baseline = None;
-    let reads: [(&str, fn(&str) -> usize); 3] = [
+    let reads: [(&str, ReadAll); 3] = [
         ("REST pages of 1,000 (baseline)", rest),
         ("WebSocket subscription", websocket),
         ("SSE subscription", sse),
@@ -94,6 +94,9 @@ fn main() {
         );
     }
 }
+
+/// Reads every row from the runtime at an address; gives how many it read.
+type ReadAll = fn(&str) -> usize;
 
 /// The storefront, anonymous, with the order projection open to every client.
 fn every_order_for_anyone() -> String {
