@@ -635,7 +635,8 @@ impl Serving {
         let carol = self.identity.token("carol", AUDIENCE);
         let producer = self.broker.producer();
         let key = |i: i64| format!("p-{i:05}");
-        let applied = self.runtime.metric("facet_events_applied_total");
+        // Committed, not only applied: every row is in the snapshot.
+        let committed = self.runtime.metric("facet_row_changes_total");
         send_all(
             &producer,
             (0..PAGED_ROWS).map(|i| (key(i), task(&key(i), "carol", 0, "paged"))),
@@ -643,7 +644,7 @@ impl Serving {
         wait_for(
             "carol's rows to be stored",
             Duration::from_secs(120),
-            || self.runtime.metric("facet_events_applied_total") >= applied + PAGED_ROWS as f64,
+            || self.runtime.metric("facet_row_changes_total") >= committed + PAGED_ROWS as f64,
         );
         // Rounds of changes while the clients page: every 250th row again, and a
         // new row each round.
