@@ -17,6 +17,25 @@ pub struct TransportLabel {
     pub transport: String,
 }
 
+/// Changes handed to clients: the transport and the (declared) projection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabel {
+    pub transport: String,
+    pub projection: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProjectionLabel {
+    pub projection: String,
+}
+
+/// A partition of a source topic.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub topic: String,
+    pub partition: i32,
+}
+
 /// An HTTP request by the route it matched (never the raw path: that would let
 /// clients create label values), its method and its status code.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,7 +84,9 @@ pub struct Metrics {
     pub partitions_behind: Gauge,
     pub connections: Family<TransportLabel, Gauge>,
     pub deliveries: Family<TransportLabel, Counter>,
-    pub delivery_latency: Family<TransportLabel, Histogram>,
+    pub delivery_latency: Family<DeliveryLabel, Histogram>,
+    pub commit_freshness: Family<ProjectionLabel, Histogram>,
+    pub consumer_lag: Family<PartitionLabel, Gauge>,
     pub subscriptions: Family<TransportLabel, Gauge>,
     /// Fields delivered to clients (see [`crate::usage`]).
     pub usage: crate::usage::FieldUsage,
@@ -154,13 +175,31 @@ impl Metrics {
             "Changes handed to a client's connection for sending, by transport",
             deliveries.clone(),
         );
-        let delivery_latency = Family::<TransportLabel, Histogram>::new_with_constructor(
+        let delivery_latency = Family::<DeliveryLabel, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.001, 2.0, 16))) as fn() -> Histogram,
         );
         registry.register(
             "delivery_latency_seconds",
-            "From an event's Kafka timestamp to its change being handed to a client's connection",
+            "From an event's Kafka timestamp to its change being handed to a client's connection, \
+             by transport and projection: how fresh what clients see is",
             delivery_latency.clone(),
+        );
+        let commit_freshness = Family::<ProjectionLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.001, 2.0, 16))) as fn() -> Histogram,
+        );
+        registry.register(
+            "commit_freshness_seconds",
+            "From an event's Kafka timestamp to the commit of the row changes it made, by \
+             projection (batches read live; a replay's are as old as its history)",
+            commit_freshness.clone(),
+        );
+        let consumer_lag = Family::<PartitionLabel, Gauge>::default();
+        registry.register(
+            "consumer_lag",
+            "Records a source partition has past what the store committed, from the high \
+             watermark the consumer last fetched (updated after each batch, and after each poll \
+             that finds nothing)",
+            consumer_lag.clone(),
         );
         let subscriptions = Family::<TransportLabel, Gauge>::default();
         registry.register(
@@ -231,6 +270,8 @@ impl Metrics {
             connections,
             deliveries,
             delivery_latency,
+            commit_freshness,
+            consumer_lag,
             subscriptions,
             usage: crate::usage::FieldUsage::new(field_usage),
             slow_client_disconnects,
@@ -284,18 +325,22 @@ impl Metrics {
             .clone()
     }
 
-    /// Counts a batch of deliveries with one label lookup (a hot path under load).
-    pub fn delivered_all(&self, transport: &str, latencies: impl Iterator<Item = Option<f64>>) {
-        let label = transport_label(transport);
-        let histogram = self.delivery_latency.get_or_create(&label).clone();
-        let mut count = 0;
-        for latency in latencies {
-            count += 1;
-            if let Some(seconds) = latency {
-                histogram.observe(seconds);
-            }
-        }
-        self.deliveries.get_or_create(&label).inc_by(count);
+    /// The counter of `transport`'s deliveries (a session keeps it).
+    pub fn deliveries_of(&self, transport: &str) -> Counter {
+        self.deliveries
+            .get_or_create(&transport_label(transport))
+            .clone()
+    }
+
+    /// The freshness of what `transport` hands clients of `projection` (a
+    /// subscription keeps it).
+    pub fn delivery_latency_of(&self, transport: &str, projection: &str) -> Histogram {
+        self.delivery_latency
+            .get_or_create(&DeliveryLabel {
+                transport: transport.to_string(),
+                projection: projection.to_string(),
+            })
+            .clone()
     }
 
     /// The text exposition format.

@@ -97,9 +97,25 @@ async fn sse_sends_a_snapshot_then_changes_and_resumes_from_last_event_id() {
     );
     assert!(
         // Only the live change knows when its event was produced.
-        metrics.contains(r#"facet_delivery_latency_seconds_count{transport="sse"} 1"#),
+        metrics.contains(
+            r#"facet_delivery_latency_seconds_count{transport="sse",projection="postPage"} 1"#
+        ),
         "{metrics}"
     );
+    // The live comment's batch, for each projection it changed (the replay before
+    // readiness is not counted: its events are as old as the sample).
+    for projection in ["postPage", "comment"] {
+        let committed =
+            format!(r#"facet_commit_freshness_seconds_count{{projection="{projection}"}} 1"#);
+        assert!(metrics.contains(&committed), "{committed}: {metrics}");
+    }
+    // Every source partition is read to its end.
+    for topic in ["blog.posts.v1", "blog.comments.v1", "blog.users.v1"] {
+        for partition in 0..2 {
+            let lag = format!(r#"facet_consumer_lag{{topic="{topic}",partition="{partition}"}} 0"#);
+            assert!(metrics.contains(&lag), "{lag}: {metrics}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 //! applies nothing twice. Offsets are also committed to Kafka for lag tools.
 
 mod dead_letter;
+mod freshness;
 pub mod pipeline;
 mod progress;
 mod retention;
@@ -430,6 +431,24 @@ impl Ingest {
         self.finish(consumer, writing)?;
         self.advance_past_control_records(consumer);
         self.progress.touch();
+        // Records may arrive that no batch reads yet: the lag says so, for every
+        // partition read (one the store has no offset of is read from its start,
+        // the low watermark).
+        if let Ok(assigned) = consumer.assignment() {
+            let position = self.store.position();
+            let elements = assigned.elements();
+            let next = |topic: &str, partition: i32| {
+                let at = position.offsets().get(&(topic.to_string(), partition));
+                at.copied().unwrap_or(0)
+            };
+            freshness::lag(
+                &self.metrics,
+                consumer,
+                elements
+                    .iter()
+                    .map(|e| (e.topic(), e.partition(), next(e.topic(), e.partition()))),
+            );
+        }
         Ok(0)
     }
 
@@ -515,6 +534,7 @@ impl Ingest {
         }
         writing.flush()?;
         self.store.write(&sealed)?;
+        freshness::committed(&self.metrics, &sealed);
         self.router.publish(sealed.into_changes());
         self.settle(consumer, read)
     }
@@ -548,6 +568,12 @@ impl Ingest {
         self.metrics
             .partitions_behind
             .set(self.progress.behind() as i64);
+        let reached = read.reached.iter();
+        freshness::lag(
+            &self.metrics,
+            consumer,
+            reached.map(|((topic, partition), next)| (topic.as_str(), *partition, *next)),
+        );
         if let Err(e) = consumer.commit(&commit, CommitMode::Async) {
             debug!(error = %e, "committing offsets to kafka (informational only)");
         }

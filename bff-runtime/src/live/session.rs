@@ -25,7 +25,9 @@ use crate::projection::Row;
 use crate::store::{access_of, with_access, Change, Missed, PositionError, View};
 use crate::usage::{Reader, Tally};
 use crate::viewer::Viewer;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 
 pub use snapshot::SNAPSHOT_PAGE;
 
@@ -91,6 +93,8 @@ struct Sub {
     paging: Option<snapshot::Paging>,
     /// Its fields' usage counters.
     tally: Tally,
+    /// How old the changes it is handed are (`facet_delivery_latency_seconds`).
+    freshness: Histogram,
 }
 
 pub struct Session {
@@ -100,6 +104,8 @@ pub struct Session {
     transport: &'static str,
     /// `facet_subscriptions{transport}`, kept equal to the session's subscriptions.
     subscriptions: Gauge,
+    /// `facet_deliveries{transport}`: the changes the session handed on.
+    deliveries: Counter,
     outbox: Arc<Outbox>,
     /// (number, subscription): a connection has few, and a list costs less per
     /// idle connection than maps.
@@ -117,12 +123,14 @@ impl Session {
     pub fn new(hub: Arc<Hub>, viewer: Viewer, transport: &'static str) -> Session {
         let outbox = Outbox::new(hub.max_pending_rows());
         let subscriptions = hub.metrics.subscriptions_of(transport);
+        let deliveries = hub.metrics.deliveries_of(transport);
         let reader = hub.metrics.usage.reader(viewer.client(), None);
         Session {
             hub,
             viewer,
             transport,
             subscriptions,
+            deliveries,
             outbox,
             subs: Vec::new(),
             next_sub: 0,
@@ -199,6 +207,10 @@ impl Session {
             number,
         );
         let tally = self.tally(&selector, &selection);
+        let freshness = self
+            .hub
+            .metrics
+            .delivery_latency_of(self.transport, &selector.projection().name);
         let mut sub = Sub {
             id: Arc::from(id),
             selection,
@@ -208,6 +220,7 @@ impl Session {
             position: String::new(),
             paging: None,
             tally,
+            freshness,
         };
         let updates = match since {
             Some(Ok((position, edit))) => self.hub.resume(&mut sub, &position, edit).await?,
@@ -220,10 +233,9 @@ impl Session {
             }
             None => vec![self.hub.snapshot(&mut sub).await?],
         };
-        sub.count(&updates);
+        self.deliveries.inc_by(sub.count(&updates));
         self.subs.push((number, sub));
         self.subscriptions.inc();
-        self.count_deliveries(updates.iter());
         Ok(updates)
     }
 
@@ -334,6 +346,7 @@ impl Session {
         if overflowed {
             out = self.catch_up().await?;
         }
+        let mut delivered = 0;
         for delivery in deliveries {
             let Some((_, sub)) = self.subs.iter_mut().find(|(n, _)| *n == delivery.sub) else {
                 continue; // unsubscribed since
@@ -343,7 +356,8 @@ impl Session {
             }
             sub.seen_through = delivery.change.seq;
             sub.position.clone_from(&delivery.change.position);
-            sub.tally.delivered(delivery.op.row_count());
+            sub.count_change(delivery.op, &delivery.change);
+            delivered += 1;
             out.push(Out {
                 id: sub.id.clone(),
                 update: Update::Change {
@@ -352,7 +366,7 @@ impl Session {
                 },
             });
         }
-        self.count_deliveries(out.iter().map(|out| &out.update));
+        self.deliveries.inc_by(delivered);
         out.extend(self.next_page().await?);
         self.flush_usage();
         Ok(out)
@@ -377,9 +391,8 @@ impl Session {
             return Ok(Vec::new());
         };
         let updates = self.hub.next_page(sub).await.map_err(into_close)?;
-        sub.count(&updates);
+        self.deliveries.inc_by(sub.count(&updates));
         let id = sub.id.clone();
-        self.count_deliveries(updates.iter());
         Ok(updates
             .into_iter()
             .map(|update| Out {
@@ -387,15 +400,6 @@ impl Session {
                 update,
             })
             .collect())
-    }
-
-    /// Counts the changes among `updates` as delivered (snapshots are not changes).
-    fn count_deliveries<'u>(&self, updates: impl Iterator<Item = &'u Update>) {
-        let latencies = updates.filter_map(|update| match update {
-            Update::Change { change, .. } => Some(change.delivery_latency()),
-            _ => None,
-        });
-        self.hub.metrics.delivered_all(self.transport, latencies);
     }
 
     async fn catch_up(&mut self) -> Result<Vec<Out>, Close> {
@@ -411,7 +415,7 @@ impl Session {
                     .map_err(into_close)?,
                 Err(e) => return Err(Close::internal(e)),
             };
-            sub.count(&updates);
+            self.deliveries.inc_by(sub.count(&updates));
             out.extend(updates.into_iter().map(|update| Out {
                 id: sub.id.clone(),
                 update,
@@ -466,15 +470,27 @@ struct AccessEdit {
 }
 
 impl Sub {
-    /// Counts the fields `updates` deliver.
-    fn count(&mut self, updates: &[Update]) {
+    /// Counts what `updates` deliver: the fields, for usage, and each change's
+    /// freshness. Returns how many changes there were.
+    fn count(&mut self, updates: &[Update]) -> u64 {
+        let mut changes = 0;
         for update in updates {
-            let rows = match update {
-                Update::Snapshot { rows, .. } => rows.len(),
-                Update::Change { op, .. } => op.row_count(),
-                Update::Reset { .. } => 0,
-            };
-            self.tally.delivered(rows);
+            match update {
+                Update::Snapshot { rows, .. } => self.tally.delivered(rows.len()),
+                Update::Change { op, change } => {
+                    self.count_change(*op, change);
+                    changes += 1;
+                }
+                Update::Reset { .. } => {}
+            }
+        }
+        changes
+    }
+
+    fn count_change(&mut self, op: Op, change: &LiveChange) {
+        self.tally.delivered(op.row_count());
+        if let Some(seconds) = change.delivery_latency() {
+            self.freshness.observe(seconds);
         }
     }
 
