@@ -113,6 +113,24 @@ impl FieldUsage {
         }
     }
 
+    /// The counters of what a selection of `projection` sends: `fields`, or every
+    /// declared field (whole rows).
+    pub fn selection_tally(
+        &self,
+        projection: &crate::spec::CompiledProjection,
+        fields: Option<&[String]>,
+        reader: &Reader,
+    ) -> Tally {
+        match fields {
+            Some(fields) => self.tally(&projection.name, fields.iter().map(String::as_str), reader),
+            None => self.tally(
+                &projection.name,
+                projection.fields.keys().map(String::as_str),
+                reader,
+            ),
+        }
+    }
+
     /// One field's counter.
     pub fn counter(&self, projection: &str, field: &str, reader: &Reader) -> Counter {
         self.family

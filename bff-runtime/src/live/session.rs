@@ -242,19 +242,9 @@ impl Session {
     /// The usage counters of the fields a subscription is sent.
     fn tally(&self, selector: &Selector, selection: &Selection) -> Tally {
         let projection = selector.projection();
+        let fields = selection.fields.as_deref();
         let usage = &self.hub.metrics.usage;
-        match &selection.fields {
-            Some(fields) => usage.tally(
-                &projection.name,
-                fields.iter().map(String::as_str),
-                &self.reader,
-            ),
-            None => usage.tally(
-                &projection.name,
-                projection.fields.keys().map(String::as_str),
-                &self.reader,
-            ),
-        }
+        usage.selection_tally(projection, fields, &self.reader)
     }
 
     pub fn unsubscribe(&mut self, id: &str) -> bool {

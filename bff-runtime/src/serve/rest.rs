@@ -115,15 +115,10 @@ fn field_tally(
     fields: Option<&[String]>,
 ) -> crate::usage::Tally {
     let reader = state.reader(headers, viewer, None);
-    let usage = &state.metrics.usage;
-    match fields {
-        Some(fields) => usage.tally(&projection.name, fields.iter().map(String::as_str), &reader),
-        None => usage.tally(
-            &projection.name,
-            projection.fields.keys().map(String::as_str),
-            &reader,
-        ),
-    }
+    state
+        .metrics
+        .usage
+        .selection_tally(projection, fields, &reader)
 }
 
 /// `fields=a,b`: only these fields, each of which must be declared.
